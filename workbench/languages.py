@@ -1,0 +1,276 @@
+"""The language registry: one TOML file per language under ``languages/``.
+
+Each file is validated into a frozen :class:`Language`; any problem is reported as one line naming
+the file and the field, e.g. ``languages/sw.toml: field 'scripts': 'latn' is not an ISO 15924 code
+this registry knows (did you mean 'Latn'?)``.
+
+Example::
+
+    registry = load_registry()
+    registry.get("sw").lid.fasttext_lid176   # 'sw'
+    registry.select(["low"])                 # every low-resource generation language
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import tomllib
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workbench.errors import ConfigError, UnknownLanguageError
+
+Tier = Literal["high", "mid", "low"]
+TIERS: tuple[str, ...] = ("high", "mid", "low")
+HIGH_TIER_MIN_M = 1000  # CC-100 tokens (millions): high >= 1B, mid 100M-1B, low < 100M
+MID_TIER_MIN_M = 100
+
+# ISO 15924 codes used by the registry -> the Unicode script names (``regex`` ``\p{Script=...}``)
+# whose letters count as "in script". Japanese and Korean mix scripts by design.
+SCRIPT_UNICODE_NAMES: dict[str, tuple[str, ...]] = {
+    "Latn": ("Latin",),
+    "Cyrl": ("Cyrillic",),
+    "Arab": ("Arabic",),
+    "Grek": ("Greek",),
+    "Hebr": ("Hebrew",),
+    "Armn": ("Armenian",),
+    "Geor": ("Georgian",),
+    "Ethi": ("Ethiopic",),
+    "Deva": ("Devanagari",),
+    "Beng": ("Bengali",),
+    "Guru": ("Gurmukhi",),
+    "Gujr": ("Gujarati",),
+    "Orya": ("Oriya",),
+    "Taml": ("Tamil",),
+    "Telu": ("Telugu",),
+    "Knda": ("Kannada",),
+    "Mlym": ("Malayalam",),
+    "Sinh": ("Sinhala",),
+    "Thai": ("Thai",),
+    "Laoo": ("Lao",),
+    "Khmr": ("Khmer",),
+    "Mymr": ("Myanmar",),
+    "Hans": ("Han",),
+    "Hant": ("Han",),
+    "Jpan": ("Han", "Hiragana", "Katakana"),
+    "Kore": ("Hangul", "Han"),
+}
+# Scripts written without spaces between words: lengths are counted in characters there.
+UNSPACED_SCRIPTS = frozenset({"Hans", "Hant", "Jpan", "Thai", "Laoo", "Khmr", "Mymr"})
+
+UNSUPPORTED = "unsupported"
+LID_MODELS = ("fasttext_lid176", "cld2", "langid", "langdetect")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LidLabels(_Strict):
+    """The label each language-ID model uses for this language, or ``"unsupported"``."""
+
+    fasttext_lid176: str
+    cld2: str
+    langid: str
+    langdetect: str
+
+    def covered_by(self) -> list[str]:
+        return [m for m in LID_MODELS if getattr(self, m) != UNSUPPORTED]
+
+
+class Language(_Strict):
+    code: str = Field(pattern=r"^[a-z]{2,3}$")
+    iso639_3: str = Field(pattern=r"^[a-z]{3}$")
+    name: str = Field(min_length=1)
+    native_name: str = Field(min_length=1)
+    scripts: tuple[str, ...] = Field(min_length=1)
+    cc100_tokens_m: float | None = Field(default=None, ge=0)
+    cc100_gib: float | None = Field(default=None, ge=0)
+    tier: Tier
+    role: Literal["generate", "eval_only"] = "generate"
+    miracl: bool = False
+    miracl_low_resource: bool = False
+    tatoeba: str | None = Field(default=None, pattern=r"^[a-z]{3}$")
+    confusable_group: str | None = None
+    quota: int = Field(ge=0)
+    prompt_note: str = ""
+    lid: LidLabels
+    lid_note: str = ""
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("scripts")
+    @classmethod
+    def _known_scripts(cls, scripts: tuple[str, ...]) -> tuple[str, ...]:
+        for script in scripts:
+            if script not in SCRIPT_UNICODE_NAMES:
+                close = difflib.get_close_matches(script.capitalize(), SCRIPT_UNICODE_NAMES, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ValueError(f"'{script}' is not an ISO 15924 code this registry knows{hint}")
+        return scripts
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Language":
+        if self.role == "generate":
+            if self.cc100_tokens_m is None:
+                raise ValueError("field 'cc100_tokens_m': required for a generation language")
+            expected = tier_for_tokens(self.cc100_tokens_m)
+            if self.tier != expected:
+                raise ValueError(
+                    f"field 'tier': '{self.tier}' but {self.cc100_tokens_m:g}M CC-100 tokens make it "
+                    f"'{expected}' (high >= {HIGH_TIER_MIN_M}M, mid >= {MID_TIER_MIN_M}M)"
+                )
+        elif self.quota != 0:
+            raise ValueError("field 'quota': an eval_only language has no generation quota; set 0")
+        if not self.lid.covered_by() and not self.lid_note:
+            raise ValueError("field 'lid': no LID model covers this language; say why in 'lid_note'")
+        return self
+
+    @property
+    def generates(self) -> bool:
+        return self.role == "generate"
+
+    @property
+    def unspaced(self) -> bool:
+        return any(s in UNSPACED_SCRIPTS for s in self.scripts)
+
+
+def tier_for_tokens(tokens_m: float) -> str:
+    if tokens_m >= HIGH_TIER_MIN_M:
+        return "high"
+    if tokens_m >= MID_TIER_MIN_M:
+        return "mid"
+    return "low"
+
+
+class Registry:
+    """All languages, by code, in file-name order."""
+
+    def __init__(self, languages: Iterable[Language], directory: Path):
+        self.directory = directory
+        self.by_code: dict[str, Language] = {lang.code: lang for lang in languages}
+
+    def __iter__(self):
+        return iter(self.by_code.values())
+
+    def __len__(self) -> int:
+        return len(self.by_code)
+
+    def __contains__(self, code: object) -> bool:
+        return code in self.by_code
+
+    def get(self, code: str) -> Language:
+        try:
+            return self.by_code[code]
+        except KeyError:
+            close = difflib.get_close_matches(code, self.by_code, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else "see 'workbench languages'"
+            raise UnknownLanguageError(
+                f"unknown language code '{code}'", where="languages", fix=hint
+            ) from None
+
+    @property
+    def generation(self) -> list[Language]:
+        return [lang for lang in self if lang.generates]
+
+    @property
+    def miracl(self) -> list[Language]:
+        return [lang for lang in self if lang.miracl]
+
+    def confusables(self, code: str) -> set[str]:
+        group = self.get(code).confusable_group
+        if not group:
+            return set()
+        return {lang.code for lang in self if lang.confusable_group == group and lang.code != code}
+
+    def select(self, selectors: Iterable[str]) -> list[Language]:
+        """Resolve codes, tiers (``high``/``mid``/``low``), ``miracl`` or ``all`` to languages.
+
+        ``all`` and tiers mean generation languages; an eval-only language is only taken by code
+        or by ``miracl``.
+        """
+        chosen: dict[str, Language] = {}
+        for raw in selectors:
+            for token in str(raw).replace(",", " ").split():
+                if token == "all":
+                    picked = self.generation
+                elif token in TIERS:
+                    picked = [lang for lang in self.generation if lang.tier == token]
+                elif token == "miracl":
+                    picked = self.miracl
+                else:
+                    picked = [self.get(token)]
+                chosen.update((lang.code, lang) for lang in picked)
+        return list(chosen.values())
+
+
+def languages_dir() -> Path:
+    """Where the language files are: $WORKBENCH_LANGUAGES, a checkout, or an installed copy."""
+    return _data_dir("languages", "WORKBENCH_LANGUAGES")
+
+
+def _data_dir(name: str, env_var: str) -> Path:
+    if os.environ.get(env_var):
+        return Path(os.environ[env_var])
+    checkout = Path(__file__).resolve().parent.parent / name
+    if checkout.is_dir():
+        return checkout
+    installed = Path(sys.prefix) / "share" / "workbench" / name
+    if installed.is_dir():
+        return installed
+    raise ConfigError(
+        f"cannot find the '{name}' data folder",
+        where=str(checkout),
+        fix=f"set {env_var} to the folder that holds it",
+    )
+
+
+def load_language(path: Path) -> Language:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"not valid TOML: {err}", where=str(path), fix="fix the syntax") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror}", where=str(path)) from None
+    try:
+        language = Language.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_first_problem(err), where=str(path)) from None
+    if language.code != path.stem:
+        raise ConfigError(
+            f"field 'code': '{language.code}' does not match the file name",
+            where=str(path),
+            fix=f"rename the file to {language.code}.toml or fix the code",
+        )
+    return language
+
+
+def _first_problem(err: ValidationError) -> str:
+    problem = err.errors()[0]
+    location = ".".join(str(part) for part in problem["loc"])
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "missing":
+        return f"field '{location}': required but missing"
+    if problem["type"] == "extra_forbidden":
+        return f"field '{location}': not a known field (check the spelling)"
+    if message.startswith("field '"):
+        return message
+    where = f"field '{location}': " if location else ""
+    return f"{where}{message}"
+
+
+@lru_cache(maxsize=4)
+def _load_cached(directory: Path) -> Registry:
+    files = sorted(directory.glob("*.toml"))
+    if not files:
+        raise ConfigError("no language files (*.toml) found", where=str(directory))
+    return Registry((load_language(path) for path in files), directory)
+
+
+def load_registry(directory: Path | str | None = None) -> Registry:
+    return _load_cached(Path(directory) if directory else languages_dir())

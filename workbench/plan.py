@@ -1,0 +1,132 @@
+"""Plan stage: quotas × task families × sampled prompt placeholders -> ``plan/<lang>.parquet``.
+
+Input: the language registry and the ``[run]`` section of the run config.
+Output: ``plan/<lang>.parquet``, one row per generation slot (``slot_id``, ``language``, ``family``,
+``seed`` and the placeholder columns of :data:`workbench.families.PLACEHOLDER_COLUMNS`).
+
+Families are allocated in the paper's proportions (167k/122k/13k/17k/99k/89k) by the largest
+remainder method, so 1,000 examples give 329/241/26/33/195/176. Placeholders are sampled from the
+paper's vocabularies with a ``random.Random`` seeded by (seed, language): the same seed gives the
+same plan on any machine.
+
+Example::
+
+    workbench plan runs/demo --languages sw,ja,low --quota 50 --seed 7
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+
+import polars as pl
+
+from workbench.config import RunConfig
+from workbench.families import FAMILIES, PLACEHOLDER_COLUMNS, family_shares
+from workbench.languages import Language, Registry
+from workbench.run import Run, StageResult, now
+from workbench.tables import PLAN
+
+STAGE = "plan"
+
+
+def allocate(total: int, shares: dict[str, float]) -> dict[str, int]:
+    """Split ``total`` over ``shares`` by largest remainder; ties go to the earlier family."""
+    exact = {name: total * share for name, share in shares.items()}
+    counts = {name: int(value) for name, value in exact.items()}
+    leftover = total - sum(counts.values())
+    by_remainder = sorted(shares, key=lambda n: (-(exact[n] - counts[n]), list(shares).index(n)))
+    for name in by_remainder[:leftover]:
+        counts[name] += 1
+    return counts
+
+
+def bitext_partner(language: Language, registry: Registry, rng: random.Random) -> str:
+    """English for every language but English; English pairs with a random high-tier language."""
+    if language.code != "en":
+        return "en"
+    partners = sorted(lang.code for lang in registry.generation if lang.tier == "high" and lang.code != "en")
+    return rng.choice(partners)
+
+
+def plan_language(
+    language: Language, quota: int, families: list[str], seed: int, registry: Registry
+) -> pl.DataFrame:
+    rng = random.Random(f"{seed}:{language.code}")
+    counts = allocate(quota, family_shares(families))
+    rows: list[dict[str, object]] = []
+    for name in families:
+        family = FAMILIES[name]
+        for index in range(counts[name]):
+            row: dict[str, object] = dict.fromkeys(PLACEHOLDER_COLUMNS)
+            row.update(
+                slot_id=f"{language.code}-{name}-{index:05d}",
+                language=language.code,
+                family=name,
+                seed=seed,
+            )
+            for placeholder, choices in family.placeholders.items():
+                row[placeholder] = rng.choice(choices)
+            if name == "bitext":
+                row["target_language"] = bitext_partner(language, registry, rng)
+            rows.append(row)
+    return pl.DataFrame(rows, schema=PLAN)
+
+
+def resolve_quotas(config: RunConfig, registry: Registry) -> tuple[dict[str, int], dict[str, str]]:
+    """Languages to plan with their quotas, and languages left out with the reason."""
+    section = config.run
+    for code in section.quotas:
+        registry.get(code)  # unknown codes fail here, with a suggestion
+    quotas: dict[str, int] = {}
+    left_out: dict[str, str] = {}
+    for language in registry.select(section.languages):
+        if language.code in section.quotas:
+            quotas[language.code] = section.quotas[language.code]
+        elif not language.generates:
+            left_out[language.code] = "eval-only language (no generation quota; give one in [run.quotas])"
+        else:
+            quotas[language.code] = section.quota or language.quota
+    return quotas, left_out
+
+
+def run_plan(run: Run, config: RunConfig, registry: Registry) -> StageResult:
+    """Write ``plan/<lang>.parquet`` for every selected language; skip when already current."""
+    quotas, left_out = resolve_quotas(config, registry)
+    fingerprint = hashlib.sha256(
+        json.dumps({"run": config.run.model_dump(mode="json"), "quotas": quotas}, sort_keys=True).encode()
+    ).hexdigest()[:16]
+    result = StageResult(STAGE, stats={"left_out": left_out})
+    if run.stage_is_current(STAGE, fingerprint):
+        result.skipped = sorted(quotas)
+        result.outputs = {
+            rel: info["rows"] for rel, info in run.stage_entry(STAGE)["outputs"].items()
+        }
+        return result
+    started = now()
+    start = time.perf_counter()
+    run.record_stage(STAGE, status="running", config_hash=fingerprint, started_at=started)
+    for code, quota in quotas.items():
+        table = plan_language(registry.get(code), quota, config.run.families, config.run.seed, registry)
+        path = run.write_table(STAGE, code, table, PLAN)
+        result.outputs[str(path.relative_to(run.root))] = table.height
+    # A plan for languages no longer selected would be generated by later stages: remove it.
+    for code in run.table_languages(STAGE):
+        if code not in quotas:
+            run.table_path(STAGE, code).unlink()
+    result.stats["seconds"] = round(time.perf_counter() - start, 3)
+    run.record_stage(
+        STAGE,
+        status="complete",
+        config_hash=fingerprint,
+        outputs=result.outputs,
+        stats=result.stats,
+        started_at=started,
+    )
+    return result
+
+
+def read_plan(run: Run) -> dict[str, pl.DataFrame]:
+    return {code: run.read_table(STAGE, code, PLAN) for code in run.table_languages(STAGE)}

@@ -1,0 +1,257 @@
+"""The run directory: the only state a run has.
+
+``runs/<name>/`` holds ``run.toml`` (the resolved config), ``manifest.json`` (what each stage
+produced), one Parquet table per stage and language (``plan/sw.parquet``, ``generated/sw.parquet``…),
+the request cache ``cache.sqlite`` and stage folders such as ``audit/``, ``train/``, ``eval/``.
+
+Tables are written atomically (temp file + rename) and checked against their declared schema
+(:mod:`workbench.tables`) on write and on read. A stage is complete only when its manifest entry
+says so; that entry is written after the stage's tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from workbench import __version__
+from workbench.errors import TableError, WorkbenchError
+from workbench.tables import Schema, conform
+
+LAYOUT_VERSION = 1
+MANIFEST = "manifest.json"
+CONFIG = "run.toml"
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class StageResult:
+    """What one stage did: rows written per table, languages skipped as current, free-form stats."""
+
+    stage: str
+    outputs: dict[str, int] = field(default_factory=dict)  # relative table path -> rows
+    skipped: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Run:
+    """A run directory. Create with :meth:`create`, open an existing one with :meth:`open`."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path | str) -> "Run":
+        run = cls(Path(root))
+        run.root.mkdir(parents=True, exist_ok=True)
+        if not (run.root / MANIFEST).exists():
+            run._write_manifest(
+                {
+                    "layout_version": LAYOUT_VERSION,
+                    "workbench_version": __version__,
+                    "created_at": now(),
+                    "stages": {},
+                }
+            )
+        else:
+            run.check_layout()
+        return run
+
+    @classmethod
+    def open(cls, root: Path | str) -> "Run":
+        run = cls(Path(root))
+        if not (run.root / MANIFEST).is_file():
+            raise WorkbenchError(
+                "not a run directory (no manifest.json)",
+                where=str(run.root),
+                fix="create it with 'workbench plan' or 'workbench run CONFIG.toml'",
+            )
+        run.check_layout()
+        return run
+
+    def check_layout(self) -> None:
+        version = self.manifest().get("layout_version")
+        if version != LAYOUT_VERSION:
+            raise WorkbenchError(
+                f"run directory layout version {version!r}; this workbench reads version {LAYOUT_VERSION}",
+                where=str(self.root / MANIFEST),
+                fix="start a new run, or use the workbench version that wrote it",
+            )
+
+    # -- paths -----------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def cache_path(self) -> Path:
+        return self.root / "cache.sqlite"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def table_path(self, stage: str, language: str) -> Path:
+        return self.root / stage / f"{language}.parquet"
+
+    def table_languages(self, stage: str) -> list[str]:
+        folder = self.stage_dir(stage)
+        return sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
+
+    # -- tables ----------------------------------------------------------------------------
+    def write_table(self, stage: str, language: str, df: pl.DataFrame, schema: Schema) -> Path:
+        path = self.table_path(stage, language)
+        table = conform(df, schema, where=str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            table.write_parquet(tmp, compression="zstd", statistics=True)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def read_table(self, stage: str, language: str, schema: Schema) -> pl.DataFrame:
+        path = self.table_path(stage, language)
+        return read_parquet(path, schema)
+
+    def has_table(self, stage: str, language: str) -> bool:
+        return self.table_path(stage, language).is_file()
+
+    # -- manifest --------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        path = self.root / MANIFEST
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise WorkbenchError("no manifest.json", where=str(self.root)) from None
+        except json.JSONDecodeError as err:
+            raise WorkbenchError(
+                f"manifest is not valid JSON ({err.msg}, line {err.lineno})",
+                where=str(path),
+                fix="restore it from a backup or start a new run; tables are untouched",
+            ) from None
+
+    def _write_manifest(self, data: dict[str, Any]) -> None:
+        atomic_write_bytes(self.root / MANIFEST, json.dumps(data, indent=2, sort_keys=True).encode())
+
+    @contextmanager
+    def _manifest_lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".manifest.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def stage_entry(self, stage: str) -> dict[str, Any] | None:
+        return self.manifest()["stages"].get(stage)
+
+    def stage_is_current(self, stage: str, config_hash: str) -> bool:
+        """True when the stage completed with this config and its outputs are unchanged on disk."""
+        entry = self.stage_entry(stage)
+        if not entry or entry.get("status") != "complete" or entry.get("config_hash") != config_hash:
+            return False
+        for rel, info in entry.get("outputs", {}).items():
+            path = self.root / rel
+            if not path.is_file() or file_sha256(path) != info.get("sha256"):
+                return False
+        return True
+
+    def record_stage(
+        self,
+        stage: str,
+        *,
+        status: str,
+        config_hash: str,
+        outputs: dict[str, int] | None = None,
+        stats: dict[str, Any] | None = None,
+        started_at: str | None = None,
+    ) -> None:
+        """Write the stage's manifest entry; call it with status='complete' after the tables."""
+        recorded: dict[str, Any] = {}
+        for rel, rows in (outputs or {}).items():
+            path = self.root / rel
+            recorded[rel] = {"rows": rows, "sha256": file_sha256(path) if path.is_file() else None}
+        with self._manifest_lock():
+            manifest = self.manifest()
+            manifest["stages"][stage] = {
+                "status": status,
+                "config_hash": config_hash,
+                "started_at": started_at or now(),
+                "finished_at": now() if status == "complete" else None,
+                "outputs": recorded,
+                "stats": stats or {},
+                "versions": _versions(),
+            }
+            self._write_manifest(manifest)
+
+
+def read_parquet(path: Path, schema: Schema) -> pl.DataFrame:
+    """Read one run table; a missing, corrupt or mis-shaped file is one clear error."""
+    if not path.is_file():
+        raise TableError("table not found", where=str(path), fix="run the stage that writes it first")
+    try:
+        df = pl.read_parquet(path)
+    except Exception as err:  # polars raises several types for damaged files
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise TableError(
+            f"cannot read Parquet ({first})",
+            where=str(path),
+            fix="the file is corrupt or truncated; delete it and re-run the stage that writes it",
+        ) from None
+    return conform(df, schema, where=str(path))
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"workbench": __version__, "python": platform.python_version()}
+    for package in ("polars", "openai", "torch", "transformers", "mteb"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    return versions

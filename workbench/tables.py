@@ -1,0 +1,121 @@
+"""Declared schemas of every Parquet table in a run directory, checked on write and on read.
+
+One schema per stage output; stages never invent columns on the fly. A table that does not match
+its schema is reported as one line naming the file, the column and the problem.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from workbench.families import EXAMPLE_FIELDS, PLACEHOLDER_COLUMNS
+
+Schema = dict[str, pl.DataType]
+
+# plan/<lang>.parquet: one row per generation slot.
+PLAN: Schema = {
+    "slot_id": pl.Utf8(),
+    "language": pl.Utf8(),
+    "family": pl.Utf8(),
+    "seed": pl.Int64(),
+    **{column: pl.Utf8() for column in PLACEHOLDER_COLUMNS},
+}
+
+# tasks/<lang>.parquet: one row per brainstormed task (generate, step 1).
+TASKS: Schema = {
+    "language": pl.Utf8(),
+    "family": pl.Utf8(),
+    "seed": pl.Int64(),
+    "task_index": pl.Int64(),
+    "task": pl.Utf8(),
+    "model": pl.Utf8(),
+}
+
+# generated/<lang>.parquet: one row per planned slot (generate, step 2).
+GENERATED: Schema = {
+    "slot_id": pl.Utf8(),
+    "language": pl.Utf8(),
+    "family": pl.Utf8(),
+    "task": pl.Utf8(),
+    **{column: pl.Utf8() for column in PLACEHOLDER_COLUMNS},
+    **{name: pl.Utf8() for name in EXAMPLE_FIELDS},
+    "status": pl.Utf8(),  # ok | failed
+    "error": pl.Utf8(),
+    "raw_response": pl.Utf8(),
+    "model": pl.Utf8(),
+    "prompt_tokens": pl.Int64(),
+    "completion_tokens": pl.Int64(),
+    "cost_usd": pl.Float64(),
+    "attempts": pl.Int64(),
+    "created_at": pl.Utf8(),
+}
+
+
+def conform(df: pl.DataFrame, schema: Schema, where: str) -> pl.DataFrame:
+    """Return ``df`` with exactly the schema's columns, in order, cast to the declared types.
+
+    Missing columns or columns that cannot be cast raise :class:`TableError` naming ``where``.
+    Extra columns are an error too: a table carries what its schema declares and nothing else.
+    """
+    from workbench.errors import TableError
+
+    missing = [name for name in schema if name not in df.columns]
+    if missing:
+        raise TableError(
+            f"missing column(s) {', '.join(missing)}",
+            where=where,
+            fix="the table was not written by this stage or by this version of the workbench",
+        )
+    extra = [name for name in df.columns if name not in schema]
+    if extra:
+        raise TableError(f"undeclared column(s) {', '.join(extra)}", where=where)
+    try:
+        return df.select([pl.col(name).cast(dtype, strict=True) for name, dtype in schema.items()])
+    except pl.exceptions.PolarsError as err:
+        first = str(err).strip().splitlines()[0]
+        raise TableError(f"column types do not match the declared schema: {first}", where=where) from None
+
+
+def empty(schema: Schema) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+# --- filter / audit (issue 5) ---------------------------------------------------------------
+# audit/summary.parquet: one row per language. The report stage reads these core columns.
+AUDIT_SUMMARY: Schema = {
+    "language": pl.Utf8(),
+    "planned": pl.Int64(),
+    "generated": pl.Int64(),  # rows with status ok
+    "failed": pl.Int64(),  # rows with status failed (never reached the filter)
+    "accepted": pl.Int64(),
+    "rejected": pl.Int64(),
+    "acceptance_rate": pl.Float64(),  # accepted / generated
+    "top_reject_reasons": pl.Utf8(),  # "reason:count; reason:count" most frequent first
+    "top_lid_confusions": pl.Utf8(),  # "lang:count; ..." languages the LID ensemble saw instead
+    "exact_dup_rate": pl.Float64(),
+    "near_dup_rate": pl.Float64(),
+    "distinct_tasks": pl.Int64(),
+    "distinct_2": pl.Float64(),  # lexical diversity of the main text field
+    "prompt_tokens": pl.Int64(),
+    "completion_tokens": pl.Int64(),
+    "cost_usd": pl.Float64(),
+}
+
+
+# --- eval (issue 7) -------------------------------------------------------------------------
+# eval/results.parquet: one row per (system, task, language, metric). Values are in percent
+# (nDCG@10 = 40.6 means 0.406) so they compare directly with published tables.
+EVAL_RESULTS: Schema = {
+    "system": pl.Utf8(),  # short name shown in reports: "bm25", "minilm", "minilm-ft", ...
+    "model": pl.Utf8(),  # model path or identifier ("bm25s" for BM25)
+    "task": pl.Utf8(),  # "MIRACLRetrieval", "MIRACLRetrievalHardNegatives", "XQuADRetrieval", ...
+    "dataset": pl.Utf8(),  # what was evaluated, e.g. "miracl-yo-dev-full", "xquad-de"
+    "language": pl.Utf8(),
+    "split": pl.Utf8(),
+    "metric": pl.Utf8(),  # "ndcg_at_10", "recall_at_100", ...
+    "value": pl.Float64(),
+    "n_queries": pl.Int64(),
+    "n_docs": pl.Int64(),
+    "source": pl.Utf8(),  # "measured" here; reference rows carry their paper / MTEB source
+    "created_at": pl.Utf8(),
+}
