@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install quickstart test lint clean-runs
+.PHONY: install browser quickstart test clean-runs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,14 @@ quickstart: install
 	$(BIN)/workbench languages
 	$(BIN)/workbench plan runs/quickstart --config examples/quickstart.toml
 
-test: install
+# Headless Chromium renders the audit and report HTML in tests (Debian package; root on CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: install Debian's 'chromium' package for the HTML tests"; fi; }
+
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean-runs:

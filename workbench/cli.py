@@ -210,6 +210,19 @@ def _print_plan_summary(run) -> None:
 
 
 # --- run, status (issue 9) ------------------------------------------------------------------
+@app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> None:
+    """Show each stage's state, row counts, cost and finish time for a run."""
+    from workbench.status import run_status
+
+    table = Table(title=f"run: {run_dir}")
+    for column in ("stage", "status", "tables", "rows", "cost (USD)", "finished"):
+        table.add_column(column)
+    for row in run_status(run_dir):
+        cost = "" if row["cost_usd"] is None else f"{row['cost_usd']:.4f}"
+        table.add_row(row["stage"], row["status"], str(row["tables"]), str(row["rows"]), cost,
+                      row["finished_at"] or "")
+    console.print(table)
 
 
 
