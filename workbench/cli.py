@@ -112,18 +112,25 @@ def languages(
         return
     if output_format != "table":
         raise WorkbenchError(f"unknown format '{output_format}'", where="--format", fix="use table, json or csv")
-    table = Table(title=f"{len(records)} languages", show_lines=False, pad_edge=False)
-    for column, header in (("code", "code"), ("name", "name"), ("native_name", "native"),
-                           ("scripts", "script"), ("tier", "tier"), ("cc100_tokens_m", "CC-100"),
-                           ("miracl", "MIRACL"), ("confusable_group", "confusable"),
-                           ("quota", "quota"), ("lid_models", "LID")):
-        table.add_column(header, no_wrap=column not in ("name", "confusable_group"), overflow="ellipsis")
+    # Narrow terminals get the essential columns; --format csv/json always carries everything.
+    wide = console.width >= 120
+    columns = [("code", "code"), ("name", "name"), ("native_name", "native"), ("scripts", "script"),
+               ("tier", "tier"), ("cc100_tokens_m", "CC-100"), ("miracl", "MIRACL"),
+               ("confusable_group", "confusable"), ("quota", "quota"), ("lid_models", "LID")]
+    if not wide:
+        columns = [c for c in columns if c[0] not in ("native_name", "confusable_group", "quota")]
+    table = Table(title=f"{len(records)} languages", pad_edge=False)
+    for _, header in columns:
+        table.add_column(header, no_wrap=True, overflow="ellipsis")
     for rec in records:
-        miracl_mark = "yes" if rec["miracl"] else ""
-        name = rec["name"] + (" (eval only)" if rec["role"] == "eval_only" else "")
-        tokens = "" if rec["cc100_tokens_m"] is None else f"{rec['cc100_tokens_m']:,.0f}M"
-        table.add_row(rec["code"], name, rec["native_name"], rec["scripts"], rec["tier"], tokens,
-                      miracl_mark, rec["confusable_group"], str(rec["quota"]), f"{rec['lid_models']}/4")
+        cells = {
+            **{key: str(value) for key, value in rec.items()},
+            "name": rec["name"] + (" (eval only)" if rec["role"] == "eval_only" else ""),
+            "cc100_tokens_m": "" if rec["cc100_tokens_m"] is None else f"{rec['cc100_tokens_m']:,.0f}M",
+            "miracl": "yes" if rec["miracl"] else "",
+            "lid_models": f"{rec['lid_models']}/4",
+        }
+        table.add_row(*(cells[key] for key, _ in columns))
     console.print(table)
 
 
