@@ -206,6 +206,8 @@ def test_html_renders_in_headless_chromium_with_18_rows_plots_and_no_broken_link
     broken = sorted({h for h in page.hrefs if h[1:] not in page.ids})
     assert not broken, f"links to missing anchors: {broken}"
     assert "Does the model leave low-resource languages behind" in dom
+    between = dom.split('id="between"', 1)[1].split("</table>", 1)[0]
+    assert FOCUS in between and "BM25 Lucene (published)" in between
 
 
 def test_compare_mode_shows_per_language_deltas(inputs, tmp_path):

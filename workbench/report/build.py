@@ -475,8 +475,13 @@ def _plots(a: Analysis) -> dict[str, str]:
     nd = a.scores.filter(pl.col("metric") == "ndcg_at_10")
     fig, ax = plt.subplots(figsize=(11, 3.6))
     width = 0.8 / len(series)
+    bm25 = next((s for s in a.scores.filter(pl.col("kind") == "measured")["system"].unique(maintain_order=True).to_list()
+                 if s.lower().startswith("bm25")), None)
     for i, name in enumerate(series):
-        values = {r["language"]: r["value"] for r in nd.filter(pl.col("system") == name).sort("n_docs", descending=True, nulls_last=True).unique("language", keep="first").iter_rows(named=True)}
+        system = bm25 if name == MEASURED_BM25 else name
+        if system is None:  # no BM25 measured here: no bars, the legend says nothing about it
+            continue
+        values = {r["language"]: r["value"] for r in nd.filter(pl.col("system") == system).sort("n_docs", descending=True, nulls_last=True).unique("language", keep="first").iter_rows(named=True)}
         xs = [j + i * width for j, c in enumerate(codes) if c in values]
         ax.bar(xs, [values[c] for c in codes if c in values], width, label=name)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(codes))], [f"{c}\n{f['tier']}" for c, f in zip(codes, a.languages)])
@@ -487,7 +492,8 @@ def _plots(a: Analysis) -> dict[str, str]:
     # 2. mean gap to the primary reference per group
     g = a.groups.filter((pl.col("metric") == "ndcg_at_10") & (pl.col("n_languages") > 0))
     # MTEB rows stay in groups.csv; the plot keeps the measured systems and the published papers.
-    systems = [s for s in g["system"].unique(maintain_order=True).to_list() if "(MTEB" not in s]
+    mteb = set(a.scores.filter(pl.col("kind") == "mteb")["system"].to_list())
+    systems = [s for s in g["system"].unique(maintain_order=True).to_list() if s not in mteb]
     fig, ax = plt.subplots(figsize=(10, 3.6))
     width = 0.8 / max(len(systems), 1)
     for i, name in enumerate(systems):
@@ -617,6 +623,8 @@ def render(a: Analysis, config: ReportSection, inputs: list[dict], plots: dict[s
         "other": other, "averages": averages, "sources": sources, "plots": plots, "inputs": inputs,
         "notes": a.notes, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "reference_dir": str(a.references.directory), "measured_bm25": MEASURED_BM25,
+        "mteb_all": set(a.scores.filter(pl.col("kind") == "mteb")["system"].to_list()),
+        "mteb_hard": set(a.scores.filter((pl.col("kind") == "mteb") & (pl.col("task") == "MIRACLRetrievalHardNegatives"))["system"].to_list()),
     }
     env = _env()
     return env.get_template("gap_report.html.j2").render(**context), env.get_template("summary.md.j2").render(**context)
