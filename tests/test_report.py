@@ -298,6 +298,8 @@ def test_cli_report_on_a_run_directory_and_errors_in_one_line(inputs, tmp_path):
     assert "multilingual-e5-large (published)" in ok.stdout
     html = (run.root / "report" / "index.html").read_text()
     assert "primary reference is <strong>multilingual-e5-large (published)</strong>" in html
+    entry = run.stage_entry("report")
+    assert entry["status"] == "complete" and "report/index.html" in entry["outputs"]
     bad = _cli("report", "--results", _results(tmp_path / "x.parquet", [{"language": "xx"}]), "--out", tmp_path / "o")
     assert bad.returncode == 2 and "unknown language code 'xx'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
@@ -311,3 +313,19 @@ def test_cli_compare(inputs, tmp_path):
     done = _cli("report", "--compare", inputs["minilm"], f"{inputs['multi']}@multi-minilm (MTEB copy)", "--out", tmp_path / "c")
     assert done.returncode == 0, done.stderr
     assert pl.read_parquet(tmp_path / "c" / "compare.parquet").height == 36
+
+
+def test_several_results_tables_in_one_report_show_each_measured_system(inputs, tmp_path):
+    """BM25 + a baseline + the system under study, as the committed example report will be built."""
+    out = tmp_path / "r"
+    result = run_report(out, [inputs["bm25"], inputs["multi"], inputs["minilm"]], audit=inputs["audit"])
+    assert result.stats["focus"] == FOCUS  # the last non-BM25 system given
+    html = (out / "index.html").read_text()
+    header = html.split('id="languages-ndcg_at_10"', 1)[1].split("</thead>", 1)[0]
+    assert header.index(FOCUS) < header.index("multi-minilm (MTEB copy)") < header.index("e5-mistral-7b-instruct (published)")
+    gaps = pl.read_parquet(out / "gaps.parquet")
+    assert {"bm25", FOCUS, "multi-minilm (MTEB copy)"} == set(gaps["system"])
+    with pytest.raises(WorkbenchError, match="focus system 'nope' is not in the results"):
+        from workbench.config import ReportSection
+
+        run_report(tmp_path / "x", [inputs["minilm"]], config=ReportSection(focus="nope"))

@@ -275,7 +275,8 @@ def report(
     audit_path = audit or (Path(section.audit) if section.audit else None)
     if audit_path is None and run_dir is not None and (run_dir / "audit" / "summary.parquet").is_file():
         audit_path = run_dir / "audit" / "summary.parquet"
-    result = run_report(out, tables, audit=audit_path, config=section, registry=registry)
+    result = run_report(out, tables, audit=audit_path, config=section, registry=registry,
+                        run=Run.open(run_dir) if run_dir is not None else None)
     for line in result.stats["headline"]:
         console.print(line, highlight=False)
     console.print(f"report written: {out / 'index.html'} (focus: {result.stats['focus']})")

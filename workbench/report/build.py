@@ -42,7 +42,7 @@ import polars as pl
 from workbench.config import ReportSection
 from workbench.errors import TableError, UnknownLanguageError, WorkbenchError
 from workbench.languages import Registry, load_registry
-from workbench.run import StageResult, atomic_write_bytes, file_sha256, read_parquet
+from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256, read_parquet
 from workbench.tables import (
     AUDIT_SUMMARY,
     EVAL_RESULTS,
@@ -471,7 +471,7 @@ def _plots(a: Analysis) -> dict[str, str]:
     codes = [f["code"] for f in a.languages]
     plots: dict[str, str] = {}
     # 1. per-language nDCG@10: focus beside the reference points
-    series = [a.focus] + [r for r in SHOWN_REFERENCES if r != a.focus]
+    series = [a.focus] + _other_measured(a) + [r for r in SHOWN_REFERENCES if r != a.focus]
     nd = a.scores.filter(pl.col("metric") == "ndcg_at_10")
     fig, ax = plt.subplots(figsize=(11, 3.6))
     width = 0.8 / len(series)
@@ -564,10 +564,17 @@ def _cell(scores: pl.DataFrame, system: str, language: str, metric: str, source_
     return {"value": rec["value"], "provenance": rec["provenance"], "source": sid}
 
 
+def _other_measured(a: Analysis) -> list[str]:
+    """Measured systems with MIRACL results besides the focus and BM25 (e.g. the baseline of a fine-tune)."""
+    miracl = a.scores.filter((pl.col("kind") == "measured") & pl.col("task").str.starts_with("MIRACL"))
+    return [s for s in miracl["system"].unique(maintain_order=True).to_list()
+            if s != a.focus and not s.lower().startswith("bm25")]
+
+
 def _table_rows(a: Analysis, source_ids: dict[str, int]) -> tuple[list[str], list[dict]]:
     measured_bm25 = a.scores.filter(pl.col("kind") == "measured")["system"].unique(maintain_order=True).to_list()
     bm25 = next((s for s in measured_bm25 if s.lower().startswith("bm25")), None)
-    columns = [r for r in SHOWN_REFERENCES if r != a.focus]
+    columns = _other_measured(a) + [r for r in SHOWN_REFERENCES if r != a.focus]
     rows = []
     for fact in a.languages:
         code = fact["code"]
@@ -655,11 +662,13 @@ def run_report(
     audit: Path | str | None = None,
     config: ReportSection | None = None,
     registry: Registry | None = None,
+    run: Run | None = None,
 ) -> StageResult:
     """Build the gap report in ``out_dir`` from results tables, an optional audit and the references.
 
     Writes index.html, summary.md, report.json and scores/gaps/groups/data as .parquet + .csv.
-    Nothing is written unless every input reads cleanly.
+    Nothing is written unless every input reads cleanly. With ``run`` (and ``out_dir`` inside it)
+    the stage is recorded in the run's manifest.
     """
     config = config or ReportSection()
     registry = registry or load_registry()
@@ -686,6 +695,11 @@ def run_report(
     atomic_write_bytes(out / "index.html", html.encode("utf-8"))  # last: the page exists only when complete
     _readable(out / "report.json", out / "summary.md", out / "index.html")
     outputs |= {"report.json": 1, "summary.md": 1, "index.html": 1}
+    if run is not None and out.resolve().is_relative_to(run.root.resolve()):
+        prefix = out.resolve().relative_to(run.root.resolve())
+        run.record_stage(STAGE, status="complete", config_hash=config.fingerprint(),
+                         outputs={str(prefix / name): rows for name, rows in outputs.items()},
+                         stats={"focus": analysis.focus, "inputs": inputs})
     log.info("report written to %s (focus %s)", out, analysis.focus)
     return StageResult(STAGE, outputs=outputs, stats={"focus": analysis.focus, "headline": analysis.headline,
                                                       "out_dir": str(out)})
