@@ -329,3 +329,21 @@ def test_several_results_tables_in_one_report_show_each_measured_system(inputs, 
         from workbench.config import ReportSection
 
         run_report(tmp_path / "x", [inputs["minilm"]], config=ReportSection(focus="nope"))
+
+
+def test_markdown_is_not_html_escaped_and_html_is(report):
+    out, _ = report
+    summary = (out / "summary.md").read_text()
+    assert "MIRACL's own low-resource set" in summary and "&#39;" not in summary
+    html = (out / "index.html").read_text()
+    assert "MIRACL&#39;s own low-resource set" in html
+
+
+def test_headline_says_when_the_question_cannot_be_answered(inputs, tmp_path):
+    yo_only = ri.mteb_results(inputs["shared"], tmp_path / "yo.parquet", MINILM, "minilm-yo", languages=["yo"])
+    result = run_report(tmp_path / "r", [inputs["bm25"], yo_only])
+    assert result.stats["headline"][0].startswith("Cannot answer for minilm-yo from measurements alone")
+    assert "no high-tier MIRACL measurement" in result.stats["headline"][0]
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert html.count("not measured</td>") == 2 * 17  # 17 languages x 2 metrics, shown as such
+    assert "no audit given" in html

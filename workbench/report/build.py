@@ -487,7 +487,7 @@ def _plots(a: Analysis) -> dict[str, str]:
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(codes))], [f"{c}\n{f['tier']}" for c, f in zip(codes, a.languages)])
     ax.set_ylabel("nDCG@10 (%)")
     ax.set_title("MIRACL dev nDCG@10 per language (missing bar = no number)")
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     plots["per_language"] = _png(fig)
     # 2. mean gap to the primary reference per group
     g = a.groups.filter((pl.col("metric") == "ndcg_at_10") & (pl.col("n_languages") > 0))
@@ -504,7 +504,7 @@ def _plots(a: Analysis) -> dict[str, str]:
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel(f"mean gap to {a.primary}\n(points; >0 = behind)", fontsize=8)
     ax.set_title("nDCG@10 gap by language group")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     plots["groups"] = _png(fig)
     # 3. gap against synthetic data volume and acceptance rate
     pts = a.data.filter(pl.col("primary_gap_ndcg_at_10").is_not_null() & pl.col("has_synthetic_data"))
@@ -546,7 +546,7 @@ def _env():
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]),
+                             autoescape=jinja2.select_autoescape(["html.j2", "css.j2"], default=False),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = lambda v, d=1: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
     env.filters["signed"] = lambda v, d=1: "" if v is None else f"{v:+.{d}f}"
