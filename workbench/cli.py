@@ -174,18 +174,6 @@ def plan(
     console.print(f"plan {state}: {sum(result.outputs.values())} slots in {run.root / 'plan'}")
 
 
-def _print_proposal(proposal) -> None:
-    table = Table(title="proposed quotas (from the gap report)")
-    for header in ("language", "tier", "gap", "acceptance", "weight", "quota", "est. $", "basis"):
-        table.add_column(header, justify="left" if header in ("language", "tier", "basis") else "right")
-    for r in proposal.iter_rows(named=True):
-        table.add_row(r["language"], r["tier"], "" if r["gap"] is None else f"{r['gap']:.1f}",
-                      "" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.0%}",
-                      "" if r["weight"] is None else f"{r['weight']:.1f}", str(r["quota"]),
-                      "" if r["est_cost_usd"] is None else f"{r['est_cost_usd']:.2f}", r["basis"])
-    console.print(table)
-
-
 def _print_plan_summary(run) -> None:
     import polars as pl
 
@@ -228,6 +216,19 @@ def _print_plan_summary(run) -> None:
 
 
 # --- report (issue 8) -----------------------------------------------------------------------
+def _print_proposal(proposal) -> None:
+    """The next-round quotas that 'plan --from-report' is about to plan."""
+    table = Table(title="proposed quotas (from the gap report)")
+    for header in ("language", "tier", "gap", "acceptance", "weight", "quota", "est. $", "basis"):
+        table.add_column(header, justify="left" if header in ("language", "tier", "basis") else "right")
+    for r in proposal.iter_rows(named=True):
+        table.add_row(r["language"], r["tier"], "" if r["gap"] is None else f"{r['gap']:.1f}",
+                      "" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.0%}",
+                      "" if r["weight"] is None else f"{r['weight']:.1f}", str(r["quota"]),
+                      "" if r["est_cost_usd"] is None else f"{r['est_cost_usd']:.2f}", r["basis"])
+    console.print(table)
+
+
 @app.command()
 def report(
     run_dir: Annotated[Optional[Path], typer.Argument(help="run directory: reads eval/results.parquet and audit/summary.parquet, writes report/")] = None,
