@@ -143,6 +143,8 @@ def plan(
     quota: Annotated[Optional[int], typer.Option(help="examples per language (overrides language files)")] = None,
     families: Annotated[Optional[list[str]], typer.Option(help="subset of task families")] = None,
     seed: Annotated[Optional[int], typer.Option(help="sampling seed")] = None,
+    from_report: Annotated[Optional[Path], typer.Option("--from-report", help="gap report folder: quotas weighted to the largest gaps and lowest acceptance")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="total for --from-report: examples (5000) or dollars ($20)")] = None,
 ) -> None:
     """Write the generation plan: per language, slots per task family with sampled placeholders."""
     from workbench.languages import load_registry
@@ -150,6 +152,15 @@ def plan(
     from workbench.runconfig import resolve_run_config
 
     updates: dict[str, object] = {}
+    if from_report is not None or budget is not None:  # report stage (issue 8): next round from gaps
+        from workbench.report.next_plan import plan_updates_from_report
+
+        if from_report is None:
+            raise WorkbenchError("--budget only applies with --from-report", where="--budget", fix="add --from-report REPORT")
+        proposed, proposal = plan_updates_from_report(
+            from_report, budget, load_registry(), {"--languages": language, "--quota": quota})
+        updates.update(proposed)
+        _print_proposal(proposal)
     if language:
         updates["languages"] = _split(language)
     if quota is not None:
@@ -212,6 +223,71 @@ def _print_plan_summary(run) -> None:
 
 
 # --- report (issue 8) -----------------------------------------------------------------------
+def _print_proposal(proposal) -> None:
+    """The next-round quotas that 'plan --from-report' is about to plan."""
+    table = Table(title="proposed quotas (from the gap report)")
+    for header in ("language", "tier", "gap", "acceptance", "weight", "quota", "est. $", "basis"):
+        table.add_column(header, justify="left" if header in ("language", "tier", "basis") else "right")
+    for r in proposal.iter_rows(named=True):
+        table.add_row(r["language"], r["tier"], "" if r["gap"] is None else f"{r['gap']:.1f}",
+                      "" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.0%}",
+                      "" if r["weight"] is None else f"{r['weight']:.1f}", str(r["quota"]),
+                      "" if r["est_cost_usd"] is None else f"{r['est_cost_usd']:.2f}", r["basis"])
+    console.print(table)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="run directory: reads eval/results.parquet and audit/summary.parquet, writes report/")] = None,
+    results: Annotated[Optional[list[Path]], typer.Option("--results", "-r", help="EVAL_RESULTS table; repeat for several (BM25, baseline, fine-tuned)")] = None,
+    audit: Annotated[Optional[Path], typer.Option(help="AUDIT_SUMMARY table (default: the run's audit/summary.parquet)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output folder (default: RUN/report)")] = None,
+    focus: Annotated[Optional[str], typer.Option(help="system the gaps are about (default: the last non-BM25 system)")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="primary reference, e.g. 'multilingual-e5-large (published)'")] = None,
+    title: Annotated[Optional[str], typer.Option(help="report title")] = None,
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML ([report] section)")] = None,
+    compare: Annotated[Optional[tuple[str, str]], typer.Option("--compare", help="A B: per-language deltas B - A; each PATH[@SYSTEM], PATH a results table or run dir")] = None,
+) -> None:
+    """Per-language MIRACL gap report (HTML + Markdown + tidy tables), or --compare A B."""
+    from workbench.config import RunConfig, load_config, parse_config
+    from workbench.languages import load_registry
+    from workbench.report.build import run_compare, run_report
+    from workbench.run import Run
+    from workbench.runconfig import resolve_run_config
+
+    updates = {k: v for k, v in {"focus": focus, "primary_reference": reference, "title": title}.items() if v is not None}
+    if run_dir is not None:
+        Run.open(run_dir)  # an existing run; never create one by typo
+        run, config = resolve_run_config(run_dir, config_file, {"report": updates})
+        section = config.report
+    else:
+        base = load_config(config_file) if config_file else RunConfig()
+        section = parse_config({**base.model_dump(mode="json"), "report": {**base.report.model_dump(mode="json"), **updates}},
+                               where="command line").report
+    if out is None:
+        if run_dir is None:
+            raise WorkbenchError("no output folder", where="--out", fix="give --out DIR or a run directory")
+        out = run_dir / "report"
+    registry = load_registry()
+    if compare and all(compare):
+        result = run_compare(compare[0], compare[1], out, registry=registry)
+        console.print(f"comparison written: {out / 'compare.html'} ({result.stats['rows']} rows)")
+        return
+    tables: list[Path] = []
+    if run_dir is not None and (run_dir / "eval" / "results.parquet").is_file():
+        tables.append(run_dir / "eval" / "results.parquet")
+    tables += [Path(p) for p in section.results] + list(results or [])
+    if not tables and run_dir is not None:
+        raise WorkbenchError("no eval/results.parquet in this run and no --results given", where=str(run_dir),
+                             fix="run 'workbench eval' first or pass --results PATH")
+    audit_path = audit or (Path(section.audit) if section.audit else None)
+    if audit_path is None and run_dir is not None and (run_dir / "audit" / "summary.parquet").is_file():
+        audit_path = run_dir / "audit" / "summary.parquet"
+    result = run_report(out, tables, audit=audit_path, config=section, registry=registry,
+                        run=Run.open(run_dir) if run_dir is not None else None)
+    for line in result.stats["headline"]:
+        console.print(line, highlight=False)
+    console.print(f"report written: {out / 'index.html'} (focus: {result.stats['focus']})")
 
 
 

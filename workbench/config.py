@@ -21,7 +21,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -88,7 +88,31 @@ class EvalSection(Section):
 
 # --- report (issue 8) -----------------------------------------------------------------------
 class ReportSection(Section):
-    pass
+    """``[report]``: which results and audit the gap report reads and what it compares against.
+
+    A run's own ``eval/results.parquet`` and ``audit/summary.parquet`` are read by default;
+    ``results`` adds further tables (e.g. a BM25 run and a baseline run) to the same report.
+    """
+
+    results: list[str] = Field(default_factory=list, description="extra EVAL_RESULTS tables")
+    audit: str | None = Field(default=None, description="AUDIT_SUMMARY table (default: the run's)")
+    focus: str | None = Field(default=None, description="system the gaps are about (default: last non-BM25)")
+    primary_reference: Literal[
+        "e5-mistral-7b-instruct (published)",
+        "multilingual-e5-large (published)",
+        "BM25 Lucene (published)",
+        "BM25 (measured here)",
+    ] = "e5-mistral-7b-instruct (published)"
+    reference_dir: str | None = Field(default=None, description="folder with miracl_reference.csv")
+    title: str = "MIRACL gap report"
+
+    @field_validator("results")
+    @classmethod
+    def _no_blank_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.strip():
+                raise ValueError("an empty path is not a results table")
+        return paths
 
 
 class RunConfig(Section):

@@ -119,3 +119,77 @@ EVAL_RESULTS: Schema = {
     "source": pl.Utf8(),  # "measured" here; reference rows carry their paper / MTEB source
     "created_at": pl.Utf8(),
 }
+
+
+# --- report (issue 8) -----------------------------------------------------------------------
+# report/scores.parquet: one row per (MIRACL language, system or reference point, metric).
+REPORT_SCORES: Schema = {
+    "language": pl.Utf8(),
+    "tier": pl.Utf8(),  # registry tier: high | mid | low
+    "miracl_low_resource": pl.Boolean(),
+    "system": pl.Utf8(),  # measured system name, or reference label ("BM25 Lucene (published)")
+    "kind": pl.Utf8(),  # measured | paper | mteb
+    "model": pl.Utf8(),
+    "task": pl.Utf8(),
+    "dataset": pl.Utf8(),
+    "metric": pl.Utf8(),
+    "value": pl.Float64(),  # percent
+    "n_queries": pl.Int64(),
+    "n_docs": pl.Int64(),
+    "provenance": pl.Utf8(),  # where the number comes from, in words
+}
+# report/gaps.parquet: one row per (language, measured system, metric, reference point).
+REPORT_GAPS: Schema = {
+    "language": pl.Utf8(),
+    "tier": pl.Utf8(),
+    "miracl_low_resource": pl.Boolean(),
+    "system": pl.Utf8(),
+    "metric": pl.Utf8(),
+    "value": pl.Float64(),
+    "reference": pl.Utf8(),
+    "reference_kind": pl.Utf8(),
+    "reference_value": pl.Float64(),
+    "gap": pl.Float64(),  # reference_value - value, in points: positive = the system is behind
+}
+# report/groups.parquet: per language group, the mean score and mean gap to the primary reference.
+REPORT_GROUPS: Schema = {
+    "group": pl.Utf8(),  # "high tier", "mid tier", "low tier", "MIRACL low-resource", "all"
+    "system": pl.Utf8(),
+    "metric": pl.Utf8(),
+    "reference": pl.Utf8(),
+    "n_languages": pl.Int64(),
+    "languages": pl.Utf8(),  # comma-separated codes the means are over
+    "mean_value": pl.Float64(),
+    "mean_reference": pl.Float64(),
+    "mean_gap": pl.Float64(),
+}
+# report/data.parquet: per MIRACL language, the synthetic data behind the model (from the audit).
+REPORT_DATA: Schema = {
+    "language": pl.Utf8(),
+    "tier": pl.Utf8(),
+    "miracl_low_resource": pl.Boolean(),
+    "has_synthetic_data": pl.Boolean(),
+    "generated": pl.Int64(),
+    "accepted": pl.Int64(),
+    "acceptance_rate": pl.Float64(),
+    "top_reject_reasons": pl.Utf8(),
+    "top_lid_confusions": pl.Utf8(),
+    "cost_usd": pl.Float64(),
+    "cost_per_generated_usd": pl.Float64(),
+    "focus_ndcg_at_10": pl.Float64(),
+    "primary_gap_ndcg_at_10": pl.Float64(),
+    "note": pl.Utf8(),
+}
+# report/compare.parquet (compare mode): per language, task and metric, B minus A.
+REPORT_COMPARE: Schema = {
+    "language": pl.Utf8(),
+    "tier": pl.Utf8(),
+    "miracl_low_resource": pl.Boolean(),
+    "task": pl.Utf8(),
+    "metric": pl.Utf8(),
+    "label_a": pl.Utf8(),
+    "value_a": pl.Float64(),
+    "label_b": pl.Utf8(),
+    "value_b": pl.Float64(),
+    "delta": pl.Float64(),  # value_b - value_a, in points
+}
