@@ -124,6 +124,16 @@ class RequestCache:
              raw_response, None if result is None else json.dumps(result, ensure_ascii=False), error,
              prompt_tokens, completion_tokens, cost_usd, latency_s, attempts, batch_id, stamp, stamp))
 
+    def update(self, key: str, *, status: str, raw_response: str | None, result: dict[str, Any] | None,
+               error: str | None, prompt_tokens: int, completion_tokens: int, cost_usd: float,
+               attempts: int) -> None:
+        """Store the outcome of an already recorded request (Batch API results)."""
+        self.db.execute(
+            "UPDATE requests SET status=?, raw_response=?, result=?, error=?, prompt_tokens=?, completion_tokens=?,"
+            " cost_usd=?, attempts=?, updated_at=? WHERE key=?",
+            (status, raw_response, None if result is None else json.dumps(result, ensure_ascii=False), error,
+             prompt_tokens, completion_tokens, cost_usd, attempts, _now(), key))
+
     def request_of(self, key: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT request FROM requests WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else None

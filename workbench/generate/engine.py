@@ -165,6 +165,7 @@ class _Context:
         self.retry_failed = retry_failed
         self.runner: Any = None  # BatchRunner in batch mode
         self.budget_hit = False
+        self.brainstorm_errors: dict[tuple[str, str, int], str] = {}
 
     # -- jobs ------------------------------------------------------------------------------
     def _job(self, slot_id: str, kind: str, language: str, family: str, messages: list[dict[str, str]]) -> Job:
@@ -197,7 +198,8 @@ class _Context:
                     else:
                         pool = tasks.get((code, family, row["seed"]))
                         if not pool:
-                            blocked[row["slot_id"]] = "brainstorm step failed for this language and family"
+                            why = self.brainstorm_errors.get((code, family, row["seed"]), "no answer")
+                            blocked[row["slot_id"]] = f"brainstorm step failed for this language and family: {why}"
                             continue
                         task = prompts.pick_task(pool, row["seed"], row["slot_id"])
                     chosen[row["slot_id"]] = task
@@ -340,8 +342,12 @@ class _Context:
             await self.client.close()
         outputs = self._write_generated(jobs, chosen, blocked)
         failed_slots = sum(self.state.failed.values())
-        unfinished = len(self.pending_quiet(jobs))
+        open_brainstorms = {(job.language, job.family) for job in self.pending_quiet(brainstorms)}
+        unfinished = len(self.pending_quiet(jobs)) + sum(
+            1 for slot_id in blocked if tuple(slot_id.split("-")[:2]) in open_brainstorms)
         stats = self._stats(unfinished=unfinished, failed=failed_slots)
+        entries = self.cache.get_many([job.key for job in brainstorms]).values()
+        stats["brainstorm_cost_usd"] = round(sum(e.cost_usd for e in entries), 6)
         status = "complete" if unfinished == 0 else "partial"
         self.run.record_stage(STAGE, status=status, config_hash=section.fingerprint(), outputs=outputs, stats=stats,
                               started_at=started_at)
@@ -375,6 +381,7 @@ class _Context:
             entry = entries.get(job.key)
             seed = int(job.slot_id.split(":")[2])
             if entry is None or entry.status != "ok":
+                self.brainstorm_errors[(job.language, job.family, seed)] = entry.error if entry else "not sent"
                 continue
             tasks[(job.language, job.family, seed)] = entry.result["tasks"]
             for index, task in enumerate(entry.result["tasks"]):
