@@ -26,10 +26,12 @@ from typing import Any
 
 import httpx
 import openai
+from openai.types.chat import ChatCompletion
 
 from workbench.errors import WorkbenchError
 
 log = logging.getLogger(__name__)
+LANE_WIDTH = 8  # connections per HTTP pool
 
 
 class EndpointError(WorkbenchError):
@@ -95,10 +97,14 @@ class LLMClient:
                  backoff_base_s: float, backoff_max_s: float, mode: str, concurrency: int,
                  requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                  temperature: float = 1.0, top_p: float = 1.0, rng: random.Random | None = None):
-        limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
-        self.http = httpx.AsyncClient(limits=limits, timeout=timeout_s)
-        self.openai = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0,
-                                         timeout=timeout_s, http_client=self.http)
+        # httpcore's pool costs O(connections x waiting requests) per request; several small pools
+        # ("lanes", LANE_WIDTH connections each) keep the client's CPU per request flat as C grows.
+        lanes = max(1, -(-concurrency // LANE_WIDTH))
+        limits = httpx.Limits(max_connections=LANE_WIDTH + 2, max_keepalive_connections=LANE_WIDTH + 2)
+        self.https = [httpx.AsyncClient(limits=limits, timeout=timeout_s) for _ in range(lanes)]
+        self.lanes = [openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0,
+                                         timeout=timeout_s, http_client=http) for http in self.https]
+        self.openai = self.lanes[0]
         self.base_url, self.model, self.mode = base_url, model, mode
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
@@ -110,8 +116,9 @@ class LLMClient:
         self.sent = 0
 
     async def close(self) -> None:
-        await self.openai.close()
-        await self.http.aclose()
+        for lane, http in zip(self.lanes, self.https):
+            await lane.close()
+            await http.aclose()
 
     def params(self, max_tokens: int) -> dict[str, Any]:
         """The sampling parameters that go into the cache key."""
@@ -141,7 +148,7 @@ class LLMClient:
         except openai.APIStatusError:
             return None  # some servers have no /models; the first chat request will tell
 
-    async def chat(self, body: dict[str, Any], key: str) -> Reply:
+    async def chat(self, body: dict[str, Any], key: str, lane: int = 0) -> Reply:
         """One completion for ``body``; transport errors retried, fatal ones raised as EndpointError."""
         seen: Counter[str] = Counter()
         estimate = body.get("max_tokens", 0) + sum(len(m["content"]) for m in body["messages"]) // 4
@@ -153,8 +160,11 @@ class LLMClient:
             started = time.monotonic()
             self.sent += 1
             try:
-                response = await self.openai.chat.completions.create(
-                    **body, extra_headers={"X-Workbench-Key": key})
+                # The generic post() skips the SDK's per-field TypedDict transform of ``create()``
+                # (measured: ~7 ms CPU per request with a schema); the body is already plain JSON.
+                response = await self.lanes[lane % len(self.lanes)].post(
+                    "/chat/completions", cast_to=ChatCompletion, body=body,
+                    options={"headers": {"X-Workbench-Key": key}})
             except openai.RateLimitError as err:
                 self.errors["429"] += 1
                 seen["429"] += 1

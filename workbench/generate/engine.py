@@ -233,7 +233,7 @@ class _Context:
         iterator = iter(jobs)
         fatal: list[BaseException] = []
 
-        async def worker() -> None:
+        async def worker(lane: int) -> None:
             for job in iterator:
                 if fatal:
                     return
@@ -241,17 +241,17 @@ class _Context:
                     self.budget_hit = True
                     return
                 try:
-                    await self._run_job(job)
+                    await self._run_job(job, lane)
                 except EndpointError as err:
                     fatal.append(err)
                     return
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, max(1, len(jobs))))]
+        workers = [asyncio.create_task(worker(lane)) for lane in range(min(self.concurrency, max(1, len(jobs))))]
         await asyncio.gather(*workers)
         if fatal:
             raise fatal[0]
 
-    async def _run_job(self, job: Job) -> None:
+    async def _run_job(self, job: Job, lane: int = 0) -> None:
         kind = "brainstorm" if job.kind == "brainstorm" else job.family
         prompt_tokens = completion_tokens = 0
         latency = 0.0
@@ -261,7 +261,7 @@ class _Context:
         for _ in range(self.section.max_attempts):
             attempts += 1
             try:
-                reply = await self.client.chat(job.body, job.key)
+                reply = await self.client.chat(job.body, job.key, lane)
             except RetriesExhausted as err:
                 self._record(job, "error", raw, None, str(err), prompt_tokens, completion_tokens, latency, attempts)
                 self.client.errors["gave_up"] += 1
