@@ -26,7 +26,6 @@ from typing import Any
 
 import httpx
 import openai
-from openai.types.chat import ChatCompletion
 
 from workbench.errors import WorkbenchError
 
@@ -162,8 +161,9 @@ class LLMClient:
             try:
                 # The generic post() skips the SDK's per-field TypedDict transform of ``create()``
                 # (measured: ~7 ms CPU per request with a schema); the body is already plain JSON.
+                # cast_to=object returns the decoded JSON without building the pydantic model.
                 response = await self.lanes[lane % len(self.lanes)].post(
-                    "/chat/completions", cast_to=ChatCompletion, body=body,
+                    "/chat/completions", cast_to=object, body=body,
                     options={"headers": {"X-Workbench-Key": key}})
             except openai.RateLimitError as err:
                 self.errors["429"] += 1
@@ -193,21 +193,31 @@ class LLMClient:
                 seen["5xx"] += 1
                 delay = _retry_after(err.response) or self._backoff(attempt)
             else:
-                choice = response.choices[0] if response.choices else None
-                usage = response.usage
-                return Reply(
-                    text=choice.message.content if choice else None,
-                    prompt_tokens=(usage.prompt_tokens or 0) if usage else 0,
-                    completion_tokens=(usage.completion_tokens or 0) if usage else 0,
-                    latency_s=time.monotonic() - started,
-                    finish_reason=choice.finish_reason if choice else None,
-                )
+                return _reply(response, time.monotonic() - started)
             if attempt < self.max_retries:
                 await asyncio.sleep(delay)
         raise RetriesExhausted(f"gave up after {self.max_retries + 1} tries ({', '.join(f'{k}={v}' for k, v in seen.items())})")
 
     def _backoff(self, attempt: int) -> float:
         return self.rng.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
+
+
+def _reply(data: Any, latency_s: float) -> Reply:
+    """Read a chat.completion JSON object defensively (servers differ in what they fill in)."""
+    if not isinstance(data, dict):
+        return Reply(None, 0, 0, latency_s, None)
+    choices = data.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    usage = data.get("usage") or {}
+    content = message.get("content") if isinstance(message, dict) else None
+    return Reply(
+        text=content if isinstance(content, str) else None,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        latency_s=latency_s,
+        finish_reason=choice.get("finish_reason"),
+    )
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:
