@@ -189,9 +189,9 @@ def test_transport_errors_past_the_retry_budget_are_resent_on_rerun(double, tmp_
 
 
 def test_sigkill_mid_run_then_resume_loses_nothing_and_resends_nothing(double, tmp_path):
-    double.set_faults(Faults(latency=0.05, rate_429=0.05, retry_after=0.01))
+    double.set_faults(Faults(latency=0.1, rate_429=0.05, retry_after=0.01))
     run, config, registry = make_run(tmp_path / "run", double.base_url, languages=("sw", "de"), quota=40,
-                                     concurrency=4)
+                                     concurrency=2)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "generate", str(run.root)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
@@ -310,3 +310,10 @@ def test_missing_plan_is_one_clear_error(tmp_path):
     run, config = resolve_run_config(tmp_path / "empty", None, {"generate": {"base_url": "http://127.0.0.1:9/v1"}})
     with pytest.raises(WorkbenchError, match="no plan tables"):
         run_generate(run, config, load_registry())
+
+
+def test_concurrency_is_bounded(double, tmp_path):
+    double.set_faults(Faults(latency=0.1))
+    run, config, registry = make_run(tmp_path / "run", double.base_url, languages=("sw",), quota=24, concurrency=5)
+    run_generate(run, config, registry)
+    assert double.stats.max_in_flight == 5  # enough work to fill every slot, never more

@@ -66,10 +66,13 @@ class Stats:
     answered: Counter = field(default_factory=Counter)  # 200 answers sent, per key
     faults: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # fault -> key -> n
     total: int = 0
+    in_flight: int = 0  # chat requests being answered now
+    max_in_flight: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {"received": dict(self.received), "answered": dict(self.answered),
-                "faults": {k: dict(v) for k, v in self.faults.items()}, "total": self.total}
+                "faults": {k: dict(v) for k, v in self.faults.items()}, "total": self.total,
+                "max_in_flight": self.max_in_flight}
 
 
 class _Sentences:
@@ -247,6 +250,16 @@ class OpenAIDouble:
             self.stats.total += 1
         if self.models and request.get("model") not in self.models:
             return 404, _error(f"The model '{request.get('model')}' does not exist", "model_not_found"), {}
+        with self._lock:
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            return await self._answer(key, request)
+        finally:
+            with self._lock:
+                self.stats.in_flight -= 1
+
+    async def _answer(self, key: str, request: dict[str, Any]):
         fault = self._draw_fault(key)
         faults = self.faults
         if faults.latency:
