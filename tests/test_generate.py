@@ -241,8 +241,14 @@ def test_dry_run_sends_nothing_and_max_cost_stops_spending(double, tmp_path):
     assert result.stats["cost_usd"] >= 1.0
     ok = table.filter(pl.col("status") == "ok")
     assert ok.height < 10 and (ok["prompt_tokens"] > 0).all()
+    # the cap is on the run's total: resuming with the same cap sends nothing more
+    sent = double.stats.total
+    again = run_generate(run, capped, registry)
+    assert double.stats.total == sent and again.stats["budget_hit"]
     run_generate(run, config, registry)
-    assert set(generated(run, "sw")["status"]) == {"ok"}
+    final = generated(run, "sw")
+    assert set(final["status"]) == {"ok"}
+    assert result.stats["total_cost_usd"] <= final["cost_usd"].sum() + result.stats["brainstorm_cost_usd"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -138,6 +138,10 @@ class RequestCache:
         row = self.db.execute("SELECT request FROM requests WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def total_cost(self) -> float:
+        """USD spent on every request of this run so far (all statuses, all invocations)."""
+        return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests").fetchone()[0])
+
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, COUNT(*) FROM requests GROUP BY status").fetchall())
 

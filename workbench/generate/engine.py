@@ -166,6 +166,7 @@ class _Context:
         self.runner: Any = None  # BatchRunner in batch mode
         self.budget_hit = False
         self.brainstorm_errors: dict[tuple[str, str, int], str] = {}
+        self.spent_before = cache.total_cost()  # --max-cost caps the run's total, across invocations
 
     # -- jobs ------------------------------------------------------------------------------
     def _job(self, slot_id: str, kind: str, language: str, family: str, messages: list[dict[str, str]]) -> Job:
@@ -237,7 +238,8 @@ class _Context:
             for job in iterator:
                 if fatal:
                     return
-                if self.section.max_cost_usd is not None and self.state.cost_usd >= self.section.max_cost_usd:
+                if self.section.max_cost_usd is not None and (
+                        self.spent_before + self.state.cost_usd >= self.section.max_cost_usd):
                     self.budget_hit = True
                     return
                 try:
@@ -348,6 +350,7 @@ class _Context:
         stats = self._stats(unfinished=unfinished, failed=failed_slots)
         entries = self.cache.get_many([job.key for job in brainstorms]).values()
         stats["brainstorm_cost_usd"] = round(sum(e.cost_usd for e in entries), 6)
+        stats["total_cost_usd"] = round(self.cache.total_cost(), 6)
         status = "complete" if unfinished == 0 else "partial"
         self.run.record_stage(STAGE, status=status, config_hash=section.fingerprint(), outputs=outputs, stats=stats,
                               started_at=started_at)
