@@ -198,6 +198,8 @@ def main() -> None:
     print(f"{'lost slots':<48} {lost:>10}")
     print(f"{'duplicated (keys answered more than once)':<48} {duplicated:>10}")
     print(f"{'client CPU per HTTP request (ms)':<48} {measured['cpu'] / http_requests * 1000:>10.2f}")
+    print(f"{'test double CPU per HTTP request (ms)':<48} {counters['cpu_s'] / http_requests * 1000:>10.2f}")
+    print(f"{'machine load average at the end (1 min)':<48} {os.getloadavg()[0]:>10.2f}  ({os.cpu_count()} CPUs)")
     print(f"{'client RSS first/middle/last third (MiB)':<48} "
           f"{sum(rss[:third]) / third:>6.0f} / {sum(rss[third:2 * third]) / max(1, len(rss[third:2 * third])):.0f} / "
           f"{sum(rss[-third:]) / third:.0f}  (max {max(rss):.0f})")

@@ -201,7 +201,10 @@ class OpenAIDouble:
 
     async def _route(self, method: str, path: str, headers: dict[str, str], body: bytes):
         if path == "/_stats":
-            return 200, self.stats.as_json(), {}
+            import resource
+
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            return 200, {**self.stats.as_json(), "cpu_s": usage.ru_utime + usage.ru_stime}, {}
         if path == "/_faults" and method == "POST":
             self.set_faults(Faults(**json.loads(body)))
             return 200, asdict(self.faults), {}
