@@ -356,6 +356,12 @@ def serve(
 
     from workbench.generate.local import LocalServer
 
+    import signal
+
+    def _terminate(signum, frame):  # SIGTERM stops the server like Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     server = LocalServer(port).start()
     console.print(f"serving SmolLM2-135M-Instruct at {server.base_url} (model 'smollm2-135m-instruct'); Ctrl-C stops it")
     try:

