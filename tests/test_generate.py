@@ -140,8 +140,9 @@ def test_each_fault_class_is_recovered(double, tmp_path, fault):
     assert table.height == 6 and set(table["status"]) == {"ok"}
     injected = sum(double.stats.faults[fault].values())
     assert injected == len(double.stats.received)  # every request key met the fault once
-    if fault in ("truncated", "malformed"):
-        assert result.stats["invalid_answers"] == injected
+    assert "probe-json_schema" in double.stats.received  # structured-output detection ("auto") probed once
+    if fault in ("truncated", "malformed"):  # the probe checks the HTTP status only, not its content
+        assert result.stats["invalid_answers"] == injected - 1
         assert set(table["attempts"]) == {2}
     elif fault == "wrong_language":
         # recorded, not hidden: the rows are kept as ok and their text is English; the filter rejects them
@@ -323,3 +324,21 @@ def test_concurrency_is_bounded(double, tmp_path):
     run, config, registry = make_run(tmp_path / "run", double.base_url, languages=("sw",), quota=24, concurrency=5)
     run_generate(run, config, registry)
     assert double.stats.max_in_flight == 5  # enough work to fill every slot, never more
+
+
+def test_auto_structured_output_falls_back_when_the_endpoint_rejects_schemas(double, tmp_path):
+    original = double._chat
+
+    async def no_schemas(headers, body):  # behave like a server without json_schema support
+        if b'"json_schema"' in body:
+            return 400, {"error": {"message": "response_format json_schema not supported"}}, {}
+        return await original(headers, body)
+
+    double._chat = no_schemas
+    run, config, registry = make_run(tmp_path / "run", double.base_url, languages=("sw",), quota=3)
+    result = run_generate(run, config, registry)
+    assert result.stats["structured_output"] == "llamacpp"
+    assert set(generated(run, "sw")["status"]) == {"ok"}
+    sent = double.stats.total
+    run_generate(run, config, registry)  # the detected mode is remembered: no new probe, no request
+    assert double.stats.total == sent

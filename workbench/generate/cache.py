@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS requests (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS requests_slot ON requests(slot_id);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -137,6 +138,14 @@ class RequestCache:
     def request_of(self, key: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT request FROM requests WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def meta(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, name: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                        (name, value))
 
     def total_cost(self) -> float:
         """USD spent on every request of this run so far (all statuses, all invocations)."""

@@ -147,6 +147,46 @@ class LLMClient:
         except openai.APIStatusError:
             return None  # some servers have no /models; the first chat request will tell
 
+    async def detect_mode(self) -> str:
+        """Probe which structured-output form the endpoint accepts, strictest first.
+
+        One tiny request per form (max_tokens 16): ``json_schema`` (OpenAI strict), ``llamacpp``,
+        ``json_object``, else ``none``. 400/422 mean "not supported"; a 5xx is retried twice and
+        then also counts as "not supported" (llama.cpp answers the OpenAI form with HTTP 500).
+        """
+        schema = {"type": "object", "properties": {"ok": {"type": "string"}}, "required": ["ok"],
+                  "additionalProperties": False}
+        messages = [{"role": "user", "content": 'Answer with the JSON object {"ok": "yes"}.'}]
+        for mode in ("json_schema", "llamacpp", "json_object"):
+            body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": 16,
+                                    "response_format": response_format(mode, "probe", schema)}
+            for attempt in range(3):
+                try:
+                    await self.lanes[0].post("/chat/completions", cast_to=object, body=body,
+                                             options={"headers": {"X-Workbench-Key": f"probe-{mode}"}})
+                    return mode
+                except (openai.BadRequestError, openai.UnprocessableEntityError):
+                    break
+                except openai.InternalServerError:
+                    self.errors["5xx"] += 1
+                    await asyncio.sleep(self._backoff(attempt))
+                except openai.RateLimitError as err:
+                    self.errors["429"] += 1
+                    await asyncio.sleep(_retry_after(err.response) or self._backoff(attempt))
+                except openai.APITimeoutError:
+                    self.errors["timeout"] += 1
+                    await asyncio.sleep(self._backoff(attempt))
+                except openai.APIConnectionError:
+                    self.errors["connection"] += 1
+                    await asyncio.sleep(self._backoff(attempt))
+                except openai.NotFoundError as err:
+                    raise EndpointError(f"404 not found: {_message(err)}", where=self.base_url,
+                                        fix=f"check the model name '{self.model}' (--model) and that --base-url ends in /v1") from None
+                except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
+                    raise EndpointError(f"{err.status_code} unauthorized: {_message(err)}", where=self.base_url,
+                                        fix="set the API key in the environment variable named by generate.api_key_env") from None
+        return "none"
+
     async def chat(self, body: dict[str, Any], key: str, lane: int = 0) -> Reply:
         """One completion for ``body``; transport errors retried, fatal ones raised as EndpointError."""
         seen: Counter[str] = Counter()

@@ -166,7 +166,14 @@ class _Context:
         self.runner: Any = None  # BatchRunner in batch mode
         self.budget_hit = False
         self.brainstorm_errors: dict[tuple[str, str, int], str] = {}
+        # "auto" on a remote endpoint: probe once per (endpoint, model), remember it in the cache
+        self.detect = self.section.structured_output == "auto" and self.section.base_url != "local"
+        if self.detect and cache.meta(self.mode_key()):
+            client.mode = cache.meta(self.mode_key())
         self.spent_before = cache.total_cost()  # --max-cost caps the run's total, across invocations
+
+    def mode_key(self) -> str:
+        return f"structured_output:{self.client.base_url}:{self.section.model}"
 
     # -- jobs ------------------------------------------------------------------------------
     def _job(self, slot_id: str, kind: str, language: str, family: str, messages: list[dict[str, str]]) -> Job:
@@ -329,6 +336,12 @@ class _Context:
         try:
             if self.runner is None:
                 await self.client.preflight()
+                if self.detect:
+                    name = self.mode_key()
+                    mode = self.cache.meta(name) or await self.client.detect_mode()
+                    self.cache.set_meta(name, mode)
+                    self.client.mode = mode
+                    log.info("structured output for %s: %s", self.client.base_url, mode)
             brainstorms = self.brainstorm_jobs()
             complete = await self._phase("brainstorm", brainstorms)
             if not complete and self.runner is not None:
