@@ -342,3 +342,31 @@ def test_auto_structured_output_falls_back_when_the_endpoint_rejects_schemas(dou
     sent = double.stats.total
     run_generate(run, config, registry)  # the detected mode is remembered: no new probe, no request
     assert double.stats.total == sent
+
+
+def test_corrupt_cache_is_one_clear_error_and_is_left_alone(double, tmp_path):
+    run, config, registry = make_run(tmp_path / "run", double.base_url, languages=("sw",), quota=2)
+    run.cache_path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(WorkbenchError, match="cache.sqlite: the request cache cannot be opened"):
+        run_generate(run, config, registry)
+    assert run.cache_path.read_bytes() == b"this is not a database" * 100
+    assert double.stats.total == 0
+
+
+def test_broken_or_missing_template_names_the_file(tmp_path, monkeypatch):
+    from workbench.errors import ConfigError
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "sts_example.jinja2").write_text("Write {{ unit } in {{ language }}.")
+    monkeypatch.setenv("WORKBENCH_PROMPTS", str(folder))
+    registry = load_registry()
+    slot = {"slot_id": "de-sts-0", "language": "de", "family": "sts", "unit": "sentence"}
+    with pytest.raises(ConfigError, match=r"sts_example.jinja2: template syntax error line 1"):
+        prompts.example_messages(slot, None, registry)
+    with pytest.raises(ConfigError, match=r"bitext_example.jinja2: prompt template not found"):
+        prompts.example_messages({**slot, "family": "bitext", "target_language": "en"}, None, registry)
+    (folder / "sts_example.jinja2").write_text("Write a {{ unit }} at {{ no_such_placeholder }}.")
+    prompts._environment.cache_clear()
+    with pytest.raises(ConfigError, match="template variable missing: 'no_such_placeholder'"):
+        prompts.example_messages(slot, None, registry)

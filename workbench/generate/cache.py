@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.errors import WorkbenchError
+
 FINISHED = ("ok", "failed")
 
 _SCHEMA = """
@@ -81,9 +83,14 @@ class RequestCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # durable against process kill (not power loss)
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # durable against process kill (not power loss)
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            self.db.close()
+            raise WorkbenchError(f"the request cache cannot be opened ({err})", where=str(self.path),
+                                 fix="restore it, or move it away to start afresh (its answers would be paid for again)") from None
 
     def close(self) -> None:
         self.db.close()
