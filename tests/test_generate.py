@@ -200,7 +200,10 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_resends_nothing(double, t
     while time.monotonic() < deadline:
         time.sleep(0.2)
         if run.cache_path.exists():
-            statuses = list(cache_rows(run).values())
+            try:
+                statuses = list(cache_rows(run).values())
+            except sqlite3.OperationalError:  # the subprocess is still creating the cache's tables
+                continue
             if statuses.count("ok") >= 25:
                 break
     process.send_signal(signal.SIGKILL)
