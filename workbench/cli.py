@@ -289,13 +289,30 @@ def _print_generate_summary(result) -> None:
                       f"{', '.join(sorted(jobs))}; run 'workbench batch collect RUN' when they are done")
         return
     table = Table(title=f"generate: {stats['model']} ({stats['structured_output']})")
-    for column in ("language", "planned", "ok", "failed"):
+    for column in ("language", "planned", "ok", "failed", "prompt tok", "completion tok", "cost $"):
         table.add_column(column, justify="left" if column == "language" else "right")
+    usage: dict[str, list[float]] = {}
+    for row in stats.get("usage", []):
+        totals = usage.setdefault(row["language"], [0, 0, 0.0])
+        totals[0] += row["prompt_tokens"]
+        totals[1] += row["completion_tokens"]
+        totals[2] += row["cost_usd"]
     for code, info in sorted(stats["per_language"].items()):
-        table.add_row(code, str(info["planned"]), str(info["ok"]), str(info["failed"]))
+        prompt_tok, completion_tok, cost = usage.get(code, [0, 0, 0.0])
+        table.add_row(code, str(info["planned"]), str(info["ok"]), str(info["failed"]), f"{prompt_tok:,}",
+                      f"{completion_tok:,}", f"{cost:,.4f}")
     console.print(table)
+    families: dict[str, list[float]] = {}
+    for row in stats.get("usage", []):
+        totals = families.setdefault(row["family"], [0, 0.0])
+        totals[0] += row["prompt_tokens"] + row["completion_tokens"]
+        totals[1] += row["cost_usd"]
+    if families:
+        console.print("per family (tokens, $): " + "; ".join(
+            f"{name} {tok:,} ${cost:,.4f}" for name, (tok, cost) in sorted(families.items())))
     errors = ", ".join(f"{k}={v}" for k, v in sorted(stats["errors"].items())) or "none"
-    cost = f"${stats['cost_usd']:,.4f}" if stats["price_known"] else "unknown (no price for this model)"
+    cost = (f"${stats['cost_usd']:,.4f} this invocation, ${stats.get('total_cost_usd', 0):,.4f} for the run"
+            if stats["price_known"] else "unknown (no price for this model)")
     console.print(f"requests sent {stats['requests_sent']}, cached {stats['cached']}, invalid answers "
                   f"{stats['invalid_answers']}, transport errors {errors}; tokens {stats['prompt_tokens']:,} prompt + "
                   f"{stats['completion_tokens']:,} completion; cost {cost}")

@@ -154,6 +154,14 @@ class RequestCache:
         self.db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
                         (name, value))
 
+    def usage(self) -> list[dict[str, Any]]:
+        """Tokens and cost per (language, family), brainstorm requests included, over the whole run."""
+        rows = self.db.execute(
+            "SELECT language, family, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd)"
+            " FROM requests GROUP BY language, family ORDER BY language, family").fetchall()
+        return [{"language": r[0], "family": r[1], "requests": r[2], "prompt_tokens": r[3], "completion_tokens": r[4],
+                 "cost_usd": round(r[5], 6)} for r in rows]
+
     def total_cost(self) -> float:
         """USD spent on every request of this run so far (all statuses, all invocations)."""
         return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests").fetchone()[0])

@@ -364,6 +364,7 @@ class _Context:
         entries = self.cache.get_many([job.key for job in brainstorms]).values()
         stats["brainstorm_cost_usd"] = round(sum(e.cost_usd for e in entries), 6)
         stats["total_cost_usd"] = round(self.cache.total_cost(), 6)
+        stats["usage"] = self.cache.usage()
         status = "complete" if unfinished == 0 else "partial"
         self.run.record_stage(STAGE, status=status, config_hash=section.fingerprint(), outputs=outputs, stats=stats,
                               started_at=started_at)
