@@ -203,6 +203,208 @@ def _print_plan_summary(run) -> None:
 
 
 # --- generate, batch, serve (issue 4) -------------------------------------------------------
+@app.command()
+def generate(
+    run_dir: Annotated[Path, typer.Argument(help="run directory with a plan (see 'workbench plan')")],
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1")] = None,
+    local: Annotated[bool, typer.Option("--local", help="start and use the embedded SmolLM2 server")] = False,
+    model: Annotated[Optional[str], typer.Option(help="model name the endpoint knows")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="requests in flight at most")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="per-request timeout in seconds")] = None,
+    structured_output: Annotated[Optional[str], typer.Option(help="auto, json_schema, llamacpp, json_object or none")] = None,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", help="stop sending once this many USD are spent")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print requests, tokens and estimated cost; send nothing")] = False,
+    batch: Annotated[bool, typer.Option("--batch", help="use the OpenAI Batch API (then 'workbench batch collect RUN')")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="send slots recorded as failed again")] = False,
+) -> None:
+    """Generate one example per planned slot (brainstorm, then example) with caching and resume."""
+    from workbench.generate.engine import run_generate
+    from workbench.languages import load_registry
+    from workbench.runconfig import resolve_run_config
+
+    if local and base_url:
+        raise WorkbenchError("give either --local or --base-url, not both", where="--local")
+    updates: dict[str, object] = {}
+    for name, value in (("base_url", "local" if local else base_url), ("model", model), ("concurrency", concurrency),
+                        ("timeout_s", timeout), ("structured_output", structured_output), ("max_cost_usd", max_cost)):
+        if value is not None:
+            updates[name] = value
+    run, config = resolve_run_config(run_dir, config_file, {"generate": updates} if updates else None)
+    registry = load_registry()
+    if dry_run:
+        result = run_generate(run, config, registry, dry_run=True)
+        _print_dry_run(result.stats)
+        return
+    with _GenerateProgress() as progress:
+        result = run_generate(run, config, registry, batch=batch, retry_failed=retry_failed, progress=progress.update)
+    _print_generate_summary(result)
+
+
+def _print_dry_run(stats: dict) -> None:
+    table = Table(title=f"dry run: {stats['model']} (nothing sent)")
+    table.add_column("language")
+    table.add_column("requests", justify="right")
+    for code, info in sorted(stats["per_language"].items()):
+        table.add_row(code, str(info["requests"]))
+    console.print(table)
+    cost = f"${stats['est_cost_usd']:,.4f}" if stats["price_known"] else "unknown (no price for this model in generate.prices)"
+    console.print(f"requests: {stats['requests']} ({stats['brainstorm_requests']} brainstorm, "
+                  f"{stats['example_requests']} examples; {stats['already_cached']} already cached)\n"
+                  f"estimated tokens: {stats['est_prompt_tokens']:,} prompt + {stats['est_completion_tokens']:,} completion\n"
+                  f"estimated cost: {cost}")
+
+
+class _GenerateProgress:
+    """A rich live view of the engine's counters (per-language bars, rate, errors, tokens, cost)."""
+
+    def __init__(self) -> None:
+        from rich.live import Live
+
+        self.state = None
+        self.live = Live(get_renderable=self._render, console=err_console, refresh_per_second=4, transient=True)
+
+    def __enter__(self) -> "_GenerateProgress":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(*exc)
+
+    def update(self, state) -> None:
+        self.state = state
+
+    def _render(self):
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
+
+        state = self.state
+        if state is None:
+            return Text("starting…")
+        table = Table(box=None, show_header=True, pad_edge=False)
+        for column in ("language", "", "done", "ok", "failed"):
+            table.add_column(column, justify="right" if column in ("done", "ok", "failed") else "left")
+        codes = sorted(state.planned)
+        shown = codes if len(codes) <= 12 else sorted(codes, key=lambda c: state.done[c] / max(1, state.planned[c]))[:12]
+        for code in shown:
+            planned = state.planned[code]
+            table.add_row(code, ProgressBar(total=max(1, planned), completed=state.done[code], width=30),
+                          f"{state.done[code]}/{planned}", str(state.ok[code]), str(state.failed[code]))
+        total, done = sum(state.planned.values()), sum(state.done.values())
+        errors = ", ".join(f"{k}={v}" for k, v in sorted(state.errors.items())) or "none"
+        line = Text(f"{state.phase}: {done}/{total} slots · {state.sent} requests ({state.rate():.1f}/s) · "
+                    f"{state.cached} cached · invalid {state.invalid} · errors {errors} · tokens "
+                    f"{state.prompt_tokens:,}+{state.completion_tokens:,} · ${state.cost_usd:,.4f}")
+        return Group(table, line)
+
+
+def _print_generate_summary(result) -> None:
+    stats = result.stats
+    if not result.outputs:
+        jobs = stats.get("batch_jobs") or {}
+        console.print(f"batch mode: {sum(jobs.values())} requests in {len(jobs)} open batch(es): "
+                      f"{', '.join(sorted(jobs))}; run 'workbench batch collect RUN' when they are done")
+        return
+    table = Table(title=f"generate: {stats['model']} ({stats['structured_output']})")
+    for column in ("language", "planned", "ok", "failed", "prompt tok", "completion tok", "cost $"):
+        table.add_column(column, justify="left" if column == "language" else "right")
+    usage: dict[str, list[float]] = {}
+    for row in stats.get("usage", []):
+        totals = usage.setdefault(row["language"], [0, 0, 0.0])
+        totals[0] += row["prompt_tokens"]
+        totals[1] += row["completion_tokens"]
+        totals[2] += row["cost_usd"]
+    for code, info in sorted(stats["per_language"].items()):
+        prompt_tok, completion_tok, cost = usage.get(code, [0, 0, 0.0])
+        table.add_row(code, str(info["planned"]), str(info["ok"]), str(info["failed"]), f"{prompt_tok:,}",
+                      f"{completion_tok:,}", f"{cost:,.4f}")
+    console.print(table)
+    families: dict[str, list[float]] = {}
+    for row in stats.get("usage", []):
+        totals = families.setdefault(row["family"], [0, 0.0])
+        totals[0] += row["prompt_tokens"] + row["completion_tokens"]
+        totals[1] += row["cost_usd"]
+    if families:
+        console.print("per family (tokens, $): " + "; ".join(
+            f"{name} {tok:,} ${cost:,.4f}" for name, (tok, cost) in sorted(families.items())))
+    errors = ", ".join(f"{k}={v}" for k, v in sorted(stats["errors"].items())) or "none"
+    cost = (f"${stats['cost_usd']:,.4f} this invocation, ${stats.get('total_cost_usd', 0):,.4f} for the run"
+            if stats["price_known"] else "unknown (no price for this model)")
+    console.print(f"requests sent {stats['requests_sent']}, cached {stats['cached']}, invalid answers "
+                  f"{stats['invalid_answers']}, transport errors {errors}; tokens {stats['prompt_tokens']:,} prompt + "
+                  f"{stats['completion_tokens']:,} completion; cost {cost}")
+    if stats.get("unfinished"):
+        err_console.print(f"{stats['unfinished']} slot(s) unfinished"
+                          + (" (--max-cost reached)" if stats.get("budget_hit") else "")
+                          + "; re-run the same command to resume")
+
+
+batch_app = typer.Typer(help="OpenAI Batch API jobs of a run: status, collect.", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+
+
+@batch_app.command("status")
+def batch_status_command(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> None:
+    """Show the run's open batches and their request counts."""
+    from workbench.generate.batch import batch_status
+    from workbench.run import Run
+    from workbench.runconfig import resolve_run_config
+
+    Run.open(run_dir)
+    run, config = resolve_run_config(run_dir)
+    rows = batch_status(run, config)
+    if not rows:
+        console.print("no open batches")
+        return
+    table = Table(title="batches")
+    for column in ("batch_id", "status", "requests", "completed", "failed"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(row[c]) for c in ("batch_id", "status", "requests", "completed", "failed")])
+    console.print(table)
+
+
+@batch_app.command("collect")
+def batch_collect_command(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> None:
+    """Ingest finished batches into the cache, then submit the next step or write the tables."""
+    from workbench.generate.batch import collect
+    from workbench.languages import load_registry
+    from workbench.run import Run
+    from workbench.runconfig import resolve_run_config
+
+    Run.open(run_dir)
+    run, config = resolve_run_config(run_dir)
+    result = collect(run, config, load_registry())
+    got = result.stats.get("collected", {})
+    console.print(f"collected: {got.get('ok', 0)} ok, {got.get('failed', 0)} failed, "
+                  f"{got.get('resubmit', 0)} to resubmit, {got.get('open_batches', 0)} batch(es) still running")
+    _print_generate_summary(result)
+
+
+@app.command()
+def serve(
+    port: Annotated[Optional[int], typer.Option(help="port on 127.0.0.1 (default: a free one)")] = None,
+) -> None:
+    """Serve the embedded SmolLM2 model (OpenAI-compatible) until Ctrl-C."""
+    import time
+
+    from workbench.generate.local import LocalServer
+
+    import signal
+
+    def _terminate(signum, frame):  # SIGTERM stops the server like Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    server = LocalServer(port).start()
+    console.print(f"serving SmolLM2-135M-Instruct at {server.base_url} (model 'smollm2-135m-instruct'); Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(1)
+    finally:
+        server.stop()
+
 
 
 

@@ -67,8 +67,60 @@ class RunSection(Section):
 
 
 # --- generate (issue 4) ---------------------------------------------------------------------
+StructuredMode = Literal["auto", "json_schema", "llamacpp", "json_object", "none"]
+
+
+class Price(Section):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+def _default_prices() -> dict[str, Price]:
+    # Public list prices (USD per 1M tokens) at the time of writing; edit in run.toml as they change.
+    return {
+        "gpt-4o-mini": Price(input=0.15, output=0.60),
+        "gpt-4o": Price(input=2.50, output=10.0),
+        "gpt-4.1-mini": Price(input=0.40, output=1.60),
+        "gpt-4.1": Price(input=2.00, output=8.00),
+        "smollm2-135m-instruct": Price(input=0.0, output=0.0),
+    }
+
+
 class GenerateSection(Section):
-    pass
+    """Where and how the generate stage asks an LLM (``workbench generate``)."""
+
+    base_url: str = Field(default="local", description='OpenAI-compatible endpoint, or "local" for the embedded SmolLM2 server')
+    model: str = "smollm2-135m-instruct"
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="environment variable holding the API key")
+    concurrency: int = Field(default=16, ge=1, le=4096)
+    timeout_s: float = Field(default=120.0, gt=0, description="per-request timeout")
+    max_retries: int = Field(default=8, ge=0, description="transport retries (429/5xx/timeouts/connection) per attempt")
+    max_attempts: int = Field(default=3, ge=1, description="samples per slot before it is recorded as failed")
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    structured_output: StructuredMode = "auto"
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_tokens: int = Field(default=1024, ge=16)
+    brainstorm_max_tokens: int = Field(default=1024, ge=16)
+    max_cost_usd: float | None = Field(default=None, ge=0, description="stop sending once this much is spent")
+    prices: dict[str, Price] = Field(default_factory=_default_prices)
+    batch_discount: float = Field(default=0.5, ge=0, le=1, description="price factor for Batch API requests")
+    batch_max_requests: int = Field(default=50_000, ge=1, le=50_000)
+    batch_max_bytes: int = Field(default=200_000_000, ge=1_000, le=200_000_000)
+    est_completion_tokens: int = Field(default=360, ge=1, description="dry-run estimate per example (paper: ~360)")
+    est_brainstorm_tokens: int = Field(default=600, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value != "local" and not value.startswith(("http://", "https://")):
+            raise ValueError(f"'{value}' is not a URL; give http(s)://HOST[:PORT]/v1 or \"local\"")
+        return value.rstrip("/")
 
 
 # --- filter (issue 5) -----------------------------------------------------------------------

@@ -1,0 +1,198 @@
+"""OpenAI Batch API mode: ``workbench generate RUN --batch``, ``workbench batch status|collect RUN``.
+
+``generate --batch`` writes the unfinished requests of the current step (brainstorm first, then
+examples) as JSONL files within the API limits (``batch_max_requests`` ≤ 50,000 lines and
+``batch_max_bytes`` ≤ 200 MB per file), uploads them (``purpose="batch"``), creates one batch per
+file and marks each request ``submitted`` in ``cache.sqlite`` with its batch id. The line's
+``custom_id`` is the request's cache key. ``batch collect`` downloads finished batches' output and
+error files and stores each answer in the same cache by ``custom_id`` (validated like any answer;
+an invalid answer with samples left goes back to unfinished and is resubmitted with the next
+step), then continues: it submits the next step or, when every slot is finished, writes the tables.
+Costs use the price table times ``batch_discount``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from typing import Any
+
+from workbench.config import RunConfig
+from workbench.errors import WorkbenchError
+from workbench.generate import prompts
+from workbench.generate.cache import RequestCache
+from workbench.generate.client import LLMClient, resolve_mode
+from workbench.languages import Registry
+from workbench.run import Run, StageResult
+
+log = logging.getLogger(__name__)
+DONE_STATES = ("completed", "failed", "expired", "cancelled")
+
+
+class BatchRunner:
+    """Plugged into the engine's context: a phase submits its unfinished jobs instead of sending them."""
+
+    def __init__(self, context: Any):
+        self.context = context
+
+    async def phase(self, name: str, todo: list) -> bool:
+        cache: RequestCache = self.context.cache
+        if todo:
+            await self._submit(name, todo)
+            return False
+        return not cache.submitted()
+
+    async def _submit(self, name: str, todo: list) -> None:
+        section = self.context.section
+        client: LLMClient = self.context.client
+        chunks: list[list[tuple[Any, bytes]]] = [[]]
+        size = 0
+        for job in todo:
+            line = (json.dumps({"custom_id": job.key, "method": "POST", "url": "/v1/chat/completions",
+                                "body": job.body}, ensure_ascii=False) + "\n").encode()
+            if chunks[-1] and (len(chunks[-1]) >= section.batch_max_requests or size + len(line) > section.batch_max_bytes):
+                chunks.append([])
+                size = 0
+            chunks[-1].append((job, line))
+            size += len(line)
+        for index, chunk in enumerate(chunks):
+            data = b"".join(line for _, line in chunk)
+            upload = await client.openai.files.create(file=(f"{name}-{index:03d}.jsonl", io.BytesIO(data)),
+                                                      purpose="batch")
+            job_info = await client.openai.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                                          completion_window="24h")
+            before = self.context.cache.get_many([job.key for job, _ in chunk])
+            for job, _ in chunk:
+                prior = before.get(job.key)  # an earlier invalid sample keeps its attempts and usage
+                self.context._record(job, "submitted", prior.raw_response if prior else None, None,
+                                     prior.error if prior else None, prior.prompt_tokens if prior else 0,
+                                     prior.completion_tokens if prior else 0, 0.0, prior.attempts if prior else 0,
+                                     batch_id=job_info.id)
+            log.info("submitted batch %s: %d %s requests (%d bytes)", job_info.id, len(chunk), name, len(data))
+
+
+def _client(config: RunConfig) -> LLMClient:
+    section = config.generate
+    if section.base_url == "local":
+        raise WorkbenchError("the embedded server has no Batch API", where="generate.base_url",
+                             fix="point --base-url at an endpoint with /v1/batches")
+    return LLMClient(base_url=section.base_url, model=section.model, api_key=os.environ.get(section.api_key_env, ""),
+                     timeout_s=section.timeout_s, max_retries=section.max_retries,
+                     backoff_base_s=section.backoff_base_s, backoff_max_s=section.backoff_max_s,
+                     mode=resolve_mode(section.structured_output, section.base_url, False), concurrency=4)
+
+
+def batch_status(run: Run, config: RunConfig) -> list[dict[str, Any]]:
+    """One dict per open batch: id, status, request counts."""
+    import asyncio
+
+    cache = RequestCache(run.cache_path)
+    try:
+        jobs = cache.submitted()
+    finally:
+        cache.close()
+
+    async def fetch() -> list[dict[str, Any]]:
+        client = _client(config)
+        try:
+            rows = []
+            for batch_id, keys in sorted(jobs.items()):
+                info = await client.openai.batches.retrieve(batch_id)
+                counts = info.request_counts
+                rows.append({"batch_id": batch_id, "status": info.status, "requests": len(keys),
+                             "completed": counts.completed if counts else None,
+                             "failed": counts.failed if counts else None})
+            return rows
+        finally:
+            await client.close()
+
+    return asyncio.run(fetch())
+
+
+def collect(run: Run, config: RunConfig, registry: Registry) -> StageResult:
+    """Ingest every finished batch into the cache, then continue the stage (submit next step or write tables)."""
+    import asyncio
+
+    from workbench.generate.engine import _Pricer, run_generate
+
+    section = config.generate
+    pricer = _Pricer(section, batch=True)
+    cache = RequestCache(run.cache_path)
+    ingested = {"ok": 0, "failed": 0, "resubmit": 0, "open_batches": 0}
+
+    async def ingest() -> None:
+        client = _client(config)
+        try:
+            for batch_id, keys in sorted(cache.submitted().items()):
+                info = await client.openai.batches.retrieve(batch_id)
+                if info.status not in DONE_STATES:
+                    ingested["open_batches"] += 1
+                    continue
+                seen: set[str] = set()
+                for file_id in (info.output_file_id, info.error_file_id):
+                    if not file_id:
+                        continue
+                    content = await client.openai.files.content(file_id)
+                    for line in content.text.splitlines():
+                        if line.strip():
+                            seen.add(_ingest_line(cache, pricer, json.loads(line), section.max_attempts, ingested))
+                for key in set(keys) - seen:
+                    entry = cache.get(key)
+                    cache.update(key, status="error", raw_response=None, result=None,
+                                 error=f"batch {batch_id} ended '{info.status}' without an answer",
+                                 prompt_tokens=entry.prompt_tokens, completion_tokens=entry.completion_tokens,
+                                 cost_usd=entry.cost_usd, attempts=entry.attempts)
+                    ingested["resubmit"] += 1
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(ingest())
+    finally:
+        cache.close()
+    result = run_generate(run, config, registry, batch=True)
+    result.stats["collected"] = ingested
+    return result
+
+
+def _ingest_line(cache: RequestCache, pricer, item: dict[str, Any], max_attempts: int, counts: dict[str, int]) -> str:
+    key = item.get("custom_id", "")
+    entry = cache.get(key)
+    if entry is None:
+        return key
+    response = item.get("response") or {}
+    body = response.get("body") or {}
+    attempts = entry.attempts + 1
+    usage = body.get("usage") or {}
+    prompt_tokens = entry.prompt_tokens + int(usage.get("prompt_tokens") or 0)
+    completion_tokens = entry.completion_tokens + int(usage.get("completion_tokens") or 0)
+    cost = pricer.cost(prompt_tokens, completion_tokens)
+    if response.get("status_code") != 200:
+        message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+        cache.update(key, status="error", raw_response=None, result=None,
+                     error=f"batch line HTTP {response.get('status_code')}: {message or item.get('error')}",
+                     prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost, attempts=attempts)
+        counts["resubmit"] += 1
+        return key
+    choices = body.get("choices") or [{}]
+    text = (choices[0].get("message") or {}).get("content")
+    kind = "brainstorm" if entry.kind == "brainstorm" else _family_of(cache, key)
+    try:
+        result = prompts.parse_answer(kind, text)
+    except prompts.InvalidAnswer as err:
+        status = "failed" if attempts >= max_attempts else "error"
+        cache.update(key, status=status, raw_response=text, result=None, error=f"invalid answer: {err}",
+                     prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost, attempts=attempts)
+        counts["failed" if status == "failed" else "resubmit"] += 1
+        return key
+    cache.update(key, status="ok", raw_response=text, result=result, error=None, prompt_tokens=prompt_tokens,
+                 completion_tokens=completion_tokens, cost_usd=cost, attempts=attempts)
+    counts["ok"] += 1
+    return key
+
+
+def _family_of(cache: RequestCache, key: str) -> str:
+    row = cache.db.execute("SELECT family FROM requests WHERE key=?", (key,)).fetchone()
+    return row[0]

@@ -1,0 +1,471 @@
+"""Generate stage: plan rows -> brainstormed tasks -> one JSON example per slot.
+
+Input: ``plan/<lang>.parquet`` (PLAN) and the ``[generate]`` section of the run config.
+Output:
+- ``tasks/<lang>.parquet`` (TASKS): the brainstormed task list per (language, family, seed);
+- ``generated/<lang>.parquet`` (GENERATED): exactly one row per planned slot, ``status`` ok or
+  failed (``error`` says why, ``raw_response`` keeps the model's text), usage and cost;
+- ``cache.sqlite``: every request and answer (:mod:`workbench.generate.cache`), the resume point.
+
+Step 1 brainstorms ~20 tasks per (language, family) for the four two-step families; step 2 sends
+one request per slot with a task drawn by a seeded RNG (``seed``, ``slot_id``). A request whose
+answer is stored is never sent again: re-running after a crash or ``kill -9`` sends only what was
+unfinished. Invalid answers are re-sampled up to ``max_attempts`` times, then recorded as failed.
+
+Example::
+
+    workbench generate runs/demo --base-url https://api.openai.com/v1 --model gpt-4o-mini --concurrency 32
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from workbench.config import GenerateSection, RunConfig
+from workbench.errors import WorkbenchError
+from workbench.families import EXAMPLE_FIELDS, FAMILIES, PLACEHOLDER_COLUMNS
+from workbench.generate import prompts
+from workbench.generate.cache import FINISHED, RequestCache, request_key
+from workbench.generate.client import EndpointError, LLMClient, RetriesExhausted, resolve_mode
+from workbench.languages import Registry
+from workbench.run import Run, StageResult, now
+from workbench.tables import GENERATED, PLAN, TASKS
+
+STAGE = "generate"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One request to make: a brainstorm for (language, family, seed) or one slot's example."""
+
+    key: str
+    slot_id: str
+    kind: str  # "brainstorm" or "example"
+    language: str
+    family: str
+    body: dict[str, Any]
+
+
+@dataclass
+class Progress:
+    """Live counters the CLI renders; the engine updates them as answers arrive."""
+
+    planned: Counter = field(default_factory=Counter)  # language -> slots
+    done: Counter = field(default_factory=Counter)  # language -> finished slots (ok or failed)
+    ok: Counter = field(default_factory=Counter)
+    failed: Counter = field(default_factory=Counter)
+    cached: int = 0
+    sent: int = 0
+    invalid: int = 0
+    errors: Counter = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    phase: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    def rate(self) -> float:
+        return self.sent / max(1e-9, time.monotonic() - self.started)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class _Pricer:
+    def __init__(self, section: GenerateSection, batch: bool):
+        price = section.prices.get(section.model)
+        self.known = price is not None
+        factor = section.batch_discount if batch else 1.0
+        self.input = (price.input if price else 0.0) * factor / 1e6
+        self.output = (price.output if price else 0.0) * factor / 1e6
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return prompt_tokens * self.input + completion_tokens * self.output
+
+
+def run_generate(run: Run, config: RunConfig, registry: Registry, *, dry_run: bool = False, batch: bool = False,
+                 retry_failed: bool = False, progress: ProgressCallback | None = None,
+                 base_url: str | None = None) -> StageResult:
+    """Run (or resume) generation for every planned language; see the module docstring.
+
+    ``base_url`` overrides the config's (the CLI passes the embedded server's URL here when
+    ``base_url = "local"``). With ``batch=True`` requests go through the Batch API
+    (:mod:`workbench.generate.batch`) and the call returns after submitting or collecting.
+    """
+    section = config.generate
+    plans = _read_plans(run)
+    local = section.base_url == "local"
+    url = base_url or section.base_url
+    if url == "local" and not dry_run:
+        from workbench.generate.local import serve_local
+
+        with serve_local() as local_url:
+            return run_generate(run, config, registry, dry_run=dry_run, batch=batch, retry_failed=retry_failed,
+                                progress=progress, base_url=local_url)
+    mode = resolve_mode(section.structured_output, url, local)
+    state = Progress()
+    for code, plan in plans.items():
+        state.planned[code] = plan.height
+    pricer = _Pricer(section, batch)
+    client = LLMClient(
+        base_url=url, model=section.model, api_key=os.environ.get(section.api_key_env, ""),
+        timeout_s=section.timeout_s, max_retries=section.max_retries, backoff_base_s=section.backoff_base_s,
+        backoff_max_s=section.backoff_max_s, mode=mode, concurrency=1 if local else section.concurrency,
+        requests_per_minute=section.requests_per_minute, tokens_per_minute=section.tokens_per_minute,
+        temperature=section.temperature, top_p=section.top_p, rng=random.Random(f"{config.run.seed}:backoff"),
+    )
+    cache = RequestCache(run.cache_path)
+    started_at = now()
+    try:
+        context = _Context(run, config, registry, plans, client, cache, state, pricer, progress,
+                           concurrency=1 if local else section.concurrency, retry_failed=retry_failed)
+        if dry_run:
+            return context.dry_run()
+        if batch:
+            from workbench.generate.batch import BatchRunner
+
+            context.runner = BatchRunner(context)
+        return asyncio.run(context.run_all(started_at))
+    finally:
+        cache.close()
+
+
+def _read_plans(run: Run) -> dict[str, pl.DataFrame]:
+    codes = run.table_languages("plan")
+    if not codes:
+        raise WorkbenchError("no plan tables", where=str(run.stage_dir("plan")), fix="run 'workbench plan RUN' first")
+    return {code: run.read_table("plan", code, PLAN) for code in codes}
+
+
+class _Context:
+    """One generate invocation: builds jobs, runs them (directly or via batch), writes tables."""
+
+    def __init__(self, run, config, registry, plans, client, cache, state, pricer, progress, *, concurrency,
+                 retry_failed):
+        self.run, self.config, self.registry, self.plans = run, config, registry, plans
+        self.section: GenerateSection = config.generate
+        self.client: LLMClient = client
+        self.cache: RequestCache = cache
+        self.state: Progress = state
+        self.pricer: _Pricer = pricer
+        self.progress = progress
+        self.concurrency = concurrency
+        self.retry_failed = retry_failed
+        self.runner: Any = None  # BatchRunner in batch mode
+        self.budget_hit = False
+        self.brainstorm_errors: dict[tuple[str, str, int], str] = {}
+        # "auto" on a remote endpoint: probe once per (endpoint, model), remember it in the cache
+        self.detect = self.section.structured_output == "auto" and self.section.base_url != "local"
+        if self.detect and cache.meta(self.mode_key()):
+            client.mode = cache.meta(self.mode_key())
+        self.spent_before = cache.total_cost()  # --max-cost caps the run's total, across invocations
+
+    def mode_key(self) -> str:
+        return f"structured_output:{self.client.base_url}:{self.section.model}"
+
+    # -- jobs ------------------------------------------------------------------------------
+    def _job(self, slot_id: str, kind: str, language: str, family: str, messages: list[dict[str, str]]) -> Job:
+        max_tokens = self.section.brainstorm_max_tokens if kind == "brainstorm" else self.section.max_tokens
+        key = request_key(self.section.model, messages, self.client.params(max_tokens), slot_id)
+        schema_kind = "brainstorm" if kind == "brainstorm" else family
+        body = self.client.body(messages, max_tokens, schema_kind, prompts.json_schema(schema_kind))
+        return Job(key, slot_id, kind, language, family, body)
+
+    def brainstorm_jobs(self) -> list[Job]:
+        jobs = []
+        for code, plan in self.plans.items():
+            language = self.registry.get(code)
+            for (family, seed), _ in plan.group_by("family", "seed", maintain_order=True):
+                if FAMILIES[family].brainstorm:
+                    jobs.append(self._job(f"{code}:{family}:{seed}:brainstorm", "brainstorm", code, family,
+                                          prompts.brainstorm_messages(family, language)))
+        return jobs
+
+    def example_jobs(self, tasks: dict[tuple[str, str, int], list[str]] | None) -> tuple[list[Job], dict[str, str], dict[str, str]]:
+        """Jobs per slot, the task each slot uses, and slots that cannot run (with the reason)."""
+        jobs, chosen, blocked = [], {}, {}
+        for code, plan in self.plans.items():
+            for row in plan.iter_rows(named=True):
+                family = row["family"]
+                task = None
+                if FAMILIES[family].brainstorm:
+                    if tasks is None:
+                        task = "(a task from the brainstorm step)"
+                    else:
+                        pool = tasks.get((code, family, row["seed"]))
+                        if not pool:
+                            why = self.brainstorm_errors.get((code, family, row["seed"]), "no answer")
+                            blocked[row["slot_id"]] = f"brainstorm step failed for this language and family: {why}"
+                            continue
+                        task = prompts.pick_task(pool, row["seed"], row["slot_id"])
+                    chosen[row["slot_id"]] = task
+                messages = prompts.example_messages(row, task, self.registry)
+                jobs.append(self._job(row["slot_id"], "example", code, family, messages))
+        return jobs, chosen, blocked
+
+    # -- running ---------------------------------------------------------------------------
+    def pending(self, jobs: list[Job]) -> list[Job]:
+        entries = self.cache.get_many([job.key for job in jobs])
+        todo = []
+        for job in jobs:
+            entry = entries.get(job.key)
+            finished = entry is not None and (entry.status == "ok" or (entry.status == "failed" and not self.retry_failed))
+            if finished:
+                self.state.cached += 1
+                if job.kind == "example":
+                    self._count_slot(job.language, entry.status)
+            elif entry is not None and entry.status == "submitted":
+                continue  # an open Batch API job holds it
+            else:
+                todo.append(job)
+        return todo
+
+    def _count_slot(self, language: str, status: str) -> None:
+        self.state.done[language] += 1
+        (self.state.ok if status == "ok" else self.state.failed)[language] += 1
+
+    async def execute(self, jobs: list[Job]) -> None:
+        """Send every job with at most ``concurrency`` in flight; stops early at --max-cost."""
+        iterator = iter(jobs)
+        fatal: list[BaseException] = []
+
+        async def worker(lane: int) -> None:
+            for job in iterator:
+                if fatal:
+                    return
+                if self.section.max_cost_usd is not None and (
+                        self.spent_before + self.state.cost_usd >= self.section.max_cost_usd):
+                    self.budget_hit = True
+                    return
+                try:
+                    await self._run_job(job, lane)
+                except EndpointError as err:
+                    fatal.append(err)
+                    return
+
+        workers = [asyncio.create_task(worker(lane)) for lane in range(min(self.concurrency, max(1, len(jobs))))]
+        await asyncio.gather(*workers)
+        if fatal:
+            raise fatal[0]
+
+    async def _run_job(self, job: Job, lane: int = 0) -> None:
+        kind = "brainstorm" if job.kind == "brainstorm" else job.family
+        prompt_tokens = completion_tokens = 0
+        latency = 0.0
+        raw: str | None = None
+        error = None
+        attempts = 0
+        for _ in range(self.section.max_attempts):
+            attempts += 1
+            try:
+                reply = await self.client.chat(job.body, job.key, lane)
+            except RetriesExhausted as err:
+                self._record(job, "error", raw, None, str(err), prompt_tokens, completion_tokens, latency, attempts)
+                self.client.errors["gave_up"] += 1
+                self._notify()
+                return
+            self.state.sent = self.client.sent
+            prompt_tokens += reply.prompt_tokens
+            completion_tokens += reply.completion_tokens
+            latency += reply.latency_s
+            self._spend(reply.prompt_tokens, reply.completion_tokens)
+            raw = reply.text
+            try:
+                result = prompts.parse_answer(kind, reply.text)
+            except prompts.InvalidAnswer as err:
+                error = f"invalid answer: {err}"
+                self.state.invalid += 1
+                continue
+            self._record(job, "ok", raw, result, None, prompt_tokens, completion_tokens, latency, attempts)
+            return
+        self._record(job, "failed", raw, None, error, prompt_tokens, completion_tokens, latency, attempts)
+
+    def _spend(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.state.prompt_tokens += prompt_tokens
+        self.state.completion_tokens += completion_tokens
+        self.state.cost_usd += self.pricer.cost(prompt_tokens, completion_tokens)
+
+    def _record(self, job: Job, status: str, raw, result, error, prompt_tokens, completion_tokens, latency, attempts,
+                batch_id: str | None = None) -> None:
+        self.cache.record(
+            job.key, slot_id=job.slot_id, kind=job.kind, language=job.language, family=job.family,
+            model=self.section.model, request=job.body, status=status, raw_response=raw, result=result, error=error,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            cost_usd=self.pricer.cost(prompt_tokens, completion_tokens), latency_s=latency, attempts=attempts,
+            batch_id=batch_id)
+        if job.kind == "example" and status in FINISHED:
+            self._count_slot(job.language, status)
+        self._notify()
+
+    def _notify(self) -> None:
+        self.state.errors = self.client.errors
+        self.state.sent = self.client.sent
+        if self.progress is not None:
+            self.progress(self.state)
+
+    async def _phase(self, name: str, jobs: list[Job]) -> bool:
+        """Run one phase's unfinished jobs; True when every job of the phase is finished now."""
+        self.state.phase = name
+        todo = self.pending(jobs)
+        self._notify()
+        if self.runner is not None:
+            return await self.runner.phase(name, todo)
+        if todo:
+            await self.execute(todo)
+        return not self.pending_quiet(jobs)
+
+    def pending_quiet(self, jobs: list[Job]) -> list[Job]:
+        entries = self.cache.get_many([job.key for job in jobs])
+        return [j for j in jobs if entries.get(j.key) is None or entries[j.key].status not in FINISHED]
+
+    async def run_all(self, started_at: str) -> StageResult:
+        section = self.section
+        self.run.record_stage(STAGE, status="running", config_hash=section.fingerprint(), started_at=started_at)
+        try:
+            if self.runner is None:
+                await self.client.preflight()
+                if self.detect:
+                    name = self.mode_key()
+                    mode = self.cache.meta(name) or await self.client.detect_mode()
+                    self.cache.set_meta(name, mode)
+                    self.client.mode = mode
+                    log.info("structured output for %s: %s", self.client.base_url, mode)
+            brainstorms = self.brainstorm_jobs()
+            complete = await self._phase("brainstorm", brainstorms)
+            if not complete and self.runner is not None:
+                return self._waiting()
+            tasks = self._write_tasks(brainstorms)
+            jobs, chosen, blocked = self.example_jobs(tasks)
+            for slot_id in blocked:
+                self._count_slot(slot_id.split("-")[0], "failed")
+            complete = await self._phase("examples", jobs) and complete
+            if not complete and self.runner is not None and self.cache.submitted():
+                return self._waiting()
+        finally:
+            await self.client.close()
+        outputs = self._write_generated(jobs, chosen, blocked)
+        failed_slots = sum(self.state.failed.values())
+        open_brainstorms = {(job.language, job.family) for job in self.pending_quiet(brainstorms)}
+        unfinished = len(self.pending_quiet(jobs)) + sum(
+            1 for slot_id in blocked if tuple(slot_id.split("-")[:2]) in open_brainstorms)
+        stats = self._stats(unfinished=unfinished, failed=failed_slots)
+        entries = self.cache.get_many([job.key for job in brainstorms]).values()
+        stats["brainstorm_cost_usd"] = round(sum(e.cost_usd for e in entries), 6)
+        stats["total_cost_usd"] = round(self.cache.total_cost(), 6)
+        stats["usage"] = self.cache.usage()
+        status = "complete" if unfinished == 0 else "partial"
+        self.run.record_stage(STAGE, status=status, config_hash=section.fingerprint(), outputs=outputs, stats=stats,
+                              started_at=started_at)
+        return StageResult(STAGE, outputs=outputs, stats=stats)
+
+    def _waiting(self) -> StageResult:
+        stats = self._stats(unfinished=None, failed=None)
+        stats["batch_jobs"] = {k: len(v) for k, v in self.cache.submitted().items()}
+        return StageResult(STAGE, stats=stats)
+
+    def _stats(self, *, unfinished, failed) -> dict[str, Any]:
+        s = self.state
+        per_language = {}
+        for code in self.plans:
+            per_language[code] = {"planned": s.planned[code], "ok": s.ok[code], "failed": s.failed[code]}
+        return {
+            "requests_sent": self.client.sent, "cached": s.cached, "invalid_answers": s.invalid,
+            "errors": dict(self.client.errors), "prompt_tokens": s.prompt_tokens,
+            "completion_tokens": s.completion_tokens, "cost_usd": round(s.cost_usd, 6),
+            "price_known": self.pricer.known, "unfinished": unfinished, "failed": failed,
+            "budget_hit": self.budget_hit, "per_language": per_language, "model": self.section.model,
+            "structured_output": self.client.mode,
+        }
+
+    # -- tables ----------------------------------------------------------------------------
+    def _write_tasks(self, jobs: list[Job]) -> dict[tuple[str, str, int], list[str]]:
+        entries = self.cache.get_many([job.key for job in jobs])
+        tasks: dict[tuple[str, str, int], list[str]] = {}
+        rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for job in jobs:
+            entry = entries.get(job.key)
+            seed = int(job.slot_id.split(":")[2])
+            if entry is None or entry.status != "ok":
+                self.brainstorm_errors[(job.language, job.family, seed)] = entry.error if entry else "not sent"
+                continue
+            tasks[(job.language, job.family, seed)] = entry.result["tasks"]
+            for index, task in enumerate(entry.result["tasks"]):
+                rows[job.language].append({"language": job.language, "family": job.family, "seed": seed,
+                                           "task_index": index, "task": task, "model": self.section.model})
+        for code in self.plans:
+            self.run.write_table("tasks", code, pl.DataFrame(rows.get(code, []), schema=TASKS), TASKS)
+        return tasks
+
+    def _write_generated(self, jobs: list[Job], chosen: dict[str, str], blocked: dict[str, str]) -> dict[str, int]:
+        entries = self.cache.get_many([job.key for job in jobs])
+        by_slot = {job.slot_id: entries.get(job.key) for job in jobs}
+        outputs = {}
+        for code, plan in self.plans.items():
+            rows = []
+            for slot in plan.iter_rows(named=True):
+                entry = by_slot.get(slot["slot_id"])
+                row: dict[str, Any] = {c: slot[c] for c in ("slot_id", "language", "family", *PLACEHOLDER_COLUMNS)}
+                row.update(dict.fromkeys(EXAMPLE_FIELDS))
+                row["task"] = chosen.get(slot["slot_id"])
+                row["model"] = self.section.model
+                if entry is not None and entry.status == "ok":
+                    row.update({name: entry.result.get(name) for name in FAMILIES[slot["family"]].fields})
+                    row.update(status="ok", error=None)
+                elif slot["slot_id"] in blocked:
+                    row.update(status="failed", error=blocked[slot["slot_id"]])
+                elif entry is None:
+                    reason = "--max-cost reached before this slot was sent" if self.budget_hit else "not sent"
+                    row.update(status="failed", error=f"not run: {reason}; re-run to resume")
+                else:
+                    row.update(status="failed", error=entry.error or entry.status)
+                row.update(
+                    raw_response=entry.raw_response if entry else None,
+                    prompt_tokens=entry.prompt_tokens if entry else 0,
+                    completion_tokens=entry.completion_tokens if entry else 0,
+                    cost_usd=entry.cost_usd if entry else 0.0,
+                    attempts=entry.attempts if entry else 0,
+                    created_at=entry.updated_at if entry else None,
+                )
+                rows.append(row)
+            self.run.write_table("generated", code, pl.DataFrame(rows, schema=GENERATED), GENERATED)
+            outputs[f"generated/{code}.parquet"] = len(rows)
+        return outputs
+
+    # -- dry run ---------------------------------------------------------------------------
+    def dry_run(self) -> StageResult:
+        brainstorms = self.pending(self.brainstorm_jobs())
+        cached_before = self.state.cached
+        examples, _, _ = self.example_jobs(None)
+        examples = self.pending(examples)
+        prompt_tokens = sum(_estimate_tokens(job.body) for job in brainstorms + examples)
+        completion_tokens = (len(brainstorms) * self.section.est_brainstorm_tokens
+                             + len(examples) * self.section.est_completion_tokens)
+        cost = self.pricer.cost(prompt_tokens, completion_tokens)
+        per_language: dict[str, dict[str, int]] = defaultdict(lambda: {"requests": 0})
+        for job in brainstorms + examples:
+            per_language[job.language]["requests"] += 1
+        stats = {
+            "dry_run": True, "requests": len(brainstorms) + len(examples), "brainstorm_requests": len(brainstorms),
+            "example_requests": len(examples), "already_cached": self.state.cached, "est_prompt_tokens": prompt_tokens,
+            "est_completion_tokens": completion_tokens, "est_cost_usd": round(cost, 4), "price_known": self.pricer.known,
+            "model": self.section.model, "per_language": dict(per_language), "cached_brainstorms": cached_before,
+        }
+        return StageResult(STAGE, stats=stats)
+
+
+def _estimate_tokens(body: dict[str, Any]) -> int:
+    """~4 characters per token for Latin text, never fewer tokens than words (a dry-run estimate)."""
+    text = " ".join(m["content"] for m in body["messages"])
+    return max(math.ceil(len(text) / 4), len(text.split()))
