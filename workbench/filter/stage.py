@@ -1,0 +1,178 @@
+"""Filter stage: ``generated/<lang>.parquet`` -> ``accepted/<lang>.parquet`` + ``rejected/<lang>.parquet``.
+
+Input: every ``generated/<lang>.parquet`` (GENERATED schema) in the run; rows with status ``ok``
+are filtered, failed rows are left to the audit. Output: ``accepted/<lang>.parquet`` and
+``rejected/<lang>.parquet`` (FILTERED schema: the generated columns + ``reasons`` (list of
+reason codes, empty when accepted), ``lid_language``, ``lid_support``, ``lid_votes``). Every ok row
+lands in exactly one of the two tables.
+
+Per row: rules per task family, script check and the LID ensemble (:mod:`.rules`), run in
+``filter.workers`` processes over chunks of ``filter.chunk_size`` rows; then exact and near-duplicate
+detection within the language on the main field and on the whole example (:mod:`.dedup`), among
+rows that passed the other rules (first occurrence, by slot order, wins).
+
+All input tables are read and checked before anything is written, so a corrupt or truncated
+input gives one clear error and no partial output. The stage is skipped when its config and its
+inputs are unchanged and its outputs are intact.
+
+Example::
+
+    workbench filter runs/demo
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+
+import polars as pl
+
+from workbench.config import RunConfig
+from workbench.families import FAMILIES
+from workbench.filter.dedup import find_duplicates
+from workbench.filter.lid import Ensemble
+from workbench.filter.rules import MAIN_FIELD, Verdict, check_row
+from workbench.languages import Registry
+from workbench.run import Run, StageResult, file_sha256, now
+from workbench.tables import FILTERED, GENERATED
+
+STAGE = "filter"
+log = logging.getLogger(__name__)
+
+# Worker-process state (set by _init_worker or inherited through fork).
+_STATE: dict[str, object] = {}
+
+
+def _init_worker(registry: Registry, section) -> None:
+    if "ensemble" not in _STATE:
+        _STATE.update(registry=registry, section=section, ensemble=Ensemble.load(registry, section))
+
+
+def _check_chunk(rows: list[dict]) -> list[Verdict]:
+    registry, section, ensemble = _STATE["registry"], _STATE["section"], _STATE["ensemble"]
+    return [check_row(row, registry, ensemble, section) for row in rows]
+
+
+def _fingerprint(config: RunConfig, inputs: dict[str, str]) -> str:
+    payload = {"filter": config.filter.model_dump(mode="json"), "inputs": inputs}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _whole_example(row: dict) -> str | None:
+    parts = [row.get(f) or "" for f in FAMILIES[row["family"]].fields]
+    return "\n".join(parts) if any(p.strip() for p in parts) else None
+
+
+def _dedup_reasons(rows: list[dict], eligible: list[bool], section) -> list[list[str]]:
+    out: list[list[str]] = [[] for _ in rows]
+    views = {
+        "query": [row.get(MAIN_FIELD[row["family"]]) if ok else None for row, ok in zip(rows, eligible)],
+        "example": [_whole_example(row) if ok else None for row, ok in zip(rows, eligible)],
+    }
+    for view, texts in views.items():
+        kinds = find_duplicates(
+            texts,
+            exact=section.exact_dedup,
+            near=section.near_dedup,
+            threshold=section.near_threshold,
+            num_perm=section.num_perm,
+            shingle_chars=section.shingle_chars,
+        )
+        for index, kind in enumerate(kinds):
+            if kind:
+                out[index].append(f"{kind}_duplicate:{view}")
+    return out
+
+
+def filter_rows(rows: list[dict], registry: Registry, section, pool: ProcessPoolExecutor | None,
+                progress: Callable[[int], None] | None = None) -> list[tuple[list[str], Verdict]]:
+    """Rules + language checks (in ``pool`` if given) + dedup for one language's ok rows."""
+    chunks = [rows[i : i + section.chunk_size] for i in range(0, len(rows), section.chunk_size)]
+    verdicts: list[Verdict] = []
+    results = pool.map(_check_chunk, chunks) if pool is not None else map(_check_chunk, chunks)
+    for chunk, chunk_verdicts in zip(chunks, results):
+        verdicts.extend(chunk_verdicts)
+        if progress:
+            progress(len(chunk))
+    eligible = [not v.reasons for v in verdicts]
+    dup = _dedup_reasons(rows, eligible, section)
+    return [(list(v.reasons) + d, v) for v, d in zip(verdicts, dup)]
+
+
+def _frame(rows: list[dict], results: list[tuple[list[str], Verdict]]) -> pl.DataFrame:
+    records = []
+    for row, (reasons, verdict) in zip(rows, results):
+        record = dict(row)
+        record["reasons"] = reasons
+        record["lid_language"] = verdict.lid_language
+        record["lid_support"] = verdict.lid_support
+        record["lid_votes"] = [
+            {"field": f, "member": m, "label": label, "prob": p} for f, m, label, p in verdict.votes
+        ]
+        records.append(record)
+    return pl.DataFrame(records, schema=FILTERED)
+
+
+def run_filter(run: Run, config: RunConfig, registry: Registry,
+               progress: Callable[[int, int], None] | None = None) -> StageResult:
+    """Filter every ``generated/<lang>.parquet`` of ``run``; ``progress(done, total)`` is optional."""
+    section = config.filter
+    languages = run.table_languages("generated")
+    for code in languages:
+        registry.get(code)  # an unknown language file name fails here, before any work
+    # Read and check every input first: a damaged table must not leave half the outputs behind.
+    tables = {code: run.read_table("generated", code, GENERATED) for code in languages}
+    inputs = {code: file_sha256(run.table_path("generated", code)) for code in languages}
+    fingerprint = _fingerprint(config, inputs)
+    result = StageResult(STAGE)
+    if run.stage_is_current(STAGE, fingerprint):
+        result.skipped = languages
+        result.outputs = {rel: info["rows"] for rel, info in run.stage_entry(STAGE)["outputs"].items()}
+        return result
+    started = now()
+    start = time.perf_counter()
+    run.record_stage(STAGE, status="running", config_hash=fingerprint, started_at=started)
+    ok = {code: table.filter(pl.col("status") == "ok") for code, table in tables.items()}
+    total = sum(t.height for t in ok.values())
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
+    _STATE.clear()
+    _init_worker(registry, section)  # load the models once; forked workers inherit them
+    workers = section.workers or os.cpu_count() or 1
+    pool = None
+    if workers > 1 and total > section.chunk_size:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_init_worker, initargs=(registry, section))
+    stats: dict[str, dict[str, int]] = {}
+    try:
+        for code in languages:
+            rows = ok[code].sort("slot_id").to_dicts()
+            results = filter_rows(rows, registry, section, pool, tick)
+            keep = [i for i, (reasons, _) in enumerate(results) if not reasons]
+            drop = [i for i, (reasons, _) in enumerate(results) if reasons]
+            accepted = _frame([rows[i] for i in keep], [results[i] for i in keep])
+            rejected = _frame([rows[i] for i in drop], [results[i] for i in drop])
+            for stage, table in (("accepted", accepted), ("rejected", rejected)):
+                path = run.write_table(stage, code, table, FILTERED)
+                result.outputs[str(path.relative_to(run.root))] = table.height
+            stats[code] = {"generated_ok": len(rows), "accepted": len(keep), "rejected": len(drop)}
+            log.info("filter %s: %d ok rows -> %d accepted, %d rejected", code, len(rows), len(keep), len(drop))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    result.stats = {"languages": stats, "seconds": round(time.perf_counter() - start, 3)}
+    run.record_stage(STAGE, status="complete", config_hash=fingerprint, outputs=result.outputs,
+                     stats=result.stats, started_at=started)
+    return result
