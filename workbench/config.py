@@ -85,9 +85,9 @@ class FilterSection(Section):
     weights: dict[str, float] = Field(
         default_factory=lambda: {"fasttext_lid176": 1.0, "cld2": 1.0, "langid": 1.0, "langdetect": 0.5, "extra": 1.5}
     )
-    lid_threshold: float = Field(default=0.6, gt=0, le=1, description="weighted share of voting members that must name the language")
+    lid_threshold: float = Field(default=0.5, gt=0, le=1, description="weighted share of voting members that must name the language")
     member_min_prob: float = Field(default=0.3, ge=0, le=1, description="a member's vote counts only at this confidence")
-    allow_confusable: bool = Field(default=False, description="accept a language's confusable group (ms for id, ...)")
+    allow_confusable: bool = Field(default=True, description="accept a language's confusable group (ms for id, ...)")
     lid_max_chars: int = Field(default=400, ge=20, description="LID looks at the first N characters of a field")
     min_lid_letters: int = Field(default=20, ge=0, description="fewer letters: no LID vote, the script check decides")
     script_threshold: float = Field(default=0.7, ge=0, le=1, description="share of letters in the expected script")
@@ -97,10 +97,12 @@ class FilterSection(Section):
     extra_labels: dict[str, str] = Field(default_factory=dict, description="registry code -> label of the extra model, e.g. sw = 'swh_Latn'")
     min_words: dict[str, int] = Field(default_factory=lambda: {
         "user_query": 1, "positive_document": 8, "hard_negative_document": 8, "input_text": 3,
-        "label": 1, "misleading_label": 1, "input": 1, "S1": 1, "S2": 1, "S3": 1})
+        "label": 1, "misleading_label": 1, "input": 1, "S1": 1, "S2": 1, "S3": 1,
+        "short_short.positive_document": 1}, description="per field, or per family.field (wins)")
     max_words: dict[str, int] = Field(default_factory=lambda: {
         "user_query": 80, "positive_document": 2000, "hard_negative_document": 2000, "input_text": 2000,
-        "label": 20, "misleading_label": 20, "input": 120, "S1": 600, "S2": 600, "S3": 600})
+        "label": 20, "misleading_label": 20, "input": 120, "S1": 600, "S2": 600, "S3": 600,
+        "short_short.positive_document": 120, "long_long.input": 2000}, description="per field, or per family.field (wins)")
     long_long_min_words: int = Field(default=40, ge=1, description="long-long input and document at least this long")
     unspaced_chars_per_word: float = Field(default=1.5, gt=0, description="length limits in characters for unspaced scripts")
     min_copied_query_words: int = Field(default=4, ge=1, description="a query this long found verbatim in its document is a copy")
@@ -126,11 +128,13 @@ class FilterSection(Section):
     @field_validator("min_words", "max_words")
     @classmethod
     def _known_fields(cls, limits: dict[str, int]) -> dict[str, int]:
-        from workbench.families import EXAMPLE_FIELDS
+        from workbench.families import FAMILIES
 
-        for name in limits:
-            if name not in EXAMPLE_FIELDS:
-                raise ValueError(f"'{name}' is not an example field (one of {', '.join(EXAMPLE_FIELDS)})")
+        for key in limits:
+            family, _, name = key.rpartition(".")
+            fields = FAMILIES[family].fields if family in FAMILIES else {f for fam in FAMILIES.values() for f in fam.fields}
+            if (family and family not in FAMILIES) or name not in fields:
+                raise ValueError(f"'{key}' is not an example field or family.field (e.g. 'user_query', 'long_long.input')")
         return limits
 
 

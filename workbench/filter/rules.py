@@ -101,9 +101,11 @@ def rule_lengths(row: dict, family: str, section, unspaced: dict[str, bool]) -> 
         if not text.strip():
             continue
         size = length_of(text, unspaced[name], section.unspaced_chars_per_word)
-        if size < section.min_words.get(name, 1):
+        low = section.min_words.get(f"{family}.{name}", section.min_words.get(name, 1))
+        high = section.max_words.get(f"{family}.{name}", section.max_words.get(name, 10_000))
+        if size < low:
             out.append(f"too_short:{name}")
-        elif size > section.max_words.get(name, 10_000):
+        elif size > high:
             out.append(f"too_long:{name}")
         if family == "long_long" and size < section.long_long_min_words:
             out.append(f"long_long_too_short:{name}")

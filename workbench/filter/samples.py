@@ -66,11 +66,12 @@ def synthetic_row(code: str, family: str, index: int, own: list[str], target: li
         row.update(user_query=rng.choice(own), positive_document=doc(), hard_negative_document=doc())
     elif family == "long_short":
         label, misleading = rng.sample(own, 2)
-        row.update(input_text=doc(), label=" ".join(label.split()[:3]), misleading_label=" ".join(misleading.split()[:3]))
+        short = (lambda s: s[:6]) if len(label.split()) == 1 and len(label) > 12 else (lambda s: " ".join(s.split()[:3]))
+        row.update(input_text=doc(), label=short(label), misleading_label=short(misleading))
     elif family == "short_short":
         row.update(input=rng.choice(own), positive_document=rng.choice(own))
     elif family == "long_long":
-        row.update(input=_join(own, rng, 12), positive_document=_join(own, rng, 12))
+        row.update(input=_join(own, rng, 20), positive_document=_join(own, rng, 20))
     elif family == "sts":
         s1, s2, s3 = rng.sample(own, 3)
         row.update(S1=s1, S2=s2, S3=s3)
