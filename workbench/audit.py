@@ -100,10 +100,7 @@ def _language_stats(code: str, registry: Registry, planned: int | None, generate
         exact += "exact_duplicate" in codes
         near += "near_duplicate" in codes
     both = pl.concat([accepted, rejected])
-    confusions = Counter(
-        seen for seen in both["lid_language"].to_list()
-        if seen and seen != code and seen not in registry.confusables(code)
-    )
+    confusions = Counter(seen for seen in both["lid_language"].to_list() if seen and seen != code)
     seen_as = Counter(seen for seen in both["lid_language"].to_list() if seen)
     lengths: dict[str, dict] = {}
     for family in sorted(set(ok["family"].to_list())):
@@ -211,11 +208,19 @@ def _plots(rows: list[dict], details: dict[str, dict], confusion: dict[str, dict
     fig = Figure(figsize=(max(4.0, 0.3 * len(seen) + 2), max(3.0, 0.3 * len(expected) + 1.5)))
     ax = fig.add_subplot()
     if expected and seen:
-        matrix = [[confusion[e].get(s, 0) for s in seen] for e in expected]
-        image = ax.imshow(matrix, cmap="viridis", aspect="auto")
-        fig.colorbar(image, ax=ax, label="rows")
+        import math
+
+        counts = [[confusion[e].get(s, 0) for s in seen] for e in expected]
+        # log scale: the diagonal (correct) dwarfs the confusions otherwise
+        image = ax.imshow([[math.log10(1 + c) for c in row] for row in counts], cmap="magma_r", aspect="auto")
+        fig.colorbar(image, ax=ax, label="log10(1 + rows)")
         ax.set_xticks(range(len(seen)), seen, rotation=90, fontsize=7)
         ax.set_yticks(range(len(expected)), expected, fontsize=7)
+        if len(seen) * len(expected) <= 400:
+            for i, row in enumerate(counts):
+                for j, count in enumerate(row):
+                    if count:
+                        ax.text(j, i, str(count), ha="center", va="center", fontsize=6, color="#3b7dd8")
     else:
         ax.text(0.5, 0.5, "no LID verdicts", ha="center", va="center")
     ax.set_xlabel("language the LID ensemble saw (main field)")
