@@ -143,7 +143,7 @@ def _confident_indonesian(text, registry) -> list[str]:
     strict = Ensemble.load(registry, FilterSection(allow_confusable=False))
     chosen = []
     for sentence in text["id"]:
-        decision = strict.decide(sentence, "id")
+        decision = strict.decide(sentence, "id", strict.votes(sentence))  # every member, not lazily
         if len(sentence) > 30 and decision.accepted and decision.support == 1.0:
             chosen.append(sentence)
         if len(chosen) == 6:
@@ -192,3 +192,16 @@ def test_bad_filter_config_is_one_clear_error(tmp_path):
     section = RunConfig().filter.model_copy(update={"members": ["extra"], "extra_fasttext_path": str(tmp_path / "glotlid.bin")})
     with pytest.raises(ConfigError, match="glotlid.bin: fastText LID model file not found"):
         Ensemble.load(load_registry(), section)
+
+
+def test_lazy_voting_gives_the_same_verdict_as_asking_every_member(text, registry, section):
+    ensemble = Ensemble.load(registry, section.model_copy(update={"allow_confusable": False}))
+    cases = [(s, code) for code in ("sw", "id", "ms", "de") for s in text[code][:60] if len(s) > 25]
+    cases += [(s, "sw") for s in text["en"][:40]]
+    asked = 0
+    for sentence, code in cases:
+        lazy = ensemble.decide(sentence, code)
+        full = ensemble.decide(sentence, code, ensemble.votes(sentence))
+        assert (lazy.accepted, lazy.support >= section.lid_threshold) == (full.accepted, full.support >= section.lid_threshold)
+        asked += len(lazy.votes)
+    assert asked < 3 * len(cases)  # some members were skipped

@@ -3,8 +3,13 @@
 Exact: SHA-1 of the normalised text (:func:`workbench.filter.rules.normalise`). Near: MinHash
 signatures over character n-gram shingles of the normalised text (works for spaced and unspaced
 scripts alike), banded with :class:`datasketch.MinHashLSH`; an LSH candidate counts as a
-duplicate only when the estimated Jaccard similarity reaches the threshold. Shingles are hashed
-with CRC-32 (deterministic across processes and runs, and ~20x faster than SHA-1 in datasketch).
+duplicate only when the estimated Jaccard similarity reaches the threshold.
+
+The signatures are computed with numpy in one pass per text (a polynomial rolling hash of the
+n code points of each shingle, then ``num_perm`` multiply-shift hash functions, minimum per
+function) and handed to datasketch as :class:`datasketch.LeanMinHash`: the same estimator as
+``datasketch.MinHash`` with a different (deterministic, seeded) shingle hash, ~50x faster than
+hashing shingle by shingle in Python.
 
 Example::
 
@@ -14,21 +19,37 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import zlib
+from functools import lru_cache
 
-from datasketch import MinHash, MinHashLSH
+import numpy as np
+from datasketch import LeanMinHash, MinHashLSH
 
 from workbench.filter.rules import normalise
 
+_MAX = np.uint64((1 << 32) - 1)
+_SHIFT = np.uint64(32)
 
-def _crc32(data: bytes) -> int:
-    return zlib.crc32(data)
+
+@lru_cache(maxsize=8)
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Multiply-shift hash functions h(x) = ((a*x + b) mod 2**64) >> 32, with odd ``a``."""
+    gen = np.random.default_rng(seed)
+    a = gen.integers(0, 1 << 63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    b = gen.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)
+    return a[:, None], b[:, None]
 
 
-def _shingles(text: str, n: int) -> set[bytes]:
-    if len(text) <= n:
-        return {text.encode()}
-    return {text[i : i + n].encode() for i in range(len(text) - n + 1)}
+def signature(text: str, num_perm: int = 64, shingle_chars: int = 5, seed: int = 1) -> np.ndarray:
+    """MinHash values (uint64, length ``num_perm``) of the character shingles of ``text``."""
+    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    n = min(shingle_chars, len(points))
+    width = len(points) - n + 1
+    hashes = np.zeros(width, dtype=np.uint64)
+    for k in range(n):  # polynomial hash of each n-gram, modulo 2**32 (fits uint64 products)
+        hashes = (hashes * np.uint64(1_000_003) + points[k : k + width]) & _MAX
+    hashes = np.unique(hashes)
+    a, b = _permutations(num_perm, seed)
+    return ((hashes[None, :] * a + b) >> _SHIFT).min(axis=1)
 
 
 def find_duplicates(
@@ -45,7 +66,7 @@ def find_duplicates(
     out: list[str | None] = [None] * len(texts)
     seen: set[bytes] = set()
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm) if near else None
-    signatures: dict[int, MinHash] = {}
+    signatures: dict[int, LeanMinHash] = {}
     for index, text in enumerate(texts):
         if text is None:
             continue
@@ -59,11 +80,10 @@ def find_duplicates(
         seen.add(digest)
         if lsh is None:
             continue
-        signature = MinHash(num_perm=num_perm, seed=seed, hashfunc=_crc32)
-        signature.update_batch(list(_shingles(norm, shingle_chars)))
-        if any(signature.jaccard(signatures[other]) >= threshold for other in lsh.query(signature)):
+        minhash = LeanMinHash(seed=seed, hashvalues=signature(norm, num_perm, shingle_chars, seed), scheme="legacy")
+        if any(minhash.jaccard(signatures[other]) >= threshold for other in lsh.query(minhash)):
             out[index] = "near"
             continue  # a near-duplicate does not become a new reference itself
-        signatures[index] = signature
-        lsh.insert(index, signature)
+        signatures[index] = minhash
+        lsh.insert(index, minhash)
     return out

@@ -16,23 +16,24 @@ import regex
 
 from workbench.languages import SCRIPT_UNICODE_NAMES
 
-_LETTER = regex.compile(r"\p{L}")
+_NON_LETTERS = regex.compile(r"\P{L}+")
 
 
 @lru_cache(maxsize=256)
 def _script_pattern(scripts: tuple[str, ...]) -> regex.Pattern:
     names = sorted({name for code in scripts for name in SCRIPT_UNICODE_NAMES[code]})
     alternatives = "".join(rf"\p{{Script={name}}}" for name in names)
-    return regex.compile(rf"(?V1)[[{alternatives}]&&\p{{L}}]")
+    return regex.compile(rf"[^{alternatives}]+")  # runs of letters outside the scripts
 
 
 def letter_count(text: str) -> int:
-    return len(_LETTER.findall(text))
+    return len(_NON_LETTERS.sub("", text))
 
 
 def script_share(text: str, scripts: tuple[str, ...]) -> float | None:
     """Share of letters (``\\p{L}``) that belong to one of ``scripts``; None when there are none."""
-    letters = len(_LETTER.findall(text))
+    letters = _NON_LETTERS.sub("", text)
     if not letters:
         return None
-    return len(_script_pattern(tuple(scripts)).findall(text)) / letters
+    inside = _script_pattern(tuple(scripts)).sub("", letters)
+    return len(inside) / len(letters)

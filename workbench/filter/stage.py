@@ -69,12 +69,17 @@ def _whole_example(row: dict) -> str | None:
     return "\n".join(parts) if any(p.strip() for p in parts) else None
 
 
-def _dedup_reasons(rows: list[dict], eligible: list[bool], section) -> list[list[str]]:
-    out: list[list[str]] = [[] for _ in rows]
-    views = {
+def _dedup_views(rows: list[dict], eligible: list[bool]) -> dict[str, list[str | None]]:
+    """The texts dedup compares: the main field and the whole example, of rows that passed the rules."""
+    return {
         "query": [row.get(MAIN_FIELD[row["family"]]) if ok else None for row, ok in zip(rows, eligible)],
         "example": [_whole_example(row) if ok else None for row, ok in zip(rows, eligible)],
     }
+
+
+def _dedup_task(views: dict[str, list[str | None]], section) -> list[list[str]]:
+    size = len(next(iter(views.values())))
+    out: list[list[str]] = [[] for _ in range(size)]
     for view, texts in views.items():
         kinds = find_duplicates(
             texts,
@@ -90,19 +95,41 @@ def _dedup_reasons(rows: list[dict], eligible: list[bool], section) -> list[list
     return out
 
 
-def filter_rows(rows: list[dict], registry: Registry, section, pool: ProcessPoolExecutor | None,
+def _dedup_reasons(rows: list[dict], eligible: list[bool], section) -> list[list[str]]:
+    return _dedup_task(_dedup_views(rows, eligible), section)
+
+
+def filter_rows(rows: list[dict], registry: Registry, section,
                 progress: Callable[[int], None] | None = None) -> list[tuple[list[str], Verdict]]:
-    """Rules + language checks (in ``pool`` if given) + dedup for one language's ok rows."""
-    chunks = [rows[i : i + section.chunk_size] for i in range(0, len(rows), section.chunk_size)]
+    """Rules + language checks + dedup for one language's ok rows, in this process."""
+    _init_worker(registry, section)
     verdicts: list[Verdict] = []
-    results = pool.map(_check_chunk, chunks) if pool is not None else map(_check_chunk, chunks)
-    for chunk, chunk_verdicts in zip(chunks, results):
-        verdicts.extend(chunk_verdicts)
+    for i in range(0, len(rows), section.chunk_size):
+        verdicts.extend(_check_chunk(rows[i : i + section.chunk_size]))
         if progress:
-            progress(len(chunk))
-    eligible = [not v.reasons for v in verdicts]
-    dup = _dedup_reasons(rows, eligible, section)
+            progress(min(section.chunk_size, len(rows) - i))
+    dup = _dedup_reasons(rows, [not v.reasons for v in verdicts], section)
     return [(list(v.reasons) + d, v) for v, d in zip(verdicts, dup)]
+
+
+def _filter_in_pool(pool: ProcessPoolExecutor, table_rows: dict[str, list[dict]], section,
+                    progress: Callable[[int], None]):
+    """Yield (code, results) per language; checks and dedup of all languages share the pool's cores."""
+    size = section.chunk_size
+    checks = {code: [pool.submit(_check_chunk, rows[i : i + size]) for i in range(0, len(rows), size)]
+              for code, rows in table_rows.items()}
+    verdicts: dict[str, list[Verdict]] = {}
+    dedups = {}
+    for code, futures in checks.items():
+        verdicts[code] = []
+        for future in futures:
+            chunk = future.result()
+            verdicts[code].extend(chunk)
+            progress(len(chunk))
+        eligible = [not v.reasons for v in verdicts[code]]
+        dedups[code] = pool.submit(_dedup_task, _dedup_views(table_rows[code], eligible), section)
+    for code, future in dedups.items():
+        yield code, [(list(v.reasons) + d, v) for v, d in zip(verdicts[code], future.result())]
 
 
 def _frame(rows: list[dict], results: list[tuple[list[str], Verdict]]) -> pl.DataFrame:
@@ -151,15 +178,19 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
     _STATE.clear()
     _init_worker(registry, section)  # load the models once; forked workers inherit them
     workers = section.workers or os.cpu_count() or 1
+    table_rows = {code: ok[code].sort("slot_id").to_dicts() for code in languages}
+    stats: dict[str, dict[str, int]] = {}
     pool = None
     if workers > 1 and total > section.chunk_size:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                    initializer=_init_worker, initargs=(registry, section))
-    stats: dict[str, dict[str, int]] = {}
     try:
-        for code in languages:
-            rows = ok[code].sort("slot_id").to_dicts()
-            results = filter_rows(rows, registry, section, pool, tick)
+        if pool is not None:
+            outcomes = _filter_in_pool(pool, table_rows, section, tick)
+        else:
+            outcomes = ((code, filter_rows(table_rows[code], registry, section, tick)) for code in languages)
+        for code, results in outcomes:
+            rows = table_rows[code]
             keep = [i for i, (reasons, _) in enumerate(results) if not reasons]
             drop = [i for i, (reasons, _) in enumerate(results) if reasons]
             accepted = _frame([rows[i] for i in keep], [results[i] for i in keep])
@@ -171,7 +202,7 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
             log.info("filter %s: %d ok rows -> %d accepted, %d rejected", code, len(rows), len(keep), len(drop))
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
     result.stats = {"languages": stats, "seconds": round(time.perf_counter() - start, 3)}
     run.record_stage(STAGE, status="complete", config_hash=fingerprint, outputs=result.outputs,
                      stats=result.stats, started_at=started)
