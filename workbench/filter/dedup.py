@@ -45,9 +45,8 @@ def signature(text: str, num_perm: int = 64, shingle_chars: int = 5, seed: int =
     n = min(shingle_chars, len(points))
     width = len(points) - n + 1
     hashes = np.zeros(width, dtype=np.uint64)
-    for k in range(n):  # polynomial hash of each n-gram, modulo 2**32 (fits uint64 products)
+    for k in range(n):  # polynomial hash of each n-gram, modulo 2**32 (repeats do not change a minimum)
         hashes = (hashes * np.uint64(1_000_003) + points[k : k + width]) & _MAX
-    hashes = np.unique(hashes)
     a, b = _permutations(num_perm, seed)
     return ((hashes[None, :] * a + b) >> _SHIFT).min(axis=1)
 
