@@ -7,6 +7,9 @@ abstains for that language. A text's decision is a weighted vote:
     support = sum(weight_m for voting members m whose top label is in the accept set
                   with probability >= member_min_prob) / sum(weight_m for voting members)
 
+where the voting members are those whose label set covers the expected language and that gave
+an answer (CLD2 says ``un`` for many short texts: it abstains rather than counting against)
+
 and the text is accepted when ``support >= threshold``. Members are asked cheapest first and only
 until the verdict is settled (the remaining weight cannot change it), so a Swahili text that CLD2
 and fastText both call Swahili never reaches langid; the verdict is the same as with every vote. The accept set is the expected language,
@@ -233,20 +236,31 @@ class Ensemble:
         snippet = text[: self.max_chars]
         return tuple(self._vote(member, snippet) for member in self.members)
 
+    def _covering(self, code: str) -> list[Member]:
+        return [m for m in self.members if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
+
     def _lazy_votes(self, text: str, code: str) -> tuple[Vote, ...]:
         """Votes of the covering members, cheapest first, until the remaining ones cannot change the verdict."""
         snippet = text[: self.max_chars]
         accept = self.accept_set(code)
-        covering = [m for m in self.members if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
-        total = sum(self.weights.get(m.name, 0.0) for m in covering)
-        support, remaining, out = 0.0, total, []
+        covering = self._covering(code)
+        remaining = sum(self.weights.get(m.name, 0.0) for m in covering)
+        support = answered = 0.0
+        out = []
         for member in covering:
-            if support >= self.threshold * total or support + remaining < self.threshold * total:
+            # settled accept: even if every remaining member answers something else
+            if answered and support >= self.threshold * (answered + remaining):
+                break
+            # settled reject: even if every remaining member names the language
+            if answered and support < answered and (support + remaining) < self.threshold * (answered + remaining):
                 break
             vote = self._vote(member, snippet)
             out.append(vote)
             weight = self.weights.get(member.name, 0.0)
             remaining -= weight
+            if vote.label == UNKNOWN:
+                continue  # no answer (CLD2 'un', langdetect failure): the member abstains
+            answered += weight
             if vote.label in accept and vote.prob >= self.member_min_prob:
                 support += weight
         return tuple(out)
@@ -255,16 +269,16 @@ class Ensemble:
         """Accept ``text`` as ``code``? Without ``votes``, members are asked lazily (same verdict)."""
         votes = votes if votes is not None else self._lazy_votes(text, code)
         accept = self.accept_set(code)
-        total = sum(self.weights.get(m.name, 0.0) for m in self.members
-                    if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED)
         tally: dict[str, float] = {}
-        support = 0.0
+        support = total = 0.0
         for vote in votes:
             weight = self.weights.get(vote.member, 0.0)
-            if vote.label != UNKNOWN:
-                tally[vote.label] = tally.get(vote.label, 0.0) + weight * max(vote.prob, 1e-3)
+            if vote.label == UNKNOWN:
+                continue  # no answer: abstains
+            tally[vote.label] = tally.get(vote.label, 0.0) + weight * max(vote.prob, 1e-3)
             if self._label_of[vote.member].get(code, UNSUPPORTED) == UNSUPPORTED:
                 continue  # this member cannot name the expected language: it abstains
+            total += weight
             if vote.label in accept and vote.prob >= self.member_min_prob:
                 support += weight
         seen_as = max(tally, key=tally.get) if tally else UNKNOWN
