@@ -126,3 +126,7 @@ def test_cli_filter_runs_and_prints_counts(tmp_path, shared_data, registry):
     assert accepted + rejected == 30
     assert f"{accepted}" in proc.stdout and "de" in proc.stdout
     assert "allow_confusable = false" in run.config_path.read_text()
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "audit", str(run.root)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (run.root / "audit" / "index.html").is_file() and "audit written" in proc.stdout
