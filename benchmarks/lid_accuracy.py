@@ -110,6 +110,8 @@ def main() -> None:
     print(f"# LID accept decision on Tatoeba: {len(covered)} languages, "
           f"allow_confusable={section.allow_confusable}, threshold={section.lid_threshold}, "
           f"member_min_prob={section.member_min_prob}; votes for {len(votes)} sentences in {vote_seconds:.1f}s")
+    missing = [lang.code for lang in registry.generation if lang.code not in pools]
+    print(f"# not covered (no Tatoeba file): {len(missing)}: {', '.join(missing)}")
     print()
     header = "| decider | " + " | ".join(f"{t} P / R (n)" for t in (*TIERS, "all")) + " |"
     print(header)
