@@ -106,6 +106,13 @@ def test_truncated_input_is_one_clear_error_and_no_partial_output(tmp_path, shar
     assert not (run.root / "accepted").exists()
 
 
+def test_a_run_without_generated_tables_is_one_clear_error(tmp_path, registry):
+    from workbench.run import Run
+
+    with pytest.raises(TableError, match="no generated tables to filter"):
+        run_filter(Run.create(tmp_path / "empty"), RunConfig(), registry)
+
+
 def test_wrong_schema_input_is_rejected(tmp_path, shared_data, registry):
     run = make_run(tmp_path / "r", shared_data, registry, {"de": 10})
     path = run.table_path("generated", "de")

@@ -34,6 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 import polars as pl
 
 from workbench.config import RunConfig
+from workbench.errors import TableError
 from workbench.families import FAMILIES
 from workbench.filter.dedup import find_duplicates
 from workbench.filter.lid import Ensemble
@@ -151,6 +152,9 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
     """Filter every ``generated/<lang>.parquet`` of ``run``; ``progress(done, total)`` is optional."""
     section = config.filter
     languages = run.table_languages("generated")
+    if not languages:
+        raise TableError("no generated tables to filter", where=str(run.stage_dir("generated")),
+                         fix="run 'workbench generate' first")
     for code in languages:
         registry.get(code)  # an unknown language file name fails here, before any work
     # Read and check every input first: a damaged table must not leave half the outputs behind.
