@@ -220,7 +220,9 @@ def _plots(rows: list[dict], details: dict[str, dict], confusion: dict[str, dict
             for i, row in enumerate(counts):
                 for j, count in enumerate(row):
                     if count:
-                        ax.text(j, i, str(count), ha="center", va="center", fontsize=6, color="#3b7dd8")
+                        dark = math.log10(1 + count) > 0.6 * math.log10(1 + max(map(max, counts)))
+                        ax.text(j, i, str(count), ha="center", va="center", fontsize=6,
+                                color="white" if dark else "black")
     else:
         ax.text(0.5, 0.5, "no LID verdicts", ha="center", va="center")
     ax.set_xlabel("language the LID ensemble saw (main field)")

@@ -100,7 +100,7 @@ def _dedup_reasons(rows: list[dict], eligible: list[bool], section) -> list[list
     return _dedup_task(_dedup_views(rows, eligible), section)
 
 
-def filter_rows(rows: list[dict], registry: Registry, section,
+def _filter_serial(rows: list[dict], registry: Registry, section,
                 progress: Callable[[int], None] | None = None) -> list[tuple[list[str], Verdict]]:
     """Rules + language checks + dedup for one language's ok rows, in this process."""
     _init_worker(registry, section)
@@ -192,7 +192,7 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
         if pool is not None:
             outcomes = _filter_in_pool(pool, table_rows, section, tick)
         else:
-            outcomes = ((code, filter_rows(table_rows[code], registry, section, tick)) for code in languages)
+            outcomes = ((code, _filter_serial(table_rows[code], registry, section, tick)) for code in languages)
         for code, results in outcomes:
             rows = table_rows[code]
             keep = [i for i, (reasons, _) in enumerate(results) if not reasons]
