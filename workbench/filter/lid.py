@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -125,13 +126,19 @@ class Cld2Member:
         return code, (percent / 100.0) * (1.0 if reliable else 0.5)
 
 
+@lru_cache(maxsize=1)
+def _langid_identifier():
+    """langid.py's model (an xz-compressed numpy file: ~1.5 s to load, so loaded once per process)."""
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
 class LangidMember:
     name = "langid"
 
     def __init__(self) -> None:
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-        self._ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        self._ident = _langid_identifier()
 
     def predict(self, text: str) -> tuple[str, float]:
         label, prob = self._ident.classify(text)
