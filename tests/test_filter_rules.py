@@ -170,6 +170,7 @@ def test_near_duplicates_are_caught_and_distinct_texts_survive(text):
     kinds = find_duplicates(texts, threshold=0.8)
     assert kinds == [None, None, "near", "exact", None, None]
     assert find_duplicates(texts, near=False) == [None, None, None, "exact", None, None]
+    assert find_duplicates(texts, threshold=0.8, sample=4) == [None, None, "near", "exact", None, None]
 
 
 def test_extra_fasttext_member_is_pluggable_with_a_label_map(text, registry):

@@ -111,6 +111,7 @@ class FilterSection(Section):
     near_threshold: float = Field(default=0.8, gt=0, le=1, description="MinHash Jaccard estimate for near duplicates")
     num_perm: int = Field(default=64, ge=16, le=512)
     shingle_chars: int = Field(default=5, ge=2, le=16)
+    example_shingle_sample: int = Field(default=4, ge=1, le=64, description="whole-example MinHash keeps 1 in N shingles (by hash)")
     workers: int = Field(default=0, ge=0, description="processes for LID and rules; 0 = all cores")
     chunk_size: int = Field(default=1000, ge=1)
 

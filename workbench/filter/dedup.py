@@ -39,14 +39,22 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a[:, None], b[:, None]
 
 
-def signature(text: str, num_perm: int = 64, shingle_chars: int = 5, seed: int = 1) -> np.ndarray:
-    """MinHash values (uint64, length ``num_perm``) of the character shingles of ``text``."""
+def signature(text: str, num_perm: int = 64, shingle_chars: int = 5, seed: int = 1, sample: int = 1) -> np.ndarray:
+    """MinHash values (uint64, length ``num_perm``) of the character shingles of ``text``.
+
+    ``sample`` > 1 keeps only shingles whose hash is divisible by it: the same shingles are kept in
+    every text, so the Jaccard similarity of the kept sets estimates that of the full sets, at
+    1/sample of the cost (used for whole examples, which are long).
+    """
     points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     n = min(shingle_chars, len(points))
     width = len(points) - n + 1
     hashes = np.zeros(width, dtype=np.uint64)
     for k in range(n):  # polynomial hash of each n-gram, modulo 2**32 (repeats do not change a minimum)
         hashes = (hashes * np.uint64(1_000_003) + points[k : k + width]) & _MAX
+    if sample > 1:
+        kept = hashes[hashes % np.uint64(sample) == 0]
+        hashes = kept if len(kept) else hashes[:1]
     a, b = _permutations(num_perm, seed)
     return ((hashes[None, :] * a + b) >> _SHIFT).min(axis=1)
 
@@ -60,6 +68,7 @@ def find_duplicates(
     num_perm: int = 64,
     shingle_chars: int = 5,
     seed: int = 1,
+    sample: int = 1,
 ) -> list[str | None]:
     """Per text: ``"exact"``, ``"near"`` (a duplicate of an earlier text) or None. None texts are skipped."""
     out: list[str | None] = [None] * len(texts)
@@ -79,7 +88,7 @@ def find_duplicates(
         seen.add(digest)
         if lsh is None:
             continue
-        minhash = LeanMinHash(seed=seed, hashvalues=signature(norm, num_perm, shingle_chars, seed), scheme="legacy")
+        minhash = LeanMinHash(seed=seed, hashvalues=signature(norm, num_perm, shingle_chars, seed, sample), scheme="legacy")
         if any(minhash.jaccard(signatures[other]) >= threshold for other in lsh.query(minhash)):
             out[index] = "near"
             continue  # a near-duplicate does not become a new reference itself

@@ -89,6 +89,7 @@ def _dedup_task(views: dict[str, list[str | None]], section) -> list[list[str]]:
             threshold=section.near_threshold,
             num_perm=section.num_perm,
             shingle_chars=section.shingle_chars,
+            sample=section.example_shingle_sample if view == "example" else 1,
         )
         for index, kind in enumerate(kinds):
             if kind:
