@@ -410,8 +410,62 @@ def serve(
 
 
 # --- filter, audit (issue 5) ----------------------------------------------------------------
+@app.command("filter")
+def filter_command(
+    run_dir: Annotated[Path, typer.Argument(help="run directory with generated/<lang>.parquet")],
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
+    allow_confusable: Annotated[Optional[bool], typer.Option("--allow-confusable/--strict-language", help="accept a language's confusable group (ms for id, ...)")] = None,
+    lid_threshold: Annotated[Optional[float], typer.Option(help="weighted LID vote share needed to accept")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="processes (0 = all cores)")] = None,
+) -> None:
+    """Filter generated examples: LID ensemble, script check, rules per family, dedup -> accepted/, rejected/."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from workbench.filter.stage import run_filter
+    from workbench.languages import load_registry
+    from workbench.run import Run
+    from workbench.runconfig import resolve_run_config
+
+    Run.open(run_dir)  # an existing run only: filtering needs generated tables
+    updates: dict[str, object] = {}
+    if allow_confusable is not None:
+        updates["allow_confusable"] = allow_confusable
+    if lid_threshold is not None:
+        updates["lid_threshold"] = lid_threshold
+    if workers is not None:
+        updates["workers"] = workers
+    run, config = resolve_run_config(run_dir, config_file, {"filter": updates} if updates else None)
+    registry = load_registry()
+    with Progress(TextColumn("filter"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("filter", total=None)
+        result = run_filter(run, config, registry, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    table = Table(title=f"filter: {run.root}")
+    for column in ("language", "generated ok", "accepted", "rejected"):
+        table.add_column(column, justify="right" if column != "language" else "left")
+    for code, counts in sorted(result.stats.get("languages", {}).items()):
+        table.add_row(code, str(counts["generated_ok"]), str(counts["accepted"]), str(counts["rejected"]))
+    if result.skipped:
+        console.print(f"filter already current for {len(result.skipped)} language(s), nothing rewritten")
+    else:
+        console.print(table)
 
 
+@app.command()
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="run directory with generated/, accepted/, rejected/")],
+) -> None:
+    """Per-language audit: acceptance, reject reasons, LID confusions, dup rates, lengths, cost -> audit/."""
+    from workbench.audit import run_audit
+    from workbench.languages import load_registry
+    from workbench.runconfig import resolve_run_config
+    from workbench.run import Run
+
+    Run.open(run_dir)
+    run, config = resolve_run_config(run_dir)
+    result = run_audit(run, config, load_registry())
+    state = "already current, nothing rewritten" if result.skipped else "written"
+    console.print(f"audit {state}: {run.root / 'audit' / 'index.html'}")
 
 
 # --- train (issue 6) ------------------------------------------------------------------------

@@ -81,6 +81,23 @@ def empty(schema: Schema) -> pl.DataFrame:
 
 
 # --- filter / audit (issue 5) ---------------------------------------------------------------
+# One LID vote: which member said what about which field of the example.
+LID_VOTE = pl.Struct({"field": pl.Utf8(), "member": pl.Utf8(), "label": pl.Utf8(), "prob": pl.Float64()})
+
+# accepted/<lang>.parquet and rejected/<lang>.parquet: generated rows with status ok, plus the
+# filter's verdict. ``reasons`` is empty for accepted rows; codes look like "wrong_language:S2"
+# (see workbench/filter/rules.py REASONS). ``lid_language`` is what the ensemble saw in the main
+# field; ``lid_support`` the lowest vote share for the expected language over the voted fields.
+FILTERED: Schema = {
+    **GENERATED,
+    "reasons": pl.List(pl.Utf8()),
+    "lid_language": pl.Utf8(),
+    "lid_support": pl.Float64(),
+    "lid_votes": pl.List(LID_VOTE),
+}
+ACCEPTED: Schema = FILTERED
+REJECTED: Schema = FILTERED
+
 # audit/summary.parquet: one row per language. The report stage reads these core columns.
 AUDIT_SUMMARY: Schema = {
     "language": pl.Utf8(),

@@ -1,0 +1,208 @@
+"""Filter rules, script check and LID ensemble on real text: one real example per reject reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from workbench.config import FilterSection, RunConfig, parse_config
+from workbench.errors import ConfigError
+from workbench.filter.dedup import find_duplicates
+from workbench.filter.lid import Ensemble, lid176_path
+from workbench.filter.rules import REASONS, check_row
+from workbench.filter.samples import tatoeba_sentences, xquad_paragraphs
+from workbench.filter.script import script_share
+from workbench.families import EXAMPLE_FIELDS, PLACEHOLDER_COLUMNS
+from workbench.languages import load_registry
+
+# Real Tatoeba sentences (amh-eng pair 2 and 3, romanised by hand): Amharic in the Latin script.
+LATIN_AMHARIC = "Tom bizu gize ke wishaw gar yinageral. Temari aydelehum. Bewnet yasferal, ene alawkim."
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry()
+
+
+@pytest.fixture(scope="module")
+def section():
+    return FilterSection()
+
+
+@pytest.fixture(scope="module")
+def ensemble(registry, section):
+    return Ensemble.load(registry, section)
+
+
+@pytest.fixture(scope="module")
+def text(shared_data, registry):
+    """Real sentences and paragraphs by language: text['sw'] (Tatoeba), text['de_paragraphs'] (XQuAD)."""
+    out = {code: tatoeba_sentences(shared_data, registry.get(code)) for code in ("sw", "am", "en", "id", "ms", "de")}
+    out["de_paragraphs"] = xquad_paragraphs(shared_data, "de")
+    return out
+
+
+def _row(language: str, family: str, **fields) -> dict:
+    row = dict.fromkeys((*PLACEHOLDER_COLUMNS, *EXAMPLE_FIELDS))
+    row.update(slot_id=f"{language}-{family}-00000", language=language, family=family, task="t", **fields)
+    if family == "bitext" and "target_language" not in fields:
+        row["target_language"] = "en"
+    return row
+
+
+def _swahili_short_long(text) -> dict:
+    sw = text["sw"]
+    return _row("sw", "short_long", user_query=sw[40],
+                positive_document=" ".join(sw[100:112]), hard_negative_document=" ".join(sw[200:212]))
+
+
+def _reasons(row, registry, ensemble, section) -> list[str]:
+    return list(check_row(row, registry, ensemble, section).reasons)
+
+
+def test_clean_real_examples_are_kept(text, registry, ensemble, section):
+    assert _reasons(_swahili_short_long(text), registry, ensemble, section) == []
+    paragraphs = text["de_paragraphs"]
+    row = _row("de", "short_long", user_query="Wer gewann den Super Bowl 50?",
+               positive_document=paragraphs[0], hard_negative_document=paragraphs[5])
+    assert _reasons(row, registry, ensemble, section) == []
+    bitext = _row("sw", "bitext", S1=text["sw"][100], S2=text["en"][7], S3=text["en"][300])
+    assert _reasons(bitext, registry, ensemble, section) == []
+
+
+@pytest.mark.parametrize(
+    "reason, change",
+    [
+        ("missing_field:hard_negative_document", lambda r, t: r.update(hard_negative_document="  ")),
+        ("too_short:positive_document", lambda r, t: r.update(positive_document=t["sw"][0])),
+        ("too_long:user_query", lambda r, t: r.update(user_query=" ".join(t["sw"][300:340]))),
+        ("positive_equals_negative", lambda r, t: r.update(hard_negative_document=r["positive_document"].upper())),
+        ("query_copied", lambda r, t: r.update(user_query=t["sw"][105])),
+        ("placeholder:positive_document", lambda r, t: r.update(positive_document=r["positive_document"] + " {query}")),
+        ("placeholder:hard_negative_document", lambda r, t: r.update(hard_negative_document="[Insert document here] " + r["hard_negative_document"])),
+        ("refusal:positive_document", lambda r, t: r.update(positive_document="I'm sorry, but I cannot help with that request. " + r["positive_document"])),
+        ("wrong_language:positive_document", lambda r, t: r.update(positive_document=" ".join(t["en"][100:112]))),
+    ],
+)
+def test_each_reason_is_triggered_by_a_real_example(reason, change, text, registry, ensemble, section):
+    row = _swahili_short_long(text)
+    change(row, text)
+    reasons = _reasons(row, registry, ensemble, section)
+    assert reason in reasons, reasons
+
+
+def test_long_long_too_short(text, registry, ensemble, section):
+    sw = text["sw"]
+    row = _row("sw", "long_long", input=" ".join(sw[10:30]), positive_document=" ".join(sw[30:33]))
+    assert _reasons(row, registry, ensemble, section) == ["long_long_too_short:positive_document"]
+
+
+def test_every_reason_code_is_declared(text, registry, ensemble, section):
+    row = _swahili_short_long(text)
+    row.update(positive_document=LATIN_AMHARIC)
+    for reason in _reasons(row, registry, ensemble, section):
+        assert reason.split(":")[0] in REASONS
+
+
+def test_latin_script_amharic_is_rejected(text, registry, ensemble, section):
+    am = text["am"]
+    row = _row("am", "sts", S1=am[1], S2=am[2], S3=LATIN_AMHARIC)
+    reasons = _reasons(row, registry, ensemble, section)
+    assert "wrong_script:S3" in reasons
+    assert not any(r.endswith(":S1") or r.endswith(":S2") for r in reasons), reasons
+    assert script_share(LATIN_AMHARIC, ("Ethi",)) == 0.0
+    assert script_share(am[1], ("Ethi",)) == 1.0
+
+
+def test_english_answer_in_a_swahili_slot_is_rejected(text, registry, ensemble, section):
+    en = text["en"]
+    row = _row("sw", "sts", S1=en[500], S2=en[501] + " " + en[502], S3=en[900] + " " + en[901])
+    verdict = check_row(row, registry, ensemble, section)
+    assert any(r.startswith("wrong_language") for r in verdict.reasons), verdict.reasons
+    assert any(label == "en" for _, _, label, _ in verdict.votes)
+    # the same sentences in an English slot pass
+    row["language"] = "en"
+    assert not any(r.startswith("wrong_language") for r in _reasons(row, registry, ensemble, section))
+
+
+def test_bitext_sides_must_each_be_in_their_own_language(text, registry, ensemble, section):
+    sw, en = text["sw"], text["en"]
+    swapped = _row("sw", "bitext", S1=sw[100], S2=sw[101] + " " + sw[102], S3=en[300])
+    assert "wrong_language:S2" in _reasons(swapped, registry, ensemble, section)
+
+
+def test_short_texts_and_numbers_use_the_script_check_not_lid(registry, ensemble, section):
+    row = _row("am", "long_short", input_text="ቶም ብዙ ጊዜ ከውሻው ጋር ይናገራል። ተማሪ አይደለሁም።", label="ስፖርት", misleading_label="2024")
+    verdict = check_row(row, registry, ensemble, section)
+    assert verdict.reasons == ()
+    assert {field for field, *_ in verdict.votes} <= {"input_text"}  # no LID coin flip on 'ስፖርት'
+    row["label"] = "sport"
+    assert "wrong_script:label" in _reasons(row, registry, ensemble, section)
+
+
+def _confident_indonesian(text, registry) -> list[str]:
+    strict = Ensemble.load(registry, FilterSection(allow_confusable=False))
+    chosen = []
+    for sentence in text["id"]:
+        decision = strict.decide(sentence, "id", strict.votes(sentence))  # every member, not lazily
+        if len(sentence) > 30 and decision.accepted and decision.support == 1.0:
+            chosen.append(sentence)
+        if len(chosen) == 6:
+            return chosen
+    raise AssertionError("no confidently Indonesian Tatoeba sentences found")
+
+
+def test_malay_slot_with_indonesian_text_follows_the_confusable_setting(text, registry):
+    sentences = _confident_indonesian(text, registry)
+    row = _row("ms", "sts", S1=sentences[0], S2=sentences[1], S3=sentences[2])
+    strict = FilterSection(allow_confusable=False)
+    grouped = FilterSection(allow_confusable=True)
+    strict_reasons = _reasons(row, registry, Ensemble.load(registry, strict), strict)
+    assert {"wrong_language:S1", "wrong_language:S2", "wrong_language:S3"} <= set(strict_reasons)
+    assert _reasons(row, registry, Ensemble.load(registry, grouped), grouped) == []
+
+
+def test_near_duplicates_are_caught_and_distinct_texts_survive(text):
+    paragraphs = text["de_paragraphs"]
+    original = paragraphs[3]
+    words = original.split()
+    edited = " ".join(words[:-1] + ["heute."])  # one word changed at the end
+    texts = [original, paragraphs[10], edited, original.upper(), paragraphs[20], paragraphs[21]]
+    kinds = find_duplicates(texts, threshold=0.8)
+    assert kinds == [None, None, "near", "exact", None, None]
+    assert find_duplicates(texts, near=False) == [None, None, None, "exact", None, None]
+    assert find_duplicates(texts, threshold=0.8, sample=4) == [None, None, "near", "exact", None, None]
+
+
+def test_extra_fasttext_member_is_pluggable_with_a_label_map(text, registry):
+    section = FilterSection(members=["cld2", "extra"], extra_fasttext_path=str(lid176_path()),
+                            extra_labels={"de": "de", "en": "en"})
+    ensemble = Ensemble.load(registry, section)
+    decision = ensemble.decide(text["de_paragraphs"][0], "de")
+    assert decision.accepted and decision.support == 1.0
+    assert {(v.member, v.label) for v in decision.votes} == {("cld2", "de"), ("extra", "de")}
+    assert ensemble.covers("sw") == ["cld2"]  # no label mapped: the extra member abstains
+    english = ensemble.decide(" ".join(text["en"][100:110]), "de")
+    assert english.accepted is False and english.seen_as == "en"
+
+
+def test_bad_filter_config_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="filter.weights.*'fasttext' is not an LID member"):
+        parse_config({"filter": {"weights": {"fasttext": 1.0}}}, where="run.toml")
+    with pytest.raises(ConfigError, match="filter.min_words.*'user_qeury'"):
+        parse_config({"filter": {"min_words": {"user_qeury": 2}}}, where="run.toml")
+    section = RunConfig().filter.model_copy(update={"members": ["extra"], "extra_fasttext_path": str(tmp_path / "glotlid.bin")})
+    with pytest.raises(ConfigError, match="glotlid.bin: fastText LID model file not found"):
+        Ensemble.load(load_registry(), section)
+
+
+def test_lazy_voting_gives_the_same_verdict_as_asking_every_member(text, registry, section):
+    ensemble = Ensemble.load(registry, section.model_copy(update={"allow_confusable": False}))
+    cases = [(s, code) for code in ("sw", "id", "ms", "de") for s in text[code][:60] if len(s) > 25]
+    cases += [(s, "sw") for s in text["en"][:40]]
+    asked = 0
+    for sentence, code in cases:
+        lazy = ensemble.decide(sentence, code)
+        full = ensemble.decide(sentence, code, ensemble.votes(sentence))
+        assert (lazy.accepted, lazy.support >= section.lid_threshold) == (full.accepted, full.support >= section.lid_threshold)
+        asked += len(lazy.votes)
+    assert asked < 3 * len(cases)  # some members were skipped

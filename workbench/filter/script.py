@@ -1,0 +1,39 @@
+"""Script check: the share of a text's letters written in its language's expected script(s).
+
+Letters are counted with the Unicode ``Script`` property (the ``regex`` package); digits,
+punctuation, symbols and spaces do not count. ISO 15924 codes map to Unicode script names through
+:data:`workbench.languages.SCRIPT_UNICODE_NAMES` (``Jpan`` = Han + Hiragana + Katakana). A text
+with no letters at all (a number, a formula) has share ``None`` and is judged by the rules only.
+
+Example: ``script_share("ሰላም hello", ("Ethi",))`` -> 0.4 (3 of 8 letters are Ethiopic).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import regex
+
+from workbench.languages import SCRIPT_UNICODE_NAMES
+
+_NON_LETTERS = regex.compile(r"\P{L}+")
+
+
+@lru_cache(maxsize=256)
+def _script_pattern(scripts: tuple[str, ...]) -> regex.Pattern:
+    names = sorted({name for code in scripts for name in SCRIPT_UNICODE_NAMES[code]})
+    alternatives = "".join(rf"\p{{Script={name}}}" for name in names)
+    return regex.compile(rf"[^{alternatives}]+")  # runs of letters outside the scripts
+
+
+def letter_count(text: str) -> int:
+    return len(_NON_LETTERS.sub("", text))
+
+
+def script_share(text: str, scripts: tuple[str, ...]) -> float | None:
+    """Share of letters (``\\p{L}``) that belong to one of ``scripts``; None when there are none."""
+    letters = _NON_LETTERS.sub("", text)
+    if not letters:
+        return None
+    inside = _script_pattern(tuple(scripts)).sub("", letters)
+    return len(inside) / len(letters)

@@ -1,0 +1,214 @@
+"""Filter stage: ``generated/<lang>.parquet`` -> ``accepted/<lang>.parquet`` + ``rejected/<lang>.parquet``.
+
+Input: every ``generated/<lang>.parquet`` (GENERATED schema) in the run; rows with status ``ok``
+are filtered, failed rows are left to the audit. Output: ``accepted/<lang>.parquet`` and
+``rejected/<lang>.parquet`` (FILTERED schema: the generated columns + ``reasons`` (list of
+reason codes, empty when accepted), ``lid_language``, ``lid_support``, ``lid_votes``). Every ok row
+lands in exactly one of the two tables.
+
+Per row: rules per task family, script check and the LID ensemble (:mod:`.rules`), run in
+``filter.workers`` processes over chunks of ``filter.chunk_size`` rows; then exact and near-duplicate
+detection within the language on the main field and on the whole example (:mod:`.dedup`), among
+rows that passed the other rules (first occurrence, by slot order, wins).
+
+All input tables are read and checked before anything is written, so a corrupt or truncated
+input gives one clear error and no partial output. The stage is skipped when its config and its
+inputs are unchanged and its outputs are intact.
+
+Example::
+
+    workbench filter runs/demo
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+
+import polars as pl
+
+from workbench.config import RunConfig
+from workbench.errors import TableError
+from workbench.families import FAMILIES
+from workbench.filter.dedup import find_duplicates
+from workbench.filter.lid import Ensemble
+from workbench.filter.rules import MAIN_FIELD, Verdict, check_row
+from workbench.languages import Registry
+from workbench.run import Run, StageResult, file_sha256, now
+from workbench.tables import FILTERED, GENERATED
+
+STAGE = "filter"
+log = logging.getLogger(__name__)
+
+# Worker-process state (set by _init_worker or inherited through fork).
+_STATE: dict[str, object] = {}
+
+
+def _init_worker(registry: Registry, section) -> None:
+    if "ensemble" not in _STATE:
+        _STATE.update(registry=registry, section=section, ensemble=Ensemble.load(registry, section))
+
+
+def _check_chunk(rows: list[dict]) -> list[Verdict]:
+    registry, section, ensemble = _STATE["registry"], _STATE["section"], _STATE["ensemble"]
+    return [check_row(row, registry, ensemble, section) for row in rows]
+
+
+def _fingerprint(config: RunConfig, inputs: dict[str, str]) -> str:
+    payload = {"filter": config.filter.model_dump(mode="json"), "inputs": inputs}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _whole_example(row: dict) -> str | None:
+    parts = [row.get(f) or "" for f in FAMILIES[row["family"]].fields]
+    return "\n".join(parts) if any(p.strip() for p in parts) else None
+
+
+def _dedup_views(rows: list[dict], eligible: list[bool]) -> dict[str, list[str | None]]:
+    """The texts dedup compares: the main field and the whole example, of rows that passed the rules."""
+    return {
+        "query": [row.get(MAIN_FIELD[row["family"]]) if ok else None for row, ok in zip(rows, eligible)],
+        "example": [_whole_example(row) if ok else None for row, ok in zip(rows, eligible)],
+    }
+
+
+def _dedup_task(views: dict[str, list[str | None]], section) -> list[list[str]]:
+    size = len(next(iter(views.values())))
+    out: list[list[str]] = [[] for _ in range(size)]
+    for view, texts in views.items():
+        kinds = find_duplicates(
+            texts,
+            exact=section.exact_dedup,
+            near=section.near_dedup,
+            threshold=section.near_threshold,
+            num_perm=section.num_perm,
+            shingle_chars=section.shingle_chars,
+            sample=section.example_shingle_sample if view == "example" else 1,
+        )
+        for index, kind in enumerate(kinds):
+            if kind:
+                out[index].append(f"{kind}_duplicate:{view}")
+    return out
+
+
+def _dedup_reasons(rows: list[dict], eligible: list[bool], section) -> list[list[str]]:
+    return _dedup_task(_dedup_views(rows, eligible), section)
+
+
+def _filter_serial(rows: list[dict], registry: Registry, section,
+                progress: Callable[[int], None] | None = None) -> list[tuple[list[str], Verdict]]:
+    """Rules + language checks + dedup for one language's ok rows, in this process."""
+    _init_worker(registry, section)
+    verdicts: list[Verdict] = []
+    for i in range(0, len(rows), section.chunk_size):
+        verdicts.extend(_check_chunk(rows[i : i + section.chunk_size]))
+        if progress:
+            progress(min(section.chunk_size, len(rows) - i))
+    dup = _dedup_reasons(rows, [not v.reasons for v in verdicts], section)
+    return [(list(v.reasons) + d, v) for v, d in zip(verdicts, dup)]
+
+
+def _filter_in_pool(pool: ProcessPoolExecutor, table_rows: dict[str, list[dict]], section,
+                    progress: Callable[[int], None]):
+    """Yield (code, results) per language; checks and dedup of all languages share the pool's cores."""
+    size = section.chunk_size
+    checks = {code: [pool.submit(_check_chunk, rows[i : i + size]) for i in range(0, len(rows), size)]
+              for code, rows in table_rows.items()}
+    verdicts: dict[str, list[Verdict]] = {}
+    dedups = {}
+    for code, futures in checks.items():
+        verdicts[code] = []
+        for future in futures:
+            chunk = future.result()
+            verdicts[code].extend(chunk)
+            progress(len(chunk))
+        eligible = [not v.reasons for v in verdicts[code]]
+        dedups[code] = pool.submit(_dedup_task, _dedup_views(table_rows[code], eligible), section)
+    for code, future in dedups.items():
+        yield code, [(list(v.reasons) + d, v) for v, d in zip(verdicts[code], future.result())]
+
+
+def _frame(rows: list[dict], results: list[tuple[list[str], Verdict]]) -> pl.DataFrame:
+    records = []
+    for row, (reasons, verdict) in zip(rows, results):
+        record = dict(row)
+        record["reasons"] = reasons
+        record["lid_language"] = verdict.lid_language
+        record["lid_support"] = verdict.lid_support
+        record["lid_votes"] = [
+            {"field": f, "member": m, "label": label, "prob": p} for f, m, label, p in verdict.votes
+        ]
+        records.append(record)
+    return pl.DataFrame(records, schema=FILTERED)
+
+
+def run_filter(run: Run, config: RunConfig, registry: Registry,
+               progress: Callable[[int, int], None] | None = None) -> StageResult:
+    """Filter every ``generated/<lang>.parquet`` of ``run``; ``progress(done, total)`` is optional."""
+    section = config.filter
+    languages = run.table_languages("generated")
+    if not languages:
+        raise TableError("no generated tables to filter", where=str(run.stage_dir("generated")),
+                         fix="run 'workbench generate' first")
+    for code in languages:
+        registry.get(code)  # an unknown language file name fails here, before any work
+    # Read and check every input first: a damaged table must not leave half the outputs behind.
+    tables = {code: run.read_table("generated", code, GENERATED) for code in languages}
+    inputs = {code: file_sha256(run.table_path("generated", code)) for code in languages}
+    fingerprint = _fingerprint(config, inputs)
+    result = StageResult(STAGE)
+    if run.stage_is_current(STAGE, fingerprint):
+        result.skipped = languages
+        result.outputs = {rel: info["rows"] for rel, info in run.stage_entry(STAGE)["outputs"].items()}
+        return result
+    started = now()
+    start = time.perf_counter()
+    run.record_stage(STAGE, status="running", config_hash=fingerprint, started_at=started)
+    ok = {code: table.filter(pl.col("status") == "ok") for code, table in tables.items()}
+    total = sum(t.height for t in ok.values())
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
+    _STATE.clear()
+    _init_worker(registry, section)  # load the models once; forked workers inherit them
+    workers = section.workers or os.cpu_count() or 1
+    table_rows = {code: ok[code].sort("slot_id").to_dicts() for code in languages}
+    stats: dict[str, dict[str, int]] = {}
+    pool = None
+    if workers > 1 and total > section.chunk_size:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_init_worker, initargs=(registry, section))
+    try:
+        if pool is not None:
+            outcomes = _filter_in_pool(pool, table_rows, section, tick)
+        else:
+            outcomes = ((code, _filter_serial(table_rows[code], registry, section, tick)) for code in languages)
+        for code, results in outcomes:
+            rows = table_rows[code]
+            keep = [i for i, (reasons, _) in enumerate(results) if not reasons]
+            drop = [i for i, (reasons, _) in enumerate(results) if reasons]
+            accepted = _frame([rows[i] for i in keep], [results[i] for i in keep])
+            rejected = _frame([rows[i] for i in drop], [results[i] for i in drop])
+            for stage, table in (("accepted", accepted), ("rejected", rejected)):
+                path = run.write_table(stage, code, table, FILTERED)
+                result.outputs[str(path.relative_to(run.root))] = table.height
+            stats[code] = {"generated_ok": len(rows), "accepted": len(keep), "rejected": len(drop)}
+            log.info("filter %s: %d ok rows -> %d accepted, %d rejected", code, len(rows), len(keep), len(drop))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    result.stats = {"languages": stats, "seconds": round(time.perf_counter() - start, 3)}
+    run.record_stage(STAGE, status="complete", config_hash=fingerprint, outputs=result.outputs,
+                     stats=result.stats, started_at=started)
+    return result
