@@ -91,3 +91,10 @@ def test_status_lists_every_stage_in_order(tmp_path):
     assert rows[1]["status"] == "not run"
     with pytest.raises(WorkbenchError, match="not a run directory"):
         run_status(tmp_path / "missing")
+
+
+def test_outputs_are_ordinary_readable_files(tmp_path):
+    run = Run.create(tmp_path / "r")
+    path = run.write_table("plan", "sw", plan_rows(1), PLAN)
+    assert path.stat().st_mode & 0o044 == 0o044  # group/other can read (mkstemp alone gives 0600)
+    assert (run.root / "manifest.json").stat().st_mode & 0o044 == 0o044

@@ -645,14 +645,7 @@ def _write_table(out: Path, name: str, df: pl.DataFrame, schema: Schema) -> dict
     text = io.StringIO()
     table.write_csv(text)
     atomic_write_bytes(out / f"{name}.csv", text.getvalue().encode("utf-8"))
-    _readable(out / f"{name}.parquet", out / f"{name}.csv")
     return {f"{name}.parquet": table.height, f"{name}.csv": table.height}
-
-
-def _readable(*paths: Path) -> None:
-    """Report files are meant to be shared: rw-r--r-- instead of mkstemp's private 0600."""
-    for path in paths:
-        path.chmod(0o644)
 
 
 def run_report(
@@ -693,7 +686,6 @@ def run_report(
     atomic_write_bytes(out / "report.json", json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8"))
     atomic_write_bytes(out / "summary.md", markdown.encode("utf-8"))
     atomic_write_bytes(out / "index.html", html.encode("utf-8"))  # last: the page exists only when complete
-    _readable(out / "report.json", out / "summary.md", out / "index.html")
     outputs |= {"report.json": 1, "summary.md": 1, "index.html": 1}
     if run is not None and out.resolve().is_relative_to(run.root.resolve()):
         prefix = out.resolve().relative_to(run.root.resolve())
@@ -787,6 +779,5 @@ def run_compare(a_spec: str, b_spec: str, out_dir: Path | str, *, registry: Regi
     outputs = _write_table(out, "compare", table, REPORT_COMPARE)
     atomic_write_bytes(out / "compare.md", env.get_template("compare.md.j2").render(**context).encode("utf-8"))
     atomic_write_bytes(out / "compare.html", env.get_template("compare.html.j2").render(**context).encode("utf-8"))
-    _readable(out / "compare.md", out / "compare.html")
     outputs |= {"compare.md": 1, "compare.html": 1}
     return StageResult(STAGE, outputs=outputs, stats={"rows": table.height, "out_dir": str(out)})
