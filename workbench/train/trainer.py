@@ -459,6 +459,12 @@ def run_train(
         raise WorkbenchError("no model to train", where="train.model", fix="give --model PATH (a local model folder)")
     info = inspect_model(tc.model)
     world_hint = int(os.environ.get("WORLD_SIZE", "1"))
+    if tc.deepspeed == "none" and world_hint > 1:
+        raise WorkbenchError(
+            f"deepspeed = 'none' trains in one process, but WORLD_SIZE is {world_hint}",
+            where="train.deepspeed",
+            fix="use --deepspeed zero2 or zero3 under torchrun/deepspeed",
+        )
     if tc.deepspeed != "none":
         # parse and check the JSON before touching data or weights
         deepspeed_config(tc, micro_batch=1, grad_accum=1, world_size=world_hint, bf16=False)
