@@ -79,7 +79,7 @@ def accuracy(model_dir: Path, held_out: dict[str, tuple[list[str], list[str]]]) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--deepspeed", default="none", choices=["none", "zero2", "zero3"])
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
