@@ -469,6 +469,76 @@ def audit(
 
 
 # --- train (issue 6) ------------------------------------------------------------------------
+@app.command()
+def train(
+    run_dir: Annotated[Path, typer.Argument(help="run directory with accepted/ tables")],
+    model: Annotated[Optional[str], typer.Option("--model", help="local model folder (HF or sentence-transformers)")] = None,
+    deepspeed: Annotated[Optional[str], typer.Option("--deepspeed", help="zero2, zero3 or none")] = None,
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
+    deepspeed_config: Annotated[Optional[Path], typer.Option("--deepspeed-config", help="DeepSpeed JSON replacing the repo's")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="global batch (queries)")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", help="GradCache chunk per device (0 = off)")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option("--lr", help="peak learning rate")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps")] = None,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", help="tokens per text")] = None,
+    lora: Annotated[Optional[bool], typer.Option("--lora/--full", help="LoRA adapters or full fine-tuning")] = None,
+    gpu_memory_gib: Annotated[Optional[float], typer.Option("--gpu-memory-gib", help="per-GPU memory for the fit check")] = None,
+    estimate: Annotated[bool, typer.Option("--estimate", help="print per-GPU memory and exit")] = False,
+) -> None:
+    """Fine-tune an embedder on accepted/ (E5 recipe); writes train/ and an exported model eval loads."""
+    from workbench.runconfig import resolve_run_config
+    from workbench.train.trainer import run_train
+
+    if deepspeed is not None and deepspeed not in ("zero2", "zero3", "none"):
+        raise WorkbenchError(f"unknown DeepSpeed mode '{deepspeed}'", where="--deepspeed", fix="use zero2, zero3 or none")
+    options = {
+        "model": model,
+        "deepspeed": deepspeed,
+        "deepspeed_config": str(deepspeed_config) if deepspeed_config else None,
+        "steps": steps,
+        "batch_size": batch_size,
+        "chunk_size": chunk_size,
+        "learning_rate": learning_rate,
+        "warmup_steps": warmup_steps,
+        "max_length": max_length,
+        "lora": lora,
+        "gpu_memory_gib": gpu_memory_gib,
+    }
+    updates = {key: value for key, value in options.items() if value is not None}
+    run, config = resolve_run_config(run_dir, config_file, {"train": updates})
+    if estimate:
+        from workbench.train.trainer import estimate_memory
+        from workbench.train.model import inspect_model
+
+        if not config.train.model:
+            raise WorkbenchError("no model to estimate", where="train.model", fix="give --model PATH")
+        import os
+
+        estimate_result = estimate_memory(config.train, inspect_model(config.train.model), int(os.environ.get("WORLD_SIZE", "1")))
+        table = Table(title="per-GPU memory estimate")
+        table.add_column("item")
+        table.add_column("value", justify="right")
+        for item, value in estimate_result.rows():
+            table.add_row(item, value)
+        console.print(table)
+        for note in estimate_result.notes:
+            console.print(f"note: {note}")
+        run_train(run, config, None, estimate_only=True)
+        console.print(f"fits in {config.train.gpu_memory_gib:g} GiB per GPU")
+        return
+    result = run_train(run, config, None, show_progress=True)
+    if result.skipped:
+        console.print(f"train already current, nothing rewritten: {run.root / 'train'}")
+        return
+    stats = result.stats
+    if stats.get("skipped"):
+        err_console.print("records not built: " + "; ".join(f"{k}: {v}" for k, v in stats["skipped"].items()))
+    console.print(
+        f"trained {stats.get('steps')} steps on {stats.get('records')} records in {stats.get('seconds')} s "
+        f"(loss {stats.get('first_loss', 0):.3f} -> {stats.get('last_loss', 0):.3f}); "
+        f"model: {stats.get('export') or stats.get('adapter')}"
+    )
 
 
 

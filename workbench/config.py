@@ -193,7 +193,58 @@ class FilterSection(Section):
 
 # --- train (issue 6) ------------------------------------------------------------------------
 class TrainSection(Section):
-    pass
+    """Fine-tuning an embedder on accepted/ (E5-mistral recipe defaults, Wang et al. 2024 §4.1).
+
+    ``model`` is a local folder (an HF model, or a sentence-transformers folder such as the MiniLM
+    demo embedder). Decoders (``*ForCausalLM`` / ``is_decoder``) get last-token pooling with EOS
+    appended; encoders get mean pooling, unless ``pooling`` says otherwise.
+    """
+
+    model: str | None = Field(default=None, description="local model folder (required to train)")
+    deepspeed: Literal["zero2", "zero3", "none"] = "zero3"
+    deepspeed_config: str | None = Field(default=None, description="JSON file replacing configs/<stage>.json")
+    offload: Literal["none", "optimizer", "optimizer+params"] = "none"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    pooling: Literal["auto", "last_token", "mean", "cls"] = "auto"
+    lora: bool = True
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    gradient_checkpointing: bool = True
+    temperature: float = Field(default=0.02, gt=0.0)
+    max_length: int = Field(default=512, ge=8)
+    batch_size: int = Field(default=2048, ge=2, description="global batch (queries) per step")
+    chunk_size: int = Field(default=0, ge=0, description="GradCache chunk per device; 0 = whole batch")
+    steps: int = Field(default=1000, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0.0)
+    warmup_steps: int = Field(default=100, ge=0)
+    weight_decay: float = Field(default=0.1, ge=0.0)
+    one_task_per_batch: bool = False
+    language_weights: dict[str, float] = Field(default_factory=dict, description="default 1.0 each")
+    family_weights: dict[str, float] = Field(default_factory=dict, description="default 1.0 each")
+    sts_instruction: str = "Retrieve semantically similar text."
+    bitext_instruction: str = "Retrieve parallel sentences."
+    gpu_memory_gib: float = Field(default=80.0, gt=0.0, description="per-GPU memory for the fit check")
+    export: Literal["merged", "adapter"] = "merged"
+    log_every: int = Field(default=10, ge=1)
+
+    @field_validator("family_weights")
+    @classmethod
+    def _known_weight_families(cls, weights: dict[str, float]) -> dict[str, float]:
+        for name, value in weights.items():
+            if name not in FAMILY_NAMES:
+                raise ValueError(f"'{name}' is not a task family (one of {', '.join(FAMILY_NAMES)})")
+            if value < 0:
+                raise ValueError(f"weight for '{name}' is {value}; it must be 0 or more")
+        return weights
+
+    @field_validator("language_weights")
+    @classmethod
+    def _non_negative_language_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        for code, value in weights.items():
+            if value < 0:
+                raise ValueError(f"weight for '{code}' is {value}; it must be 0 or more")
+        return weights
 
 
 # --- eval (issue 7) -------------------------------------------------------------------------

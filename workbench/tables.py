@@ -210,3 +210,31 @@ REPORT_COMPARE: Schema = {
     "value_b": pl.Float64(),
     "delta": pl.Float64(),  # value_b - value_a, in points
 }
+
+
+# --- train (issue 6) ------------------------------------------------------------------------
+# train/records.parquet: one row per training triple built from an accepted example.
+# ``query`` already carries the instruction ("Instruct: ...\nQuery: ..."); symmetric families (sts,
+# bitext) carry it on the positive and negative as well. ``negative`` is null where the family has
+# no hard negative (short_short, long_long): those rows train on in-batch negatives only.
+TRAIN_RECORDS: Schema = {
+    "record_id": pl.Utf8(),  # "<slot_id>"
+    "slot_id": pl.Utf8(),
+    "language": pl.Utf8(),
+    "family": pl.Utf8(),
+    "instruction": pl.Utf8(),
+    "query": pl.Utf8(),
+    "positive": pl.Utf8(),
+    "negative": pl.Utf8(),
+    "symmetric": pl.Boolean(),
+    "weight": pl.Float64(),  # sampling weight: language weight x family weight
+}
+
+# train/log.parquet: one row per logged optimizer step.
+TRAIN_LOG: Schema = {
+    "step": pl.Int64(),
+    "loss": pl.Float64(),
+    "learning_rate": pl.Float64(),
+    "seconds": pl.Float64(),  # wall time since training started
+    "tokens": pl.Int64(),  # non-padding tokens processed in this step (all ranks)
+}

@@ -1,0 +1,228 @@
+"""Train stage, fast parts: records per family, sampling, pooling, InfoNCE, estimator, errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from workbench.config import RunConfig, TrainSection
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.run import Run
+from workbench.train import data as train_data
+from workbench.train.loss import info_nce
+from workbench.train.model import last_token_pool, load_model, tokenize
+from workbench.train.trainer import check_fits, deepspeed_config, estimate_memory, run_train
+from workbench.train.model import inspect_model
+
+from train_support import accepted_run, tiny_model, train_config
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, shared_data) -> Path:
+    return tiny_model(tmp_path_factory.mktemp("tiny") / "mistral", shared_data)
+
+
+def _accepted(rows: list[dict]) -> dict[str, pl.DataFrame]:
+    return {"xx": pl.DataFrame(rows)}
+
+
+def test_records_follow_the_paper_mapping_per_family():
+    rows = [
+        {"slot_id": "1", "language": "sw", "family": "short_long", "task": "Find recipes",
+         "user_query": "ugali", "positive_document": "Ugali ni chakula", "hard_negative_document": "Wali"},
+        {"slot_id": "2", "language": "sw", "family": "long_short", "task": "Classify sentiment",
+         "input_text": "Nimefurahi sana", "label": "positive", "misleading_label": "negative"},
+        {"slot_id": "3", "language": "sw", "family": "short_short", "task": "Match titles",
+         "input": "Habari", "positive_document": "Habari za leo"},
+        {"slot_id": "4", "language": "sw", "family": "sts", "task": None, "S1": "a", "S2": "b", "S3": "c"},
+        {"slot_id": "5", "language": "sw", "family": "bitext", "task": "", "S1": "x", "S2": "y", "S3": "z"},
+    ]
+    built = train_data.build_records(_accepted(rows), TrainSection())
+    rec = {r["slot_id"]: r for r in built.records.iter_rows(named=True)}
+    assert rec["1"]["query"] == "Instruct: Find recipes\nQuery: ugali"
+    assert (rec["1"]["positive"], rec["1"]["negative"]) == ("Ugali ni chakula", "Wali")
+    assert (rec["2"]["query"], rec["2"]["positive"], rec["2"]["negative"]) == (
+        "Instruct: Classify sentiment\nQuery: Nimefurahi sana", "positive", "negative")
+    assert rec["3"]["negative"] is None and rec["3"]["symmetric"] is False
+    # symmetric families: instruction on both sides, default instruction when no task was brainstormed
+    assert rec["4"]["positive"] == "Instruct: Retrieve semantically similar text.\nQuery: b"
+    assert rec["4"]["negative"] == "Instruct: Retrieve semantically similar text.\nQuery: c"
+    assert rec["5"]["query"] == "Instruct: Retrieve parallel sentences.\nQuery: x"
+    assert rec["5"]["symmetric"] is True
+    assert built.skipped == {}
+    assert built.without_negative == {}
+
+
+def test_rows_missing_fields_are_counted_not_silently_dropped():
+    rows = [
+        {"slot_id": "1", "language": "de", "family": "short_long", "task": "T", "user_query": "q",
+         "positive_document": "  ", "hard_negative_document": "n"},
+        {"slot_id": "2", "language": "de", "family": "short_long", "task": "T", "user_query": "q",
+         "positive_document": "p", "hard_negative_document": None},
+        {"slot_id": "3", "language": "de", "family": "short_long", "task": None, "user_query": "q",
+         "positive_document": "p", "hard_negative_document": "n"},
+    ]
+    built = train_data.build_records(_accepted(rows), TrainSection())
+    assert built.records["slot_id"].to_list() == ["2"]
+    assert built.skipped == {"short_long: empty positive_document": 1, "short_long: empty task (instruction)": 1}
+    assert built.without_negative == {"short_long: empty hard_negative_document": 1}
+
+
+def test_weights_and_one_task_per_batch_sampling():
+    rows = [
+        {"slot_id": f"{lang}{fam}{i}", "language": lang, "family": fam, "task": "T",
+         "input": f"q{i}", "positive_document": f"p{i}", "user_query": f"q{i}", "hard_negative_document": "n"}
+        for lang in ("en", "yo") for fam in ("short_short", "short_long") for i in range(20)
+    ]
+    config = TrainSection(language_weights={"yo": 3.0}, family_weights={"short_long": 0.0})
+    records = train_data.build_records(_accepted(rows), config).records
+    weights = {(r["language"], r["family"]): r["weight"] for r in records.iter_rows(named=True)}
+    assert weights == {("en", "short_short"): 1.0, ("en", "short_long"): 0.0,
+                       ("yo", "short_short"): 3.0, ("yo", "short_long"): 0.0}
+    sampler = train_data.BatchSampler(records, 8, random.Random(1), one_task_per_batch=True)
+    langs = records["language"].to_list()
+    fams = records["family"].to_list()
+    seen = []
+    for _ in range(40):
+        batch = next(sampler)
+        groups = {(langs[i], fams[i]) for i in batch}
+        assert len(groups) == 1 and len(batch) == 8
+        seen.append(groups.pop())
+    assert all(fam == "short_short" for _, fam in seen)  # weight 0 never sampled
+    assert 20 < sum(lang == "yo" for lang, _ in seen) < 40  # yo 3x en
+    mixed = train_data.BatchSampler(records, 10, random.Random(1))
+    first_epoch = [i for _ in range(4) for i in next(mixed)]
+    assert len(set(first_epoch)) == 40  # without replacement within an epoch: every usable row once
+
+
+def test_records_export_as_parquet_and_hf_dataset(tmp_path, shared_data):
+    run = accepted_run(tmp_path / "run", shared_data, n=30)
+    built = train_data.build_records(train_data.read_accepted(run), TrainSection())
+    folder = train_data.save_hf_dataset(built.records, tmp_path / "hf")
+    import datasets
+
+    loaded = datasets.load_from_disk(str(folder))
+    assert loaded.num_rows == 30 and loaded[0]["query"] == built.records["query"][0]
+    assert loaded.column_names == built.records.columns
+
+
+def test_no_accepted_data_is_one_clear_error(tmp_path, tiny):
+    run = Run.create(tmp_path / "run")
+    with pytest.raises(WorkbenchError, match="no accepted data"):
+        run_train(run, train_config(tiny), None)
+    (run.root / "accepted").mkdir()
+    pl.DataFrame({"slot_id": [], "language": [], "family": [], "task": []},
+                 schema={c: pl.Utf8 for c in ("slot_id", "language", "family", "task")}).write_parquet(
+        run.root / "accepted" / "en.parquet")
+    with pytest.raises(WorkbenchError, match="all empty"):
+        run_train(run, train_config(tiny), None)
+
+
+def test_unknown_model_path_is_one_clear_error(tmp_path, shared_data):
+    run = accepted_run(tmp_path / "run", shared_data, n=10)
+    with pytest.raises(WorkbenchError, match="model folder not found") as err:
+        run_train(run, train_config(tmp_path / "nope"), None)
+    assert str(tmp_path / "nope") in err.value.line()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WorkbenchError, match="no config.json"):
+        run_train(run, train_config(tmp_path / "empty"), None)
+
+
+def test_bad_deepspeed_config_is_one_clear_error(tmp_path, tiny):
+    bad = tmp_path / "ds.json"
+    bad.write_text("{\"zero_optimization\": {\"stage\": 3,}")
+    tc = TrainSection(model=str(tiny), deepspeed="zero3", deepspeed_config=str(bad))
+    with pytest.raises(ConfigError, match="not valid JSON") as err:
+        deepspeed_config(tc, micro_batch=1, grad_accum=1, world_size=1, bf16=False)
+    assert str(bad) in err.value.line()
+    bad.write_text(json.dumps({"zero_optimization": {"stage": 5}}))
+    with pytest.raises(ConfigError, match="zero_optimization.stage"):
+        deepspeed_config(tc, micro_batch=1, grad_accum=1, world_size=1, bf16=False)
+    bad.write_text(json.dumps({"zero_optimization": {"stage": 2}, "optimizer": {"type": "Adam"}}))
+    with pytest.raises(ConfigError, match="optimizer"):
+        deepspeed_config(tc, micro_batch=1, grad_accum=1, world_size=1, bf16=False)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_eos_pooling_picks_the_last_real_token_under_both_paddings(tiny, side):
+    loaded = load_model(tiny, lora=False, gradient_checkpointing=False)
+    tok = loaded.tokenizer
+    tok.padding_side = side
+    texts = ["Tom is here.", "I think that this sentence is much longer than the first one."]
+    batch = tokenize(tok, texts, 64, add_eos=True)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    lengths = mask.sum(1).tolist()
+    assert lengths[0] < lengths[1]  # padding really happened
+    for row, length in zip(range(2), lengths):
+        real = ids[row][mask[row].bool()]
+        assert real[-1].item() == tok.eos_token_id  # EOS appended
+        assert real[0].item() == tok.bos_token_id
+    # pooled vector == hidden state at the EOS position == embedding of the unpadded text alone
+    loaded.embedder.eval()
+    with torch.no_grad():
+        padded = loaded.embedder(ids, mask)
+        for row, text in enumerate(texts):
+            alone = tokenize(tok, [text], 64, add_eos=True)
+            single = loaded.embedder(alone["input_ids"], alone["attention_mask"])
+            assert torch.allclose(padded[row], single[0], atol=1e-5)
+    hidden = torch.arange(2 * ids.shape[1]).reshape(2, ids.shape[1], 1).float()
+    picked = last_token_pool(hidden, mask).squeeze(-1).long().tolist()
+    expected = [r * ids.shape[1] + (ids.shape[1] - 1 if side == "left" else lengths[r] - 1) for r in range(2)]
+    assert picked == expected
+
+
+def test_info_nce_matches_the_written_out_formula():
+    gen = torch.Generator().manual_seed(3)
+    q, p, n = (torch.nn.functional.normalize(torch.randn(4, 8, generator=gen), dim=-1) for _ in range(3))
+    mask = torch.tensor([True, False, True, True])
+    loss = info_nce(q, p, n, mask, temperature=0.02)
+    manual = 0.0
+    for i in range(4):
+        scores = [q[i] @ p[j] / 0.02 for j in range(4)] + [q[i] @ n[j] / 0.02 for j in range(4) if mask[j]]
+        manual += -(scores[i] - torch.logsumexp(torch.stack(scores), 0))
+    assert torch.allclose(loss, manual / 4, atol=1e-5)
+    # without hard negatives: in-batch only
+    in_batch = info_nce(q, p, temperature=0.02)
+    expected = torch.nn.functional.cross_entropy(q @ p.T / 0.02, torch.arange(4))
+    assert torch.allclose(in_batch, expected, atol=1e-5)
+
+
+def _seven_b(folder: Path) -> Path:
+    from transformers import MistralConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = MistralConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                           num_attention_heads=32, num_key_value_heads=8)
+    config.architectures = ["MistralForCausalLM"]
+    config.save_pretrained(str(folder))
+    return folder
+
+
+def test_estimator_counts_mistral_7b_and_refuses_what_cannot_fit(tmp_path):
+    info = inspect_model(_seven_b(tmp_path / "m7b"))
+    fits = TrainSection(model=str(info.path), deepspeed="zero3", batch_size=32, max_length=512)
+    estimate = estimate_memory(fits, info, world_size=1)
+    assert 7.0e9 < estimate.total_params < 7.5e9
+    assert 40e6 < estimate.trainable_params < 43e6  # LoRA r16 on all linear layers of Mistral-7B: 41.9M
+    assert 13.0 < estimate.frozen_bytes / 2**30 < 14.5
+    check_fits(estimate, fits)
+    huge = fits.model_copy(update={"batch_size": 2048})
+    with pytest.raises(WorkbenchError, match="cannot fit") as err:
+        check_fits(estimate_memory(huge, info, world_size=1), huge)
+    assert "chunk_size" in err.value.line()
+    chunked = huge.model_copy(update={"chunk_size": 16})
+    check_fits(estimate_memory(chunked, info, world_size=8), chunked)
+
+
+def test_train_config_rejects_unknown_family_weight():
+    with pytest.raises(ConfigError, match="train.family_weights"):
+        from workbench.config import parse_config
+
+        parse_config({"train": {"family_weights": {"retrieval": 1.0}}}, where="run.toml")

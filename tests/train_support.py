@@ -1,0 +1,60 @@
+"""Shared helpers for the train tests: a tiny random Mistral on disk and accepted tables from Tatoeba."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from workbench.config import RunConfig
+from workbench.run import Run
+from workbench.train.tiny import build_tiny_mistral
+
+
+def tatoeba(shared_data: Path, pair: str = "deu", n: int = 300) -> tuple[list[str], list[str]]:
+    folder = shared_data / "tatoeba"
+    eng = (folder / f"tatoeba.{pair}-eng.eng").read_text(encoding="utf-8").splitlines()[:n]
+    other = (folder / f"tatoeba.{pair}-eng.{pair}").read_text(encoding="utf-8").splitlines()[:n]
+    return eng, other
+
+
+def tiny_model(folder: Path, shared_data: Path) -> Path:
+    eng, deu = tatoeba(shared_data)
+    return build_tiny_mistral(folder, eng + deu)
+
+
+def accepted_run(root: Path, shared_data: Path, n: int = 200) -> Run:
+    """A run whose accepted/en.parquet is a learnable retrieval task built from real sentences:
+    the query is a sentence (with instruction), the positive the same sentence, the hard
+    negative the next sentence."""
+    eng, _ = tatoeba(shared_data, n=n)
+    run = Run.create(root)
+    rows = [
+        {
+            "slot_id": f"en-{i:05d}",
+            "language": "en",
+            "family": "short_long",
+            "task": "Find the sentence that was typed",
+            "user_query": text,
+            "positive_document": text,
+            "hard_negative_document": eng[(i + 1) % len(eng)],
+            "reasons": [],
+        }
+        for i, text in enumerate(eng)
+    ]
+    (run.root / "accepted").mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows).write_parquet(run.root / "accepted" / "en.parquet")
+    return run
+
+
+def train_config(model: Path, **train) -> RunConfig:
+    defaults = {
+        "model": str(model),
+        "batch_size": 16,
+        "steps": 20,
+        "learning_rate": 1e-3,
+        "warmup_steps": 0,
+        "max_length": 48,
+        "log_every": 1,
+    }
+    return RunConfig.model_validate({"run": {"seed": 7}, "train": {**defaults, **train}})

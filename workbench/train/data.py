@@ -1,0 +1,235 @@
+"""Training data: accepted examples -> (query-with-instruction, positive, hard negative) records.
+
+Input: ``accepted/<lang>.parquet`` (filter stage; columns used: ``slot_id``, ``language``,
+``family``, ``task`` and the family's example fields). Output: ``train/records.parquet``
+(:data:`workbench.tables.TRAIN_RECORDS`), optionally ``train/hf_dataset/`` (an HF ``datasets``
+Dataset with the same columns).
+
+Mapping per family, as the E5-mistral paper uses its synthetic data (Wang et al. 2024, §3 and §4.1):
+
+==============  ===================================  ===================  =========================
+family          query (gets ``Instruct: {task}``)    positive             hard negative
+==============  ===================================  ===================  =========================
+short_long      ``user_query``                       positive_document    hard_negative_document
+long_short      ``input_text``                       label                misleading_label
+short_short     ``input``                            positive_document    (none: in-batch only)
+long_long       ``input``                            positive_document    (none: in-batch only)
+sts             ``S1``                               S2 (+ instruction)   S3 (+ instruction)
+bitext          ``S1``                               S2 (+ instruction)   S3 (+ instruction)
+==============  ===================================  ===================  =========================
+
+STS and bitext are symmetric tasks: both sides carry the instruction (paper §4.1). Their prompts
+have no brainstormed task, so the instruction comes from ``TrainSection.sts_instruction`` /
+``bitext_instruction`` when the row's ``task`` is empty.
+
+Rows missing a required field are not dropped silently: they are counted per reason and the counts
+go into the stage's manifest stats.
+
+Example::
+
+    workbench train runs/demo --model /models/minilm --deepspeed none
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from workbench.config import TrainSection
+from workbench.errors import TableError, WorkbenchError
+from workbench.run import Run
+from workbench.tables import TRAIN_RECORDS, conform
+
+log = logging.getLogger(__name__)
+
+QUERY_TEMPLATE = "Instruct: {instruction}\nQuery: {text}"
+
+# family -> (query field, positive field, negative field or None, symmetric)
+FAMILY_MAP: dict[str, tuple[str, str, str | None, bool]] = {
+    "short_long": ("user_query", "positive_document", "hard_negative_document", False),
+    "long_short": ("input_text", "label", "misleading_label", False),
+    "short_short": ("input", "positive_document", None, False),
+    "long_long": ("input", "positive_document", None, False),
+    "sts": ("S1", "S2", "S3", True),
+    "bitext": ("S1", "S2", "S3", True),
+}
+
+
+def with_instruction(instruction: str, text: str) -> str:
+    """The query side of the recipe: ``Instruct: {instruction}\\nQuery: {text}``."""
+    return QUERY_TEMPLATE.format(instruction=instruction.strip(), text=text)
+
+
+@dataclass
+class BuiltRecords:
+    """Records plus what did not make it, by reason (``"short_long: empty positive_document"``)."""
+
+    records: pl.DataFrame
+    skipped: Counter = field(default_factory=Counter)
+    without_negative: Counter = field(default_factory=Counter)  # kept, trained on in-batch negatives
+    languages: list[str] = field(default_factory=list)
+
+
+def read_accepted(run: Run) -> dict[str, pl.DataFrame]:
+    """Every ``accepted/<lang>.parquet`` of the run; a run with no accepted rows is an error."""
+    codes = run.table_languages("accepted")
+    if not codes:
+        raise WorkbenchError(
+            "no accepted data (no accepted/<lang>.parquet tables)",
+            where=str(run.stage_dir("accepted")),
+            fix="run 'workbench generate' and 'workbench filter' on this run first",
+        )
+    tables: dict[str, pl.DataFrame] = {}
+    for code in codes:
+        path = run.table_path("accepted", code)
+        try:
+            df = pl.read_parquet(path)
+        except Exception as err:  # polars raises several types for damaged files
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise TableError(
+                f"cannot read Parquet ({first})",
+                where=str(path),
+                fix="the file is corrupt or truncated; re-run 'workbench filter'",
+            ) from None
+        needed = {"slot_id", "language", "family", "task"}
+        missing = sorted(needed - set(df.columns))
+        if missing:
+            raise TableError(f"missing column(s) {', '.join(missing)}", where=str(path),
+                             fix="the table was not written by the filter stage")
+        tables[code] = df
+    if sum(df.height for df in tables.values()) == 0:
+        raise WorkbenchError(
+            f"no accepted data: {len(tables)} accepted table(s), all empty",
+            where=str(run.stage_dir("accepted")),
+            fix="look at audit/ for the reject reasons, adjust the filter or generate more",
+        )
+    return tables
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def build_records(tables: dict[str, pl.DataFrame], config: TrainSection) -> BuiltRecords:
+    """Map accepted rows to training records (see the module table); weights from the config."""
+    rows: list[dict[str, object]] = []
+    skipped: Counter = Counter()
+    without_negative: Counter = Counter()
+    for code in sorted(tables):
+        for row in tables[code].iter_rows(named=True):
+            family = row.get("family")
+            if family not in FAMILY_MAP:
+                skipped[f"unknown family {family!r}"] += 1
+                continue
+            q_field, p_field, n_field, symmetric = FAMILY_MAP[family]
+            query, positive = _text(row.get(q_field)), _text(row.get(p_field))
+            negative = _text(row.get(n_field)) if n_field else None
+            if query is None or positive is None:
+                skipped[f"{family}: empty {q_field if query is None else p_field}"] += 1
+                continue
+            instruction = _text(row.get("task"))
+            if instruction is None:
+                if family == "sts":
+                    instruction = config.sts_instruction
+                elif family == "bitext":
+                    instruction = config.bitext_instruction
+                else:
+                    skipped[f"{family}: empty task (instruction)"] += 1
+                    continue
+            if n_field and negative is None:
+                without_negative[f"{family}: empty {n_field}"] += 1
+            language = str(row.get("language") or code)
+            if symmetric:
+                positive = with_instruction(instruction, positive)
+                negative = with_instruction(instruction, negative) if negative else None
+            weight = config.language_weights.get(language, 1.0) * config.family_weights.get(family, 1.0)
+            rows.append(
+                {
+                    "record_id": str(row["slot_id"]),
+                    "slot_id": str(row["slot_id"]),
+                    "language": language,
+                    "family": family,
+                    "instruction": instruction,
+                    "query": with_instruction(instruction, query),
+                    "positive": positive,
+                    "negative": negative,
+                    "symmetric": symmetric,
+                    "weight": float(weight),
+                }
+            )
+    records = conform(pl.DataFrame(rows, schema=TRAIN_RECORDS), TRAIN_RECORDS, where="train/records.parquet")
+    if records.height == 0 or float(records["weight"].sum()) <= 0:
+        reasons = "; ".join(f"{k}:{v}" for k, v in skipped.most_common(5)) or "all weights are 0"
+        raise WorkbenchError(
+            f"no usable training records ({reasons})",
+            where="accepted/",
+            fix="check the accepted tables and train.language_weights / train.family_weights",
+        )
+    return BuiltRecords(records=records, skipped=skipped, without_negative=without_negative, languages=sorted(tables))
+
+
+def to_hf_dataset(records: pl.DataFrame):
+    """The records as an HF ``datasets.Dataset`` (same columns, Arrow-backed, no copy of text)."""
+    import datasets
+
+    return datasets.Dataset(records.to_arrow())
+
+
+def save_hf_dataset(records: pl.DataFrame, folder: Path) -> Path:
+    """Write the records with ``Dataset.save_to_disk`` (``datasets.load_from_disk(folder)`` reads it)."""
+    dataset = to_hf_dataset(records)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_to_disk(str(folder))
+    return folder
+
+
+class BatchSampler:
+    """Endless global batches of record indices, drawn by weight, from a seeded ``random.Random``.
+
+    Weighted sampling without replacement inside an epoch (Efraimidis-Spirakis keys), a fresh
+    order each epoch. With ``one_task_per_batch`` every batch holds one (language, family) group,
+    groups chosen in proportion to their total weight; a group smaller than the batch is topped up
+    by drawing from it again (the loss treats repeated texts as ordinary in-batch negatives).
+    """
+
+    def __init__(self, records: pl.DataFrame, batch_size: int, rng: random.Random, one_task_per_batch: bool = False):
+        self.batch_size = batch_size
+        self.rng = rng
+        self.weights = records["weight"].to_list()
+        self.one_task = one_task_per_batch
+        groups: dict[tuple[str, str], list[int]] = {}
+        for index, (lang, fam) in enumerate(zip(records["language"].to_list(), records["family"].to_list())):
+            if self.weights[index] > 0:
+                groups.setdefault((lang, fam), []).append(index)
+        self.groups = groups
+        self.group_keys = sorted(groups)
+        self.group_weights = [sum(self.weights[i] for i in groups[k]) for k in self.group_keys]
+        self._queue: list[int] = []
+
+    def _epoch_order(self, indices: list[int]) -> list[int]:
+        keyed = [(self.rng.random() ** (1.0 / self.weights[i]), i) for i in indices]
+        return [i for _, i in sorted(keyed, reverse=True)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self
+
+    def __next__(self) -> list[int]:
+        if self.one_task:
+            key = self.rng.choices(self.group_keys, weights=self.group_weights)[0]
+            order = self._epoch_order(self.groups[key])
+            while len(order) < self.batch_size:
+                order += self._epoch_order(self.groups[key])
+            return order[: self.batch_size]
+        while len(self._queue) < self.batch_size:
+            self._queue += self._epoch_order([i for idx in self.groups.values() for i in idx])
+        batch, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size:]
+        return batch
