@@ -73,7 +73,7 @@ class References:
 
 
 def reference_dir(configured: str | Path | None = None) -> Path:
-    """The folder that holds miracl_reference.csv: config, $WORKBENCH_REFERENCE_DIR, or ../shared."""
+    """The folder that holds miracl_reference.csv: config, $WORKBENCH_REFERENCE_DIR, ../shared, reports/reference."""
     candidates: list[Path] = []
     if configured:
         candidates.append(Path(configured))
@@ -81,7 +81,11 @@ def reference_dir(configured: str | Path | None = None) -> Path:
         candidates.append(Path(os.environ["WORKBENCH_REFERENCE_DIR"]))
     else:
         repo = Path(__file__).resolve().parent.parent.parent
-        candidates += [repo.parent / "shared" / "data" / "reference", Path.cwd().parent / "shared" / "data" / "reference"]
+        candidates += [
+            repo.parent / "shared" / "data" / "reference",
+            Path.cwd().parent / "shared" / "data" / "reference",
+            repo / "reports" / "reference",  # the copy shipped for machines without ../shared
+        ]
     for path in candidates:
         if (path / PAPER_CSV).is_file():
             return path
