@@ -245,6 +245,12 @@ def eval_command(
         updates["data_dir"] = str(data_dir)
     if bm25:
         updates["bm25"] = True
+    if config_file is None:
+        # one `workbench eval` call describes one evaluation: options not given take their defaults
+        # rather than whatever an earlier eval left in run.toml
+        from workbench.config import EvalSection
+
+        updates = {**EvalSection().model_dump(mode="json"), **updates}
     run, config = resolve_run_config(run_dir, config_file, {"eval": updates})
     result = run_eval(run, config, load_registry())
     table = Table(title=f"eval: {run.root / 'eval' / 'results.parquet'}")
