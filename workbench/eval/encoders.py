@@ -192,7 +192,7 @@ class _SentenceTransformerBackend:
         if spec.max_length:
             self.model.max_seq_length = min(self.model.max_seq_length or spec.max_length, spec.max_length)
         self.normalize = spec.normalize
-        self.dim = self.model.get_sentence_embedding_dimension()
+        self.dim = self.model.get_embedding_dimension()
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         return self.model.encode(
@@ -276,6 +276,8 @@ class WorkbenchEncoder(AbsEncoder):
         instructions: dict[str, str] | None = None,
         show_progress: bool = True,
         name: str | None = None,
+        chunk_size: int = 512,
+        flush_every: int = 1024,
     ):
         import torch
 
@@ -285,6 +287,8 @@ class WorkbenchEncoder(AbsEncoder):
         self.instructions = task_instructions() if instructions is None else instructions
         self.show_progress = show_progress
         self.cache_root = cache_root
+        self.chunk_size = max(batch_size, chunk_size)  # texts per backend call (and per cache write)
+        self.flush_every = flush_every
         self.fingerprint = fingerprint(self.spec)
         try:
             if self.spec.format == "sentence-transformers":
@@ -347,7 +351,7 @@ class WorkbenchEncoder(AbsEncoder):
         todo = sorted((i for i in range(len(texts)) if i not in found), key=lambda i: -len(rendered[i]))
         if found:
             log.info("%s: %d of %d vectors from the cache", desc, len(found), len(texts))
-        chunk = max(self.batch_size, 512)
+        chunk = self.chunk_size
         with tqdm(total=len(todo), desc=desc, unit="text", disable=not self.show_progress or not todo) as bar:
             for start in range(0, len(todo), chunk):
                 positions = todo[start : start + chunk]
@@ -364,5 +368,7 @@ class WorkbenchEncoder(AbsEncoder):
         if self.cache_root is None:
             return None
         if instruction not in self._caches:
-            self._caches[instruction] = EmbeddingCache(self.cache_root, self.fingerprint, instruction)
+            self._caches[instruction] = EmbeddingCache(
+                self.cache_root, self.fingerprint, instruction, flush_every=self.flush_every
+            )
         return self._caches[instruction]
