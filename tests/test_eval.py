@@ -180,3 +180,34 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "cannot load mteb/MIRACLRetrievalHardNegatives from the Hugging Face hub" in proc.stderr
     assert "--data-dir" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_minilm_through_mteb_then_rerun_is_fully_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    import torch
+
+    from workbench.eval import encoders
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    run = Run.create(tmp_path / "run")
+    config = _config(model="minilm", task="xquad", data_dir=str(EXAMPLE_XQUAD), languages=["en"], bm25=True)
+    run_eval(run, config, load_registry())
+    table = run.read_table("eval", "results", EVAL_RESULTS).filter(pl.col("metric") == "ndcg_at_10")
+    values = dict(zip(table["system"], table["value"], strict=True))
+    assert set(values) == {"minilm", "bm25"}
+    assert values["minilm"] > 60  # an English model on English XQuAD
+    split = load_beir_split(EXAMPLE_XQUAD / "en", "en")
+    independent = _pytrec(run.root / "eval" / "runs" / "minilm" / "XQuADRetrieval-en-test.trec", split.qrels)
+    assert values["minilm"] == pytest.approx(independent["ndcg_at_10"], abs=2e-3)
+
+    def no_encoding(self, texts, batch_size):
+        raise AssertionError(f"re-encoded {len(texts)} texts")
+
+    monkeypatch.setattr(encoders._SentenceTransformerBackend, "encode", no_encoding)
+    run_eval(run, config, load_registry())  # everything comes from RUN/eval/embeddings
+    again = run.read_table("eval", "results", EVAL_RESULTS).filter(pl.col("metric") == "ndcg_at_10")
+    assert dict(zip(again["system"], again["value"], strict=True)) == values
