@@ -189,6 +189,8 @@ class _SentenceTransformerBackend:
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(spec.path, device=device, local_files_only=True)
+        if device.startswith("cuda"):
+            self.model.half()  # fp16 on GPU, fp32 on CPU
         if spec.max_length:
             self.model.max_seq_length = min(self.model.max_seq_length or spec.max_length, spec.max_length)
         self.normalize = spec.normalize
