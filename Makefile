@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The whole pipeline on embedded defaults (SmolLM2 server, MiniLM, shipped XQuAD subsets):
+# plan -> generate -> filter -> audit -> train -> eval -> report; prints where the report is.
 quickstart: install
 	$(BIN)/workbench languages
-	$(BIN)/workbench plan runs/quickstart --config examples/quickstart.toml
+	$(BIN)/workbench run examples/quickstart.toml
 
 # Headless Chromium renders the audit and report HTML in tests (Debian package; root on CI).
 browser:

@@ -688,6 +688,29 @@ def report(
 
 
 # --- run, status (issue 9) ------------------------------------------------------------------
+@app.command("run")
+def run_command(
+    config_file: Annotated[Path, typer.Argument(help="run config TOML (see examples/)")],
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="default: runs/<[run] name>")] = None,
+) -> None:
+    """Run the whole pipeline from one config; stages whose inputs are unchanged are skipped."""
+    from workbench.config import load_config
+    from workbench.languages import load_registry
+    from workbench.pipeline import run_pipeline
+    from workbench.runconfig import resolve_run_config
+
+    target = run_dir or Path("runs") / load_config(config_file).run.name
+    run, config = resolve_run_config(target, config_file)
+    registry = load_registry()
+    console.print(f"run directory: {run.root}")
+    run_pipeline(run, config, registry,
+                 on_stage=lambda stage, state: console.print(f"[bold]{stage}[/]: {state}", highlight=False))
+    status(run.root)
+    report = run.stage_dir("report") / "index.html"
+    if report.is_file():
+        console.print(f"report: {report.resolve()}")
+
+
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> None:
     """Show each stage's state, row counts, cost and finish time for a run."""

@@ -200,7 +200,7 @@ class TrainSection(Section):
     appended; encoders get mean pooling, unless ``pooling`` says otherwise.
     """
 
-    model: str | None = Field(default=None, description="local model folder (required to train)")
+    model: str | None = Field(default=None, description="local model folder, or \"minilm\" for the embedded MiniLM (required to train)")
     deepspeed: Literal["zero2", "zero3", "none"] = "zero3"
     deepspeed_config: str | None = Field(default=None, description="JSON file replacing configs/<stage>.json")
     offload: Literal["none", "optimizer", "optimizer+params"] = "none"
@@ -309,6 +309,25 @@ class ReportSection(Section):
         return paths
 
 
+# --- pipeline (issue 9) ---------------------------------------------------------------------
+PipelineStage = Literal["plan", "generate", "filter", "audit", "train", "eval", "report"]
+
+
+class PipelineSection(Section):
+    """``workbench run``: which stages run, and which systems the eval stage compares.
+
+    ``eval_systems``: ``bm25``; ``base`` = the model named in ``[train] model`` before training;
+    ``trained`` = the model this run exported under ``train/model``.
+    """
+
+    stages: list[PipelineStage] = Field(
+        default_factory=lambda: ["plan", "generate", "filter", "audit", "train", "eval", "report"]
+    )
+    eval_systems: list[Literal["bm25", "base", "trained"]] = Field(
+        default_factory=lambda: ["bm25", "base", "trained"]
+    )
+
+
 class RunConfig(Section):
     run: RunSection = Field(default_factory=RunSection)
     generate: GenerateSection = Field(default_factory=GenerateSection)
@@ -316,6 +335,7 @@ class RunConfig(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     report: ReportSection = Field(default_factory=ReportSection)
+    pipeline: PipelineSection = Field(default_factory=PipelineSection)
 
     def to_toml(self) -> str:
         return tomli_w.dumps(_drop_none(self.model_dump(mode="json")))

