@@ -1,0 +1,101 @@
+"""The whole pipeline from one config: stages run in order, and re-runs skip what is current."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from workbench.config import parse_config
+from workbench.languages import load_registry
+from workbench.pipeline import run_pipeline
+from workbench.run import Run
+from workbench.status import run_status
+from workbench.tables import FILTERED
+from workbench.testing.openai_double import OpenAIDouble
+
+FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0, "model": "double"}
+
+
+@pytest.fixture
+def double(shared_data):
+    with OpenAIDouble(shared_data) as server:
+        yield server
+
+
+def config_for(base_url: str, **filter_settings):
+    return parse_config(
+        {
+            "run": {"name": "p", "languages": ["sw", "en"], "quota": 8, "seed": 3},
+            "generate": {**FAST, "base_url": base_url},
+            "filter": filter_settings,
+            "pipeline": {"stages": ["plan", "generate", "filter", "audit"]},
+        },
+        where="test",
+    )
+
+
+def test_pipeline_runs_in_order_then_skips_everything_current(double, tmp_path):
+    registry = load_registry()
+    run = Run.create(tmp_path / "run")
+    config = config_for(double.base_url)
+    first = run_pipeline(run, config, registry)
+    assert [(o.stage, o.state) for o in first] == [
+        ("plan", "ran"), ("generate", "ran"), ("filter", "ran"), ("audit", "ran"),
+        ("train", "not selected"), ("eval", "not selected"), ("report", "not selected"),
+    ]
+    sent = double.stats.total
+    accepted = {code: run.read_table("accepted", code, FILTERED) for code in ("sw", "en")}
+    rejected = {code: run.read_table("rejected", code, FILTERED) for code in ("sw", "en")}
+    for code in ("sw", "en"):
+        assert accepted[code].height + rejected[code].height == 8
+    again = run_pipeline(run, config, registry)
+    assert {o.state for o in again if o.stage in config.pipeline.stages} == {"skipped"}
+    assert double.stats.total == sent  # nothing re-sent
+    status = {row["stage"]: row["status"] for row in run_status(run.root)}
+    assert status["audit"] == "complete" and status["train"] == "not run"
+
+
+def test_changing_filter_settings_reruns_filter_and_audit_only(double, tmp_path):
+    registry = load_registry()
+    run = Run.create(tmp_path / "run")
+    run_pipeline(run, config_for(double.base_url), registry)
+    generated_hash = run.stage_entry("generate")["outputs"]
+    sent = double.stats.total
+    outcomes = run_pipeline(run, config_for(double.base_url, allow_confusable=False), registry)
+    states = {o.stage: o.state for o in outcomes}
+    assert states["plan"] == states["generate"] == "skipped"
+    assert states["filter"] == states["audit"] == "ran"
+    assert run.stage_entry("generate")["outputs"] == generated_hash
+    assert double.stats.total == sent
+    summary = pl.read_parquet(run.stage_dir("audit") / "summary.parquet")
+    assert set(summary["language"]) == {"sw", "en"}
+
+
+@pytest.mark.slow
+def test_whole_pipeline_trains_evaluates_and_reports(double, tmp_path):
+    """Every stage, as `make quickstart` runs them, with the test double in place of SmolLM2."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    config = parse_config(
+        {
+            "run": {"name": "full", "languages": ["en", "de"], "quota": 12, "seed": 5},
+            "generate": {**FAST, "base_url": double.base_url},
+            "train": {"model": "minilm", "deepspeed": "none", "lora": False, "batch_size": 4,
+                      "steps": 3, "warmup_steps": 1, "max_length": 64},
+            "eval": {"task": "beir", "data_dir": str(repo / "examples" / "data" / "xquad"), "languages": ["en"]},
+        },
+        where="test",
+    )
+    registry = load_registry()
+    run = Run.create(tmp_path / "run")
+    outcomes = run_pipeline(run, config, registry)
+    assert all(o.state == "ran" for o in outcomes), outcomes
+    results = pl.read_parquet(run.stage_dir("eval") / "results.parquet")
+    assert set(results["system"]) == {"bm25", "minilm", "minilm-ft"}
+    ndcg = results.filter(pl.col("metric") == "ndcg_at_10")
+    assert ndcg.height == 3 and ndcg["value"].is_between(0, 100).all()
+    assert (run.stage_dir("train") / "model" / "workbench_encoder.json").is_file()
+    html = (run.stage_dir("report") / "index.html").read_text(encoding="utf-8")
+    assert "minilm-ft" in html and "<img" in html
+    assert {o.state for o in run_pipeline(run, config, registry)} == {"skipped"}
