@@ -99,3 +99,14 @@ def test_whole_pipeline_trains_evaluates_and_reports(double, tmp_path):
     html = (run.stage_dir("report") / "index.html").read_text(encoding="utf-8")
     assert "minilm-ft" in html and "<img" in html
     assert {o.state for o in run_pipeline(run, config, registry)} == {"skipped"}
+
+
+def test_every_example_config_loads():
+    from pathlib import Path
+
+    from workbench.config import load_config
+
+    examples = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.toml"))
+    assert len(examples) >= 4
+    for path in examples:
+        load_config(path)  # raises one clear line on any unknown or bad field
