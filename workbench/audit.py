@@ -260,10 +260,9 @@ def run_audit(run: Run, config: RunConfig, registry: Registry) -> StageResult:
         registry.get(code)
     fingerprint = _inputs_fingerprint(run, languages)
     result = StageResult(STAGE)
-    if run.stage_is_current(STAGE, fingerprint):
-        result.skipped = languages
-        result.outputs = {rel: info["rows"] for rel, info in run.stage_entry(STAGE)["outputs"].items()}
-        return result
+    current = run.current_result(STAGE, fingerprint, skipped=languages)
+    if current is not None:
+        return current
     started = now()
     start = time.perf_counter()
     # Read everything first: a damaged input stops the audit before any output is written.

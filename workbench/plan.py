@@ -99,12 +99,10 @@ def run_plan(run: Run, config: RunConfig, registry: Registry) -> StageResult:
         json.dumps({"run": config.run.model_dump(mode="json"), "quotas": quotas}, sort_keys=True).encode()
     ).hexdigest()[:16]
     result = StageResult(STAGE, stats={"left_out": left_out})
-    if run.stage_is_current(STAGE, fingerprint):
-        result.skipped = sorted(quotas)
-        result.outputs = {
-            rel: info["rows"] for rel, info in run.stage_entry(STAGE)["outputs"].items()
-        }
-        return result
+    current = run.current_result(STAGE, fingerprint, skipped=sorted(quotas))
+    if current is not None:
+        current.stats = result.stats
+        return current
     started = now()
     start = time.perf_counter()
     run.record_stage(STAGE, status="running", config_hash=fingerprint, started_at=started)

@@ -212,6 +212,14 @@ class Run:
                 return False
         return True
 
+    def current_result(self, stage: str, config_hash: str, skipped: list[str]) -> StageResult | None:
+        """The recorded result when ``stage`` is current (see :meth:`stage_is_current`), else None."""
+        if not self.stage_is_current(stage, config_hash):
+            return None
+        entry = self.stage_entry(stage) or {}
+        outputs = {rel: info["rows"] for rel, info in entry.get("outputs", {}).items()}
+        return StageResult(stage, outputs=outputs, skipped=skipped, stats=entry.get("stats", {}))
+
     def record_stage(
         self,
         stage: str,
@@ -241,20 +249,22 @@ class Run:
             self._write_manifest(manifest)
 
 
-def read_parquet(path: Path, schema: Schema) -> pl.DataFrame:
-    """Read one run table; a missing, corrupt or mis-shaped file is one clear error."""
+def read_parquet_unchecked(
+    path: Path, fix: str = "the file is corrupt or truncated; delete it and re-run the stage that writes it"
+) -> pl.DataFrame:
+    """Read a Parquet file; a missing or damaged file is one clear error (no schema check)."""
     if not path.is_file():
         raise TableError("table not found", where=str(path), fix="run the stage that writes it first")
     try:
-        df = pl.read_parquet(path)
+        return pl.read_parquet(path)
     except Exception as err:  # polars raises several types for damaged files
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise TableError(
-            f"cannot read Parquet ({first})",
-            where=str(path),
-            fix="the file is corrupt or truncated; delete it and re-run the stage that writes it",
-        ) from None
-    return conform(df, schema, where=str(path))
+        raise TableError(f"cannot read Parquet ({first})", where=str(path), fix=fix) from None
+
+
+def read_parquet(path: Path, schema: Schema) -> pl.DataFrame:
+    """Read one run table; a missing, corrupt or mis-shaped file is one clear error."""
+    return conform(read_parquet_unchecked(path), schema, where=str(path))
 
 
 def _versions() -> dict[str, str]:

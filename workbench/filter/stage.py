@@ -163,10 +163,9 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
     inputs = {code: file_sha256(run.table_path("generated", code)) for code in languages}
     fingerprint = _fingerprint(config, inputs)
     result = StageResult(STAGE)
-    if run.stage_is_current(STAGE, fingerprint):
-        result.skipped = languages
-        result.outputs = {rel: info["rows"] for rel, info in run.stage_entry(STAGE)["outputs"].items()}
-        return result
+    current = run.current_result(STAGE, fingerprint, skipped=languages)
+    if current is not None:
+        return current
     started = now()
     start = time.perf_counter()
     run.record_stage(STAGE, status="running", config_hash=fingerprint, started_at=started)

@@ -43,7 +43,7 @@ import polars as pl
 
 from workbench.config import TrainSection
 from workbench.errors import TableError, WorkbenchError
-from workbench.run import Run
+from workbench.run import Run, read_parquet_unchecked
 from workbench.tables import TRAIN_RECORDS, conform
 
 log = logging.getLogger(__name__)
@@ -88,15 +88,7 @@ def read_accepted(run: Run) -> dict[str, pl.DataFrame]:
     tables: dict[str, pl.DataFrame] = {}
     for code in codes:
         path = run.table_path("accepted", code)
-        try:
-            df = pl.read_parquet(path)
-        except Exception as err:  # polars raises several types for damaged files
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise TableError(
-                f"cannot read Parquet ({first})",
-                where=str(path),
-                fix="the file is corrupt or truncated; re-run 'workbench filter'",
-            ) from None
+        df = read_parquet_unchecked(path, fix="the file is corrupt or truncated; re-run 'workbench filter'")
         needed = {"slot_id", "language", "family", "task"}
         missing = sorted(needed - set(df.columns))
         if missing:

@@ -482,9 +482,9 @@ def run_train(
     tables = train_data.read_accepted(run)
     built = train_data.build_records(tables, tc)
     config_hash = _config_hash(config, run)
-    if run.stage_is_current(STAGE, config_hash):
-        entry = run.stage_entry(STAGE) or {}
-        return StageResult(STAGE, skipped=["train"], stats=entry.get("stats", {}))
+    current = run.current_result(STAGE, config_hash, skipped=["train"])
+    if current is not None:
+        return current
 
     cuda = torch.cuda.is_available()
     if cuda:
