@@ -97,7 +97,7 @@ def run_copy(base_run, tmp_path) -> tuple[Path, dict[str, str]]:
 def test_unknown_language_code(run_copy, double, tmp_path):
     run_dir, before = run_copy
     config = _config(tmp_path / "c.toml", double.base_url, languages='["de", "xx"]')
-    _one_line(_cli("run", config, "--run-dir", run_dir), "'xx'", "workbench languages")
+    _one_line(_cli("run", config, "--run-dir", run_dir), "c.toml: field 'run.languages'", "'xx'")
     assert _hashes(run_dir) == before
 
 

@@ -714,9 +714,18 @@ def run_command(
     from workbench.pipeline import run_pipeline
     from workbench.runconfig import resolve_run_config
 
-    target = run_dir or Path("runs") / load_config(config_file).run.name
-    run, config = resolve_run_config(target, config_file)
+    from workbench.errors import UnknownLanguageError
+
     registry = load_registry()
+    requested = load_config(config_file)
+    try:  # before touching the run directory: name the config file and field at fault
+        registry.select(requested.run.languages)
+        for code in requested.run.quotas:
+            registry.get(code)
+    except UnknownLanguageError as err:
+        raise UnknownLanguageError(err.message, where=f"{config_file}: field 'run.languages'", fix=err.fix) from None
+    target = run_dir or Path("runs") / requested.run.name
+    run, config = resolve_run_config(target, config_file)
     console.print(f"run directory: {run.root}")
     run_pipeline(run, config, registry,
                  on_stage=lambda stage, state: console.print(f"[bold]{stage}[/]: {state}", highlight=False))
