@@ -184,5 +184,6 @@ def test_sigkill_anywhere_then_resume_matches_uninterrupted(seed, reference, sha
     assert kills >= 1
     got = _outputs(run_dir)
     print(f"seed {seed}: killed during {stages}, {attempt + 1} invocations, "
-          f"{double.stats.total} requests received (reference run: {full_seconds:.1f} s)")
+          f"{double.stats.total} requests received for {len(double.stats.received)} keys, faults injected "
+          f"{ {k: sum(v.values()) for k, v in double.stats.faults.items() if v} } (reference run: {full_seconds:.1f} s)")
     assert got == expected, f"seed {seed}: killed during {stages}; outputs differ from the uninterrupted run"
