@@ -14,6 +14,7 @@ result is compared with an uninterrupted run:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -85,7 +86,6 @@ def _stage_reached(run_dir: Path) -> str:
     path = run_dir / "manifest.json"
     if not path.is_file():
         return "startup"
-    import json
 
     stages = json.loads(path.read_text())["stages"]
     for stage in ("plan", "generate", "filter", "audit"):
