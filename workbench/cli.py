@@ -7,8 +7,10 @@ anywhere becomes one line on stderr and exit status 2, with no traceback.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -43,6 +45,19 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted: finished work is kept; re-run the same command to resume")
         sys.exit(130)
+    except OSError as err:  # a write outside the run-directory helpers (those raise WorkbenchError)
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        err_console.print(f"[bold red]error:[/] {err.filename or 'writing'}: {err.strerror} (free space or fix "
+                          "permissions, then re-run the same command; finished work is kept)", highlight=False,
+                          soft_wrap=True)
+        sys.exit(2)
+    except sqlite3.OperationalError as err:
+        if "full" not in str(err):
+            raise
+        err_console.print(f"[bold red]error:[/] request cache: {err} (free space on the run directory's disk, then "
+                          "re-run the same command; finished requests are kept)", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as err:  # click usage errors and friends
         import click
 
@@ -699,9 +714,18 @@ def run_command(
     from workbench.pipeline import run_pipeline
     from workbench.runconfig import resolve_run_config
 
-    target = run_dir or Path("runs") / load_config(config_file).run.name
-    run, config = resolve_run_config(target, config_file)
+    from workbench.errors import UnknownLanguageError
+
     registry = load_registry()
+    requested = load_config(config_file)
+    try:  # before touching the run directory: name the config file and field at fault
+        registry.select(requested.run.languages)
+        for code in requested.run.quotas:
+            registry.get(code)
+    except UnknownLanguageError as err:
+        raise UnknownLanguageError(err.message, where=f"{config_file}: field 'run.languages'", fix=err.fix) from None
+    target = run_dir or Path("runs") / requested.run.name
+    run, config = resolve_run_config(target, config_file)
     console.print(f"run directory: {run.root}")
     run_pipeline(run, config, registry,
                  on_stage=lambda stage, state: console.print(f"[bold]{stage}[/]: {state}", highlight=False))

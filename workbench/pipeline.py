@@ -80,6 +80,23 @@ def _save_digest(run: Run, stage: str, digest: str) -> None:
     atomic_write_bytes(run.root / "pipeline.json", json.dumps(digests, indent=2, sort_keys=True).encode())
 
 
+def _outputs_intact(run: Run, entry: dict[str, Any]) -> bool:
+    """Every table the stage recorded is still on disk with the recorded content hash.
+
+    A deleted, truncated or corrupted output makes the stage run again (generation rebuilds its
+    tables from the request cache without sending a request), instead of being skipped as current.
+    """
+    from workbench.run import file_sha256
+
+    for rel, info in entry.get("outputs", {}).items():
+        recorded = (info or {}).get("sha256")
+        path = run.root / rel
+        if recorded is not None and (not path.is_file() or file_sha256(path) != recorded):
+            log.info("%s changed on disk since its stage ran; running the stage again", rel)
+            return False
+    return True
+
+
 def _eval_systems(run: Run, config: RunConfig) -> list[tuple[str, str]]:
     """(system name, model) pairs for the eval stage: bm25, the base model, the trained model."""
     base = config.train.model or "minilm"
@@ -171,7 +188,8 @@ def run_pipeline(
             continue
         digest = _digest(run, config, stage)
         entry = run.stage_entry(stage) or {}
-        if _load_digests(run).get(stage) == digest and entry.get("status") == "complete":
+        if (_load_digests(run).get(stage) == digest and entry.get("status") == "complete"
+                and _outputs_intact(run, entry)):
             outcomes.append(StageOutcome(stage, "skipped"))
             if on_stage:
                 on_stage(stage, "skipped (current)")

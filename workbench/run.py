@@ -12,8 +12,10 @@ says so; that entry is written after the stage's tables.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import platform
@@ -68,18 +70,40 @@ FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, FILE_MODE)
+    """Write ``data`` to ``path`` via a temp file + rename: the old file stays whole until the rename.
+
+    A failed write (disk full, quota, read-only disk) removes the temp file and raises one
+    :class:`WorkbenchError` naming the file; the previous version of ``path`` is untouched.
+    """
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err) from None
+    try:
+        os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_error(path: Path, err: OSError) -> WorkbenchError:
+    """One clear line for a failed write: what the OS said, which file, what to do."""
+    reason = err.strerror or type(err).__name__
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = "free space on that disk or move the run directory, then re-run the same command to resume"
+    else:
+        fix = "check the directory exists and is writable, then re-run the same command to resume"
+    return WorkbenchError(f"cannot write ({reason}); any earlier version of this file is kept",
+                          where=str(path), fix=fix)
 
 
 class Run:
@@ -150,18 +174,11 @@ class Run:
     def write_table(self, stage: str, language: str, df: pl.DataFrame, schema: Schema) -> Path:
         path = self.table_path(stage, language)
         table = conform(df, schema, where=str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        os.chmod(tmp, FILE_MODE)
-        try:
-            table.write_parquet(tmp, compression="zstd", statistics=True)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # serialise in memory, then write with plain file calls: polars reports a full disk as an
+        # opaque "Invalid thrift: transport error", an OSError says ENOSPC
+        buffer = io.BytesIO()
+        table.write_parquet(buffer, compression="zstd", statistics=True)
+        atomic_write_bytes(path, buffer.getvalue())
         return path
 
     def read_table(self, stage: str, language: str, schema: Schema) -> pl.DataFrame:

@@ -108,7 +108,11 @@ class OpenAIDouble:
     """The server. Use as a context manager (thread in this process) or :meth:`serve_forever`."""
 
     def __init__(self, data_dir: Path | str, faults: Faults | None = None, *, models: tuple[str, ...] = ("double",),
-                 api_key: str | None = None, host: str = "127.0.0.1", port: int = 0):
+                 api_key: str | None = None, host: str = "127.0.0.1", port: int = 0, deterministic: bool = False):
+        # deterministic: a clean answer depends only on the request and its cache key (not on how
+        # many requests came before), so an interrupted-and-resumed run can be compared row by row
+        # with an uninterrupted one (tests/test_soak.py).
+        self.deterministic = deterministic
         self.sentences = _Sentences(Path(data_dir))
         self.faults = faults or Faults()
         self.models = models
@@ -276,19 +280,20 @@ class OpenAIDouble:
             return None
         if fault == "slow":
             await asyncio.sleep(faults.slow_seconds)
-        payload = self.completion(request, fault)
+        payload = self.completion(request, fault, key)
         with self._lock:
             self.stats.answered[key] += 1
         return 200, payload, {}
 
-    def completion(self, request: dict[str, Any], fault: str | None = None) -> dict[str, Any]:
+    def completion(self, request: dict[str, Any], fault: str | None = None, key: str = "") -> dict[str, Any]:
         """A chat.completion object answering ``request`` (``fault`` shapes the content)."""
         prompt = "\n".join(str(m.get("content", "")) for m in request.get("messages", []))
         keys = _requested_keys(request, prompt)
         code = self.sentences.language_of(prompt)
         if fault == "wrong_language":
             code = "deu" if code == "eng" else "eng"
-        rng = random.Random(hashlib.sha256(prompt.encode() + str(self.stats.total).encode()).digest())
+        salt = key if self.deterministic else str(self.stats.total)
+        rng = random.Random(hashlib.sha256(prompt.encode() + salt.encode()).digest())
         pool = self.sentences.get(code)
         answer: dict[str, Any] = {}
         for key in keys:
@@ -364,7 +369,7 @@ class OpenAIDouble:
                             "response": {"status_code": 500, "body": _error("server error", "server_error")}})
                 batch["request_counts"]["failed"] += 1
                 continue
-            body = self.completion(item["body"], fault)
+            body = self.completion(item["body"], fault, key)
             with self._lock:
                 self.stats.answered[key] += 1
             out.append({"id": f"req_{len(out)}", "custom_id": key, "error": None,
@@ -403,12 +408,14 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2].parent / "shared" / "data"))
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--model", action="append", default=None)
+    parser.add_argument("--deterministic", action="store_true", help="answers depend only on the request and its key")
     for spec in fields(Faults):
         parser.add_argument(f"--{spec.name.replace('_', '-')}", type=type(spec.default) if spec.default is not None else int,
                             default=spec.default)
     args = parser.parse_args()
     faults = Faults(**{spec.name: getattr(args, spec.name) for spec in fields(Faults)})
-    double = OpenAIDouble(args.data, faults, models=tuple(args.model or ["double"]), port=args.port)
+    double = OpenAIDouble(args.data, faults, models=tuple(args.model or ["double"]), port=args.port,
+                          deterministic=args.deterministic)
 
     async def serve() -> None:
         await double.start_async()
