@@ -259,10 +259,10 @@ def run_audit(run: Run, config: RunConfig, registry: Registry) -> StageResult:
     for code in languages:
         registry.get(code)
     fingerprint = _inputs_fingerprint(run, languages)
-    result = StageResult(STAGE)
     current = run.current_result(STAGE, fingerprint, skipped=languages)
     if current is not None:
         return current
+    result = StageResult(STAGE)
     started = now()
     start = time.perf_counter()
     # Read everything first: a damaged input stops the audit before any output is written.

@@ -162,10 +162,10 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
     tables = {code: run.read_table("generated", code, GENERATED) for code in languages}
     inputs = {code: file_sha256(run.table_path("generated", code)) for code in languages}
     fingerprint = _fingerprint(config, inputs)
-    result = StageResult(STAGE)
     current = run.current_result(STAGE, fingerprint, skipped=languages)
     if current is not None:
         return current
+    result = StageResult(STAGE)
     started = now()
     start = time.perf_counter()
     run.record_stage(STAGE, status="running", config_hash=fingerprint, started_at=started)
