@@ -137,6 +137,23 @@ EVAL_RESULTS: Schema = {
     "created_at": pl.Utf8(),
 }
 
+# eval/per_query.parquet: the per-query (per sentence pair, for bitext mining) scores behind each
+# aggregate in eval/results.parquet, so reports can give bootstrap intervals and paired tests
+# (mteb's result files hold only averages). Same key as EVAL_RESULTS plus ``query_id``; ``score``
+# is in percent like ``value`` (bitext mining: 100 if the right translation was retrieved, else 0),
+# and the mean over a group's rows equals that group's aggregate ``value``.
+EVAL_PER_QUERY: Schema = {
+    "system": pl.Utf8(),
+    "model": pl.Utf8(),
+    "task": pl.Utf8(),
+    "dataset": pl.Utf8(),
+    "language": pl.Utf8(),
+    "split": pl.Utf8(),
+    "metric": pl.Utf8(),
+    "query_id": pl.Utf8(),
+    "score": pl.Float64(),
+}
+
 
 # --- report (issue 8) -----------------------------------------------------------------------
 # report/scores.parquet: one row per (MIRACL language, system or reference point, metric).
