@@ -165,8 +165,8 @@ def test_eval_takes_run_positionally_and_keeps_run_option_as_deprecated_alias(ca
     code, _, err = workbench(capsys, "eval", str(tmp_path / "a"), "--run", str(tmp_path / "b"))
     assert code == 2 and "RUN given twice" in one_error_line(err)
     code, _, err = workbench(capsys, "eval", "--run", str(tmp_path / "c"), "--model", "bm25", "--task", "msmarco")
-    assert code == 2
-    assert "--run is deprecated" in err and "unknown task 'msmarco'" in err
+    assert code == 2 and "unknown task 'msmarco'" in one_error_line(err)
+    assert not (tmp_path / "c").exists()
 
 
 def test_help_text_renders_brackets_literally(capsys):
@@ -187,6 +187,25 @@ def test_installed_script_usage_error_is_one_line(tmp_path):
 
 
 # -- status: a stage recorded as running with no live process -------------------------------
+# Takes the run's writer lock the way a writing workbench command does (Run.writer_lock where this
+# checkout has it, else flock on .writer.lock with the pid in it), then holds it for argv[2] seconds.
+HOLD_LOCK = """
+import fcntl, os, sys, time
+from pathlib import Path
+from workbench.run import Run
+run = Run(Path(sys.argv[1]))
+if hasattr(run, "writer_lock"):
+    lock = run.writer_lock()
+    lock.__enter__()
+else:
+    fd = os.open(run.root / ".writer.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.pwrite(fd, f"{os.getpid()}\\n".encode(), 0)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
 def test_status_shows_interrupted_when_no_process_holds_the_run(capsys, tmp_path):
     run_dir = tmp_path / "r"
     assert workbench(capsys, "plan", str(run_dir), "-l", "sw", "--quota", "2")[0] == 0
@@ -198,19 +217,19 @@ def test_status_shows_interrupted_when_no_process_holds_the_run(capsys, tmp_path
         return next(row["status"] for row in run_status(run_dir) if row["stage"] == "generate")
 
     assert generate_state() == f"interrupted (resume with 'workbench generate {run_dir}')"
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (run_dir / ".lock").write_text(f"{dead.pid}\n")
+    # a lock file left by a process that died: the kernel dropped its flock, so nobody holds the run
+    dead = subprocess.run([sys.executable, "-c", HOLD_LOCK, str(run_dir), "0"], timeout=60)
+    assert dead.returncode == 0 and (run_dir / ".writer.lock").is_file()
     assert generate_state().startswith("interrupted")
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir), "60"], stdout=subprocess.PIPE, text=True)
     try:
-        (run_dir / ".lock").write_text(f"{sleeper.pid}\n")
-        assert generate_state() == f"running (pid {sleeper.pid})"
+        assert holder.stdout.readline().strip() == "locked"
+        assert generate_state() == f"running (pid {holder.pid})"
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        holder.kill()
+        holder.wait()
+    assert generate_state().startswith("interrupted")
     (run_dir / "pipeline.json").write_text("{}")
-    (run_dir / ".lock").unlink()
     assert generate_state() == (f"interrupted (resume with 'workbench run {run_dir / 'run.toml'} "
                                 f"--run-dir {run_dir}')")
     code, out, _ = workbench(capsys, "status", str(run_dir))

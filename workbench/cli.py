@@ -696,8 +696,7 @@ def eval_command(
     if run_arg is None and run_option is None:
         raise WorkbenchError("missing argument RUN", where="workbench eval",
                              fix="give a run directory, e.g. 'workbench eval runs/eval --create --model bm25 ...'")
-    if run_option is not None:  # the old spelling kept its old meaning: the folder is created when missing
-        err_console.print("note: --run is deprecated; give RUN as the first argument (add --create for a new folder)")
+    if run_option is not None:  # the old spelling keeps its old meaning: the folder is created when missing
         create = True
     run_dir = run_arg if run_arg is not None else run_option
     if not create and not (run_dir / "manifest.json").is_file():
@@ -741,6 +740,9 @@ def eval_command(
                 f"{dataset}: {counts.get('queries_without_qrels', 0)} queries without qrels left out (as mteb does); "
                 f"{counts.get('queries_without_positives', 0)} without a relevant passage kept (score 0)"
             )
+    if run_option is not None:  # after the work, so an error stays one line
+        err_console.print("note: --run is deprecated; give RUN as the first argument (add --create for a new folder)",
+                          soft_wrap=True)
 
 
 

@@ -7,6 +7,7 @@ crashed, machine lost) and the row says how to resume it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 from typing import Any
@@ -14,32 +15,31 @@ from typing import Any
 from workbench.run import Run
 
 STAGE_ORDER = ("plan", "generate", "filter", "audit", "train", "eval", "report")
-LOCK_FILE = ".lock"  # the one-writer lock: the holder's pid (see Run.lock)
+WRITER_LOCK = ".writer.lock"  # the one-writer lock: flock held by the writer, which also writes its pid there
 
 
 def lock_holder(run: Run) -> int | None:
-    """The pid of the live process holding the run's lock, or None.
+    """The pid of the live process holding the run's writer lock (-1 when it wrote no pid), or None.
 
-    Uses ``Run.lock_holder`` where the run has it; otherwise reads the pid in ``<run>/.lock`` and
-    checks that the process exists.
+    Uses ``Run.lock_holder`` where the run has it; otherwise the same check by hand: the lock is
+    held while a shared ``flock`` on ``<run>/.writer.lock`` is refused.
     """
     if hasattr(run, "lock_holder"):
         return run.lock_holder()
     try:
-        pid = int((run.root / LOCK_FILE).read_text(encoding="utf-8").split()[0])
-    except (OSError, ValueError, IndexError):
+        fd = os.open(run.root / WRITER_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
         return None
-    return pid if pid > 0 and _alive(pid) else None
-
-
-def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def resume_command(run: Run, stage: str) -> str:
@@ -66,7 +66,10 @@ def run_status(run_dir: Path | str) -> list[dict[str, Any]]:
         stats = entry.get("stats", {})
         state = entry.get("status", "?")
         if state == "running":
-            state = f"running (pid {holder})" if holder else f"interrupted (resume with '{resume_command(run, name)}')"
+            if holder is None:
+                state = f"interrupted (resume with '{resume_command(run, name)}')"
+            else:
+                state = f"running (pid {holder})" if holder > 0 else "running"
         rows.append(
             {
                 "stage": name,
