@@ -88,6 +88,7 @@ def test_registry_suggestions_put_the_intended_code_first():
     assert registry.suggest("swahili") == ["sw"]
     assert registry.suggest("SW") == ["sw"]
     assert registry.suggest("cn") == ["zh"]
+    assert registry.suggest("engl") == ["en"]  # a name cut short
     assert registry.suggest("qqqq") == []
 
 

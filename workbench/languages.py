@@ -200,6 +200,9 @@ class Registry:
         if exact:
             return exact
         names = {lang.name.lower(): lang.code for lang in self}
+        prefixed = [code for name, code in names.items() if len(folded) >= 3 and name.startswith(folded)]
+        if prefixed:
+            return prefixed[:3]
         by_name = [names[n] for n in difflib.get_close_matches(folded, names, n=2, cutoff=0.75)]
         return by_name or difflib.get_close_matches(folded, self.by_code, n=3)
 
