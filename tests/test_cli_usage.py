@@ -269,3 +269,15 @@ def test_progress_prints_plain_lines_when_not_a_terminal():
         for done in range(3):
             view.update(_progress(done, 4, 1))
     assert len(every_time.getvalue().splitlines()) == 4
+
+
+def test_batch_submit_to_an_unreachable_endpoint_is_one_error_line(capsys, tmp_path, monkeypatch):
+    run = tmp_path / "r"
+    assert workbench(capsys, "plan", str(run), "-l", "sw", "--quota", "2")[0] == 0
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    code, _, err = workbench(capsys, "generate", str(run), "--batch", "--base-url", "http://127.0.0.1:9/v1",
+                             "--model", "gpt-4o-mini")
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "reach" in errors[0], err
+    assert "Traceback" not in err

@@ -65,7 +65,20 @@ def main() -> None:
         if isinstance(err, usage_types):
             _print_error(usage_error_line(err))
             sys.exit(2)
+        if _is_connection_error(err):  # a network failure no stage turned into its own line
+            _print_error(f"cannot reach the server ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else 'no answer'}) "
+                         "(check the network and --base-url / base_url, then re-run the same command; finished work is kept)")
+            sys.exit(2)
         raise
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    """openai's and httpx's connection-level errors (refused, DNS, TLS, timeout), by class."""
+    for module, name in (("openai", "APIConnectionError"), ("httpx", "TransportError")):
+        found = getattr(sys.modules.get(module), name, None)
+        if found is not None and isinstance(err, found):
+            return True
+    return False
 
 
 def _print_error(line: str) -> None:
