@@ -58,6 +58,7 @@ def one_error_line(err: str) -> str:
         (["eval", "{run}"], "{run}: not a run directory (no manifest.json) (check the path, or add --create"),
         (["eval", "--model", "bm25"], "missing argument RUN"),
         (["languages", "--format", "xml"], "unknown format 'xml'"),
+        (["plan", "{run}", "--families", "shortlong"], "'shortlong' is not a task family (did you mean short_long?"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2_and_create_nothing(capsys, tmp_path, args, expected):
