@@ -189,22 +189,14 @@ def test_installed_script_usage_error_is_one_line(tmp_path):
 
 
 # -- status: a stage recorded as running with no live process -------------------------------
-# Takes the run's writer lock the way a writing workbench command does (Run.writer_lock where this
-# checkout has it, else flock on .writer.lock with the pid in it), then holds it for argv[2] seconds.
+# Takes the run's writer lock the way a writing workbench command does, then holds it argv[2] seconds.
 HOLD_LOCK = """
-import fcntl, os, sys, time
+import sys, time
 from pathlib import Path
 from workbench.run import Run
-run = Run(Path(sys.argv[1]))
-if hasattr(run, "writer_lock"):
-    lock = run.writer_lock()
-    lock.__enter__()
-else:
-    fd = os.open(run.root / ".writer.lock", os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.pwrite(fd, f"{os.getpid()}\\n".encode(), 0)
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+with Run.open(Path(sys.argv[1])).writer_lock():
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
 """
 
 
@@ -219,7 +211,7 @@ def test_status_shows_interrupted_when_no_process_holds_the_run(capsys, tmp_path
         return next(row["status"] for row in run_status(run_dir) if row["stage"] == "generate")
 
     assert generate_state() == f"interrupted (resume with 'workbench generate {run_dir}')"
-    # a lock file left by a process that died: the kernel dropped its flock, so nobody holds the run
+    # a lock file left behind by a process that ended: its flock is gone, so nobody holds the run
     dead = subprocess.run([sys.executable, "-c", HOLD_LOCK, str(run_dir), "0"], timeout=60)
     assert dead.returncode == 0 and (run_dir / ".writer.lock").is_file()
     assert generate_state().startswith("interrupted")

@@ -50,9 +50,16 @@ def resolve_run_config(
     """The run and its resolved config; ``run.toml`` is written only after every check passed.
 
     ``create=False`` requires an existing run directory; ``write=False`` leaves ``run.toml`` as it is
-    (dry runs, estimates, status views).
+    (dry runs, estimates, status views) and takes no writer lock. A writing call holds the run's
+    writer lock (one writer per run) before it reads the run's config.
     """
-    run = Run.open(run_dir) if not create or (Path(run_dir) / "manifest.json").is_file() else Run(Path(run_dir))
+    existing = (Path(run_dir) / "manifest.json").is_file()
+    if not create or existing:
+        run = Run.open(run_dir)
+        if write:
+            run.hold_writer_lock()  # one writer per run: refuse before touching run.toml
+    else:
+        run = Run(Path(run_dir))  # created below, once the config has passed its checks
     if config_file is not None:
         config = load_config(config_file)
     elif run.config_path.is_file():
@@ -68,6 +75,8 @@ def resolve_run_config(
         return run, config
     from_options = bool(((overrides or {}).get("run") or {}).keys() & {"languages", "quotas"})
     check_languages(config, "--languages" if from_options else str(config_file or run.config_path))
-    run = Run.create(run_dir)
+    if not existing:
+        run = Run.create(run_dir)
+        run.hold_writer_lock()
     atomic_write_bytes(run.config_path, config.to_toml().encode())
     return run, config

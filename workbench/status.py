@@ -7,39 +7,12 @@ crashed, machine lost) and the row says how to resume it.
 
 from __future__ import annotations
 
-import fcntl
-import os
 from pathlib import Path
 from typing import Any
 
 from workbench.run import Run
 
 STAGE_ORDER = ("plan", "generate", "filter", "audit", "train", "eval", "report")
-WRITER_LOCK = ".writer.lock"  # the one-writer lock: flock held by the writer, which also writes its pid there
-
-
-def lock_holder(run: Run) -> int | None:
-    """The pid of the live process holding the run's writer lock (-1 when it wrote no pid), or None.
-
-    Uses ``Run.lock_holder`` where the run has it; otherwise the same check by hand: the lock is
-    held while a shared ``flock`` on ``<run>/.writer.lock`` is refused.
-    """
-    if hasattr(run, "lock_holder"):
-        return run.lock_holder()
-    try:
-        fd = os.open(run.root / WRITER_LOCK, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
 
 
 def resume_command(run: Run, stage: str) -> str:
@@ -54,7 +27,7 @@ def run_status(run_dir: Path | str) -> list[dict[str, Any]]:
     run = Run.open(run_dir)
     stages = run.manifest()["stages"]
     names = list(STAGE_ORDER) + sorted(set(stages) - set(STAGE_ORDER))
-    holder = lock_holder(run)
+    holder = run.lock_holder()  # pid of the live writer, -1 if it wrote none, None if nobody holds the run
     rows = []
     for name in names:
         entry = stages.get(name)
