@@ -119,7 +119,7 @@ def test_a_rejected_value_is_never_saved_to_run_toml(capsys, tmp_path):
 @pytest.mark.parametrize(
     "args",
     [["generate", "{run}"], ["generate", "{run}", "--dry-run"], ["filter", "{run}"], ["audit", "{run}"],
-     ["train", "{run}", "--model", "minilm"], ["train", "{run}", "--estimate"], ["eval", "{run}", "--model", "bm25"],
+     ["train", "{run}", "--model", "minilm"], ["eval", "{run}", "--model", "bm25"],
      ["report", "{run}"], ["status", "{run}"], ["batch", "status", "{run}"], ["batch", "collect", "{run}"],
      ["export", "{run}"]],
 )
@@ -158,6 +158,11 @@ def test_read_only_commands_never_write_run_toml(capsys, tmp_path):
     assert "per-GPU memory estimate" in out
     assert untouched()
     assert 'model = "gpt-4o-mini"' in (run / "run.toml").read_text()
+    # the estimate is about the model: it needs no run directory and creates none
+    code, out, err = workbench(capsys, "train", str(tmp_path / "none"), "--estimate", "--model", str(minilm_path()),
+                               "--deepspeed", "none")
+    assert code == 0 and "per-GPU memory estimate" in out, err
+    assert not (tmp_path / "none").exists()
 
 
 def test_eval_takes_run_positionally_and_keeps_run_option_as_deprecated_alias(capsys, tmp_path):

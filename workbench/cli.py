@@ -651,7 +651,8 @@ def train(
         "gpu_memory_gib": gpu_memory_gib,
     }
     updates = {key: value for key, value in options.items() if value is not None}
-    run, config = resolve_run_config(run_dir, config_file, {"train": updates}, create=False, write=not estimate)
+    # --estimate is about the model, not the run: it needs no run directory and writes nothing
+    run, config = resolve_run_config(run_dir, config_file, {"train": updates}, create=estimate, write=not estimate)
     if estimate:
         from workbench.train.trainer import estimate_memory
         from workbench.train.model import inspect_model
