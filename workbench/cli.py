@@ -496,7 +496,6 @@ app.add_typer(batch_app, name="batch")
 def batch_status_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory")]) -> None:
     """Show the run's open batches and their request counts."""
     from workbench.generate.batch import batch_status
-    from workbench.run import Run
     from workbench.runconfig import resolve_run_config
 
     run, config = resolve_run_config(run_dir, create=False, write=False)
@@ -517,7 +516,6 @@ def batch_collect_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN",
     """Ingest finished batches into the cache, then submit the next step or write the tables."""
     from workbench.generate.batch import collect
     from workbench.languages import load_registry
-    from workbench.run import Run
     from workbench.runconfig import resolve_run_config
 
     run, config = resolve_run_config(run_dir, create=False)
@@ -605,7 +603,6 @@ def audit(
     from workbench.audit import run_audit
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
-    from workbench.run import Run
 
     run, config = resolve_run_config(run_dir, create=False)
     result = run_audit(run, config, load_registry())

@@ -20,8 +20,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.families import FAMILIES

@@ -14,7 +14,7 @@ from typing import Any
 
 from workbench.config import RunConfig, load_config, parse_config
 from workbench.errors import UnknownLanguageError
-from workbench.run import CONFIG, Run, atomic_write_bytes
+from workbench.run import Run, atomic_write_bytes
 
 
 def _merge(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
