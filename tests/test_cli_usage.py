@@ -50,7 +50,7 @@ def one_error_line(err: str) -> str:
     [
         (["plan", "{run}", "--quta", "3"], "no such option --quta (did you mean --quota?)"),
         (["plan"], "Missing argument 'RUN'"),
-        (["plan", "{run}", "--quota", "many"], "Invalid value for '--quota': Input should be a valid integer"),
+        (["plan", "{run}", "--quota", "many"], "Invalid value for '--quota'"),
         (["plann", "{run}"], "no such command 'plann' (did you mean plan?)"),
         (["stauts", "{run}"], "no such command 'stauts' (did you mean status?)"),
         ([], "no command given (one of: languages, plan, generate, "),
