@@ -279,3 +279,22 @@ def test_batch_submit_to_an_unreachable_endpoint_is_one_error_line(capsys, tmp_p
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "reach" in errors[0], err
     assert "Traceback" not in err
+
+
+def test_workbench_run_prints_plain_generation_progress_off_a_terminal(tmp_path, shared_data):
+    """`workbench run` with stderr to a file: generation shows progress lines, then the stage lines."""
+    from workbench.testing.openai_double import OpenAIDouble
+
+    with OpenAIDouble(shared_data) as double:
+        config = tmp_path / "c.toml"
+        config.write_text(f'[run]\nname = "p"\nlanguages = ["sw"]\nquota = 4\n[generate]\nbase_url = "{double.base_url}"\n'
+                          'model = "double"\nstructured_output = "json_object"\n[pipeline]\nstages = ["plan", "generate"]\n')
+        exe = Path(sys.executable).parent / "workbench"
+        command = [str(exe)] if exe.exists() else [sys.executable, "-m", "workbench.cli"]
+        proc = subprocess.run([*command, "run", str(config), "--run-dir", str(tmp_path / "r")], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "OPENAI_API_KEY": "test-key"})
+    assert proc.returncode == 0, proc.stderr
+    progress = [line for line in proc.stderr.splitlines() if " slots · elapsed " in line]
+    assert progress and progress[-1].startswith("examples: 4/4 slots") and "ETA done" in progress[-1], proc.stderr
+    assert "\x1b[" not in proc.stderr
+    assert "generate: done in" in proc.stdout

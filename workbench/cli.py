@@ -370,26 +370,42 @@ class _GenerateProgress:
         self.console = console or err_console
         self.every_s = every_s
         self.state = None
+        self.closed = False
         self.last_line_at: float | None = None
         self.live = (Live(get_renderable=self._render, console=self.console, refresh_per_second=4, transient=True)
                      if self.console.is_terminal else None)
 
     def __enter__(self) -> "_GenerateProgress":
-        if self.live is not None:
-            self.live.__enter__()
+        self._start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        if self.live is not None and not self.live.is_started and not self.closed:
+            self.live.start(refresh=True)
+
+    def close(self) -> None:
+        """Stop the live view, or print the last plain line; later updates are ignored."""
+        if self.closed:
+            return
+        self.closed = True
         if self.live is not None:
-            self.live.__exit__(*exc)
+            if self.live.is_started:
+                self.live.stop()
         elif self.state is not None:
             self._print_line()
 
     def update(self, state) -> None:
         import time
 
+        if self.closed:
+            return
         self.state = state
-        if self.live is None and (self.last_line_at is None or time.monotonic() - self.last_line_at >= self.every_s):
+        if self.live is not None:
+            self._start()  # `workbench run` starts the view at generate's first update
+        elif self.last_line_at is None or time.monotonic() - self.last_line_at >= self.every_s:
             self._print_line()
 
     def _print_line(self) -> None:
@@ -896,8 +912,17 @@ def run_command(
     target = run_dir or Path("runs") / requested.run.name
     run, config = resolve_run_config(target, config_file)
     console.print(f"run directory: {run.root}")
-    run_pipeline(run, config, registry,
-                 on_stage=lambda stage, state: console.print(f"[bold]{stage}[/]: {state}", highlight=False))
+    view = _GenerateProgress()
+
+    def on_stage(stage: str, state: str) -> None:
+        if view.state is not None and (stage != "generate" or state.startswith("done")):
+            view.close()  # generation is over: the live view gives way to the stage lines
+        console.print(f"[bold]{stage}[/]: {state}", highlight=False)
+
+    try:
+        run_pipeline(run, config, registry, on_stage=on_stage, generate_progress=view.update)
+    finally:
+        view.close()
     status(run.root)
     report = run.stage_dir("report") / "index.html"
     if report.is_file():
