@@ -139,7 +139,7 @@ def test_export_writes_jsonl_and_a_card_datasets_can_load(capsys, filtered_run):
     text = card.text
     for code in ("sw", "de"):
         assert f"| {code} | {load_registry().get(code).name} | {accepted[code].height} | {rejected[code].height} |" in text
-    assert "lid_threshold = 0.5" in text  # the filter policy, as configured
+    assert f"lid_threshold = {RunConfig().filter.lid_threshold}" in text  # the filter policy, as configured
     assert "Licence" in text and "Generator" in text
 
     swahili = datasets.load_dataset(str(folder), "sw", split="train")
