@@ -266,7 +266,7 @@ def test_progress_prints_plain_lines_when_not_a_terminal():
     with cli._GenerateProgress(Console(file=every_time, force_terminal=False), every_s=0) as view:
         for done in range(3):
             view.update(_progress(done, 4, 1))
-    assert len(every_time.getvalue().splitlines()) == 4
+    assert len(every_time.getvalue().splitlines()) == 3  # the closing line repeats the last one, so it is not printed again
 
 
 def test_batch_submit_to_an_unreachable_endpoint_is_one_error_line(capsys, tmp_path, monkeypatch):
@@ -276,13 +276,11 @@ def test_batch_submit_to_an_unreachable_endpoint_is_one_error_line(capsys, tmp_p
     code, _, err = workbench(capsys, "generate", str(run), "--batch", "--base-url", "http://127.0.0.1:9/v1",
                              "--model", "gpt-4o-mini")
     assert code == 2
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "reach" in errors[0], err
-    assert "Traceback" not in err
+    assert "reach" in one_error_line(err)
 
 
 def test_workbench_run_prints_plain_generation_progress_off_a_terminal(tmp_path, shared_data):
-    """`workbench run` with stderr to a file: generation shows progress lines, then the stage lines."""
+    """`workbench run` with output to files: progress lines on stdout, stderr kept for errors."""
     from workbench.testing.openai_double import OpenAIDouble
 
     with OpenAIDouble(shared_data) as double:
@@ -294,7 +292,7 @@ def test_workbench_run_prints_plain_generation_progress_off_a_terminal(tmp_path,
         proc = subprocess.run([*command, "run", str(config), "--run-dir", str(tmp_path / "r")], capture_output=True,
                               text=True, timeout=300, env={**os.environ, "OPENAI_API_KEY": "test-key"})
     assert proc.returncode == 0, proc.stderr
-    progress = [line for line in proc.stderr.splitlines() if " slots · elapsed " in line]
-    assert progress and progress[-1].startswith("examples: 4/4 slots") and "ETA done" in progress[-1], proc.stderr
-    assert "\x1b[" not in proc.stderr
+    progress = [line for line in proc.stdout.splitlines() if " slots · elapsed " in line]
+    assert progress and progress[-1].startswith("examples: 4/4 slots") and "ETA done" in progress[-1], proc.stdout
+    assert "\x1b[" not in proc.stdout and not proc.stderr.strip()
     assert "generate: done in" in proc.stdout

@@ -362,13 +362,18 @@ def _print_dry_run(stats: dict) -> None:
 
 class _GenerateProgress:
     """The engine's counters: a rich live view (per-language bars, rate, errors, tokens, cost, ETA) on a
-    terminal; elsewhere (a log file, CI) one plain line every ``every_s`` seconds and one at the end."""
+    terminal; elsewhere (a log file, CI) one plain line every ``every_s`` seconds and one at the end.
 
-    def __init__(self, console: Console | None = None, every_s: float = 30.0) -> None:
+    The live view draws on stderr; plain lines go to stdout, so a failing command's stderr stays the
+    one ``error:`` line.
+    """
+
+    def __init__(self, output: Console | None = None, every_s: float = 30.0) -> None:
         from rich.live import Live
 
-        self.console = console or err_console
+        self.console = output or (err_console if err_console.is_terminal else console)
         self.every_s = every_s
+        self.last_line: str | None = None
         self.state = None
         self.closed = False
         self.last_line_at: float | None = None
@@ -412,7 +417,10 @@ class _GenerateProgress:
         import time
 
         self.last_line_at = time.monotonic()
-        self.console.print(progress_line(self.state), markup=False, highlight=False, soft_wrap=True)
+        line = progress_line(self.state)
+        if line != self.last_line:  # the closing line repeats nothing already printed
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            self.last_line = line
 
     def _render(self):
         from rich.console import Group
