@@ -16,7 +16,7 @@ import pytest
 
 from workbench.errors import WorkbenchError
 from workbench.families import FAMILIES
-from workbench.generate import prompts
+from workbench.generate import budget, prompts
 from workbench.generate.engine import run_generate
 from workbench.languages import load_registry
 from workbench.plan import run_plan
@@ -141,9 +141,22 @@ def test_each_fault_class_is_recovered(double, tmp_path, fault):
     injected = sum(double.stats.faults[fault].values())
     assert injected == len(double.stats.received)  # every request key met the fault once
     assert "probe-json_schema" in double.stats.received  # structured-output detection ("auto") probed once
-    if fault in ("truncated", "malformed"):  # the probe checks the HTTP status only, not its content
+    if fault == "malformed":  # the probe checks the HTTP status only, not its content
         assert result.stats["invalid_answers"] == injected - 1
         assert set(table["attempts"]) == {2}
+    elif fault == "truncated":  # cut at max_tokens: never an invalid answer; re-sent once with twice the budget
+        assert result.stats["invalid_answers"] == 0
+        assert sum(result.stats["truncated"].values()) == injected - 1
+        assert set(table["attempts"]) == {2}
+        with sqlite3.connect(run.cache_path) as db:
+            sent = dict(db.execute("SELECT slot_id, json_extract(request, '$.max_tokens') FROM requests "
+                                   "WHERE kind = 'example'"))
+        plan = pl.read_parquet(run.root / "plan" / "sw.parquet")
+        registry = load_registry()
+        for row in plan.iter_rows(named=True):
+            target = registry.get(row["target_language"]) if row["target_language"] else None
+            first = budget.completion_budget(row["family"], row, registry.get("sw"), target)
+            assert sent[row["slot_id"]] == 2 * first, row["slot_id"]
     elif fault == "wrong_language":
         # recorded, not hidden: the rows are kept as ok and their text is English; the filter rejects them
         english = set((REPO.parent / "shared/data/tatoeba/tatoeba.deu-eng.eng").read_text().splitlines())

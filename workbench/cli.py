@@ -247,13 +247,21 @@ def generate(
             updates[name] = value
     run, config = resolve_run_config(run_dir, config_file, {"generate": updates} if updates else None)
     registry = load_registry()
+    batch = batch or config.generate.batch
     if dry_run:
-        result = run_generate(run, config, registry, dry_run=True)
+        result = run_generate(run, config, registry, dry_run=True, batch=batch)
         _print_dry_run(result.stats)
         return
+    from workbench.generate.engine import generation_notice, unfinished_summary
+
+    if notice := generation_notice(config):
+        err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
     with _GenerateProgress() as progress:
         result = run_generate(run, config, registry, batch=batch, retry_failed=retry_failed, progress=progress.update)
     _print_generate_summary(result)
+    if result.stats.get("transport_unfinished"):  # exit 2: the run is not done, and says how to finish it
+        raise WorkbenchError(f"generation incomplete: {unfinished_summary(result.stats)}", where=str(run.root),
+                             fix=f"re-run 'workbench generate {run_dir}' to resume; finished requests are not sent again")
 
 
 def _print_dry_run(stats: dict) -> None:
@@ -267,7 +275,11 @@ def _print_dry_run(stats: dict) -> None:
     console.print(f"requests: {stats['requests']} ({stats['brainstorm_requests']} brainstorm, "
                   f"{stats['example_requests']} examples; {stats['already_cached']} already cached)\n"
                   f"estimated tokens: {stats['est_prompt_tokens']:,} prompt + {stats['est_completion_tokens']:,} completion\n"
-                  f"estimated cost: {cost}")
+                  f"max_tokens per example request: " + ", ".join(
+                      f"{family} {low}-{high}" if low != high else f"{family} {low}"
+                      for family, (low, high) in stats.get("max_tokens_by_family", {}).items()) + "\n"
+                  f"estimated cost: {cost}" + (" (Batch API price)" if stats.get("batch") else ""),
+                  highlight=False, markup=False)
 
 
 class _GenerateProgress:
@@ -727,6 +739,10 @@ def run_command(
     target = run_dir or Path("runs") / requested.run.name
     run, config = resolve_run_config(target, config_file)
     console.print(f"run directory: {run.root}")
+    from workbench.generate.engine import generation_notice
+
+    if "generate" in config.pipeline.stages and (notice := generation_notice(config)):
+        err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
     run_pipeline(run, config, registry,
                  on_stage=lambda stage, state: console.print(f"[bold]{stage}[/]: {state}", highlight=False))
     status(run.root)

@@ -105,15 +105,34 @@ class GenerateSection(Section):
     structured_output: StructuredMode = "auto"
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    max_tokens: int = Field(default=1024, ge=16)
+    max_tokens: int | None = Field(default=None, ge=16, description="completion budget of every example request; default: sized per family, num_words and script (docs/generate.md)")
+    max_tokens_cap: int = Field(default=16384, ge=16, description="the most completion tokens the endpoint allows per request")
+    context_tokens: int | None = Field(default=None, ge=64, description="the endpoint's context window, if budgets must fit it (\"local\": 2,048)")
+    tokens_per_word: dict[str, float] = Field(default_factory=dict, description="per-script tokens per word for sizing budgets, e.g. {Telu = 4.0}; default: measured with SmolLM2 (workbench/generate/budget.py)")
     brainstorm_max_tokens: int = Field(default=1024, ge=16)
+    max_task_uses: int = Field(default=5, ge=1, description="brainstorm enough tasks that each is used by at most this many examples")
+    batch: bool = Field(default=False, description="send through the OpenAI Batch API (half price; 'workbench run' polls until done)")
+    batch_poll_s: float = Field(default=30.0, gt=0, description="first wait between Batch API polls in 'workbench run'")
+    batch_poll_max_s: float = Field(default=600.0, gt=0, description="longest wait between polls (the wait grows 1.5x per poll)")
     max_cost_usd: float | None = Field(default=None, ge=0, description="stop sending once this much is spent")
     prices: dict[str, Price] = Field(default_factory=_default_prices)
     batch_discount: float = Field(default=0.5, ge=0, le=1, description="price factor for Batch API requests")
     batch_max_requests: int = Field(default=50_000, ge=1, le=50_000)
     batch_max_bytes: int = Field(default=200_000_000, ge=1_000, le=200_000_000)
-    est_completion_tokens: int = Field(default=360, ge=1, description="dry-run estimate per example (paper: ~360)")
+    est_completion_tokens: int | None = Field(default=None, ge=1, description="dry-run estimate per example; default: sized per family, num_words and script")
     est_brainstorm_tokens: int = Field(default=600, ge=1)
+
+    @field_validator("tokens_per_word")
+    @classmethod
+    def _scripts(cls, table: dict[str, float]) -> dict[str, float]:
+        from workbench.languages import SCRIPT_UNICODE_NAMES
+
+        for script, rate in table.items():
+            if script not in SCRIPT_UNICODE_NAMES:
+                raise ValueError(f"'{script}' is not an ISO 15924 script code the registry knows (e.g. 'Latn', 'Telu')")
+            if rate <= 0:
+                raise ValueError(f"tokens per word of '{script}' is {rate}; give a positive number")
+        return table
 
     @field_validator("base_url")
     @classmethod

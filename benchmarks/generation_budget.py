@@ -1,0 +1,80 @@
+"""Tokens per word per script (the table behind workbench/generate/budget.py), and the budgets.
+
+Tokenises up to ``--sentences`` Tatoeba sentences per registry language with SmolLM2-135M's
+tokenizer (the GGUF of the embedded server, vocabulary only) and counts words as the filter does
+(whitespace words; characters / 1.5 for unspaced scripts). Prints tokens per word per language and
+the median per script, then the completion budget a request gets per family and script, before
+(a flat 1,024) and after (sized), and the dry run's per-example estimate (before: a flat 360).
+
+    PYTHONPATH=. python benchmarks/generation_budget.py --data ../shared/data --sentences 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from workbench.generate import budget
+from workbench.languages import load_registry
+
+
+def measure(data: Path, sentences: int) -> dict[str, list[tuple[str, float]]]:
+    import llama_cpp
+
+    from workbench.generate.local import gguf_path
+
+    model = llama_cpp.Llama(str(gguf_path()), vocab_only=True, verbose=False)
+    per_script: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for language in load_registry():
+        path = data / "tatoeba" / f"tatoeba.{language.tatoeba}-eng.{language.tatoeba}"
+        if not language.tatoeba or not path.is_file():
+            continue
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:sentences]
+        text = "\n".join(lines)
+        words = len(text) / 1.5 if language.unspaced else len(text.split())
+        tokens = len(model.tokenize(text.encode("utf-8"), add_bos=False))
+        per_script[language.scripts[0]].append((language.code, tokens / max(1.0, words)))
+    return per_script
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--sentences", type=int, default=2000)
+    args = parser.parse_args()
+    per_script = measure(Path(args.data), args.sentences)
+    print("| script | languages | tokens/word min | median | max | table (budget.py) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for script, values in sorted(per_script.items()):
+        rates = [rate for _, rate in values]
+        print(f"| {script} | {len(values)} | {min(rates):.2f} | {statistics.median(rates):.2f} | {max(rates):.2f} "
+              f"| {budget.TOKENS_PER_WORD.get(script, budget.DEFAULT_TOKENS_PER_WORD):.1f} |")
+    registry = load_registry()
+    samples = {"Latn": "de", "Cyrl": "ru", "Arab": "ar", "Deva": "hi", "Telu": "te", "Ethi": "am", "Jpan": "ja"}
+    slots = {
+        "short_long (num_words 500)": ("short_long", {"num_words": "500"}),
+        "short_long (num_words 50)": ("short_long", {"num_words": "50"}),
+        "long_short (at least 200)": ("long_short", {"num_words": "at least 200"}),
+        "short_short": ("short_short", {}),
+        "long_long": ("long_long", {}),
+        "sts (passage)": ("sts", {"unit": "passage"}),
+        "bitext (sentence, to en)": ("bitext", {"unit": "sentence"}),
+    }
+    english = registry.get("en")
+    print("\nmax_tokens per request (before: 1024 for every request) | dry-run estimate (before: 360)")
+    print("| family | " + " | ".join(samples) + " |")
+    print("|---|" + "---:|" * len(samples))
+    for title, (family, slot) in slots.items():
+        cells = []
+        for code in samples.values():
+            language = registry.get(code)
+            target = english if family == "bitext" else None
+            cells.append(f"{budget.completion_budget(family, slot, language, target)} / "
+                         f"{budget.expected_completion_tokens(family, slot, language, target)}")
+        print(f"| {title} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
