@@ -7,9 +7,11 @@ failed rows, tokens, cost, tasks), ``accepted/<lang>.parquet`` and ``rejected/<l
 * ``summary.parquet`` (AUDIT_SUMMARY): one row per language: planned, generated (ok), failed,
   accepted, rejected, acceptance_rate, top_reject_reasons ("reason:count; ..."),
   top_lid_confusions ("lang:count; ..."), exact/near duplicate rates, distinct tasks,
-  distinct-2 of the main field, tokens and cost;
+  ``truncated`` (slots failed because the answer was cut at max_tokens), distinct-2 of the main
+  field, tokens and cost;
 * ``audit.json``: the same plus per-tier summaries, rejects by reason code and field, the LID
-  confusion matrix and per-field length distributions (words; characters for unspaced scripts);
+  confusion matrix, per-field length distributions (words; characters for unspaced scripts) and
+  ``by_family`` per language: slots, ok, failed, truncated, distinct tasks, most uses of one task;
 * ``index.html``: a self-contained page (plots embedded as base64 PNG): acceptance by language
   (sorted), reject reasons stacked per language, the LID confusion heat map, and one table row
   per language.
@@ -79,6 +81,22 @@ def _length_stats(values: list[int]) -> dict[str, float]:
             "max": values[-1], "mean": round(sum(values) / len(values), 1)}
 
 
+def family_generation_stats(generated: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Per family: slots, ok, failed, failed as truncated (answer cut at max_tokens, error
+    ``truncated: ...``), distinct tasks and the most examples one task served."""
+    stats = {}
+    for family in sorted(set(generated["family"].to_list())):
+        rows = generated.filter(pl.col("family") == family)
+        ok = rows.filter(pl.col("status") == "ok")
+        uses = ok["task"].drop_nulls().value_counts()["count"] if ok["task"].drop_nulls().len() else pl.Series([0])
+        stats[family] = {
+            "slots": rows.height, "ok": ok.height, "failed": rows.height - ok.height,
+            "truncated": int(rows["error"].fill_null("").str.starts_with("truncated").sum()),
+            "distinct_tasks": ok["task"].drop_nulls().n_unique(), "max_task_uses": int(uses.max()),
+        }
+    return stats
+
+
 def _language_stats(code: str, registry: Registry, planned: int | None, generated: pl.DataFrame,
                     accepted: pl.DataFrame, rejected: pl.DataFrame) -> dict:
     language = registry.get(code)
@@ -126,6 +144,7 @@ def _language_stats(code: str, registry: Registry, planned: int | None, generate
         "exact_dup_rate": round(exact / ok.height, 4) if ok.height else 0.0,
         "near_dup_rate": round(near / ok.height, 4) if ok.height else 0.0,
         "distinct_tasks": ok["task"].drop_nulls().n_unique(),
+        "truncated": int(generated["error"].fill_null("").str.starts_with("truncated").sum()),
         "distinct_2": distinct_n(main_texts, 2, language.unspaced),
         "prompt_tokens": int(generated["prompt_tokens"].fill_null(0).sum()),
         "completion_tokens": int(generated["completion_tokens"].fill_null(0).sum()),
@@ -139,6 +158,7 @@ def _language_stats(code: str, registry: Registry, planned: int | None, generate
         "lid_seen_as": dict(seen_as.most_common()),
         "lengths": lengths,
         "distinct_1": distinct_n(main_texts, 1, language.unspaced),
+        "by_family": family_generation_stats(generated),
     }
     return {"summary": summary, "details": details}
 

@@ -112,6 +112,7 @@ AUDIT_SUMMARY: Schema = {
     "exact_dup_rate": pl.Float64(),
     "near_dup_rate": pl.Float64(),
     "distinct_tasks": pl.Int64(),
+    "truncated": pl.Int64(),  # slots failed because the answer was cut at max_tokens
     "distinct_2": pl.Float64(),  # lexical diversity of the main text field
     "prompt_tokens": pl.Int64(),
     "completion_tokens": pl.Int64(),

@@ -66,12 +66,14 @@ class Stats:
     answered: Counter = field(default_factory=Counter)  # 200 answers sent, per key
     faults: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # fault -> key -> n
     total: int = 0
+    batch_lines: int = 0  # requests that came as Batch API lines (the rest of ``total`` were direct)
     in_flight: int = 0  # chat requests being answered now
     max_in_flight: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {"received": dict(self.received), "answered": dict(self.answered),
                 "faults": {k: dict(v) for k, v in self.faults.items()}, "total": self.total,
+                "batch_lines": self.batch_lines,
                 "max_in_flight": self.max_in_flight}
 
 
@@ -363,6 +365,7 @@ class OpenAIDouble:
             with self._lock:
                 self.stats.received[key] += 1
                 self.stats.total += 1
+                self.stats.batch_lines += 1
             fault = self._draw_fault(key, ("500", "truncated", "malformed", "wrong_language"))
             if fault == "500":
                 err.append({"id": f"req_{len(err)}", "custom_id": key, "error": None,
