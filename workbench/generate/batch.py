@@ -206,7 +206,7 @@ def _ingest_line(cache: RequestCache, pricer, item: dict[str, Any], max_attempts
     kind = "brainstorm" if entry.kind == "brainstorm" else _family_of(cache, key)
     if choices[0].get("finish_reason") == "length":
         counts["truncated"] = counts.get("truncated", 0) + 1
-        max_tokens = _max_tokens_of(cache, key)
+        max_tokens = int((cache.request_of(key) or {}).get("max_tokens") or 0)
         again = (entry.error or "").startswith(TRUNCATED)  # the earlier answer was cut too: resubmitted larger
         status = "failed" if again else "error"
         why = "again after one re-send with a larger budget" if again else "and is resubmitted with a larger budget"
@@ -226,11 +226,6 @@ def _ingest_line(cache: RequestCache, pricer, item: dict[str, Any], max_attempts
                  completion_tokens=completion_tokens, cost_usd=cost, attempts=attempts)
     counts["ok"] += 1
     return key
-
-
-def _max_tokens_of(cache: RequestCache, key: str) -> int:
-    row = cache.db.execute("SELECT request FROM requests WHERE key=?", (key,)).fetchone()
-    return int(json.loads(row[0]).get("max_tokens") or 0)
 
 
 def _endpoint_error(err: openai.OpenAIError, base_url: str) -> EndpointError:
