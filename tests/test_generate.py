@@ -284,6 +284,7 @@ def test_endpoint_problems_give_one_clear_line(shared_data, tmp_path):
             lines = proc.stderr.strip().splitlines()
             assert proc.returncode == 2, (extra, proc.stderr)
             assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr, (extra, proc.stderr)
+            assert (run.stage_entry("generate") or {}).get("status") != "running"  # nothing runs any more
         # in process: the same errors as WorkbenchError with a one-line message naming the fix
         cases = [
             (open_double.base_url.removesuffix("/v1") + "/wrong/v1", "404 not found"),

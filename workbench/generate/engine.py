@@ -410,6 +410,11 @@ class _Context:
             complete = await self._phase("examples", jobs) and complete
             if not complete and self.runner is not None and self.cache.submitted():
                 return self._waiting()
+        except WorkbenchError as err:  # e.g. a 401 mid-run: never leave the stage shown as running
+            if (self.run.stage_entry(STAGE) or {}).get("status") == "running":
+                self.run.record_stage(STAGE, status="partial", config_hash=section.fingerprint(),
+                                      stats={"stopped_by": err.line()}, started_at=started_at)
+            raise
         finally:
             await self.client.close()
         outputs = self._write_generated(jobs, chosen, blocked)
