@@ -155,7 +155,7 @@ def test_each_fault_class_is_recovered(double, tmp_path, fault):
         registry = load_registry()
         for row in plan.iter_rows(named=True):
             target = registry.get(row["target_language"]) if row["target_language"] else None
-            first = budget.completion_budget(row["family"], row, registry.get("sw"), target)
+            first = budget.completion_budget(row["family"], row, registry.get("sw"), target, budget.table_for(local=False))
             assert sent[row["slot_id"]] == 2 * first, row["slot_id"]
     elif fault == "wrong_language":
         # recorded, not hidden: the rows are kept as ok and their text is English; the filter rejects them
@@ -425,6 +425,10 @@ def test_budgets_grow_with_num_words_and_script_cost_and_stay_within_the_endpoin
     assert budget.completion_budget("bitext", {"unit": "sentence"}, en, te) == \
         budget.completion_budget("bitext", {"unit": "sentence"}, te, en)
     assert budget.tokens_per_word(ja, {"Jpan": 1.0}) == 1.0  # generate.tokens_per_word overrides
+    # remote endpoints use o200k's (measured) rates: cheaper than SmolLM2's outside Latin script
+    remote = budget.table_for(local=False)
+    assert budget.tokens_per_word(te, remote) < budget.tokens_per_word(te) and remote["Telu"] > remote["Latn"]
+    assert budget.table_for(local=False, overrides={"Telu": 9.0})["Telu"] == 9.0
     assert budget.larger_budget(1000, 1500) == 1500 and budget.larger_budget(1500, 1500) is None
 
 
@@ -463,7 +467,8 @@ def test_truncated_answers_are_resent_once_larger_then_recorded_truncated(double
         sent = dict(db.execute("SELECT slot_id, json_extract(request, '$.max_tokens') FROM requests"))
     for row in one_step.iter_rows(named=True):
         target = registry.get(row["target_language"]) if row["target_language"] else None
-        assert sent[row["slot_id"]] == 2 * budget.completion_budget(row["family"], row, registry.get("sw"), target)
+        remote = budget.table_for(local=False)  # the double is a remote endpoint: o200k's tokens per word
+        assert sent[row["slot_id"]] == 2 * budget.completion_budget(row["family"], row, registry.get("sw"), target, remote)
     by_family = family_generation_stats(table)
     for family in ("sts", "bitext"):
         if family in by_family:

@@ -92,7 +92,8 @@ def test_workbench_run_uses_the_batch_api_end_to_end_and_resumes(shared_data, tm
             if key in truncated:
                 row = plans[slot_id]
                 target = registry.get(row["target_language"]) if row["target_language"] else None
-                first_budget = budget.completion_budget(row["family"], row, registry.get(row["language"]), target)
+                first_budget = budget.completion_budget(row["family"], row, registry.get(row["language"]), target,
+                                                        budget.table_for(local=False))
                 assert status == "ok" and max_tokens == 2 * first_budget, slot_id
                 checked += 1
         assert checked  # the fault seed truncates some example lines

@@ -5,10 +5,10 @@ answer is invalid JSON, so the kept data would lean towards short texts and Lati
 
 - :func:`target_words`: the words one answer is asked for (e.g. short-long with ``num_words``
   500: a query plus two documents of at least 500 words each);
-- :data:`TOKENS_PER_WORD`: tokens one word of the script costs (measured: SmolLM2's tokenizer on
-  Tatoeba text, ``benchmarks/generation_budget.py``; words of unspaced scripts are
-  characters / 1.5, as in the filter). SmolLM2's English-centred vocabulary costs more per word
-  than o200k (GPT-4o) or Qwen, so budgets and estimates err on the generous side;
+- :data:`TOKENS_PER_WORD` / :data:`TOKENS_PER_WORD_O200K`: tokens one word of the script costs,
+  measured on Tatoeba text with SmolLM2's tokenizer (the embedded server) and with o200k (every
+  other endpoint), ``benchmarks/generation_budget.py``; words of unspaced scripts are
+  characters / 1.5, as in the filter;
 - :func:`completion_budget`: ``max_tokens`` of the request = target words × tokens per word ×
   :data:`HEADROOM` (models overshoot "at least N words") + the JSON's own tokens, capped by the
   endpoint's output limit and, where known, by its context window minus the prompt;
@@ -38,6 +38,16 @@ TOKENS_PER_WORD: dict[str, float] = {
     "Gujr": 14.2, "Guru": 14.2, "Orya": 14.2, "Knda": 14.2, "Sinh": 14.2, "Laoo": 3.2, "Mymr": 3.2,
     "Hant": 2.7,
 }
+# The same measurement with OpenAI's o200k_base (GPT-4o family), used for every endpoint other
+# than the embedded server: large multilingual vocabularies (o200k, Qwen, Llama 3) need far fewer
+# tokens outside Latin script. A model whose tokenizer is costlier gets a truncated answer
+# re-sent with twice the budget, or ``generate.tokens_per_word`` per script.
+TOKENS_PER_WORD_O200K: dict[str, float] = {
+    "Latn": 1.9, "Cyrl": 2.2, "Grek": 2.4, "Armn": 2.2, "Geor": 2.7, "Hebr": 2.3, "Arab": 1.9,
+    "Deva": 2.1, "Beng": 2.1, "Taml": 3.1, "Telu": 2.9, "Mlym": 3.1, "Ethi": 8.4, "Kore": 2.5,
+    "Hans": 1.3, "Jpan": 1.2, "Thai": 0.7, "Khmr": 1.0,
+    "Gujr": 2.9, "Guru": 2.9, "Orya": 2.9, "Knda": 2.9, "Sinh": 2.9, "Laoo": 1.0, "Mymr": 1.0, "Hant": 1.3,
+}
 DEFAULT_TOKENS_PER_WORD = 18.4  # a script not in the table: the costliest measured
 HEADROOM = 2.0  # budget over the asked-for length: "at least N words" answers run long
 OVERSHOOT = 1.3  # dry-run estimate: the typical answer is a little over the asked-for length
@@ -50,6 +60,12 @@ UNIT_WORDS = {"phrase": 8, "sentence": 25, "passage": 120}
 SHORT_TEXT_WORDS = 25  # a query, title or sentence
 LONG_LONG_WORDS = 300  # "at least 300 words" per long-long document
 LABEL_WORDS = 10  # label + misleading label
+
+
+def table_for(local: bool, overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """Tokens per word per script for an endpoint: SmolLM2's for the embedded server, o200k's
+    elsewhere, with ``generate.tokens_per_word`` on top."""
+    return {**(TOKENS_PER_WORD if local else TOKENS_PER_WORD_O200K), **(overrides or {})}
 
 
 def tokens_per_word(language: Language, overrides: dict[str, float] | None = None) -> float:

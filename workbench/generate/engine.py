@@ -181,6 +181,7 @@ class _Context:
         self.spent_before = cache.total_cost()  # --max-cost caps the run's total, across invocations
         self.context_tokens = self.section.context_tokens or (
             _local_context_tokens() if self.section.base_url == "local" else None)
+        self.token_table = budget.table_for(self.section.base_url == "local", self.section.tokens_per_word)
 
     def mode_key(self) -> str:
         return f"structured_output:{self.client.base_url}:{self.section.model}"
@@ -220,14 +221,14 @@ class _Context:
             return self.section.max_tokens
         target = self.registry.get(row["target_language"]) if row.get("target_language") else None
         return budget.completion_budget(row["family"], row, self.registry.get(row["language"]), target,
-                                        self.section.tokens_per_word)
+                                        self.token_table)
 
     def expected_tokens(self, row: dict[str, Any]) -> int:
         if self.section.est_completion_tokens is not None:
             return self.section.est_completion_tokens
         target = self.registry.get(row["target_language"]) if row.get("target_language") else None
         return budget.expected_completion_tokens(row["family"], row, self.registry.get(row["language"]), target,
-                                                 self.section.tokens_per_word)
+                                                 self.token_table)
 
     def example_jobs(self, tasks: dict[tuple[str, str, int], list[str]] | None) -> tuple[list[Job], dict[str, str], dict[str, str]]:
         """Jobs per slot, the task each slot uses, and slots that cannot run (with the reason)."""
