@@ -82,18 +82,20 @@ def main() -> None:
         "bitext (sentence, to en)": ("bitext", {"unit": "sentence"}),
     }
     english = registry.get("en")
-    print("\nSmolLM2 table: max_tokens per request before capping (before: 1024 for every request) | "
-          "dry-run estimate (before: 360)")
-    print("| family | " + " | ".join(samples) + " |")
-    print("|---|" + "---:|" * len(samples))
-    for title, (family, slot) in slots.items():
-        cells = []
-        for code in samples.values():
-            language = registry.get(code)
-            target = english if family == "bitext" else None
-            cells.append(f"{budget.completion_budget(family, slot, language, target)} / "
-                         f"{budget.expected_completion_tokens(family, slot, language, target)}")
-        print(f"| {title} | " + " | ".join(cells) + " |")
+    for title, table in (("SmolLM2 table (embedded server)", budget.TOKENS_PER_WORD),
+                         ("o200k table (every other endpoint)", budget.TOKENS_PER_WORD_O200K)):
+        print(f"\n{title}: max_tokens per request before capping (before: 1024 for every request) | "
+              "dry-run estimate (before: 360)")
+        print("| family | " + " | ".join(samples) + " |")
+        print("|---|" + "---:|" * len(samples))
+        for row_title, (family, slot) in slots.items():
+            cells = []
+            for code in samples.values():
+                language = registry.get(code)
+                target = english if family == "bitext" else None
+                cells.append(f"{budget.completion_budget(family, slot, language, target, table)} / "
+                             f"{budget.expected_completion_tokens(family, slot, language, target, table)}")
+            print(f"| {row_title} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
