@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--min-prob", type=float, default=None)
     parser.add_argument("--short", action="store_true", help="also measure 2-4-word snippets (short fields)")
+    parser.add_argument("--min-short-letters", type=int, default=None, help="filter.min_short_lid_letters")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-language-table", action="store_true")
     args = parser.parse_args()
@@ -78,6 +79,8 @@ def main() -> None:
         overrides["lid_threshold"] = args.threshold
     if args.min_prob is not None:
         overrides["member_min_prob"] = args.min_prob
+    if args.min_short_letters is not None:
+        overrides["min_short_lid_letters"] = args.min_short_letters
     section = FilterSection(**overrides)
     ensemble = Ensemble.load(registry, section)
     rng = random.Random(args.seed)
