@@ -7,7 +7,8 @@ objects with the keys the request asks for (from ``response_format``'s schema, e
 ``"key"`` names quoted in the prompt), filled with real Tatoeba sentences in the language the prompt
 names (``../shared/data/tatoeba``). Faults are injected on demand with configurable rates
 (:class:`Faults`): 429 with ``Retry-After``, 500, slow answers past the client's timeout, truncated
-or malformed JSON, wrong-language answers and dropped connections.
+or malformed JSON, wrong-language answers (in English, in the asked language's dominant neighbour
+or in an unrelated language: ``Faults.wrong_language_as``) and dropped connections.
 
 Every request is counted per cache key (the ``X-Workbench-Key`` header the workbench sends), so a
 test can prove that no finished request was sent twice. ``GET /_stats`` returns the counters and
