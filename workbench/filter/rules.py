@@ -180,8 +180,8 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
     Language checks: every field gets the script check. Fields with at least ``min_lid_letters``
     letters get their own LID vote; the shorter fields of the same language (a query, a label) are
     voted on together, over their concatenation, when it has at least ``min_short_lid_letters``
-    letters, so a short English query in a Swahili slot is caught (see :func:`lid_reasons`). The vote key of a combined
-    vote is the fields joined by ``+`` (e.g. ``label+misleading_label``).
+    letters, so a short English query in a Swahili slot is caught (see :func:`lid_reasons`). The
+    vote key of a combined vote is the fields joined by ``+`` (e.g. ``label+misleading_label``).
     """
     family = row["family"]
     languages = field_languages(row, family)
