@@ -22,10 +22,10 @@ lists in ``accept_also`` (bs/hr/sr, with the reason in the file). ``filter.allow
 majority names an accept-also language rather than the expected one, the decision records it in
 ``accepted_as`` so the audit counts those rows separately.
 
-Members are asked cheapest first; once the expected language's own votes settle an acceptance
-(the remaining weight cannot change it) the rest are not asked, so a Swahili text that CLD2 and
-fastText both call Swahili never reaches langid. Rejections ask every covering member, so the
-rejected row keeps every vote. Texts too short for statistical LID (fewer than ``min_lid_letters``
+Members are asked cheapest first, until the verdict is settled: once the expected language's own
+votes hold a clear majority whatever the rest say (a Swahili text that CLD2 and fastText both call
+Swahili never reaches langid), or one other language does (CLD2 and fastText both say English).
+Split votes ask every covering member, so an ``lid_uncertain`` row keeps every vote. Texts too short for statistical LID (fewer than ``min_lid_letters``
 letters) are judged by the caller together with the other short fields of their example (see
 :mod:`workbench.filter.rules`).
 
@@ -275,13 +275,18 @@ class Ensemble:
         threshold, min_prob = self.threshold_for(code), self.min_prob_for(code)
         covering = self._covering(code)
         remaining = sum(self.weights.get(m.name, 0.0) for m in covering)
+        accept = self.accept_set(code)
         own = answered = 0.0
+        others: dict[str, float] = {}  # label outside the accept set -> weight
         out = []
         for member in covering:
-            # settled: even if every remaining member answers something else, the expected
-            # language alone keeps a clear majority (so accepted_as is the same as with all votes)
             bound = answered + remaining
+            # settled accept: even if every remaining member answers something else, the expected
+            # language alone keeps a clear majority (so accepted_as is the same as with all votes)
             if answered and own >= threshold * bound and own > 0.5 * bound:
+                break
+            # settled wrong_language: one other language holds a majority whatever the rest say
+            if others and max(others.values()) > 0.5 * bound:
                 break
             vote = self._vote(member, snippet)
             out.append(vote)
@@ -292,6 +297,8 @@ class Ensemble:
             answered += weight
             if vote.label == code and vote.prob >= min_prob:
                 own += weight
+            elif vote.label not in accept:
+                others[vote.label] = others.get(vote.label, 0.0) + weight
         return tuple(out)
 
     def decide(self, text: str, code: str, votes: tuple[Vote, ...] | None = None) -> Decision:
