@@ -173,5 +173,5 @@ def test_minilm_export_carries_prompts_contract_and_a_model_card(tmp_path, share
     spec = load_spec(model_dir)
     assert spec.source == "contract" and spec.prompts == {k: v for k, v in st.prompts.items() if v}  # ST adds "document": ""
     card = (model_dir / "README.md").read_text(encoding="utf-8")
-    assert "Base model: Unknown" not in card and f"local folder `{minilm_path()}`" in card
+    assert "Unknown" not in card and f"`sentence-transformers/all-MiniLM-L6-v2` (bert, local folder `{minilm_path()}`)" in card
     assert "| en | 12 |" in card and "2 steps" in card and "Not evaluated" in card

@@ -364,8 +364,9 @@ def tokenize(tokenizer, texts: list[str], max_length: int, add_eos: bool) -> dic
 
 
 def check_eos(tokenizer, max_length: int, where: str) -> None:
-    """Prove on a text longer than ``max_length`` that the tokenised row ends with EOS (else one clear error)."""
-    long_text = " ".join(["lorem ipsum dolor sit amet"] * max(max_length, 8))
+    """Prove on a query longer than ``max_length`` that the tokenised row ends with EOS (else one clear error)."""
+    long_text = with_instruction("Given a question, retrieve passages that answer it",
+                                 " ".join(["lorem ipsum dolor sit amet"] * max(max_length, 8)))  # a long query
     batch = tokenize(tokenizer, [long_text, "short"], max_length, add_eos=True)
     for row, mask in zip(batch["input_ids"], batch["attention_mask"]):
         real = row[mask.bool()]

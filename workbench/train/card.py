@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from workbench.config import TrainSection
+from workbench.errors import WorkbenchError
 from workbench.run import Run
 from workbench.tables import EVAL_RESULTS
 
@@ -30,11 +31,26 @@ def _eval_section(run: Run) -> str:
             + _table(["system", "task", "dataset", "language", "split", "nDCG@10", "queries"], rows))
 
 
+def _base_name(info) -> str:
+    """A name a reader recognises: the embedded MiniLM by its hub name, else the folder's name (a
+    sentence-transformers folder's inner ``_name_or_path`` names its pre-training base, not the model)."""
+    from workbench.encoder import minilm_path
+
+    try:
+        if info.path.resolve() == minilm_path().resolve():
+            return "sentence-transformers/all-MiniLM-L6-v2"
+    except WorkbenchError:
+        pass
+    if info.path.name and info.path.name not in ("model", "models", "merged"):
+        return info.path.name
+    return info.name_or_path or str(info.path)
+
+
 def model_card_text(tc: TrainSection, loaded, records: pl.DataFrame, schedule, stats: dict[str, Any], run: Run,
                     generator: str | None = None) -> str:
     """Markdown with a Hugging Face metadata header; every number comes from this run."""
     info = loaded.info
-    base = info.name_or_path or info.path.name
+    base = _base_name(info)
     languages = sorted(set(records["language"].to_list()))
     library = "transformers" if info.is_decoder else "sentence-transformers"
     counts = (records.group_by(["language", "family"]).len().sort(["language", "family"]))
@@ -55,7 +71,7 @@ def model_card_text(tc: TrainSection, loaded, records: pl.DataFrame, schedule, s
         ["max length", f"{tc.max_length} tokens"],
         ["optimizer", f"AdamW, lr {tc.learning_rate:g}, {min(tc.warmup_steps, schedule.steps)} warm-up steps then linear decay, weight decay {tc.weight_decay}"],
         ["batch", f"{schedule.batch_size} (global)"],
-        ["steps / epochs", f"{schedule.steps} steps = {schedule.epochs:.2f} passes over {schedule.records} records"],
+        ["steps / epochs", f"{schedule.steps} step{'s' if schedule.steps != 1 else ''} = {schedule.epochs:.2f} passes over {schedule.records} records"],
         ["back-end", f"{stats.get('deepspeed', tc.deepspeed)}, {stats.get('world_size', 1)} process(es), {stats.get('precision', tc.precision)}"],
         ["loss first → last", f"{stats.get('first_loss', float('nan')):.3f} → {stats.get('last_loss', float('nan')):.3f}"],
     ]
