@@ -284,3 +284,6 @@ def test_estimate_shows_the_schedule(tmp_path, tiny, shared_data):
     assert result.exit_code == 0, result.output
     assert "training schedule" in result.output and "2 (from train.epochs)" in result.output
     assert "1.07" in result.output  # 2 steps x 16 = 32 draws over 30 records
+    again = CliRunner().invoke(app, ["train", str(run.root), "--model", str(tiny), "--deepspeed", "none",
+                                     "--estimate", "--batch-size", "16", "--max-length", "32", "--epochs", "3"])
+    assert again.exit_code == 0 and "6 (from train.epochs)" in again.output, again.output
