@@ -43,13 +43,13 @@ from pathlib import Path
 import polars as pl
 
 from workbench.config import TrainSection
+from workbench.encoder import QUERY_TEMPLATE, with_instruction  # noqa: F401  (the one query template)
 from workbench.errors import TableError, WorkbenchError
 from workbench.run import Run, read_parquet_unchecked
 from workbench.tables import TRAIN_RECORDS, conform
 
 log = logging.getLogger(__name__)
 
-from workbench.encoder import QUERY_TEMPLATE, with_instruction  # noqa: E402,F401  (the one query template)
 
 # family -> (query field, positive field, negative field or None, symmetric)
 FAMILY_MAP: dict[str, tuple[str, str, str | None, bool]] = {
