@@ -318,7 +318,7 @@ def load_spec(model: str | Path, *, pooling: str | None = None) -> EncoderSpec:
     preset = preset_for(path.name, str(config.get("_name_or_path", "")), base or "")
     settings = dict(PRESETS[preset]) if preset else {}
     prompts = _st_prompts(path)
-    if is_st and not is_decoder and pooling is None:
+    if is_st and not is_decoder:
         # an encoder in a sentence-transformers folder: pooling and normalisation as saved
         spec = EncoderSpec(path=str(path), format="sentence-transformers", pooling=None,
                            query_template=settings.get("query_template"),
