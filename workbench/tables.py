@@ -94,6 +94,9 @@ FILTERED: Schema = {
     "lid_language": pl.Utf8(),
     "lid_support": pl.Float64(),
     "lid_votes": pl.List(LID_VOTE),
+    # accepted rows only: the accept_also language (languages/<code>.toml) the LID majority named
+    # instead of the row's language (bs accepted as hr); null for a plain accept
+    "lid_accepted_as": pl.Utf8(),
 }
 ACCEPTED: Schema = FILTERED
 REJECTED: Schema = FILTERED
