@@ -520,7 +520,8 @@ def train(
     deepspeed: Annotated[Optional[str], typer.Option("--deepspeed", help="zero2, zero3 or none")] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
     deepspeed_config: Annotated[Optional[Path], typer.Option("--deepspeed-config", help="DeepSpeed JSON replacing the repo's")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="optimizer steps (overrides --epochs)")] = None,
+    epochs: Annotated[Optional[float], typer.Option("--epochs", help="passes over the accepted records (default 1)")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="global batch (queries)")] = None,
     chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", help="GradCache chunk per device (0 = off)")] = None,
     learning_rate: Annotated[Optional[float], typer.Option("--lr", help="peak learning rate")] = None,
@@ -541,6 +542,7 @@ def train(
         "deepspeed": deepspeed,
         "deepspeed_config": str(deepspeed_config) if deepspeed_config else None,
         "steps": steps,
+        "epochs": epochs,
         "batch_size": batch_size,
         "chunk_size": chunk_size,
         "learning_rate": learning_rate,
@@ -568,6 +570,17 @@ def train(
         console.print(table)
         for note in estimate_result.notes:
             console.print(f"note: {note}")
+        from workbench.train.trainer import training_schedule
+
+        schedule, why = training_schedule(run, config, int(os.environ.get("WORLD_SIZE", "1")))
+        schedule_table = Table(title="training schedule")
+        schedule_table.add_column("item")
+        schedule_table.add_column("value", justify="right")
+        for item, value in schedule.rows() if schedule else [("optimizer steps", why)]:
+            schedule_table.add_row(item, value)
+        console.print(schedule_table)
+        for warning in schedule.warnings if schedule else []:
+            console.print(f"note: {warning}")
         run_train(run, config, None, estimate_only=True)
         console.print(f"fits in {config.train.gpu_memory_gib:g} GiB per GPU")
         return
@@ -578,8 +591,11 @@ def train(
     stats = result.stats
     if stats.get("skipped"):
         err_console.print("records not built: " + "; ".join(f"{k}: {v}" for k, v in stats["skipped"].items()))
+    for warning in stats.get("schedule_warnings") or []:
+        err_console.print(f"warning: {warning}")
     console.print(
         f"trained {stats.get('steps')} steps on {stats.get('records')} records in {stats.get('seconds')} s "
+        f"({stats.get('epochs', 0):.2f} epochs, batch {stats.get('batch_size')}) "
         f"(loss {stats.get('first_loss', 0):.3f} -> {stats.get('last_loss', 0):.3f}); "
         f"model: {stats.get('export') or stats.get('adapter')}"
     )
