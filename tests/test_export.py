@@ -142,9 +142,10 @@ def test_export_writes_jsonl_and_a_card_datasets_can_load(capsys, filtered_run):
     assert f"lid_threshold = {RunConfig().filter.lid_threshold}" in text  # the filter policy, as configured
     assert "Licence" in text and "Generator" in text
 
-    swahili = datasets.load_dataset(str(folder), "sw", split="train")
+    cache = run.root / "hf-cache"  # never ~/.cache: a stale cached copy would hide a wrong export
+    swahili = datasets.load_dataset(str(folder), "sw", split="train", cache_dir=str(cache))
     assert swahili.num_rows == accepted["sw"].height
-    everything = datasets.load_dataset(str(folder), split="train")
+    everything = datasets.load_dataset(str(folder), split="train", cache_dir=str(cache))
     assert everything.num_rows == sum(t.height for t in accepted.values())
 
 
