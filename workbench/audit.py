@@ -43,7 +43,6 @@ import polars as pl
 from workbench.config import RunConfig
 from workbench.errors import TableError
 from workbench.families import FAMILIES
-from workbench.filter.rules import MAIN_FIELD
 from workbench.filter.script import words
 from workbench.languages import TIERS, Registry
 from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256, now
@@ -181,9 +180,10 @@ def _language_stats(code: str, registry: Registry, planned: int | None, generate
         for name in FAMILIES[family].fields:
             texts = [t for t in rows[name].to_list() if t]
             lengths[f"{family}.{name}"] = _length_stats([len(_tokens(t, language.unspaced)) for t in texts])
+    main_fields = sorted({family.main_field for family in FAMILIES.values()})
     main_texts = [
-        row[MAIN_FIELD[row["family"]]] or ""
-        for row in accepted.select("family", *set(MAIN_FIELD.values())).to_dicts()
+        row[FAMILIES[row["family"]].main_field] or ""
+        for row in accepted.select("family", *main_fields).to_dicts()
     ]
     rate = accepted.height / ok.height if ok.height else 0.0
     summary = {

@@ -28,7 +28,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from workbench.errors import ConfigError
-from workbench.families import FAMILY_NAMES
+from workbench.families import FAMILIES, FAMILY_NAMES, Family
 
 
 class Section(BaseModel):
@@ -247,8 +247,8 @@ class TrainSection(Section):
     one_task_per_batch: bool = False
     language_weights: dict[str, float] = Field(default_factory=dict, description="default 1.0 each")
     family_weights: dict[str, float] = Field(default_factory=dict, description="default 1.0 each")
-    sts_instruction: str = "Retrieve semantically similar text."
-    bitext_instruction: str = "Retrieve parallel sentences."
+    sts_instruction: str = FAMILIES["sts"].default_instruction
+    bitext_instruction: str = FAMILIES["bitext"].default_instruction
     gpu_memory_gib: float = Field(default=80.0, gt=0.0, description="per-GPU memory for the fit check")
     export: Literal["merged", "adapter"] = "merged"
     log_every: int = Field(default=10, ge=1)
@@ -264,6 +264,10 @@ class TrainSection(Section):
             if value < 0:
                 raise ValueError(f"weight for '{name}' is {value}; it must be 0 or more")
         return weights
+
+    def default_instruction(self, family: Family) -> str | None:
+        """Instruction for a row without a task: ``<family>_instruction`` here, else the family's own."""
+        return getattr(self, f"{family.name}_instruction", family.default_instruction)
 
     @field_validator("language_weights")
     @classmethod

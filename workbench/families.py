@@ -1,8 +1,13 @@
 """The six task families of the E5-mistral recipe (Wang et al. 2024, §3.1 and appendix C).
 
-Declared once here and used by planning, generation, filtering and training: field names,
-paper proportions, whether the family has a brainstorm step, and the placeholder vocabularies
-each generation prompt samples from.
+The only place that knows a family's shape. Planning, generation, filtering, the audit, training
+and the test-data builder all read it: field names, paper proportions, whether the family has a
+brainstorm step, the placeholder vocabularies each generation prompt samples from, and the roles
+of the fields (query, positive, hard negative), the pair rules the filter applies, whether the
+family is symmetric or cross-lingual, and the instruction used when a row has no task.
+
+Adding a family: one ``Family(...)`` below, its prompt templates under ``prompts/``, and a
+row recipe in ``workbench/testing/samples.py`` for the tests.
 """
 
 from __future__ import annotations
@@ -56,12 +61,41 @@ EXAMPLE_FIELDS = (
 
 @dataclass(frozen=True)
 class Family:
+    """One task family; field roles as the E5-mistral paper trains on them (Wang et al. 2024, §3)."""
+
     name: FamilyName
     title: str
     paper_count: int  # examples of this family in the paper's ~500k
     fields: tuple[str, ...]  # JSON keys of one generated example
     brainstorm: bool  # two-step (brainstorm tasks, then example) or one step
     placeholders: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    query: str = ""  # the field that becomes the query (gets the instruction); also dedup's and the audit's main text
+    positive: str = ""
+    negative: str | None = None  # None: no hard negative, trained on in-batch negatives only
+    symmetric: bool = False  # query and documents are the same kind of text (sts, bitext)
+    cross_lingual: bool = False  # the query is in the row's language, the other fields in the plan's target_language
+    # filter pair rules: "equal" rejects a query whose normalised text equals its positive; "contained"
+    # also rejects a long-enough query found verbatim inside its positive; None: no copy check
+    query_copy: Literal["equal", "contained"] | None = None
+    long_texts: bool = False  # every field must reach filter.long_long_min_words
+    # instruction when a row has no brainstormed task (overridable as train.<name>_instruction)
+    default_instruction: str | None = None
+
+    @property
+    def main_field(self) -> str:
+        """The text dedup compares and the audit's distinct-n looks at: the query."""
+        return self.query
+
+    @property
+    def distinct_pair(self) -> tuple[str, str] | None:
+        """Positive and hard negative, which must differ (filter: ``positive_equals_negative``)."""
+        return (self.positive, self.negative) if self.negative else None
+
+    def field_languages(self, language: str, target_language: str | None) -> dict[str, str]:
+        """Language code each field must be in."""
+        if self.cross_lingual and target_language:
+            return {f: (language if f == self.query else target_language) for f in self.fields}
+        return {f: language for f in self.fields}
 
 
 FAMILIES: dict[str, Family] = {
@@ -80,6 +114,10 @@ FAMILIES: dict[str, Family] = {
                 "num_words": RETRIEVAL_NUM_WORDS,
                 "difficulty": DIFFICULTIES,
             },
+            query="user_query",
+            positive="positive_document",
+            negative="hard_negative_document",
+            query_copy="contained",
         ),
         Family(
             "long_short",
@@ -88,9 +126,31 @@ FAMILIES: dict[str, Family] = {
             ("input_text", "label", "misleading_label"),
             True,
             {"clarity": CLARITIES, "num_words": CLASSIFICATION_NUM_WORDS, "difficulty": DIFFICULTIES},
+            query="input_text",
+            positive="label",
+            negative="misleading_label",
         ),
-        Family("short_short", "short-short matching", 13_000, ("input", "positive_document"), True),
-        Family("long_long", "long-long matching", 17_000, ("input", "positive_document"), True),
+        Family(
+            "short_short",
+            "short-short matching",
+            13_000,
+            ("input", "positive_document"),
+            True,
+            query="input",
+            positive="positive_document",
+            query_copy="equal",
+        ),
+        Family(
+            "long_long",
+            "long-long matching",
+            17_000,
+            ("input", "positive_document"),
+            True,
+            query="input",
+            positive="positive_document",
+            query_copy="equal",
+            long_texts=True,
+        ),
         Family(
             "sts",
             "semantic textual similarity",
@@ -103,6 +163,12 @@ FAMILIES: dict[str, Family] = {
                 "unit": UNITS,
                 "difficulty": STS_DIFFICULTIES,
             },
+            query="S1",
+            positive="S2",
+            negative="S3",
+            symmetric=True,
+            query_copy="equal",
+            default_instruction="Retrieve semantically similar text.",
         ),
         Family(
             "bitext",
@@ -116,6 +182,12 @@ FAMILIES: dict[str, Family] = {
                 "unit": UNITS,
                 "difficulty": STS_DIFFICULTIES,
             },
+            query="S1",
+            positive="S2",
+            negative="S3",
+            symmetric=True,
+            cross_lingual=True,
+            default_instruction="Retrieve parallel sentences.",
         ),
     )
 }

@@ -69,7 +69,7 @@ def plan_language(
             )
             for placeholder, choices in family.placeholders.items():
                 row[placeholder] = rng.choice(choices)
-            if name == "bitext":
+            if family.cross_lingual:
                 row["target_language"] = bitext_partner(language, registry, rng)
             rows.append(row)
     return pl.DataFrame(rows, schema=PLAN)

@@ -5,9 +5,10 @@ A rule returns a list of reason codes; an empty list means "keep". Codes are ``n
 ensemble) are rules too: :func:`check_row` runs every rule for one row and also returns the LID
 votes so the reject table shows why a row was dropped.
 
-Which language each field must be in: the row's language, except bitext, where ``S1`` is in the
-row's language and ``S2``/``S3`` are in the plan's ``target_language`` (English for every
-language but English).
+Which fields a rule looks at comes from the row's :class:`workbench.families.Family` (its roles
+and pair rules). Which language each field must be in: the row's language, except for a
+cross-lingual family (bitext), where the query ``S1`` is in the row's language and ``S2``/``S3``
+are in the plan's ``target_language`` (English for every language but English).
 """
 
 from __future__ import annotations
@@ -37,16 +38,6 @@ REASONS: dict[str, str] = {
     "lid_uncertain": "no clear LID majority for the expected language (a tie or split vote); the votes are kept",
     "exact_duplicate": "same normalised text as an earlier row of this language (query or whole example)",
     "near_duplicate": "MinHash Jaccard >= filter.near_threshold with an earlier row (query or whole example)",
-}
-
-# Main text field per family: the query/input that dedup and the audit's distinct-n look at.
-MAIN_FIELD = {
-    "short_long": "user_query",
-    "long_short": "input_text",
-    "short_short": "input",
-    "long_long": "input",
-    "sts": "S1",
-    "bitext": "S1",
 }
 
 _PLACEHOLDER = regex.compile(
@@ -86,10 +77,7 @@ class Verdict:
 
 
 def field_languages(row: dict, family: str) -> dict[str, str]:
-    fields = FAMILIES[family].fields
-    if family == "bitext" and row.get("target_language"):
-        return {f: (row["language"] if f == "S1" else row["target_language"]) for f in fields}
-    return {f: row["language"] for f in fields}
+    return FAMILIES[family].field_languages(row["language"], row.get("target_language"))
 
 
 def rule_fields_present(row: dict, family: str) -> list[str]:
@@ -109,32 +97,26 @@ def rule_lengths(row: dict, family: str, section, unspaced: dict[str, bool]) -> 
             out.append(f"too_short:{name}")
         elif size > high:
             out.append(f"too_long:{name}")
-        if family == "long_long" and size < section.long_long_min_words:
+        if FAMILIES[family].long_texts and size < section.long_long_min_words:
             out.append(f"long_long_too_short:{name}")
     return out
 
 
 def rule_distinct_pairs(row: dict, family: str) -> list[str]:
-    pairs = {
-        "short_long": ("positive_document", "hard_negative_document"),
-        "long_short": ("label", "misleading_label"),
-        "sts": ("S2", "S3"),
-        "bitext": ("S2", "S3"),
-    }
-    if family not in pairs:
+    pair = FAMILIES[family].distinct_pair
+    if pair is None:
         return []
-    a, b = (row.get(f) or "" for f in pairs[family])
+    a, b = (row.get(f) or "" for f in pair)
     if not a.strip() or abs(len(a) - len(b)) > 0.2 * max(len(a), len(b)) + 10:
         return []  # lengths too different to normalise to the same text: skip the costly check
     return ["positive_equals_negative"] if normalise(a) == normalise(b) else []
 
 
 def rule_query_copied(row: dict, family: str, section, unspaced: bool) -> list[str]:
-    pairs = {"short_long": ("user_query", "positive_document"), "short_short": ("input", "positive_document"),
-             "long_long": ("input", "positive_document"), "sts": ("S1", "S2")}
-    if family not in pairs:
+    roles = FAMILIES[family]
+    if roles.query_copy is None:
         return []
-    raw_query, raw_document = (row.get(f) or "" for f in pairs[family])
+    raw_query, raw_document = row.get(roles.query) or "", row.get(roles.positive) or ""
     words = normalise(raw_query).split()
     if not words or max(words, key=len) not in unicodedata.normalize("NFKC", raw_document).casefold():
         return []  # its longest word is not even in the document: no copy (cheap pre-check)
@@ -144,7 +126,7 @@ def rule_query_copied(row: dict, family: str, section, unspaced: bool) -> list[s
     if query == document:
         return ["query_copied"]
     long_enough = length_of(query, unspaced, section.unspaced_chars_per_word) >= section.min_copied_query_words
-    if family == "short_long" and long_enough and f" {query} " in f" {document} ":
+    if roles.query_copy == "contained" and long_enough and f" {query} " in f" {document} ":
         return ["query_copied"]
     return []
 
@@ -189,12 +171,12 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
     reasons = rule_fields_present(row, family)
     reasons += rule_lengths(row, family, section, unspaced)
     reasons += rule_distinct_pairs(row, family)
-    reasons += rule_query_copied(row, family, section, unspaced[FAMILIES[family].fields[0]])
+    reasons += rule_query_copied(row, family, section, unspaced[FAMILIES[family].query])
     reasons += rule_boilerplate(row, family)
     votes: list[tuple[str, str, str, float]] = []
     lid_language = accepted_as = None
     supports: list[float] = []
-    main = MAIN_FIELD[family]
+    main = FAMILIES[family].main_field
     short: dict[str, list[str]] = {}  # language -> its short fields
     voted: list[tuple[list[str], str, str, bool]] = []  # (fields, language, text, short) to vote on
     for name, code in languages.items():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from workbench.families import EXAMPLE_FIELDS, FAMILY_NAMES, PLACEHOLDER_COLUMNS
+from workbench.families import EXAMPLE_FIELDS, FAMILIES, FAMILY_NAMES, PLACEHOLDER_COLUMNS
 from workbench.languages import Language
 from workbench.tables import GENERATED
 
@@ -57,27 +57,35 @@ def _join(sentences: list[str], rng: random.Random, k: int) -> str:
     return " ".join(rng.sample(sentences, min(k, len(sentences))))
 
 
+def _texts(family: str, own: list[str], target: list[str], rng: random.Random, doc) -> list[str]:
+    """The family's field texts, in the order of ``Family.fields`` (real sentences, real paragraphs)."""
+    if family == "short_long":  # short query, long positive and negative
+        return [rng.choice(own), doc(), doc()]
+    if family == "long_short":  # long input, two short labels
+        label, misleading = rng.sample(own, 2)
+        short = (lambda s: s[:6]) if len(label.split()) == 1 and len(label) > 12 else (lambda s: " ".join(s.split()[:3]))
+        return [doc(), short(label), short(misleading)]
+    if family == "short_short":
+        return [rng.choice(own), rng.choice(own)]
+    if family == "long_long":
+        return [_join(own, rng, 20), _join(own, rng, 20)]
+    if family == "sts":
+        return rng.sample(own, 3)
+    if family == "bitext":  # the query in the language, the other fields in the target language
+        s2, s3 = rng.sample(target, 2)
+        return [rng.choice(own), s2, s3]
+    raise ValueError(f"no real-text recipe for family {family!r}: add one to workbench/testing/samples.py")
+
+
 def synthetic_row(code: str, family: str, index: int, own: list[str], target: list[str],
                   rng: random.Random, paragraphs: list[str] | None = None) -> dict:
     """One generated row (status ok) of ``family`` whose fields are real text in language ``code``."""
     row: dict[str, object] = dict.fromkeys((*PLACEHOLDER_COLUMNS, *EXAMPLE_FIELDS))
     doc = (lambda: rng.choice(paragraphs)) if paragraphs else (lambda: _join(own, rng, 8))
-    if family == "short_long":
-        row.update(user_query=rng.choice(own), positive_document=doc(), hard_negative_document=doc())
-    elif family == "long_short":
-        label, misleading = rng.sample(own, 2)
-        short = (lambda s: s[:6]) if len(label.split()) == 1 and len(label) > 12 else (lambda s: " ".join(s.split()[:3]))
-        row.update(input_text=doc(), label=short(label), misleading_label=short(misleading))
-    elif family == "short_short":
-        row.update(input=rng.choice(own), positive_document=rng.choice(own))
-    elif family == "long_long":
-        row.update(input=_join(own, rng, 20), positive_document=_join(own, rng, 20))
-    elif family == "sts":
-        s1, s2, s3 = rng.sample(own, 3)
-        row.update(S1=s1, S2=s2, S3=s3)
-    else:  # bitext: S1 in the language, S2/S3 in the target language
-        s2, s3 = rng.sample(target, 2)
-        row.update(S1=rng.choice(own), S2=s2, S3=s3, target_language="en" if code != "en" else "de")
+    roles = FAMILIES[family]
+    row.update(zip(roles.fields, _texts(family, own, target, rng, doc)))
+    if roles.cross_lingual:
+        row["target_language"] = "en" if code != "en" else "de"
     row.update(
         slot_id=f"{code}-{family}-{index:05d}",
         language=code,

@@ -38,7 +38,7 @@ from workbench.errors import TableError
 from workbench.families import FAMILIES
 from workbench.filter.dedup import find_duplicates
 from workbench.filter.lid import Ensemble
-from workbench.filter.rules import MAIN_FIELD, Verdict, check_row
+from workbench.filter.rules import Verdict, check_row
 from workbench.languages import Registry
 from workbench.processes import init_pool_worker, terminate_children
 from workbench.run import Run, StageResult, file_sha256, now
@@ -80,7 +80,7 @@ def _whole_example(row: dict) -> str | None:
 def _dedup_views(rows: list[dict], eligible: list[bool]) -> dict[str, list[str | None]]:
     """The texts dedup compares: the main field and the whole example, of rows that passed the rules."""
     return {
-        "query": [row.get(MAIN_FIELD[row["family"]]) if ok else None for row, ok in zip(rows, eligible)],
+        "query": [row.get(FAMILIES[row["family"]].main_field) if ok else None for row, ok in zip(rows, eligible)],
         "example": [_whole_example(row) if ok else None for row, ok in zip(rows, eligible)],
     }
 

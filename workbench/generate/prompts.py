@@ -75,7 +75,7 @@ def example_messages(slot: dict[str, Any], task: str | None, registry: Registry)
     language = registry.get(slot["language"])
     variables: dict[str, Any] = {k: v for k, v in slot.items() if v is not None}
     variables.update(language=language.name, note=language.prompt_note, task=task or "")
-    if slot["family"] == "bitext":
+    if FAMILIES[slot["family"]].cross_lingual:
         target = registry.get(slot["target_language"])
         variables.update(target_language=target.name, target_note=target.prompt_note)
     text = render(slot["family"], "example", variables)

@@ -5,7 +5,8 @@ Input: ``accepted/<lang>.parquet`` (filter stage; columns used: ``slot_id``, ``l
 (:data:`workbench.tables.TRAIN_RECORDS`), optionally ``train/hf_dataset/`` (an HF ``datasets``
 Dataset with the same columns).
 
-Mapping per family, as the E5-mistral paper uses its synthetic data (Wang et al. 2024, §3):
+Mapping per family, as the E5-mistral paper uses its synthetic data (Wang et al. 2024, §3); the
+roles are declared in :mod:`workbench.families` (``Family.query`` / ``positive`` / ``negative``):
 
 ==============  ===================================  ===================  =========================
 family          query (gets ``Instruct: {task}``)    positive             hard negative
@@ -20,8 +21,9 @@ bitext          ``S1``                               S2                   S3
 
 The instruction goes on the query only, for every family (paper §3.2: "We do not modify the
 document side with any instruction prefix."); see docs/train.md for the placement at eval time.
-STS and bitext prompts have no brainstormed task, so their instruction comes from
-``TrainSection.sts_instruction`` / ``bitext_instruction`` when the row's ``task`` is empty.
+STS and bitext prompts have no brainstormed task, so when the row's ``task`` is empty their
+instruction is the family's ``default_instruction``, overridable as ``train.sts_instruction`` /
+``train.bitext_instruction``.
 
 Rows missing a required field are not dropped silently: they are counted per reason and the counts
 go into the stage's manifest stats.
@@ -45,21 +47,11 @@ import polars as pl
 from workbench.config import TrainSection
 from workbench.encoder import QUERY_TEMPLATE, with_instruction  # noqa: F401  (the one query template)
 from workbench.errors import TableError, WorkbenchError
+from workbench.families import FAMILIES
 from workbench.run import Run, read_parquet_unchecked
 from workbench.tables import TRAIN_RECORDS, conform
 
 log = logging.getLogger(__name__)
-
-
-# family -> (query field, positive field, negative field or None, symmetric)
-FAMILY_MAP: dict[str, tuple[str, str, str | None, bool]] = {
-    "short_long": ("user_query", "positive_document", "hard_negative_document", False),
-    "long_short": ("input_text", "label", "misleading_label", False),
-    "short_short": ("input", "positive_document", None, False),
-    "long_long": ("input", "positive_document", None, False),
-    "sts": ("S1", "S2", "S3", True),
-    "bitext": ("S1", "S2", "S3", True),
-}
 
 
 @dataclass
@@ -115,10 +107,11 @@ def build_records(tables: dict[str, pl.DataFrame], config: TrainSection) -> Buil
     for code in sorted(tables):
         for row in tables[code].iter_rows(named=True):
             family = row.get("family")
-            if family not in FAMILY_MAP:
+            if family not in FAMILIES:
                 skipped[f"unknown family {family!r}"] += 1
                 continue
-            q_field, p_field, n_field, symmetric = FAMILY_MAP[family]
+            roles = FAMILIES[family]
+            q_field, p_field, n_field = roles.query, roles.positive, roles.negative
             query, positive = _text(row.get(q_field)), _text(row.get(p_field))
             negative = _text(row.get(n_field)) if n_field else None
             if query is None or positive is None:
@@ -126,11 +119,8 @@ def build_records(tables: dict[str, pl.DataFrame], config: TrainSection) -> Buil
                 continue
             instruction = _text(row.get("task"))
             if instruction is None:
-                if family == "sts":
-                    instruction = config.sts_instruction
-                elif family == "bitext":
-                    instruction = config.bitext_instruction
-                else:
+                instruction = config.default_instruction(roles)
+                if instruction is None:
                     skipped[f"{family}: empty task (instruction)"] += 1
                     continue
             if n_field and negative is None:
@@ -147,7 +137,7 @@ def build_records(tables: dict[str, pl.DataFrame], config: TrainSection) -> Buil
                     "query": with_instruction(instruction, query),
                     "positive": positive,
                     "negative": negative,
-                    "symmetric": symmetric,
+                    "symmetric": roles.symmetric,
                     "weight": float(weight),
                 }
             )
