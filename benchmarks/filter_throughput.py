@@ -1,7 +1,7 @@
 """Filter throughput on >= 50k synthetic-shaped examples assembled from real text.
 
 Examples: every task family's fields filled with real Tatoeba sentences and XQuAD paragraphs
-(:mod:`workbench.filter.samples`) in 12 languages over 7 scripts, written as real
+(:mod:`workbench.testing.samples`) in 12 languages over 7 scripts, written as real
 ``generated/<lang>.parquet`` tables in a temporary run directory. Measured in one run:
 
 * the whole filter stage (``run_filter``: read, rules, script check, LID ensemble, dedup, write),
@@ -31,7 +31,7 @@ from workbench.config import RunConfig  # noqa: E402
 from workbench.families import FAMILIES  # noqa: E402
 from workbench.filter.lid import Ensemble  # noqa: E402
 from workbench.filter.rules import check_row, field_languages  # noqa: E402
-from workbench.filter.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs  # noqa: E402
+from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs  # noqa: E402
 from workbench.filter.script import letter_count, script_share  # noqa: E402
 from workbench.filter.stage import _dedup_reasons, run_filter  # noqa: E402
 from workbench.languages import load_registry  # noqa: E402

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 from workbench.config import FilterSection  # noqa: E402
 from workbench.filter.lid import Ensemble  # noqa: E402
 from workbench.filter.rules import lid_reasons  # noqa: E402
-from workbench.filter.samples import tatoeba_sentences  # noqa: E402
+from workbench.testing.samples import tatoeba_sentences  # noqa: E402
 from workbench.filter.script import letter_count, script_share  # noqa: E402
 from workbench.languages import TIERS, load_registry  # noqa: E402
 

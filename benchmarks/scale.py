@@ -9,7 +9,7 @@ three are close), and lost / duplicated slots (planned slot ids vs generated/ ro
 the double answered more than once).
 
 (b) filter + audit: a run directory with ``--examples`` synthetic-shaped generated rows (default
-500,000; real Tatoeba/XQuAD text per language via :mod:`workbench.filter.samples`) spread over
+500,000; real Tatoeba/XQuAD text per language via :mod:`workbench.testing.samples`) spread over
 every generation language that has Tatoeba text; then ``workbench filter`` and ``workbench audit``
 as subprocesses. Reports each one's wall time, examples/s and peak RSS of its whole process tree
 (the filter's worker pool included).
@@ -169,7 +169,7 @@ stages = ["plan", "generate"]
 def filtering(args: argparse.Namespace, root: Path) -> None:
     import polars as pl
 
-    from workbench.filter.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
+    from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
     from workbench.languages import load_registry
     from workbench.run import Run
     from workbench.tables import GENERATED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from workbench.filter.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
+from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
 from workbench.languages import Registry
 from workbench.run import Run
 from workbench.tables import GENERATED

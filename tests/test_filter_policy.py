@@ -1,4 +1,4 @@
-"""The language policy (issue 13): strict by default, accept_also, every field checked, no tie accepted.
+"""The language policy: strict by default, accept_also, every field checked, no tie accepted.
 
 Real Tatoeba sentences (../shared/data/tatoeba) and the real LID models; the wrong-language
 answers a weak generator gives (the dominant neighbour, English) come from the OpenAI test double.
@@ -18,7 +18,7 @@ from workbench.errors import ConfigError
 from workbench.families import EXAMPLE_FIELDS, PLACEHOLDER_COLUMNS
 from workbench.filter.lid import Ensemble, Vote
 from workbench.filter.rules import check_row
-from workbench.filter.samples import generated_table, synthetic_rows, tatoeba_sentences
+from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences
 from workbench.filter.script import words
 from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
@@ -190,7 +190,7 @@ def _double_config(base_url: str, languages: list[str]):
 
 
 def test_generator_sliding_into_the_neighbour_is_rejected_and_audited(shared_data, tmp_path):
-    """The failure of issue 13: every answer in the dominant neighbour (be -> ru, gl -> es), from the double."""
+    """The reported failure: every answer in the dominant neighbour (be -> ru, gl -> es), from the double."""
     registry = load_registry()
     faults = Faults(rate_wrong_language=1.0, wrong_language_as="neighbour")
     with OpenAIDouble(shared_data, faults) as double:

@@ -9,9 +9,9 @@ from workbench.errors import ConfigError
 from workbench.filter.dedup import find_duplicates
 from workbench.filter.lid import Ensemble, lid176_path
 from workbench.filter.rules import REASONS, check_row
-from workbench.filter.samples import tatoeba_sentences, xquad_paragraphs
+from workbench.testing.samples import tatoeba_sentences, xquad_paragraphs
 from workbench.filter.script import script_share
-from workbench.families import EXAMPLE_FIELDS, PLACEHOLDER_COLUMNS
+from workbench.families import EXAMPLE_FIELDS, FAMILIES, PLACEHOLDER_COLUMNS
 from workbench.languages import load_registry
 
 # Real Tatoeba sentences (amh-eng pair 2 and 3, romanised by hand): Amharic in the Latin script.
@@ -97,10 +97,28 @@ def test_long_long_too_short(text, registry, ensemble, section):
 
 
 def test_every_reason_code_is_declared(text, registry, ensemble, section):
-    row = _swahili_short_long(text)
-    row.update(positive_document=LATIN_AMHARIC)
-    for reason in _reasons(row, registry, ensemble, section):
-        assert reason.split(":")[0] in REASONS
+    sw = text["sw"]
+    faulty = []
+    for change in (dict(positive_document=LATIN_AMHARIC), dict(hard_negative_document="  "),
+                   dict(user_query=" ".join(sw[300:340])), dict(user_query=sw[105]),
+                   dict(positive_document=" ".join(sw[100:112]) + " {query}"),
+                   dict(positive_document="I'm sorry, but I cannot help with that request. " + " ".join(sw[100:112])),
+                   dict(positive_document=" ".join(text["en"][100:112]))):
+        row = _swahili_short_long(text)
+        row.update(change)
+        faulty.append(row)
+    faulty.append(_row("am", "sts", S1=text["am"][1], S2=text["am"][2], S3=LATIN_AMHARIC))
+    faulty.append(_row("sw", "long_long", input=" ".join(sw[10:30]), positive_document=" ".join(sw[30:33])))
+    seen: set[str] = set()
+    for row in faulty:
+        reasons = _reasons(row, registry, ensemble, section)
+        assert reasons, row  # every faulty row is rejected, so the loop below is never empty
+        for reason in reasons:
+            code, _, field = reason.partition(":")
+            assert code in REASONS, reason
+            assert not field or set(field.split("+")) <= set(FAMILIES[row["family"]].fields), reason
+            seen.add(code)
+    assert len(seen) >= 8, seen
 
 
 def test_latin_script_amharic_is_rejected(text, registry, ensemble, section):

@@ -389,7 +389,7 @@ def test_broken_or_missing_template_names_the_file(tmp_path, monkeypatch):
         prompts.example_messages(slot, None, registry)
 
 
-# -- generation fidelity (issue 14 item 5) ---------------------------------------------------
+# -- generation fidelity ---------------------------------------------------------------------------
 def _example_prompt(family: str, **placeholders) -> str:
     registry = load_registry()
     slot = {"slot_id": f"de-{family}-00000", "language": "de", "family": family, "seed": 1, "target_language": "en",
@@ -513,7 +513,7 @@ def test_dry_run_is_sized_per_family_and_priced_for_the_batch_api(tmp_path):
         600 * direct.stats["brainstorm_requests"]
 
 
-# -- honest endings (issue 16 item 5) --------------------------------------------------------
+# -- honest endings --------------------------------------------------------------------------------
 class _NotAnAPI:
     """A plain HTTP server that is not an OpenAI API (a web page for everything, or http.server)."""
 

@@ -96,6 +96,17 @@ def test_whole_pipeline_trains_evaluates_and_reports(double, tmp_path):
     ndcg = results.filter(pl.col("metric") == "ndcg_at_10")
     assert ndcg.height == 3 and ndcg["value"].is_between(0, 100).all()
     assert (run.stage_dir("train") / "model" / "workbench_encoder.json").is_file()
+    # fine-tuning changed the model: the exported embedder no longer encodes like the base MiniLM
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from workbench.encoder import minilm_path
+
+    texts = ["Who won the Super Bowl?", "Der Rhein fließt durch Basel.", "A cat sleeps on the warm stone."]
+    base = SentenceTransformer(str(minilm_path()), device="cpu").encode(texts, normalize_embeddings=True)
+    tuned = SentenceTransformer(str(run.stage_dir("train") / "model"), device="cpu").encode(texts, normalize_embeddings=True)
+    assert base.shape == tuned.shape
+    assert np.abs(base - tuned).max() > 1e-4, "the trained model encodes exactly like the base model"
     html = (run.stage_dir("report") / "index.html").read_text(encoding="utf-8")
     assert "minilm-ft" in html and "<img" in html
     assert {o.state for o in run_pipeline(run, config, registry)} == {"skipped"}

@@ -13,6 +13,7 @@ import torch
 from workbench.config import RunConfig, TrainSection
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.run import Run
+from workbench.tables import ACCEPTED
 from workbench.train import data as train_data
 from workbench.train.loss import info_nce
 from workbench.train.model import last_token_pool, load_model, tokenize
@@ -118,9 +119,7 @@ def test_no_accepted_data_is_one_clear_error(tmp_path, tiny):
     with pytest.raises(WorkbenchError, match="no accepted data"):
         run_train(run, train_config(tiny), None)
     (run.root / "accepted").mkdir()
-    pl.DataFrame({"slot_id": [], "language": [], "family": [], "task": []},
-                 schema={c: pl.Utf8 for c in ("slot_id", "language", "family", "task")}).write_parquet(
-        run.root / "accepted" / "en.parquet")
+    run.write_table("accepted", "en", pl.DataFrame(schema=ACCEPTED), ACCEPTED)
     with pytest.raises(WorkbenchError, match="all empty"):
         run_train(run, train_config(tiny), None)
 

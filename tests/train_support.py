@@ -8,7 +8,8 @@ import polars as pl
 
 from workbench.config import RunConfig
 from workbench.run import Run
-from workbench.train.tiny import build_tiny_mistral
+from workbench.tables import ACCEPTED
+from workbench.testing.tiny import build_tiny_mistral
 
 
 def tatoeba(shared_data: Path, pair: str = "deu", n: int = 300) -> tuple[list[str], list[str]]:
@@ -31,6 +32,7 @@ def accepted_run(root: Path, shared_data: Path, n: int = 200) -> Run:
     run = Run.create(root)
     rows = [
         {
+            **dict.fromkeys(ACCEPTED),
             "slot_id": f"en-{i:05d}",
             "language": "en",
             "family": "short_long",
@@ -38,12 +40,13 @@ def accepted_run(root: Path, shared_data: Path, n: int = 200) -> Run:
             "user_query": text,
             "positive_document": text,
             "hard_negative_document": eng[(i + 1) % len(eng)],
+            "status": "ok",
             "reasons": [],
+            "lid_votes": [],
         }
         for i, text in enumerate(eng)
     ]
-    (run.root / "accepted").mkdir(parents=True, exist_ok=True)
-    pl.DataFrame(rows).write_parquet(run.root / "accepted" / "en.parquet")
+    run.write_table("accepted", "en", pl.DataFrame(rows, schema=ACCEPTED), ACCEPTED)  # schema-checked, as the filter writes it
     return run
 
 

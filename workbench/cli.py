@@ -157,7 +157,7 @@ def _split(values: Optional[list[str]]) -> list[str]:
     return [token for value in values or [] for token in value.replace(",", " ").split()]
 
 
-# --- languages (issue 3) --------------------------------------------------------------------
+# --- languages -------------------------------------------------------------------------------
 @app.command()
 def languages(
     tier: Annotated[Optional[str], typer.Option(help="high, mid or low")] = None,
@@ -238,7 +238,7 @@ def languages(
     console.print(table)
 
 
-# --- plan (issue 3) -------------------------------------------------------------------------
+# --- plan ------------------------------------------------------------------------------------
 @app.command()
 def plan(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory (created if missing)")],
@@ -256,7 +256,7 @@ def plan(
     from workbench.runconfig import resolve_run_config
 
     updates: dict[str, object] = {}
-    if from_report is not None or budget is not None:  # report stage (issue 8): next round from gaps
+    if from_report is not None or budget is not None:  # report stage: next round from gaps
         from workbench.report.next_plan import plan_updates_from_report
 
         if from_report is None:
@@ -306,7 +306,7 @@ def _print_plan_summary(run) -> None:
     console.print(table)
 
 
-# --- generate, batch, serve (issue 4) -------------------------------------------------------
+# --- generate, batch, serve ------------------------------------------------------------------
 @app.command()
 def generate(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory with a plan (see 'workbench plan')")],
@@ -586,10 +586,7 @@ def serve(
         server.stop()
 
 
-
-
-
-# --- filter, audit (issue 5) ----------------------------------------------------------------
+# --- filter, audit ---------------------------------------------------------------------------
 @app.command("filter")
 def filter_command(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory with generated/<lang>.parquet")],
@@ -646,7 +643,7 @@ def audit(
     console.print(f"audit {state}: {run.root / 'audit' / 'index.html'}")
 
 
-# --- train (issue 6) ------------------------------------------------------------------------
+# --- train -----------------------------------------------------------------------------------
 @app.command()
 def train(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory with accepted/ tables")],
@@ -736,9 +733,7 @@ def train(
     )
 
 
-
-
-# --- eval (issue 7) -------------------------------------------------------------------------
+# --- eval ------------------------------------------------------------------------------------
 
 @app.command("eval")
 def eval_command(
@@ -825,10 +820,7 @@ def eval_command(
                           soft_wrap=True)
 
 
-
-
-
-# --- report (issue 8) -----------------------------------------------------------------------
+# --- report ----------------------------------------------------------------------------------
 def _print_proposal(proposal) -> None:
     """The next-round quotas that 'plan --from-report' is about to plan."""
     table = Table(title="proposed quotas (from the gap report)")
@@ -895,8 +887,6 @@ def report(
     console.print(f"report written: {out / 'index.html'} (focus: {result.stats['focus']})")
 
 
-
-
 # --- export: the accepted data as JSONL + dataset card; optional Hub upload ----------------------
 @app.command("export")
 def export_command(
@@ -923,7 +913,7 @@ def export_command(
         console.print(f"model pushed: {push(model_dir, push_model_to_hub, 'model', private=private)}", highlight=False)
 
 
-# --- run, status (issue 9) ------------------------------------------------------------------
+# --- run, status -----------------------------------------------------------------------------
 @app.command("run")
 def run_command(
     config_file: Annotated[Path, typer.Argument(metavar="CONFIG", help="run config TOML (see examples/)")],
@@ -982,8 +972,6 @@ def status(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run dire
         table.add_row(row["stage"], row["status"], str(row["tables"]), str(row["rows"]), cost,
                       row["finished_at"] or "")
     console.print(table)
-
-
 
 
 if __name__ == "__main__":

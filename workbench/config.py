@@ -69,7 +69,7 @@ class RunSection(Section):
         return quotas
 
 
-# --- generate (issue 4) ---------------------------------------------------------------------
+# --- generate --------------------------------------------------------------------------------
 StructuredMode = Literal["auto", "json_schema", "llamacpp", "json_object", "none"]
 
 
@@ -145,7 +145,7 @@ class GenerateSection(Section):
         return value.rstrip("/")
 
 
-# --- filter (issue 5) -----------------------------------------------------------------------
+# --- filter ----------------------------------------------------------------------------------
 LidMemberName = Literal["fasttext_lid176", "cld2", "langid", "langdetect", "extra"]
 
 
@@ -215,7 +215,7 @@ class FilterSection(Section):
         return limits
 
 
-# --- train (issue 6) ------------------------------------------------------------------------
+# --- train -----------------------------------------------------------------------------------
 class TrainSection(Section):
     """Fine-tuning an embedder on accepted/ (E5-mistral recipe defaults, Wang et al. 2024 §4.1).
 
@@ -278,7 +278,7 @@ class TrainSection(Section):
         return weights
 
 
-# --- eval (issue 7) -------------------------------------------------------------------------
+# --- eval ------------------------------------------------------------------------------------
 EvalTask = Literal["miracl", "xquad", "beir"]
 
 
@@ -311,7 +311,7 @@ class EvalSection(Section):
         return languages
 
 
-# --- report (issue 8) -----------------------------------------------------------------------
+# --- report ----------------------------------------------------------------------------------
 class ReportSection(Section):
     """``[report]``: which results and audit the gap report reads and what it compares against.
 
@@ -340,7 +340,7 @@ class ReportSection(Section):
         return paths
 
 
-# --- pipeline (issue 9) ---------------------------------------------------------------------
+# --- pipeline --------------------------------------------------------------------------------
 PipelineStage = Literal["plan", "generate", "filter", "audit", "train", "eval", "report"]
 
 

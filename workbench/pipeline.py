@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,6 @@ class StageOutcome:
     stage: str
     state: str  # ran | skipped | not selected
     seconds: float = 0.0
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 def _digest(run: Run, config: RunConfig, stage: str) -> str:

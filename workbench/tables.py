@@ -76,11 +76,7 @@ def conform(df: pl.DataFrame, schema: Schema, where: str) -> pl.DataFrame:
         raise TableError(f"column types do not match the declared schema: {first}", where=where) from None
 
 
-def empty(schema: Schema) -> pl.DataFrame:
-    return pl.DataFrame(schema=schema)
-
-
-# --- filter / audit (issue 5) ---------------------------------------------------------------
+# --- filter / audit --------------------------------------------------------------------------
 # One LID vote: which member said what about which field of the example.
 LID_VOTE = pl.Struct({"field": pl.Utf8(), "member": pl.Utf8(), "label": pl.Utf8(), "prob": pl.Float64()})
 
@@ -123,7 +119,7 @@ AUDIT_SUMMARY: Schema = {
 }
 
 
-# --- eval (issue 7) -------------------------------------------------------------------------
+# --- eval ------------------------------------------------------------------------------------
 # eval/results.parquet: one row per (system, task, language, metric). Values are in percent
 # (nDCG@10 = 40.6 means 0.406) so they compare directly with published tables.
 EVAL_RESULTS: Schema = {
@@ -159,7 +155,7 @@ EVAL_PER_QUERY: Schema = {
 }
 
 
-# --- report (issue 8) -----------------------------------------------------------------------
+# --- report ----------------------------------------------------------------------------------
 # report/scores.parquet: one row per (MIRACL language, system or reference point, metric).
 REPORT_SCORES: Schema = {
     "language": pl.Utf8(),
@@ -233,7 +229,7 @@ REPORT_COMPARE: Schema = {
 }
 
 
-# --- train (issue 6) ------------------------------------------------------------------------
+# --- train -----------------------------------------------------------------------------------
 # train/records.parquet: one row per training triple built from an accepted example.
 # ``query`` already carries the instruction ("Instruct: ...\nQuery: ..."); symmetric families (sts,
 # bitext) carry it on the positive and negative as well. ``negative`` is null where the family has

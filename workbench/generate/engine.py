@@ -108,8 +108,8 @@ def run_generate(run: Run, config: RunConfig, registry: Registry, *, dry_run: bo
                  base_url: str | None = None) -> StageResult:
     """Run (or resume) generation for every planned language; see the module docstring.
 
-    ``base_url`` overrides the config's (the CLI passes the embedded server's URL here when
-    ``base_url = "local"``). With ``batch=True`` requests go through the Batch API
+    ``base_url`` overrides the config's. With ``base_url = "local"`` (and no override) this call
+    starts the embedded llama.cpp server and runs again against its URL. With ``batch=True`` requests go through the Batch API
     (:mod:`workbench.generate.batch`) and the call returns after submitting or collecting.
     """
     section = config.generate

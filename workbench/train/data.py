@@ -49,7 +49,7 @@ from workbench.encoder import QUERY_TEMPLATE, with_instruction  # noqa: F401  (t
 from workbench.errors import TableError, WorkbenchError
 from workbench.families import FAMILIES
 from workbench.run import Run, read_parquet_unchecked
-from workbench.tables import TRAIN_RECORDS, conform
+from workbench.tables import ACCEPTED, TRAIN_RECORDS, conform
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,11 @@ def read_accepted(run: Run) -> dict[str, pl.DataFrame]:
     for code in codes:
         path = run.table_path("accepted", code)
         df = read_parquet_unchecked(path, fix="the file is corrupt or truncated; re-run 'workbench filter'")
-        needed = {"slot_id", "language", "family", "task"}
-        missing = sorted(needed - set(df.columns))
-        if missing:
-            raise TableError(f"missing column(s) {', '.join(missing)}", where=str(path),
-                             fix="the table was not written by the filter stage")
-        tables[code] = df
+        try:
+            tables[code] = conform(df, ACCEPTED, where=str(path))
+        except TableError as err:
+            raise TableError(err.message, where=str(path), fix="the table was not written by the filter stage; "
+                             "re-run 'workbench filter'") from None
     if sum(df.height for df in tables.values()) == 0:
         raise WorkbenchError(
             f"no accepted data: {len(tables)} accepted table(s), all empty",
