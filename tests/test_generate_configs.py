@@ -103,7 +103,7 @@ def test_workbench_run_uses_the_batch_api_end_to_end_and_resumes(shared_data, tm
 def test_example_config_plans_and_dry_runs(path, tmp_path):
     """Each shipped config: load, plan, dry-run generate (nothing sent), up to where the network or a GPU
     is needed. Configs over all 93 languages are planned for three of them, to keep the test small."""
-    from workbench.pipeline import _eval_systems
+    from workbench.stages import eval_systems as _eval_systems
 
     requested = load_config(path)
     overrides = None

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from workbench.errors import WorkbenchError
 from workbench.run import command_scope
+from workbench.stages import STAGE_NAMES
 
 app = typer.Typer(
     name="workbench",
@@ -914,7 +915,8 @@ def export_command(
 
 
 # --- run, status -----------------------------------------------------------------------------
-@app.command("run")
+@app.command("run", help="Run the whole pipeline from one config ("
+             + " → ".join(STAGE_NAMES) + "); stages whose inputs are unchanged are skipped.")
 def run_command(
     config_file: Annotated[Path, typer.Argument(metavar="CONFIG", help="run config TOML (see examples/)")],
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="default: runs/<[run] name>")] = None,

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from workbench.errors import ConfigError
 from workbench.families import FAMILIES, FAMILY_NAMES, Family
+from workbench.stages import STAGE_NAMES
 
 
 class Section(BaseModel):
@@ -341,7 +342,7 @@ class ReportSection(Section):
 
 
 # --- pipeline --------------------------------------------------------------------------------
-PipelineStage = Literal["plan", "generate", "filter", "audit", "train", "eval", "report"]
+PipelineStage = Literal[STAGE_NAMES]  # declared once, in workbench/stages.py
 
 
 class PipelineSection(Section):
@@ -352,7 +353,7 @@ class PipelineSection(Section):
     """
 
     stages: list[PipelineStage] = Field(
-        default_factory=lambda: ["plan", "generate", "filter", "audit", "train", "eval", "report"]
+        default_factory=lambda: list(STAGE_NAMES)
     )
     eval_systems: list[Literal["bm25", "base", "trained"]] = Field(
         default_factory=lambda: ["bm25", "base", "trained"]

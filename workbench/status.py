@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.run import Run
-
-STAGE_ORDER = ("plan", "generate", "filter", "audit", "train", "eval", "report")
+from workbench.stages import STAGE_NAMES as STAGE_ORDER  # pipeline order, declared once
 
 
 def resume_command(run: Run, stage: str) -> str:

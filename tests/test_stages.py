@@ -1,0 +1,32 @@
+"""The stage declaration is the one list of stages: its entries exist, and run/status/config follow it."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from workbench.config import PipelineSection, RunConfig, parse_config
+from workbench.errors import ConfigError
+from workbench.run import Run
+from workbench.stages import STAGE_NAMES, STAGES
+from workbench.status import run_status
+
+
+def test_every_declared_entry_is_a_function_and_reads_only_earlier_stages():
+    seen: list[str] = []
+    for stage in STAGES:
+        module, _, function = stage.entry.partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), stage.entry
+        assert set(stage.reads) <= set(seen), f"{stage.name} reads a later stage: {stage.reads}"
+        assert stage.sections and set(stage.sections) <= set(RunConfig.model_fields), stage.sections
+        seen.append(stage.name)
+    assert len(set(seen)) == len(seen)
+
+
+def test_config_status_and_pipeline_order_come_from_the_declaration(tmp_path):
+    assert PipelineSection().stages == list(STAGE_NAMES)
+    with pytest.raises(ConfigError, match="pipeline.stages"):
+        parse_config({"pipeline": {"stages": ["plan", "trian"]}}, where="test")
+    run = Run.create(tmp_path / "run")
+    assert [row["stage"] for row in run_status(run.root)] == list(STAGE_NAMES)
