@@ -10,7 +10,7 @@ backward through frozen weights with LoRA ≈ the forward's matmuls again for ac
 (2·N·T) plus 2x the attention forward. Peak: ``--peak-tflops`` (H100 SXM dense bf16: 989).
 
 It uses the stage's own pieces (``workbench.train.model.Embedder``, peft LoRA config,
-``workbench.train.trainer._build_engine`` / ``_setup_distributed``, ``workbench.train.loss.info_nce``)
+``workbench.train.zero.build_engine`` / ``workbench.train.distributed.setup_distributed``, ``workbench.train.loss.info_nce``)
 on random token ids, so the numbers are those of ``workbench train``'s step.
 
     python benchmarks/train_gpu.py --batch-sizes 8,16,32 --stage zero3 --out train_gpu.json
@@ -93,9 +93,10 @@ def main() -> int:
 
     from workbench.config import TrainSection
     from workbench.train.loss import info_nce
-    from workbench.train.trainer import _build_engine, _setup_distributed
+    from workbench.train.distributed import setup_distributed
+    from workbench.train.zero import build_engine
 
-    dist = _setup_distributed(args.stage != "none")
+    dist = setup_distributed(args.stage != "none")
     cuda = dist.device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
     rows = []
@@ -106,7 +107,7 @@ def main() -> int:
         tc = TrainSection(model="random", deepspeed=args.stage, batch_size=batch, steps=1000, warmup_steps=100,
                           precision="bf16" if cuda else "fp32", max_length=max(args.query_length, args.doc_length))
 
-        class Loaded:  # what _build_engine reads
+        class Loaded:  # what build_engine reads
             pass
 
         loaded = Loaded()
@@ -114,7 +115,7 @@ def main() -> int:
         row = {"stage": args.stage, "gpus": dist.world_size, "batch": batch,
                "query_len": args.query_length, "doc_len": args.doc_length, "device": str(dist.device)}
         try:
-            engine, opt, sched = _build_engine(tc, loaded, dist, bf16=cuda)
+            engine, opt, sched = build_engine(tc, loaded, dist, bf16=cuda)
             gen = torch.Generator(device="cpu").manual_seed(1)
 
             def ids(n, length):

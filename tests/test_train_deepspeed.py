@@ -96,18 +96,21 @@ def test_saved_adapter_reloads_to_the_same_embeddings(tmp_path, tiny, shared_dat
 
     from workbench.train import data as train_data
     from workbench.train.model import Embedder, load_model, tokenize
-    from workbench.train.trainer import DistState, _build_engine, _Batch, _Loop, _setup_distributed, save_trainable
+    from workbench.train.distributed import setup_distributed
+    from workbench.train.export import save_trainable
+    from workbench.train.loop import Batch, Loop
+    from workbench.train.zero import build_engine
 
     tc = train_config(tiny, deepspeed="zero3", steps=3).train
-    dist = _setup_distributed(True)
+    dist = setup_distributed(True)
     loaded = load_model(tiny, lora_dropout=0.0)
-    engine, opt, sched = _build_engine(tc, loaded, dist, bf16=False)
-    loop = _Loop(tc, loaded, dist, engine, opt, sched)
+    engine, opt, sched = build_engine(tc, loaded, dist, bf16=False)
+    loop = Loop(tc, loaded, dist, engine, opt, sched)
     run = accepted_run(tmp_path / "run", shared_data, n=32)
     records = train_data.build_records(train_data.read_accepted(run), tc).records
     for start in (0, 16):
         rows = records.slice(start, 16)
-        loop.step(_Batch(rows["query"].to_list(), rows["positive"].to_list(), rows["negative"].to_list(), [True] * 16))
+        loop.step(Batch(rows["query"].to_list(), rows["positive"].to_list(), rows["negative"].to_list(), [True] * 16))
     texts = ["Instruct: Find the sentence\nQuery: Tom is here.", "I love you.", "Wo ist der Bahnhof?"]
     batch = tokenize(loaded.tokenizer, texts, 48, add_eos=True)
     engine.eval()

@@ -76,7 +76,9 @@ def hard_negative_step_worker(rank: int, world: int, port: int, model: str, quer
 
     from workbench.config import TrainSection
     from workbench.train.model import load_model
-    from workbench.train.trainer import DistState, _Batch, _build_engine, _Loop
+    from workbench.train.distributed import DistState
+    from workbench.train.loop import Batch, Loop
+    from workbench.train.zero import build_engine
 
     torch.set_num_threads(1)
     if world > 1:
@@ -87,11 +89,11 @@ def hard_negative_step_worker(rank: int, world: int, port: int, model: str, quer
     torch.manual_seed(0)
     loaded = load_model(model, lora_dropout=0.0, gradient_checkpointing=False)
     state = DistState(rank, world, rank, torch.device("cpu"))
-    engine, optimizer, scheduler = _build_engine(tc, loaded, state, bf16=False)
-    loop = _Loop(tc, loaded, state, engine, optimizer, scheduler)
+    engine, optimizer, scheduler = build_engine(tc, loaded, state, bf16=False)
+    loop = Loop(tc, loaded, state, engine, optimizer, scheduler)
     local = len(queries) // world
     part = slice(rank * local, (rank + 1) * local)
-    loss, _ = loop.step(_Batch(queries[part], positives[part], negatives[part], mask[part]))
+    loss, _ = loop.step(Batch(queries[part], positives[part], negatives[part], mask[part]))
     results.put((rank, loss))
     if world > 1:
         torch.distributed.destroy_process_group()
