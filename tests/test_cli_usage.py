@@ -253,7 +253,7 @@ def test_progress_line_has_elapsed_and_eta():
 
 def test_progress_prints_plain_lines_when_not_a_terminal():
     buffer = io.StringIO()
-    view = cli._GenerateProgress(Console(file=buffer, force_terminal=False, width=300), every_s=3600)
+    view = cli.GenerateProgress(Console(file=buffer, force_terminal=False, width=300), every_s=3600)
     assert view.live is None
     with view:
         view.update(_progress(1, 4, 1))
@@ -263,7 +263,7 @@ def test_progress_prints_plain_lines_when_not_a_terminal():
     assert lines[0].startswith("examples: 1/4 slots") and lines[1].startswith("examples: 2/4 slots")
     assert "\x1b[" not in buffer.getvalue()
     every_time = io.StringIO()
-    with cli._GenerateProgress(Console(file=every_time, force_terminal=False), every_s=0) as view:
+    with cli.GenerateProgress(Console(file=every_time, force_terminal=False), every_s=0) as view:
         for done in range(3):
             view.update(_progress(done, 4, 1))
     assert len(every_time.getvalue().splitlines()) == 3  # the closing line repeats the last one, so it is not printed again

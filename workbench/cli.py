@@ -18,9 +18,19 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from workbench.cli_errors import click_exception_types, is_connection_error, print_error, usage_error_line
+from workbench.cli_render import (  # noqa: F401  (progress_line: reached as workbench.cli.progress_line)
+    GenerateProgress,
+    console,
+    err_console,
+    print_dry_run,
+    print_generate_summary,
+    print_plan_summary,
+    print_proposal,
+    progress_line,
+)
 from workbench.errors import WorkbenchError
 from workbench.run import command_scope
 from workbench.stages import STAGE_NAMES
@@ -33,8 +43,6 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # help renders literally: PATH[@SYSTEM], runs/<[run] name>
 )
-console = Console()
-err_console = Console(stderr=True)
 
 
 def _stop_like_ctrl_c_on_sigterm() -> None:
@@ -56,7 +64,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except WorkbenchError as err:
-        _print_error(err.line())
+        print_error(err.line())
         sys.exit(2)
     except typer.Abort:
         err_console.print("aborted")
@@ -67,91 +75,27 @@ def main() -> None:
     except OSError as err:  # a write outside the run-directory helpers (those raise WorkbenchError)
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise
-        _print_error(f"{err.filename or 'writing'}: {err.strerror} (free space or fix permissions, then re-run the "
+        print_error(f"{err.filename or 'writing'}: {err.strerror} (free space or fix permissions, then re-run the "
                      "same command; finished work is kept)")
         sys.exit(2)
     except sqlite3.OperationalError as err:
         if "full" not in str(err):
             raise
-        _print_error(f"request cache: {err} (free space on the run directory's disk, then re-run the same command; "
+        print_error(f"request cache: {err} (free space on the run directory's disk, then re-run the same command; "
                      "finished requests are kept)")
         sys.exit(2)
     except Exception as err:  # usage errors (unknown option, bad value, missing argument, unknown command)
-        exit_types, usage_types = _click_exception_types()
+        exit_types, usage_types = click_exception_types()
         if isinstance(err, exit_types):
             sys.exit(getattr(err, "exit_code", 0))
         if isinstance(err, usage_types):
-            _print_error(usage_error_line(err))
+            print_error(usage_error_line(err))
             sys.exit(2)
-        if _is_connection_error(err):  # a network failure no stage turned into its own line
-            _print_error(f"cannot reach the server ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else 'no answer'}) "
+        if is_connection_error(err):  # a network failure no stage turned into its own line
+            print_error(f"cannot reach the server ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else 'no answer'}) "
                          "(check the network and --base-url / base_url, then re-run the same command; finished work is kept)")
             sys.exit(2)
         raise
-
-
-def _is_connection_error(err: BaseException) -> bool:
-    """openai's and httpx's connection-level errors (refused, DNS, TLS, timeout), by class."""
-    for module, name in (("openai", "APIConnectionError"), ("httpx", "TransportError")):
-        found = getattr(sys.modules.get(module), name, None)
-        if found is not None and isinstance(err, found):
-            return True
-    return False
-
-
-def _print_error(line: str) -> None:
-    from rich.text import Text
-
-    # a Text, not markup: messages quote user input and config syntax such as [generate]
-    err_console.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True)
-
-
-def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    """(exit, error) exception classes of whichever click typer uses.
-
-    typer >= 0.20 vendors click as ``typer._click`` with its own exception classes, so the
-    standalone ``click``'s never match there; older typer raises the standalone ones.
-    """
-    exits: list[type] = [typer.Exit]
-    errors: list[type] = []
-    try:
-        from typer._click import exceptions as vendored
-
-        errors.append(vendored.ClickException)
-    except ImportError:
-        pass
-    try:
-        import click
-
-        exits.append(click.exceptions.Exit)
-        errors.append(click.exceptions.ClickException)
-    except ImportError:
-        pass
-    return tuple(exits), tuple(errors)
-
-
-def usage_error_line(err: Exception) -> str:
-    """One line for a click usage error: what was wrong, the closest valid spelling, where to look."""
-    import difflib
-
-    ctx = getattr(err, "ctx", None)
-    path = ctx.command_path if ctx is not None else "workbench"
-    help_hint = f"see '{path} --help'"
-    kind = type(err).__name__
-    if kind == "NoArgsIsHelpError" and ctx is not None:
-        names = ", ".join(ctx.command.list_commands(ctx))
-        return f"{path}: no command given (one of: {names}; {help_hint})"
-    if kind == "NoSuchOption":
-        possible = sorted(getattr(err, "possibilities", None) or [])
-        hint = f"did you mean {' or '.join(possible)}?" if possible else help_hint
-        return f"{path}: no such option {err.option_name} ({hint})"  # type: ignore[attr-defined]
-    message = err.format_message() if hasattr(err, "format_message") else str(err)
-    if message.startswith("No such command") and ctx is not None and hasattr(ctx.command, "list_commands"):
-        typed = message.split("'")[1] if message.count("'") >= 2 else ""
-        close = difflib.get_close_matches(typed, ctx.command.list_commands(ctx), n=2, cutoff=0.6)
-        hint = f"did you mean {' or '.join(close)}?" if close else help_hint
-        return f"{path}: no such command '{typed}' ({hint})"
-    return f"{path}: {message.rstrip('.')} ({help_hint})"
 
 
 def _split(values: Optional[list[str]]) -> list[str]:
@@ -265,7 +209,7 @@ def plan(
         proposed, proposal = plan_updates_from_report(
             from_report, budget, load_registry(), {"--languages": language, "--quota": quota})
         updates.update(proposed)
-        _print_proposal(proposal)
+        print_proposal(proposal)
     if language:
         updates["languages"] = _split(language)
     if quota is not None:
@@ -279,32 +223,11 @@ def plan(
     run, config = resolve_run_config(run_dir, config_file, {"run": updates})
     registry = load_registry()
     result = run_plan(run, config, registry)
-    _print_plan_summary(run)
+    print_plan_summary(run)
     for code, reason in result.stats.get("left_out", {}).items():
         err_console.print(f"left out {code}: {reason}")
     state = "already current, nothing rewritten" if result.skipped else "written"
     console.print(f"plan {state}: {sum(result.outputs.values())} slots in {run.root / 'plan'}")
-
-
-def _print_plan_summary(run) -> None:
-    import polars as pl
-
-    from workbench.families import FAMILY_NAMES
-    from workbench.plan import read_plan
-
-    tables = read_plan(run)
-    if not tables:
-        return
-    counts = pl.concat(tables.values()).group_by("language", "family").len()
-    table = Table(title=f"plan: {run.root}")
-    table.add_column("language")
-    for name in FAMILY_NAMES:
-        table.add_column(name, justify="right")
-    table.add_column("total", justify="right")
-    for code in sorted(tables):
-        per = {r["family"]: r["len"] for r in counts.filter(pl.col("language") == code).iter_rows(named=True)}
-        table.add_row(code, *[str(per.get(n, 0)) for n in FAMILY_NAMES], str(sum(per.values())))
-    console.print(table)
 
 
 # --- generate, batch, serve ------------------------------------------------------------------
@@ -341,187 +264,18 @@ def generate(
     batch = batch or config.generate.batch
     if dry_run:
         result = run_generate(run, config, registry, dry_run=True, batch=batch)
-        _print_dry_run(result.stats)
+        print_dry_run(result.stats)
         return
     from workbench.generate.engine import generation_notice, unfinished_summary
 
     if notice := generation_notice(config):
         err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
-    with _GenerateProgress() as progress:
+    with GenerateProgress() as progress:
         result = run_generate(run, config, registry, batch=batch, retry_failed=retry_failed, progress=progress.update)
-    _print_generate_summary(result)
+    print_generate_summary(result)
     if result.stats.get("transport_unfinished"):  # exit 2: the run is not done, and says how to finish it
         raise WorkbenchError(f"generation incomplete: {unfinished_summary(result.stats)}", where=str(run.root),
                              fix=f"re-run 'workbench generate {run_dir}' to resume; finished requests are not sent again")
-
-
-def _print_dry_run(stats: dict) -> None:
-    table = Table(title=f"dry run: {stats['model']} (nothing sent)")
-    table.add_column("language")
-    table.add_column("requests", justify="right")
-    for code, info in sorted(stats["per_language"].items()):
-        table.add_row(code, str(info["requests"]))
-    console.print(table)
-    cost = f"${stats['est_cost_usd']:,.4f}" if stats["price_known"] else "unknown (no price for this model in generate.prices)"
-    console.print(f"requests: {stats['requests']} ({stats['brainstorm_requests']} brainstorm, "
-                  f"{stats['example_requests']} examples; {stats['already_cached']} already cached)\n"
-                  f"estimated tokens: {stats['est_prompt_tokens']:,} prompt + {stats['est_completion_tokens']:,} completion\n"
-                  f"max_tokens per example request: " + ", ".join(
-                      f"{family} {low}-{high}" if low != high else f"{family} {low}"
-                      for family, (low, high) in stats.get("max_tokens_by_family", {}).items()) + "\n"
-                  f"estimated cost: {cost}" + (" (Batch API price)" if stats.get("batch") else ""),
-                  highlight=False, markup=False)
-
-
-class _GenerateProgress:
-    """The engine's counters: a rich live view (per-language bars, rate, errors, tokens, cost, ETA) on a
-    terminal; elsewhere (a log file, CI) one plain line every ``every_s`` seconds and one at the end.
-
-    The live view draws on stderr; plain lines go to stdout, so a failing command's stderr stays the
-    one ``error:`` line.
-    """
-
-    def __init__(self, output: Console | None = None, every_s: float = 30.0) -> None:
-        from rich.live import Live
-
-        self.console = output or (err_console if err_console.is_terminal else console)
-        self.every_s = every_s
-        self.last_line: str | None = None
-        self.state = None
-        self.closed = False
-        self.last_line_at: float | None = None
-        self.live = (Live(get_renderable=self._render, console=self.console, refresh_per_second=4, transient=True)
-                     if self.console.is_terminal else None)
-
-    def __enter__(self) -> "_GenerateProgress":
-        self._start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _start(self) -> None:
-        if self.live is not None and not self.live.is_started and not self.closed:
-            self.live.start(refresh=True)
-
-    def close(self) -> None:
-        """Stop the live view, or print the last plain line; later updates are ignored."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.live is not None:
-            if self.live.is_started:
-                self.live.stop()
-        elif self.state is not None:
-            self._print_line()
-
-    def update(self, state) -> None:
-        import time
-
-        if self.closed:
-            return
-        self.state = state
-        if self.live is not None:
-            self._start()  # `workbench run` starts the view at generate's first update
-        elif self.last_line_at is None or time.monotonic() - self.last_line_at >= self.every_s:
-            self._print_line()
-
-    def _print_line(self) -> None:
-        import time
-
-        self.last_line_at = time.monotonic()
-        line = progress_line(self.state)
-        if line != self.last_line:  # the closing line repeats nothing already printed
-            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
-            self.last_line = line
-
-    def _render(self):
-        from rich.console import Group
-        from rich.progress_bar import ProgressBar
-        from rich.text import Text
-
-        state = self.state
-        if state is None:
-            return Text("starting…")
-        table = Table(box=None, show_header=True, pad_edge=False)
-        for column in ("language", "", "done", "ok", "failed"):
-            table.add_column(column, justify="right" if column in ("done", "ok", "failed") else "left")
-        codes = sorted(state.planned)
-        shown = codes if len(codes) <= 12 else sorted(codes, key=lambda c: state.done[c] / max(1, state.planned[c]))[:12]
-        for code in shown:
-            planned = state.planned[code]
-            table.add_row(code, ProgressBar(total=max(1, planned), completed=state.done[code], width=30),
-                          f"{state.done[code]}/{planned}", str(state.ok[code]), str(state.failed[code]))
-        return Group(table, Text(progress_line(state)))
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def progress_line(state) -> str:
-    """One line of generation progress: slots, elapsed time, ETA, requests, errors, tokens, cost.
-
-    The ETA divides the slots still open by the rate at which slots finished since the engine
-    started counting; it is unknown until one slot has finished.
-    """
-    import time
-
-    total, done = sum(state.planned.values()), sum(state.done.values())
-    elapsed = time.monotonic() - state.started
-    if done >= total:
-        eta = "done"
-    elif done and elapsed > 0:
-        eta = _duration((total - done) / (done / elapsed))
-    else:
-        eta = "unknown"
-    errors = ", ".join(f"{k}={v}" for k, v in sorted(state.errors.items())) or "none"
-    return (f"{state.phase or 'starting'}: {done}/{total} slots · elapsed {_duration(elapsed)} · ETA {eta} · "
-            f"{state.sent} requests ({state.rate():.1f}/s) · {state.cached} cached · invalid {state.invalid} · "
-            f"errors {errors} · tokens {state.prompt_tokens:,}+{state.completion_tokens:,} · ${state.cost_usd:,.4f}")
-
-
-def _print_generate_summary(result) -> None:
-    stats = result.stats
-    if not result.outputs:
-        jobs = stats.get("batch_jobs") or {}
-        console.print(f"batch mode: {sum(jobs.values())} requests in {len(jobs)} open batch(es): "
-                      f"{', '.join(sorted(jobs))}; run 'workbench batch collect RUN' when they are done")
-        return
-    table = Table(title=f"generate: {stats['model']} ({stats['structured_output']})")
-    for column in ("language", "planned", "ok", "failed", "prompt tok", "completion tok", "cost $"):
-        table.add_column(column, justify="left" if column == "language" else "right")
-    usage: dict[str, list[float]] = {}
-    for row in stats.get("usage", []):
-        totals = usage.setdefault(row["language"], [0, 0, 0.0])
-        totals[0] += row["prompt_tokens"]
-        totals[1] += row["completion_tokens"]
-        totals[2] += row["cost_usd"]
-    for code, info in sorted(stats["per_language"].items()):
-        prompt_tok, completion_tok, cost = usage.get(code, [0, 0, 0.0])
-        table.add_row(code, str(info["planned"]), str(info["ok"]), str(info["failed"]), f"{prompt_tok:,}",
-                      f"{completion_tok:,}", f"{cost:,.4f}")
-    console.print(table)
-    families: dict[str, list[float]] = {}
-    for row in stats.get("usage", []):
-        totals = families.setdefault(row["family"], [0, 0.0])
-        totals[0] += row["prompt_tokens"] + row["completion_tokens"]
-        totals[1] += row["cost_usd"]
-    if families:
-        console.print("per family (tokens, $): " + "; ".join(
-            f"{name} {tok:,} ${cost:,.4f}" for name, (tok, cost) in sorted(families.items())))
-    errors = ", ".join(f"{k}={v}" for k, v in sorted(stats["errors"].items())) or "none"
-    cost = (f"${stats['cost_usd']:,.4f} this invocation, ${stats.get('total_cost_usd', 0):,.4f} for the run"
-            if stats["price_known"] else "unknown (no price for this model)")
-    console.print(f"requests sent {stats['requests_sent']}, cached {stats['cached']}, invalid answers "
-                  f"{stats['invalid_answers']}, transport errors {errors}; tokens {stats['prompt_tokens']:,} prompt + "
-                  f"{stats['completion_tokens']:,} completion; cost {cost}")
-    if stats.get("unfinished"):
-        err_console.print(f"{stats['unfinished']} slot(s) unfinished"
-                          + (" (--max-cost reached)" if stats.get("budget_hit") else "")
-                          + "; re-run the same command to resume")
 
 
 batch_app = typer.Typer(help="OpenAI Batch API jobs of a run: status, collect.", no_args_is_help=True,
@@ -560,7 +314,7 @@ def batch_collect_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN",
     got = result.stats.get("collected", {})
     console.print(f"collected: {got.get('ok', 0)} ok, {got.get('failed', 0)} failed, "
                   f"{got.get('resubmit', 0)} to resubmit, {got.get('open_batches', 0)} batch(es) still running")
-    _print_generate_summary(result)
+    print_generate_summary(result)
 
 
 @app.command()
@@ -822,19 +576,6 @@ def eval_command(
 
 
 # --- report ----------------------------------------------------------------------------------
-def _print_proposal(proposal) -> None:
-    """The next-round quotas that 'plan --from-report' is about to plan."""
-    table = Table(title="proposed quotas (from the gap report)")
-    for header in ("language", "tier", "gap", "acceptance", "weight", "quota", "est. $", "basis"):
-        table.add_column(header, justify="left" if header in ("language", "tier", "basis") else "right")
-    for r in proposal.iter_rows(named=True):
-        table.add_row(r["language"], r["tier"], "" if r["gap"] is None else f"{r['gap']:.1f}",
-                      "" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.0%}",
-                      "" if r["weight"] is None else f"{r['weight']:.1f}", str(r["quota"]),
-                      "" if r["est_cost_usd"] is None else f"{r['est_cost_usd']:.2f}", r["basis"])
-    console.print(table)
-
-
 @app.command()
 def report(
     run_dir: Annotated[Optional[Path], typer.Argument(metavar="RUN", help="run directory: reads eval/results.parquet and audit/summary.parquet, writes report/")] = None,
@@ -944,7 +685,7 @@ def run_command(
 
     if "generate" in config.pipeline.stages and (notice := generation_notice(config)):
         err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
-    view = _GenerateProgress()
+    view = GenerateProgress()
 
     def on_stage(stage: str, state: str) -> None:
         if view.state is not None and (stage != "generate" or state.startswith("done")):

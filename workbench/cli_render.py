@@ -1,0 +1,217 @@
+"""What the CLI shows: tables and progress lines for the commands in :mod:`workbench.cli`.
+
+Plain output goes to stdout (``console``); the one ``error:`` line and live views go to stderr
+(``err_console``), so a failing command's stderr stays one line.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_plan_summary(run) -> None:
+    import polars as pl
+
+    from workbench.families import FAMILY_NAMES
+    from workbench.plan import read_plan
+
+    tables = read_plan(run)
+    if not tables:
+        return
+    counts = pl.concat(tables.values()).group_by("language", "family").len()
+    table = Table(title=f"plan: {run.root}")
+    table.add_column("language")
+    for name in FAMILY_NAMES:
+        table.add_column(name, justify="right")
+    table.add_column("total", justify="right")
+    for code in sorted(tables):
+        per = {r["family"]: r["len"] for r in counts.filter(pl.col("language") == code).iter_rows(named=True)}
+        table.add_row(code, *[str(per.get(n, 0)) for n in FAMILY_NAMES], str(sum(per.values())))
+    console.print(table)
+
+
+def print_dry_run(stats: dict) -> None:
+    table = Table(title=f"dry run: {stats['model']} (nothing sent)")
+    table.add_column("language")
+    table.add_column("requests", justify="right")
+    for code, info in sorted(stats["per_language"].items()):
+        table.add_row(code, str(info["requests"]))
+    console.print(table)
+    cost = f"${stats['est_cost_usd']:,.4f}" if stats["price_known"] else "unknown (no price for this model in generate.prices)"
+    console.print(f"requests: {stats['requests']} ({stats['brainstorm_requests']} brainstorm, "
+                  f"{stats['example_requests']} examples; {stats['already_cached']} already cached)\n"
+                  f"estimated tokens: {stats['est_prompt_tokens']:,} prompt + {stats['est_completion_tokens']:,} completion\n"
+                  f"max_tokens per example request: " + ", ".join(
+                      f"{family} {low}-{high}" if low != high else f"{family} {low}"
+                      for family, (low, high) in stats.get("max_tokens_by_family", {}).items()) + "\n"
+                  f"estimated cost: {cost}" + (" (Batch API price)" if stats.get("batch") else ""),
+                  highlight=False, markup=False)
+
+
+class GenerateProgress:
+    """The engine's counters: a rich live view (per-language bars, rate, errors, tokens, cost, ETA) on a
+    terminal; elsewhere (a log file, CI) one plain line every ``every_s`` seconds and one at the end.
+
+    The live view draws on stderr; plain lines go to stdout, so a failing command's stderr stays the
+    one ``error:`` line.
+    """
+
+    def __init__(self, output: Console | None = None, every_s: float = 30.0) -> None:
+        from rich.live import Live
+
+        self.console = output or (err_console if err_console.is_terminal else console)
+        self.every_s = every_s
+        self.last_line: str | None = None
+        self.state = None
+        self.closed = False
+        self.last_line_at: float | None = None
+        self.live = (Live(get_renderable=self._render, console=self.console, refresh_per_second=4, transient=True)
+                     if self.console.is_terminal else None)
+
+    def __enter__(self) -> "GenerateProgress":
+        self._start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        if self.live is not None and not self.live.is_started and not self.closed:
+            self.live.start(refresh=True)
+
+    def close(self) -> None:
+        """Stop the live view, or print the last plain line; later updates are ignored."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.live is not None:
+            if self.live.is_started:
+                self.live.stop()
+        elif self.state is not None:
+            self._print_line()
+
+    def update(self, state) -> None:
+        import time
+
+        if self.closed:
+            return
+        self.state = state
+        if self.live is not None:
+            self._start()  # `workbench run` starts the view at generate's first update
+        elif self.last_line_at is None or time.monotonic() - self.last_line_at >= self.every_s:
+            self._print_line()
+
+    def _print_line(self) -> None:
+        import time
+
+        self.last_line_at = time.monotonic()
+        line = progress_line(self.state)
+        if line != self.last_line:  # the closing line repeats nothing already printed
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            self.last_line = line
+
+    def _render(self):
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
+
+        state = self.state
+        if state is None:
+            return Text("starting…")
+        table = Table(box=None, show_header=True, pad_edge=False)
+        for column in ("language", "", "done", "ok", "failed"):
+            table.add_column(column, justify="right" if column in ("done", "ok", "failed") else "left")
+        codes = sorted(state.planned)
+        shown = codes if len(codes) <= 12 else sorted(codes, key=lambda c: state.done[c] / max(1, state.planned[c]))[:12]
+        for code in shown:
+            planned = state.planned[code]
+            table.add_row(code, ProgressBar(total=max(1, planned), completed=state.done[code], width=30),
+                          f"{state.done[code]}/{planned}", str(state.ok[code]), str(state.failed[code]))
+        return Group(table, Text(progress_line(state)))
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def progress_line(state) -> str:
+    """One line of generation progress: slots, elapsed time, ETA, requests, errors, tokens, cost.
+
+    The ETA divides the slots still open by the rate at which slots finished since the engine
+    started counting; it is unknown until one slot has finished.
+    """
+    import time
+
+    total, done = sum(state.planned.values()), sum(state.done.values())
+    elapsed = time.monotonic() - state.started
+    if done >= total:
+        eta = "done"
+    elif done and elapsed > 0:
+        eta = duration((total - done) / (done / elapsed))
+    else:
+        eta = "unknown"
+    errors = ", ".join(f"{k}={v}" for k, v in sorted(state.errors.items())) or "none"
+    return (f"{state.phase or 'starting'}: {done}/{total} slots · elapsed {duration(elapsed)} · ETA {eta} · "
+            f"{state.sent} requests ({state.rate():.1f}/s) · {state.cached} cached · invalid {state.invalid} · "
+            f"errors {errors} · tokens {state.prompt_tokens:,}+{state.completion_tokens:,} · ${state.cost_usd:,.4f}")
+
+
+def print_generate_summary(result) -> None:
+    stats = result.stats
+    if not result.outputs:
+        jobs = stats.get("batch_jobs") or {}
+        console.print(f"batch mode: {sum(jobs.values())} requests in {len(jobs)} open batch(es): "
+                      f"{', '.join(sorted(jobs))}; run 'workbench batch collect RUN' when they are done")
+        return
+    table = Table(title=f"generate: {stats['model']} ({stats['structured_output']})")
+    for column in ("language", "planned", "ok", "failed", "prompt tok", "completion tok", "cost $"):
+        table.add_column(column, justify="left" if column == "language" else "right")
+    usage: dict[str, list[float]] = {}
+    for row in stats.get("usage", []):
+        totals = usage.setdefault(row["language"], [0, 0, 0.0])
+        totals[0] += row["prompt_tokens"]
+        totals[1] += row["completion_tokens"]
+        totals[2] += row["cost_usd"]
+    for code, info in sorted(stats["per_language"].items()):
+        prompt_tok, completion_tok, cost = usage.get(code, [0, 0, 0.0])
+        table.add_row(code, str(info["planned"]), str(info["ok"]), str(info["failed"]), f"{prompt_tok:,}",
+                      f"{completion_tok:,}", f"{cost:,.4f}")
+    console.print(table)
+    families: dict[str, list[float]] = {}
+    for row in stats.get("usage", []):
+        totals = families.setdefault(row["family"], [0, 0.0])
+        totals[0] += row["prompt_tokens"] + row["completion_tokens"]
+        totals[1] += row["cost_usd"]
+    if families:
+        console.print("per family (tokens, $): " + "; ".join(
+            f"{name} {tok:,} ${cost:,.4f}" for name, (tok, cost) in sorted(families.items())))
+    errors = ", ".join(f"{k}={v}" for k, v in sorted(stats["errors"].items())) or "none"
+    cost = (f"${stats['cost_usd']:,.4f} this invocation, ${stats.get('total_cost_usd', 0):,.4f} for the run"
+            if stats["price_known"] else "unknown (no price for this model)")
+    console.print(f"requests sent {stats['requests_sent']}, cached {stats['cached']}, invalid answers "
+                  f"{stats['invalid_answers']}, transport errors {errors}; tokens {stats['prompt_tokens']:,} prompt + "
+                  f"{stats['completion_tokens']:,} completion; cost {cost}")
+    if stats.get("unfinished"):
+        err_console.print(f"{stats['unfinished']} slot(s) unfinished"
+                          + (" (--max-cost reached)" if stats.get("budget_hit") else "")
+                          + "; re-run the same command to resume")
+
+
+def print_proposal(proposal) -> None:
+    """The next-round quotas that 'plan --from-report' is about to plan."""
+    table = Table(title="proposed quotas (from the gap report)")
+    for header in ("language", "tier", "gap", "acceptance", "weight", "quota", "est. $", "basis"):
+        table.add_column(header, justify="left" if header in ("language", "tier", "basis") else "right")
+    for r in proposal.iter_rows(named=True):
+        table.add_row(r["language"], r["tier"], "" if r["gap"] is None else f"{r['gap']:.1f}",
+                      "" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.0%}",
+                      "" if r["weight"] is None else f"{r['weight']:.1f}", str(r["quota"]),
+                      "" if r["est_cost_usd"] is None else f"{r['est_cost_usd']:.2f}", r["basis"])
+    console.print(table)
