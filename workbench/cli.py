@@ -441,14 +441,14 @@ def train(
     # --estimate is about the model, not the run: it needs no run directory and writes nothing
     run, config = resolve_run_config(run_dir, config_file, {"train": updates}, create=estimate, write=not estimate)
     if estimate:
-        from workbench.train.trainer import estimate_memory
-        from workbench.train.model import inspect_model
+        import os
+
+        from workbench.train.trainer import check_fits
 
         if not config.train.model:
             raise WorkbenchError("no model to estimate", where="train.model", fix="give --model PATH")
-        import os
-
-        estimate_result = estimate_memory(config.train, inspect_model(config.train.model), int(os.environ.get("WORLD_SIZE", "1")))
+        # the stage computes the estimate once; the fit check comes after the tables are shown
+        estimate_result = run_train(run, config, None, estimate_only=True, fit_check=False).stats["estimate"]
         table = Table(title="per-GPU memory estimate")
         table.add_column("item")
         table.add_column("value", justify="right")
@@ -468,7 +468,7 @@ def train(
         console.print(schedule_table)
         for warning in schedule.warnings if schedule else []:
             console.print(f"note: {warning}")
-        run_train(run, config, None, estimate_only=True)
+        check_fits(estimate_result, config.train)
         console.print(f"fits in {config.train.gpu_memory_gib:g} GiB per GPU")
         return
     result = run_train(run, config, None, show_progress=True)

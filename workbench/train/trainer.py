@@ -93,12 +93,13 @@ def run_train(
     registry=None,
     *,
     estimate_only: bool = False,
+    fit_check: bool = True,
     show_progress: bool = False,
 ) -> StageResult:
     """Train an embedder on ``accepted/`` and export it under ``train/`` (see the module docstring).
 
     ``estimate_only`` prints nothing and trains nothing: it returns the memory estimate in
-    ``stats["estimate"]`` (and raises when it cannot fit ``train.gpu_memory_gib``).
+    ``stats["estimate"]`` (and, with ``fit_check``, raises when it cannot fit ``train.gpu_memory_gib``).
     """
     import torch
 
@@ -123,9 +124,9 @@ def run_train(
         deepspeed_config(tc, micro_batch=1, grad_accum=1, world_size=world_hint, bf16=False)
     if estimate_only:
         estimate = estimate_memory(tc, info, world_hint)
-        result = StageResult(STAGE, stats={"estimate": estimate})
-        check_fits(estimate, tc)
-        return result
+        if fit_check:
+            check_fits(estimate, tc)
+        return StageResult(STAGE, stats={"estimate": estimate})
 
     tables = train_data.read_accepted(run)
     built = train_data.build_records(tables, tc)
