@@ -87,7 +87,7 @@ def main() -> int:
     torch.set_num_threads(1)
     from workbench.config import RunConfig
     from workbench.run import Run
-    from workbench.train.trainer import run_train
+    from workbench.train.stage import run_train
 
     run = Run.create(args.run_dir)
     held_out = write_accepted(run.root, args.shared)

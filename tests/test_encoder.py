@@ -39,7 +39,7 @@ def tiny(tmp_path_factory, shared_data) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny, shared_data):
-    from workbench.train.trainer import run_train
+    from workbench.train.stage import run_train
 
     run = accepted_run(tmp_path_factory.mktemp("run") / "run", shared_data, n=24)
     run_train(run, train_config(tiny, deepspeed="none", steps=3, batch_size=8, max_length=MAX_LENGTH,
@@ -161,7 +161,7 @@ def test_presets_and_sentence_transformers_prompts_without_the_contract(tiny, tm
 def test_minilm_export_carries_prompts_contract_and_a_model_card(tmp_path, shared_data):
     from sentence_transformers import SentenceTransformer
 
-    from workbench.train.trainer import run_train
+    from workbench.train.stage import run_train
 
     run = accepted_run(tmp_path / "run", shared_data, n=12)
     run_train(run, train_config("minilm", deepspeed="none", lora=False, steps=2, batch_size=4, max_length=32,

@@ -37,7 +37,7 @@ def _losses(run) -> list[float]:
 def test_zero3_loss_falls_and_exports_real_lora_tensors(tmp_path, tiny, shared_data):
     from safetensors.torch import load_file
 
-    from workbench.train.trainer import run_train
+    from workbench.train.stage import run_train
 
     run = accepted_run(tmp_path / "run", shared_data)
     result = run_train(run, train_config(tiny, deepspeed="zero3", steps=24), None)
@@ -61,7 +61,7 @@ def test_zero3_loss_falls_and_exports_real_lora_tensors(tmp_path, tiny, shared_d
 
 
 def test_zero2_matches_plain_torch_for_the_first_steps(tmp_path, tiny, shared_data):
-    from workbench.train.trainer import run_train
+    from workbench.train.stage import run_train
 
     losses = {}
     for mode in ("none", "zero2"):
@@ -78,7 +78,7 @@ def test_zero2_matches_plain_torch_for_the_first_steps(tmp_path, tiny, shared_da
 
 
 def test_gradcache_chunks_give_the_same_step_as_the_whole_batch(tmp_path, tiny, shared_data):
-    from workbench.train.trainer import run_train
+    from workbench.train.stage import run_train
 
     losses = {}
     for chunk in (0, 4):

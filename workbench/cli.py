@@ -419,7 +419,7 @@ def train(
 ) -> None:
     """Fine-tune an embedder on accepted/ (E5 recipe); writes train/ and an exported model eval loads."""
     from workbench.runconfig import resolve_run_config
-    from workbench.train.trainer import run_train
+    from workbench.train.stage import run_train
 
     if deepspeed is not None and deepspeed not in ("zero2", "zero3", "none"):
         raise WorkbenchError(f"unknown DeepSpeed mode '{deepspeed}'", where="--deepspeed", fix="use zero2, zero3 or none")
@@ -443,7 +443,7 @@ def train(
     if estimate:
         import os
 
-        from workbench.train.trainer import check_fits
+        from workbench.train.zero import check_fits
 
         if not config.train.model:
             raise WorkbenchError("no model to estimate", where="train.model", fix="give --model PATH")
@@ -457,7 +457,7 @@ def train(
         console.print(table)
         for note in estimate_result.notes:
             console.print(f"note: {note}")
-        from workbench.train.trainer import training_schedule
+        from workbench.train.stage import training_schedule
 
         schedule, why = training_schedule(run, config, int(os.environ.get("WORLD_SIZE", "1")))
         schedule_table = Table(title="training schedule")

@@ -87,7 +87,7 @@ def _audit(c: StageCall):
 
 
 def _train(c: StageCall):
-    from workbench.train.trainer import run_train
+    from workbench.train.stage import run_train
 
     return run_train(c.run, c.config, c.registry, show_progress=True)
 
@@ -139,7 +139,7 @@ STAGES: tuple[Stage, ...] = (
           "accepted/<lang>.parquet, rejected/<lang>.parquet", _filter),
     Stage("audit", ("generate", "filter"), ("filter",), "workbench.audit:run_audit",
           "audit/ (summary.parquet, audit.json, index.html)", _audit),
-    Stage("train", ("filter",), ("train",), "workbench.train.trainer:run_train",
+    Stage("train", ("filter",), ("train",), "workbench.train.stage:run_train",
           "train/ (records, log, model/)", _train),
     Stage("eval", ("train",), ("eval", "pipeline"), "workbench.eval.stage:run_eval",
           "eval/ (results.parquet, per_query.parquet, mteb JSON)", _eval),

@@ -1,4 +1,4 @@
 """Train stage: accepted/ -> training records -> LoRA/DeepSpeed fine-tune -> exported embedder.
 
-Public entry point: :func:`workbench.train.trainer.run_train`. See docs/train.md.
+Public entry point: :func:`workbench.train.stage.run_train`. See docs/train.md.
 """

@@ -51,8 +51,6 @@ from workbench.train.loop import Loop, train_loop
 from workbench.train.schedule import plan_schedule
 from workbench.train.zero import build_engine, check_fits, deepspeed_config, estimate_memory
 
-__all__ = ["check_fits", "deepspeed_config", "estimate_memory", "run_train", "training_schedule"]
-
 log = logging.getLogger(__name__)
 
 STAGE = "train"
