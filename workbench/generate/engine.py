@@ -53,7 +53,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Job:
-    """One request to make: a brainstorm for (language, family, seed) or one slot's example."""
+    """One request to make: a brainstorm for (language, family, seed) or one slot's example.
+
+    It carries its language, family and seed, so nothing downstream parses them out of ids.
+    """
 
     key: str
     slot_id: str
@@ -62,6 +65,7 @@ class Job:
     family: str
     body: dict[str, Any]
     limit: int = 0  # the largest max_tokens the endpoint allows for this request (re-send after truncation)
+    seed: int = 0  # the plan's seed of the slot (brainstorm: of its (language, family, seed) group)
 
 
 @dataclass
@@ -174,6 +178,7 @@ class _Context:
         self.runner: Any = None  # BatchRunner in batch mode
         self.budget_hit = False
         self.brainstorm_errors: dict[tuple[str, str, int], str] = {}
+        self.blocked_groups: dict[str, tuple[str, str]] = {}  # blocked slot id -> (language, family)
         # "auto" on a remote endpoint: probe once per (endpoint, model), remember it in the cache
         self.detect = self.section.structured_output == "auto" and self.section.base_url != "local"
         if self.detect and cache.meta(self.mode_key()):
@@ -188,7 +193,7 @@ class _Context:
 
     # -- jobs ------------------------------------------------------------------------------
     def _job(self, slot_id: str, kind: str, language: str, family: str, messages: list[dict[str, str]],
-             wanted_tokens: int) -> Job:
+             wanted_tokens: int, seed: int) -> Job:
         """A request with ``max_tokens`` = ``wanted_tokens`` within the endpoint's limits."""
         limit = budget.cap(self.section.max_tokens_cap, max_tokens_cap=self.section.max_tokens_cap,
                            context_tokens=self.context_tokens, prompt_tokens=budget.prompt_tokens_upper(messages))
@@ -196,7 +201,7 @@ class _Context:
         key = request_key(self.section.model, messages, self.client.params(max_tokens), slot_id)
         schema_kind = "brainstorm" if kind == "brainstorm" else family
         body = self.client.body(messages, max_tokens, schema_kind, prompts.json_schema(schema_kind))
-        return Job(key, slot_id, kind, language, family, body, limit)
+        return Job(key, slot_id, kind, language, family, body, limit, seed)
 
     def brainstorm_jobs(self) -> list[Job]:
         """Enough rounds per (language, family) that no task serves more than ``max_task_uses`` slots.
@@ -212,7 +217,7 @@ class _Context:
                     for round_index in range(prompts.brainstorm_rounds(group.height, self.section.max_task_uses)):
                         slot_id = f"{code}:{family}:{seed}:brainstorm" + (f":{round_index}" if round_index else "")
                         jobs.append(self._job(slot_id, "brainstorm", code, family, messages,
-                                              self.section.brainstorm_max_tokens))
+                                              self.section.brainstorm_max_tokens, seed))
         return jobs
 
     def example_budget(self, row: dict[str, Any]) -> int:
@@ -231,7 +236,10 @@ class _Context:
                                                  self.token_table)
 
     def example_jobs(self, tasks: dict[tuple[str, str, int], list[str]] | None) -> tuple[list[Job], dict[str, str], dict[str, str]]:
-        """Jobs per slot, the task each slot uses, and slots that cannot run (with the reason)."""
+        """Jobs per slot, the task each slot uses, and slots that cannot run (with the reason).
+
+        The (language, family) of each blocked slot goes to ``self.blocked_groups``.
+        """
         jobs, chosen, blocked = [], {}, {}
         for code, plan in self.plans.items():
             dealt: dict[str, str] = {}
@@ -248,12 +256,14 @@ class _Context:
                     elif row["slot_id"] not in dealt:
                         why = self.brainstorm_errors.get((code, family, row["seed"]), "no answer")
                         blocked[row["slot_id"]] = f"brainstorm step failed for this language and family: {why}"
+                        self.blocked_groups[row["slot_id"]] = (code, family)
                         continue
                     else:
                         task = dealt[row["slot_id"]]
                     chosen[row["slot_id"]] = task
                 messages = prompts.example_messages(row, task, self.registry)
-                jobs.append(self._job(row["slot_id"], "example", code, family, messages, self.example_budget(row)))
+                jobs.append(self._job(row["slot_id"], "example", code, family, messages, self.example_budget(row),
+                                      row["seed"]))
         return jobs, chosen, blocked
 
     # -- running ---------------------------------------------------------------------------
@@ -407,7 +417,7 @@ class _Context:
             tasks = self._write_tasks(brainstorms)
             jobs, chosen, blocked = self.example_jobs(tasks)
             for slot_id in blocked:
-                self._count_slot(slot_id.split("-")[0], "failed")
+                self._count_slot(self.blocked_groups[slot_id][0], "failed")
             complete = await self._phase("examples", jobs) and complete
             if not complete and self.runner is not None and self.cache.submitted():
                 return self._waiting()
@@ -422,7 +432,7 @@ class _Context:
         failed_slots = sum(self.state.failed.values())
         open_brainstorms = {(job.language, job.family) for job in self.pending_quiet(brainstorms)}
         unfinished = len(self.pending_quiet(jobs)) + sum(
-            1 for slot_id in blocked if tuple(slot_id.split("-")[:2]) in open_brainstorms)
+            1 for slot_id in blocked if self.blocked_groups[slot_id] in open_brainstorms)
         stats = self._stats(unfinished=unfinished, failed=failed_slots)
         stats["transport_unfinished"] = self._transport_unfinished(brainstorms + jobs)
         entries = self.cache.get_many([job.key for job in brainstorms]).values()
@@ -467,7 +477,7 @@ class _Context:
         unfinished: set[tuple[str, str, int]] = set()
         for job in jobs:
             entry = entries.get(job.key)
-            group = (job.language, job.family, int(job.slot_id.split(":")[2]))
+            group = (job.language, job.family, job.seed)
             if entry is None or entry.status not in FINISHED:
                 unfinished.add(group)  # the task list must not change later: wait for every round
             if entry is None or entry.status != "ok":
