@@ -248,7 +248,7 @@ class TrainSection(Section):
 
 
 # --- eval (issue 7) -------------------------------------------------------------------------
-EvalTask = Literal["miracl", "xquad", "beir"]
+EvalTask = Literal["miracl", "xquad", "beir", "tatoeba"]
 
 
 class EvalSection(Section):
@@ -313,6 +313,16 @@ class ReportSection(Section):
 PipelineStage = Literal["plan", "generate", "filter", "audit", "train", "eval", "report"]
 
 
+class EvalTarget(Section):
+    """One more dataset ``workbench run`` evaluates with the same systems as ``[eval]`` (see ``eval_also``)."""
+
+    task: EvalTask
+    data_dir: str | None = None
+    languages: list[str] = Field(default_factory=list, description="empty: every language the task/data has")
+    corpus: Literal["hard-negatives", "full"] = "hard-negatives"
+    split: str | None = None
+
+
 class PipelineSection(Section):
     """``workbench run``: which stages run, and which systems the eval stage compares.
 
@@ -325,6 +335,9 @@ class PipelineSection(Section):
     )
     eval_systems: list[Literal["bm25", "base", "trained"]] = Field(
         default_factory=lambda: ["bm25", "base", "trained"]
+    )
+    eval_also: list[EvalTarget] = Field(
+        default_factory=list, description="further tasks/datasets the eval stage runs, after [eval]'s (bm25 skips bitext)"
     )
 
 

@@ -150,9 +150,12 @@ def _stage_functions(run: Run, config: RunConfig, registry: Registry) -> dict[st
         from workbench.eval.stage import run_eval
 
         results = []
-        for system, model in _eval_systems(run, config):
-            section = config.eval.model_copy(update={"model": model, "system": system, "bm25": False})
-            results.append(run_eval(run, config.model_copy(update={"eval": section}), registry))
+        for target in [{}, *(t.model_dump() for t in config.pipeline.eval_also)]:
+            for system, model in _eval_systems(run, config):
+                if model == "bm25" and target.get("task", config.eval.task) == "tatoeba":
+                    continue  # BM25 ranks passages; it has no vectors to mine bitext with
+                section = config.eval.model_copy(update={**target, "model": model, "system": system, "bm25": False})
+                results.append(run_eval(run, config.model_copy(update={"eval": section}), registry))
         return results
 
     def report():

@@ -43,6 +43,7 @@ CONTRACT_FILE = "workbench_encoder.json"
 INSTRUCTIONS_FILE = Path(__file__).with_name("instructions.toml")
 Pooling = Literal["mean", "last_token", "cls"]
 POOLINGS = ("mean", "last_token", "cls")
+SYMMETRIC_TASK_TYPES = ("BitextMining",)
 
 
 def minilm_path() -> Path:
@@ -332,8 +333,11 @@ class WorkbenchEncoder(AbsEncoder):
     ) -> np.ndarray:
         texts = [text for batch in inputs for text in batch["text"]]
         instruction = ""
-        if prompt_type == PromptType.query and self.spec.query_template:
-            instruction = self.instructions.get(task_metadata.name, "")
+        # symmetric tasks (bitext mining) put the instruction on both sides, as e5-mistral's eval does
+        if self.spec.query_template and (prompt_type == PromptType.query or task_metadata.type in SYMMETRIC_TASK_TYPES):
+            prompt = task_metadata.prompt
+            task_prompt = prompt.get("query", "") if isinstance(prompt, dict) else (prompt or "")
+            instruction = self.instructions.get(task_metadata.name, "") or task_prompt
             if not instruction:
                 log.warning("no instruction for task %s in %s; queries go in plain", task_metadata.name, INSTRUCTIONS_FILE)
         side = "queries" if prompt_type == PromptType.query else "documents"
