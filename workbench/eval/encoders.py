@@ -334,8 +334,9 @@ class WorkbenchEncoder(AbsEncoder):
         texts = [text for batch in inputs for text in batch["text"]]
         instruction = ""
         # symmetric tasks (bitext mining) put the instruction on both sides, as e5-mistral's eval does
-        if self.spec.query_template and (prompt_type == PromptType.query or task_metadata.type in SYMMETRIC_TASK_TYPES):
-            prompt = task_metadata.prompt
+        symmetric = getattr(task_metadata, "type", None) in SYMMETRIC_TASK_TYPES
+        if self.spec.query_template and (prompt_type == PromptType.query or symmetric):
+            prompt = getattr(task_metadata, "prompt", None)
             task_prompt = prompt.get("query", "") if isinstance(prompt, dict) else (prompt or "")
             instruction = self.instructions.get(task_metadata.name, "") or task_prompt
             if not instruction:
