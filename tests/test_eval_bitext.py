@@ -111,3 +111,18 @@ def test_quickstart_evaluates_miracl_subset_and_tatoeba() -> None:
         for path in (REPO / "examples" / "data" / folder).rglob("*"):
             if path.is_file() and path.suffix not in (".md", ".py") and path.name != "SHA256SUMS":
                 assert hashlib.sha256(path.read_bytes()).hexdigest() in text, path
+
+
+def test_hub_tatoeba_offline_is_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "eval", "--run", str(tmp_path / "r"), "--model", "minilm", "--task", "tatoeba", "-l", "sw"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "cannot load mteb/tatoeba-bitext-mining from the Hugging Face hub" in proc.stderr
+    assert "--data-dir" in proc.stderr and "Traceback" not in proc.stderr
