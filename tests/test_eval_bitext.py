@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from workbench.config import RunConfig
@@ -126,3 +127,35 @@ def test_hub_tatoeba_offline_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "cannot load mteb/tatoeba-bitext-mining from the Hugging Face hub" in proc.stderr
     assert "--data-dir" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_pipeline_eval_also_runs_every_dataset_and_bm25_skips_bitext(tmp_path: Path) -> None:
+    from workbench.config import parse_config
+    from workbench.pipeline import run_pipeline
+
+    tiny = tmp_path / "tatoeba"
+    tiny.mkdir()
+    for suffix in ("amh", "eng"):
+        lines = (EXAMPLE_TATOEBA / f"tatoeba.amh-eng.{suffix}").read_text(encoding="utf-8").splitlines()[:20]
+        (tiny / f"tatoeba.amh-eng.{suffix}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = parse_config(
+        {
+            "run": {"name": "t", "languages": ["am"]},
+            "train": {"model": "minilm"},
+            "eval": {"task": "tatoeba", "data_dir": str(tiny)},
+            "pipeline": {"stages": ["eval"], "eval_systems": ["bm25", "base"],
+                         "eval_also": [{"task": "xquad", "data_dir": str(REPO / "examples" / "data" / "xquad"), "languages": ["th"]}]},
+        },
+        where="test",
+    )
+    run = Run.create(tmp_path / "run")
+    outcomes = run_pipeline(run, config, load_registry())
+    assert [o.state for o in outcomes if o.stage == "eval"] == ["ran"]
+    results = run.read_table("eval", "results", EVAL_RESULTS)
+    systems = {task: set(part["system"]) for (task,), part in results.group_by(["task"])}
+    assert systems == {"TatoebaSubset": {"minilm"}, "XQuADRetrieval": {"bm25", "minilm"}}
+    per_query = run.read_table("eval", "per_query", EVAL_PER_QUERY)
+    groups = per_query.select("system", "task", "metric").unique()
+    assert groups.filter(pl.col("task") == "TatoebaSubset")["metric"].to_list() == ["accuracy"]
+    assert groups.filter(pl.col("task") == "XQuADRetrieval").height == 2 * 5
