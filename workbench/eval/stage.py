@@ -105,12 +105,17 @@ def system_is_bm25(model: Any) -> bool:
     return isinstance(model, BM25Search)
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:  # streamed: a full MIRACL corpus is gigabytes
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def _local_source(data_dir: Path, files: list[Path], **info: Any) -> dict[str, Any]:
     """Where a local dataset came from: the folder and each file's sha256 (to match against other data)."""
     return {
         "origin": "local",
         "location": str(data_dir.resolve()),
-        "files": {str(f.resolve().relative_to(data_dir.resolve())) if f.resolve().is_relative_to(data_dir.resolve()) else str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files},
+        "files": {str(f.resolve().relative_to(data_dir.resolve())) if f.resolve().is_relative_to(data_dir.resolve()) else str(f): _sha256(f) for f in files},
         **info,
     }
 
