@@ -98,6 +98,13 @@ class Language(_Strict):
     miracl_low_resource: bool = False
     tatoeba: str | None = Field(default=None, pattern=r"^[a-z]{3}$")
     confusable_group: str | None = None
+    # Strict LID by default: a neighbour's label is never accepted as this language, except the
+    # codes listed here (genuinely inseparable pluricentric cases), with the reason why.
+    accept_also: tuple[str, ...] = ()
+    accept_also_reason: str = ""
+    # Per-language LID settings (FineWeb-2 style); None = the run's [filter] value.
+    lid_threshold: float | None = Field(default=None, gt=0, le=1)
+    lid_min_prob: float | None = Field(default=None, ge=0, le=1)
     quota: int = Field(ge=0)
     prompt_note: str = ""
     lid: LidLabels
@@ -109,8 +116,8 @@ class Language(_Strict):
     def _known_scripts(cls, scripts: tuple[str, ...]) -> tuple[str, ...]:
         for script in scripts:
             if script not in SCRIPT_UNICODE_NAMES:
-                close = difflib.get_close_matches(script.capitalize(), SCRIPT_UNICODE_NAMES, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                close = suggest_script(script)
+                hint = f" (did you mean '{close}'?)" if close else ""
                 raise ValueError(f"'{script}' is not an ISO 15924 code this registry knows{hint}")
         return scripts
 
@@ -129,6 +136,11 @@ class Language(_Strict):
             raise ValueError("field 'quota': an eval_only language has no generation quota; set 0")
         if not self.lid.covered_by() and not self.lid_note:
             raise ValueError("field 'lid': no LID model covers this language; say why in 'lid_note'")
+        if self.accept_also and not self.accept_also_reason.strip():
+            raise ValueError("field 'accept_also_reason': required when 'accept_also' lists languages; say why "
+                             "LID cannot separate them")
+        if self.code in self.accept_also:
+            raise ValueError(f"field 'accept_also': lists the language itself ('{self.code}')")
         return self
 
     @property
@@ -138,6 +150,19 @@ class Language(_Strict):
     @property
     def unspaced(self) -> bool:
         return any(s in UNSPACED_SCRIPTS for s in self.scripts)
+
+
+def suggest_script(value: str) -> str | None:
+    """The ISO 15924 code a mistyped one most likely meant (``latn`` -> ``Latn``), or None."""
+    close = difflib.get_close_matches(value.capitalize(), SCRIPT_UNICODE_NAMES, n=1)
+    return close[0] if close else None
+
+
+# Codes people type for a language that are not its ISO 639-1 code: country codes and
+# withdrawn ISO codes. Used only for "did you mean", never accepted silently.
+COMMON_MISTAKES = {"jp": "ja", "cn": "zh", "kr": "ko", "gr": "el", "dk": "da", "se": "sv", "cz": "cs",
+                   "ua": "uk", "vn": "vi", "iw": "he", "ji": "yi", "jw": "jv", "in": "id", "ir": "fa",
+                   "zh-cn": "zh", "pt-br": "pt", "en-us": "en", "en-gb": "en"}
 
 
 def tier_for_tokens(tokens_m: float) -> str:
@@ -168,11 +193,30 @@ class Registry:
         try:
             return self.by_code[code]
         except KeyError:
-            close = difflib.get_close_matches(code, self.by_code, n=3)
+            close = self.suggest(code)
             hint = f"did you mean {', '.join(close)}?" if close else "see 'workbench languages'"
             raise UnknownLanguageError(
                 f"unknown language code '{code}'", where="languages", fix=hint
             ) from None
+
+    def suggest(self, token: str) -> list[str]:
+        """What a token that is not a code most likely meant: ``SW``/``swa``/``swahili`` -> ``sw``."""
+        folded = token.strip().lower()
+        if folded in self.by_code:
+            return [folded]
+        if folded in (*TIERS, "all", "miracl"):
+            return [folded]
+        exact = [lang.code for lang in self if folded in (lang.iso639_3, lang.name.lower(), lang.native_name.lower())]
+        if COMMON_MISTAKES.get(folded) in self.by_code:
+            exact.append(COMMON_MISTAKES[folded])
+        if exact:
+            return exact
+        names = {lang.name.lower(): lang.code for lang in self}
+        prefixed = [code for name, code in names.items() if len(folded) >= 3 and name.startswith(folded)]
+        if prefixed:
+            return prefixed[:3]
+        by_name = [names[n] for n in difflib.get_close_matches(folded, names, n=2, cutoff=0.75)]
+        return by_name or difflib.get_close_matches(folded, self.by_code, n=3)
 
     @property
     def generation(self) -> list[Language]:
@@ -181,6 +225,10 @@ class Registry:
     @property
     def miracl(self) -> list[Language]:
         return [lang for lang in self if lang.miracl]
+
+    def accept_also(self, code: str) -> set[str]:
+        """Codes whose LID label is accepted as ``code`` even in strict mode (the file's ``accept_also``)."""
+        return set(self.get(code).accept_also)
 
     def confusables(self, code: str) -> set[str]:
         group = self.get(code).confusable_group
@@ -269,7 +317,13 @@ def _load_cached(directory: Path) -> Registry:
     files = sorted(directory.glob("*.toml"))
     if not files:
         raise ConfigError("no language files (*.toml) found", where=str(directory))
-    return Registry((load_language(path) for path in files), directory)
+    registry = Registry((load_language(path) for path in files), directory)
+    for language in registry:
+        unknown = [code for code in language.accept_also if code not in registry]
+        if unknown:
+            raise ConfigError(f"field 'accept_also': unknown language code(s) {', '.join(unknown)}",
+                              where=str(directory / f"{language.code}.toml"), fix="use registry codes (file names)")
+    return registry
 
 
 def load_registry(directory: Path | str | None = None) -> Registry:
