@@ -17,14 +17,16 @@ from pathlib import Path
 
 import polars as pl
 
-from workbench.tables import AUDIT_SUMMARY, EVAL_RESULTS
+from workbench.tables import AUDIT_SUMMARY, EVAL_PER_QUERY, EVAL_RESULTS
 
 
-def _bm25_scores(doc_ids, doc_texts, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+def _bm25_per_query(doc_ids, doc_texts, queries: dict[str, str], qrels: dict[str, dict[str, int]],
+                    k1: float = 1.5, b: float = 0.75) -> dict[str, dict[str, float]]:
+    """metric -> query_id -> score in percent, by bm25s + pytrec_eval (real retrieval, real scoring)."""
     import bm25s
     import pytrec_eval
 
-    retriever = bm25s.BM25()
+    retriever = bm25s.BM25(k1=k1, b=b)
     retriever.index(bm25s.tokenize(doc_texts, stopwords=None, show_progress=False), show_progress=False)
     qids = list(queries)
     tokens = bm25s.tokenize([queries[q] for q in qids], stopwords=None, show_progress=False)
@@ -33,11 +35,15 @@ def _bm25_scores(doc_ids, doc_texts, queries: dict[str, str], qrels: dict[str, d
     run = {q: {doc_ids[int(d)]: float(s) for d, s in zip(hits[i], scores[i])} for i, q in enumerate(qids)}
     evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"})
     per_query = evaluator.evaluate(run)
-    n = len(per_query)
     return {
-        "ndcg_at_10": 100 * sum(v["ndcg_cut_10"] for v in per_query.values()) / n,
-        "recall_at_100": 100 * sum(v["recall_100"] for v in per_query.values()) / n,
+        "ndcg_at_10": {q: 100 * v["ndcg_cut_10"] for q, v in per_query.items()},
+        "recall_at_100": {q: 100 * v["recall_100"] for q, v in per_query.items()},
     }
+
+
+def _bm25_scores(doc_ids, doc_texts, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    per_query = _bm25_per_query(doc_ids, doc_texts, queries, qrels)
+    return {metric: sum(scores.values()) / len(scores) for metric, scores in per_query.items()}
 
 
 def _rows(system, model, task, dataset, language, metrics, n_queries, n_docs, source="measured"):
@@ -73,6 +79,39 @@ def bm25_xquad(shared: Path, language: str) -> list[dict]:
         qrels.setdefault(qid, {})[docid] = int(score)
     metrics = _bm25_scores([d["_id"] for d in docs], [d["text"] for d in docs], queries, qrels)
     return _rows("bm25", "bm25s", "XQuADRetrieval", f"xquad-{language}", language, metrics, len(queries), len(docs))
+
+
+def _xquad(shared: Path, language: str):
+    folder = shared / "xquad" / language
+    docs = [json.loads(line) for line in open(folder / "corpus.jsonl", encoding="utf-8")]
+    queries = {q["_id"]: q["text"] for q in map(json.loads, open(folder / "queries.jsonl", encoding="utf-8"))}
+    qrels: dict[str, dict[str, int]] = {}
+    for line in list(open(folder / "qrels.tsv", encoding="utf-8"))[1:]:
+        qid, docid, score = line.split("\t")
+        qrels.setdefault(qid, {})[docid] = int(score)
+    return docs, queries, qrels
+
+
+def xquad_measured(shared: Path, languages: list[str], system: str, *, k1: float = 1.5, b: float = 0.75,
+                   doc_chars: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """EVAL_RESULTS and EVAL_PER_QUERY rows of a real BM25 system on XQuAD (per-query scores by pytrec_eval).
+
+    Systems differ by real settings: BM25 parameters ``k1``/``b``, or ``doc_chars`` (index only the
+    first characters of each paragraph: a deliberately weaker system for the paired tests).
+    """
+    results, per_query = [], []
+    for language in languages:
+        docs, queries, qrels = _xquad(shared, language)
+        texts = [d["text"][:doc_chars] if doc_chars else d["text"] for d in docs]
+        scores = _bm25_per_query([d["_id"] for d in docs], texts, queries, qrels, k1=k1, b=b)
+        model = f"bm25s k1={k1} b={b}" + (f" first {doc_chars} chars" if doc_chars else "")
+        means = {metric: sum(v.values()) / len(v) for metric, v in scores.items()}
+        results += _rows(system, model, "XQuADRetrieval", f"xquad-{language}", language, means, len(queries), len(docs))
+        for metric, by_query in scores.items():
+            per_query += [{"system": system, "model": model, "task": "XQuADRetrieval", "dataset": f"xquad-{language}",
+                           "language": language, "split": "test", "metric": metric, "query_id": q, "score": v}
+                          for q, v in by_query.items()]
+    return pl.DataFrame(results, schema=EVAL_RESULTS), pl.DataFrame(per_query, schema=EVAL_PER_QUERY)
 
 
 def bm25_results(shared: Path, path: Path) -> Path:
