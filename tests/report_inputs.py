@@ -130,7 +130,8 @@ def mteb_results(shared: Path, path: Path, model: str, system: str, task: str = 
     rows = []
     for rec in sel.iter_rows(named=True):
         source = f"MTEB results repository: {model.replace('/', '__')}/{rec['revision']}/{task}.json (copied, not measured here)"
-        rows += _rows(system, model, task, f"miracl-{rec['language']}-dev-full", rec["language"],
+        suffix = "hardneg" if task.startswith("MIRACLRetrievalHardNegatives") else "full"
+        rows += _rows(system, model, task, f"miracl-{rec['language']}-dev-{suffix}", rec["language"],
                       {"ndcg_at_10": 100 * float(rec["ndcg_at_10"]), "recall_at_100": 100 * float(rec["recall_at_100"])},
                       None, None, source=source)
     pl.DataFrame(rows, schema=EVAL_RESULTS).write_parquet(path)
@@ -159,3 +160,32 @@ def audit_summary(path: Path, languages: dict | None = None) -> Path:
         })
     pl.DataFrame(rows, schema=AUDIT_SUMMARY).write_parquet(path)
     return path
+
+
+def tatoeba_measured(shared: Path, languages: dict[str, str], system: str, model_path: str, n: int = 200
+                     ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """EVAL_RESULTS and EVAL_PER_QUERY rows of a real encoder on Tatoeba bitext mining (LASER files in
+    ../shared/data/tatoeba): each of the first ``n`` sentences of a language is matched to its nearest
+    English sentence by cosine similarity; a pair scores 100 when that is its translation (accuracy).
+
+    ``languages``: workbench code -> Tatoeba code, e.g. {"sw": "swh"}.
+    """
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    encoder = SentenceTransformer(model_path, device="cpu")
+    results, per_query = [], []
+    for code, tatoeba in languages.items():
+        folder = shared / "tatoeba"
+        other = (folder / f"tatoeba.{tatoeba}-eng.{tatoeba}").read_text(encoding="utf-8").splitlines()[:n]
+        eng = (folder / f"tatoeba.{tatoeba}-eng.eng").read_text(encoding="utf-8").splitlines()[:n]
+        a = encoder.encode(other, normalize_embeddings=True, batch_size=64)
+        b = encoder.encode(eng, normalize_embeddings=True, batch_size=64)
+        found = np.argmax(a @ b.T, axis=1)
+        scores = [100.0 if int(j) == i else 0.0 for i, j in enumerate(found)]
+        dataset = f"tatoeba-{tatoeba}-eng-first{n}"
+        results += _rows(system, model_path, "Tatoeba", dataset, code, {"accuracy": sum(scores) / len(scores)}, n, n)
+        per_query += [{"system": system, "model": model_path, "task": "Tatoeba", "dataset": dataset, "language": code,
+                       "split": "test", "metric": "accuracy", "query_id": str(i), "score": v}
+                      for i, v in enumerate(scores)]
+    return pl.DataFrame(results, schema=EVAL_RESULTS), pl.DataFrame(per_query, schema=EVAL_PER_QUERY)
