@@ -72,7 +72,9 @@ log = logging.getLogger(__name__)
 
 STAGE = "report"
 METRICS = ("ndcg_at_10", "recall_at_100")
-METRIC_LABELS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100"}
+METRIC_LABELS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "f1": "F1", "accuracy": "accuracy"}
+# mteb's bitext-mining scores (Tatoeba): fractions of sentence pairs, in percent like every EVAL_RESULTS value
+_BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
 # Metric names the report understands: mteb's spelling, e.g. ndcg_at_10, recall_at_100, mrr_at_10.
 _METRIC_PREFIXES = ("ndcg_at_", "recall_at_", "map_at_", "mrr_at_", "precision_at_")
 MEASURED_BM25 = "BM25 (measured here)"
@@ -131,11 +133,12 @@ def load_results(paths: Sequence[Path | str], registry: Registry) -> pl.DataFram
                 fix=f"MIRACL languages are {', '.join(sorted(miracl))}",
             )
         for metric in df["metric"].unique().sort().to_list():
-            if not metric.startswith(_METRIC_PREFIXES) or not metric.rsplit("_", 1)[-1].isdigit():
+            retrieval = metric.startswith(_METRIC_PREFIXES) and metric.rsplit("_", 1)[-1].isdigit()
+            if not retrieval and metric not in _BITEXT_METRICS:
                 raise WorkbenchError(
                     f"mixed metrics: '{metric}' is not a metric name the report knows",
                     where=f"{path}: column 'metric'",
-                    fix="use mteb's names, e.g. ndcg_at_10, recall_at_100",
+                    fix="use mteb's names, e.g. ndcg_at_10, recall_at_100 (retrieval) or f1, accuracy (bitext mining)",
                 )
             values = df.filter(pl.col("metric") == metric)["value"]
             if values.min() < 0 or values.max() > 100:
