@@ -51,6 +51,7 @@ HARD_NEGATIVES_V1 = "hard negatives v1"
 HARD_NEGATIVES_V2 = "hard negatives v2"
 SUBSET = "subset"
 TATOEBA = "Tatoeba (LASER test pairs)"
+OTHER_CORPUS = "the dataset's own corpus"  # XQuAD, BEIR folders: no published reference is joined to them
 
 # Training regimes, in words. MIRACL train is in the fine-tuning data of e5-mistral (paper appendix;
 # mteb lists MIRACL among its training datasets), of multilingual-e5 (mE5 technical report,
@@ -91,12 +92,12 @@ def corpus_variant(task: str, dataset: str | None) -> str:
     if "subset" in name:
         return SUBSET
     if is_bitext_task(task):
-        return TATOEBA if "tatoeba" in (task + name).lower() else f"{task} ({dataset})"
+        return TATOEBA if "tatoeba" in (task + name).lower() else OTHER_CORPUS
     if task.startswith("MIRACLRetrievalHardNegatives") or "hardneg" in name:
         return HARD_NEGATIVES_V2 if task.endswith(".v2") or name.endswith("v2") else HARD_NEGATIVES_V1
     if task == "MIRACLRetrieval" or name.endswith("-full"):
         return FULL
-    return f"{task} ({dataset})"
+    return OTHER_CORPUS
 
 
 def is_bitext_task(task: str) -> bool:
