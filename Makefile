@@ -69,6 +69,7 @@ quickstart: install
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "make test: installing Debian's chromium (apt-get, as root) for the headless HTML checks"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: install Debian's 'chromium' package for the HTML tests"; fi; }
 

@@ -6,10 +6,12 @@ anywhere becomes one line on stderr and exit status 2, with no traceback.
 
 from __future__ import annotations
 
+import _thread
 import csv
 import errno
 import io
 import json
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.errors import WorkbenchError
+from workbench.run import command_scope
 
 app = typer.Typer(
     name="workbench",
@@ -32,10 +35,24 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _stop_like_ctrl_c_on_sigterm() -> None:
+    """SIGTERM stops any command exactly as Ctrl-C does (finished work kept, children stopped), and
+    Ctrl-C works even when the process was started with SIGINT ignored (a background job)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _thread.interrupt_main())
+
+
 def main() -> None:
     """Console-script entry point: one clear line and exit 2 on any user-facing error."""
+    _stop_like_ctrl_c_on_sigterm()
     try:
-        app(standalone_mode=False)
+        with command_scope():
+            code = app(standalone_mode=False)
+        # typer (>= 0.29) turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except WorkbenchError as err:
         err_console.print(f"[bold red]error:[/] {err.line()}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -180,6 +180,12 @@ def run_pipeline(
     on_stage: Callable[[str, str], None] | None = None,
 ) -> list[StageOutcome]:
     """Run every selected stage in order, skipping those whose inputs and config are unchanged."""
+    with run.writer_lock():
+        return _run_stages(run, config, registry, on_stage)
+
+
+def _run_stages(run: Run, config: RunConfig, registry: Registry,
+                on_stage: Callable[[str, str], None] | None) -> list[StageOutcome]:
     functions = _stage_functions(run, config, registry)
     outcomes: list[StageOutcome] = []
     for stage in STAGES:

@@ -27,6 +27,7 @@ def resolve_run_config(
     run_dir: Path, config_file: Path | None = None, overrides: dict[str, Any] | None = None
 ) -> tuple[Run, RunConfig]:
     run = Run.create(run_dir)
+    run.hold_writer_lock()  # one writer per run: refuse before touching run.toml
     if config_file is not None:
         config = load_config(config_file)
     elif run.config_path.is_file():

