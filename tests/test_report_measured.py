@@ -191,3 +191,12 @@ def test_tatoeba_section_training_card_and_leakage_warning(trained_on_double, tm
     assert ("nothing moved measurably" in tatoeba) or ("significant, Holm-corrected" in tatoeba)
     assert "multilingual-e5-large (MTEB)" in tatoeba  # published context beside it
     assert (out / "compare" / "compare.html").is_file() and 'href="compare/compare.html"' in html
+
+
+def test_overlap_with_tatoeba_is_found_in_the_training_data(trained_on_double, shared_data):
+    from workbench.report.measured import tatoeba_overlap
+
+    run, _ = trained_on_double
+    # the double answers with Tatoeba sentences: the accepted data holds them verbatim, whatever the model was called
+    assert tatoeba_overlap(run.root, [shared_data / "tatoeba"]) > 0
+    assert tatoeba_overlap(run.root, [shared_data / "xquad"]) == 0  # no Tatoeba files there: nothing to match
