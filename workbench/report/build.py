@@ -549,8 +549,8 @@ def _plots(a: Analysis) -> dict[str, str]:
     plots["per_language"] = _png(fig)
     # 2. mean gap to the primary reference per group
     g = a.groups.filter((pl.col("metric") == "ndcg_at_10") & (pl.col("n_languages") > 0))
-    # MTEB rows stay in groups.csv; the plot keeps the measured systems and the published papers.
-    mteb = set(a.scores.filter(pl.col("kind") == "mteb")["system"].to_list())
+    # the same systems as the group table beside it (MTEB hard-negative rows stay in groups.csv)
+    mteb = set(a.scores.filter((pl.col("kind") == "mteb") & (pl.col("task") == "MIRACLRetrievalHardNegatives"))["system"].to_list())
     systems = [s for s in g["system"].unique(maintain_order=True).to_list() if s not in mteb]
     fig, ax = plt.subplots(figsize=(10, 3.6))
     width = 0.8 / max(len(systems), 1)
@@ -809,7 +809,10 @@ def _other_measured(a: Analysis) -> list[str]:
             if s != a.focus and not s.lower().startswith("bm25")]
 
 
-def _table_rows(a: Analysis, source_ids: dict[str, int]) -> tuple[list[str], list[dict]]:
+def _table_rows(a: Analysis, source_ids: dict[str, int], comparisons: pl.DataFrame | None = None
+                ) -> tuple[list[str], list[dict]]:
+    """Per MIRACL language: the focus cell and one cell per column. A column that was measured here too
+    (another model, BM25) carries the paired test of the two systems from ``comparisons``."""
     measured_bm25 = a.scores.filter(pl.col("kind") == "measured")["system"].unique(maintain_order=True).to_list()
     bm25 = next((s for s in measured_bm25 if s.lower().startswith("bm25")), None)
     columns = _other_measured(a) + [r for r in SHOWN_REFERENCES if r != a.focus]
@@ -825,6 +828,15 @@ def _table_rows(a: Analysis, source_ids: dict[str, int]) -> tuple[list[str], lis
                 cell = _cell(a.scores, system, code, metric, source_ids) if system else None
                 if cell and model:
                     _gap_or_reason(cell, model)
+                    if comparisons is not None and comparisons.height and "gap" in cell:
+                        hit = comparisons.filter(pl.col("task").str.starts_with("MIRACL") & (pl.col("language") == code)
+                                                 & (pl.col("metric") == metric)
+                                                 & (pl.col("system_a").is_in([system, a.focus]))
+                                                 & (pl.col("system_b").is_in([system, a.focus])))
+                        if hit.height:
+                            test = hit.row(0, named=True)
+                            cell["tested"] = ("significant" if test["significant"] else "not significant") + \
+                                f" (paired test, p_Holm = {test['p_holm']:.3g})"
                 refs.append(cell)
             row["metrics"][metric] = {"model": model, "refs": refs}
         rows.append(row)
@@ -861,7 +873,7 @@ def render(a: Analysis, config: ReportSection, inputs: list[dict], plots: dict[s
     first.setdefault("measured_notes", [])
     tatoeba_builder = first.pop("tatoeba_builder", None)
     first["tatoeba"] = tatoeba_builder(source_ids) if tatoeba_builder else []
-    columns, rows = _table_rows(a, source_ids)
+    columns, rows = _table_rows(a, source_ids, first.get("comparisons"))
     mteb_systems, mteb_rows = _mteb_table(a, source_ids)
     other = []
     for rec in a.other.iter_rows(named=True):
@@ -943,7 +955,7 @@ def run_report(
     compare_link = _compare_view(frame, measured.systems, analysis.focus, out, registry)
     first = {
         "sections": sections, "significance": _significance_lines(measured), "cards": cards, "warnings": warnings,
-        "compare_link": compare_link, "measured_notes": measured.notes,
+        "compare_link": compare_link, "measured_notes": measured.notes, "comparisons": measured.comparisons,
         "tatoeba_builder": lambda ids: _tatoeba_rows(measured, audit_df, cards, refs, analysis.focus, registry, ids),
     }
     html, markdown = render(analysis, config, inputs, plots, first)
