@@ -271,7 +271,7 @@ def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References,
     focus_corpora = [corpus_variant(t, d) for t, d in results.filter(
         (pl.col("system") == focus) & pl.col("task").str.starts_with("MIRACL")).select("task", "dataset").iter_rows()]
     # the corpus most of the focus system's MIRACL numbers were taken on (full when it has none)
-    focus_corpus = max(set(focus_corpora), key=focus_corpora.count) if focus_corpora else FULL
+    focus_corpus = max(set(focus_corpora), key=focus_corpora.count) if focus_corpora else "no MIRACL measurement"
     primary = config.primary_reference
     if primary == "auto":
         primary = ("e5-mistral-7b-instruct (MTEB hard negatives v1)" if focus_corpus == HARD_NEGATIVES_V1
@@ -432,11 +432,13 @@ def _headline(groups: pl.DataFrame, focus: str, primary: str) -> tuple[list[str]
     else:
         measured = groups.filter((pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10")
                                  & (pl.col("group") == "all MIRACL"))
-        langs = measured["languages"][0] if measured.height and measured["n_languages"][0] else "no MIRACL language"
+        langs = measured["languages"][0] if measured.height and measured["n_languages"][0] else ""
         missing = " and ".join(g for g, v in (("high-tier", hi), ("low-tier", lo)) if v is None)
+        where = f"it was measured on {langs} only, with no {missing} MIRACL measurement" if langs else \
+            "it was not measured on any MIRACL language with a comparable reference"
         lines.append(
-            f"Cannot answer for {focus} from measurements alone: it was measured on {langs} only, with no "
-            f"{missing} MIRACL measurement, so the between-group gap of the model is not known.")
+            f"Cannot answer for {focus} from measurements alone: {where}, so the between-group gap of the model "
+            "is not known.")
         for g, v, n in (("high tier", hi, n_hi), ("low tier", lo, n_lo)):
             if v is not None:
                 lines.append(f"{focus} on the {g}: {v:.1f} points behind {primary} on {label} (mean over {n}).")
@@ -605,7 +607,9 @@ def _task_label(task: str) -> str:
 def _measured_sections(m: measured_mod.Measured, registry: Registry) -> list[dict]:
     """One section per (task, corpus, metric): rows per language and dataset, one cell per system, one per pair."""
     sections = []
-    table = m.table.with_columns(pl.col("tier").replace_strict(_TIER_RANK, default=3, return_dtype=pl.Int64).alias("_rank"))
+    # the first screen shows the headline metrics; every other metric mteb reports stays in measured.csv
+    shown = (*METRICS, *_BITEXT_METRICS)
+    table = m.table.filter(pl.col("metric").is_in(shown)).with_columns(pl.col("tier").replace_strict(_TIER_RANK, default=3, return_dtype=pl.Int64).alias("_rank"))
     for (task, corpus, metric), part in table.group_by(["task", "corpus", "metric"], maintain_order=True):
         systems = [s for s in m.systems if s in set(part["system"])]
         pairs = [(a, b) for i, a in enumerate(systems) for b in systems[i + 1:]]

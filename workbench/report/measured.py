@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -131,6 +132,18 @@ class TrainingCard:
     warnings: list[str] = field(default_factory=list)
 
 
+def _display_path(path: str | None) -> str | None:
+    """Paths as a reader can place them: relative to the working folder, or inside an installed package."""
+    if not path:
+        return path
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1] + " (installed package)"
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd().resolve()) else path
+    except ValueError:
+        return path
+
+
 def _training_run(model: str, results_file: str) -> tuple[Path | None, dict]:
     """The run that trained ``model``: from the model folder's contract, else the results table's run."""
     contract_path = Path(model) / CONTRACT_FILE
@@ -216,8 +229,9 @@ def training_cards(results: pl.DataFrame) -> list[TrainingCard]:
         if epochs is None and steps and batch and records:
             epochs = round(steps * batch / records, 1)
         generators = _generators(run)
-        card = TrainingCard(system=rec["system"], model=str(rec["model"]), run_dir=str(run),
-                            base_model=contract.get("base_model") or config.get("model"), generators=generators,
+        card = TrainingCard(system=rec["system"], model=_display_path(str(rec["model"])), run_dir=_display_path(str(run)),
+                            base_model=_display_path(contract.get("base_model") or config.get("model")),
+                            generators=generators,
                             records=records, per_language=per_language, steps=steps, batch_size=batch, epochs=epochs,
                             from_test_double=uses_test_double(run, generators))
         if records is not None and records < TINY_TRAINING_SET:
