@@ -250,13 +250,26 @@ _MIN_SENTENCE_CHARS = 15  # shorter lines ("Thank you.") occur in any text by ch
 
 
 def _tatoeba_folders(results: pl.DataFrame) -> list[Path]:
-    """LASER-layout Tatoeba folders the evaluating runs read (their run.toml [eval] data_dir)."""
-    folders = []
+    """LASER-layout Tatoeba folders the evaluations read: the local ``location`` of bitext datasets in
+    ``data_sources.json`` beside each results table (written by eval), else the run's [eval] data_dir."""
+    folders: list[Path] = []
     bitext = results.filter(pl.col("task").map_elements(is_bitext_task, return_dtype=pl.Boolean))
     for results_file in bitext["input_file"].unique().to_list():
+        candidates = []
+        sources_path = Path(results_file).parent / "data_sources.json"
+        try:
+            sources = json.loads(sources_path.read_text(encoding="utf-8")) if sources_path.is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            sources = {}
+        for dataset in bitext.filter(pl.col("input_file") == results_file)["dataset"].unique().to_list():
+            entry = sources.get(dataset) if isinstance(sources, dict) else None
+            if isinstance(entry, dict) and entry.get("origin") == "local" and entry.get("location"):
+                candidates.append(Path(entry["location"]))
         data_dir = _run_toml(Path(results_file).resolve().parent.parent).get("eval", {}).get("data_dir")
-        for candidate in ([Path(data_dir), Path(data_dir) / "tatoeba"] if data_dir else []):
-            if candidate.is_dir() and any(candidate.glob("tatoeba.*-eng.*")):
+        if data_dir:
+            candidates += [Path(data_dir), Path(data_dir) / "tatoeba"]
+        for candidate in candidates:
+            if candidate not in folders and candidate.is_dir() and any(candidate.glob("tatoeba.*-eng.*")):
                 folders.append(candidate)
     return folders
 
