@@ -734,6 +734,7 @@ def _measured_plots(sections: list[dict]) -> dict[str, str]:
                   else r["language"] for r in sec["rows"]]
         fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels) * max(1, len(sec["systems"])) / 2 + 3), 3.4))
         width = 0.8 / max(len(sec["systems"]), 1)
+        has_ci = any(c is not None and c["ci_low"] is not None for r in sec["rows"] for c in r["cells"])
         for i, system in enumerate(sec["systems"]):
             xs, ys, err_lo, err_hi = [], [], [], []
             for j, row in enumerate(sec["rows"]):
@@ -745,11 +746,11 @@ def _measured_plots(sections: list[dict]) -> dict[str, str]:
                 err_lo.append(cell["value"] - cell["ci_low"] if cell["ci_low"] is not None else 0)
                 err_hi.append(cell["ci_high"] - cell["value"] if cell["ci_high"] is not None else 0)
             ax.bar(xs, ys, width, label=system, hatch=hatches[i % len(hatches)], edgecolor="black", linewidth=0.5,
-                   yerr=[err_lo, err_hi], capsize=2)
+                   yerr=[err_lo, err_hi] if has_ci else None, capsize=2)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, fontsize=8)
         ax.set_ylabel(f"{sec['metric_label']} (%)")
-        ax.set_title(f"{sec['label']} ({sec['corpus']}): {sec['metric_label']} measured here; whiskers = 95% interval",
-                     fontsize=9)
+        whiskers = "whiskers = 95% interval" if has_ci else "no per-query scores: no intervals"
+        ax.set_title(f"{sec['label']} ({sec['corpus']}): {sec['metric_label']} measured here; {whiskers}", fontsize=9)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         plots[sec["id"]] = _png(fig)
     return plots
