@@ -59,7 +59,29 @@ def test_malay_confusion_with_indonesian_is_reported(audited):
     summary = run.read_table("audit", "summary", AUDIT_SUMMARY)
     ms = summary.filter(pl.col("language") == "ms").row(0, named=True)
     assert "id:" in ms["top_lid_confusions"]
-    assert "wrong_language" in ms["top_reject_reasons"]
+    # ms.toml lists id in accept_also: those rows are accepted, and counted apart
+    report = json.loads((run.root / "audit" / "audit.json").read_text())
+    ms_json = next(lang for lang in report["languages"] if lang["language"] == "ms")
+    accepted = run.read_table("accepted", "ms", FILTERED)
+    assert ms_json["accepted_as_neighbour"] == ms_json["accepted_as"]["id"] > 0
+    assert ms_json["accepted_as_neighbour"] == accepted.filter(pl.col("lid_accepted_as") == "id").height
+    assert ms_json["accepted_plain"] == accepted.height - ms_json["accepted_as_neighbour"]
+    detected = {d["detected"]: d for d in ms_json["detected"]}
+    assert sum(d["rows"] for d in detected.values()) == ms_json["generated"]
+    assert detected["id"]["rows"] >= detected["id"]["accepted"] > 0
+
+
+def test_rejects_for_review_hold_every_rejected_row(audited):
+    run, _ = audited
+    lines = (run.root / "audit" / "rejects_for_review.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    expected = {row["slot_id"] for code in LANGS for row in run.read_table("rejected", code, FILTERED).to_dicts()}
+    assert {r["slot_id"] for r in records} == expected and len(records) == len(expected)
+    first = records[0]
+    rejected = run.read_table("rejected", first["language"], FILTERED).filter(pl.col("slot_id") == first["slot_id"])
+    row = rejected.row(0, named=True)
+    assert first["reasons"] == row["reasons"] and first["human_verdict"] is None
+    assert all(first["fields"][name] == row[name] for name in first["fields"])  # full text, not cut
 
 
 def test_audit_json_has_tiers_lengths_and_confusion(audited):

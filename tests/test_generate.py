@@ -16,7 +16,7 @@ import pytest
 
 from workbench.errors import WorkbenchError
 from workbench.families import FAMILIES
-from workbench.generate import prompts
+from workbench.generate import budget, prompts
 from workbench.generate.engine import run_generate
 from workbench.languages import load_registry
 from workbench.plan import run_plan
@@ -141,9 +141,22 @@ def test_each_fault_class_is_recovered(double, tmp_path, fault):
     injected = sum(double.stats.faults[fault].values())
     assert injected == len(double.stats.received)  # every request key met the fault once
     assert "probe-json_schema" in double.stats.received  # structured-output detection ("auto") probed once
-    if fault in ("truncated", "malformed"):  # the probe checks the HTTP status only, not its content
+    if fault == "malformed":  # the probe checks the HTTP status only, not its content
         assert result.stats["invalid_answers"] == injected - 1
         assert set(table["attempts"]) == {2}
+    elif fault == "truncated":  # cut at max_tokens: never an invalid answer; re-sent once with twice the budget
+        assert result.stats["invalid_answers"] == 0
+        assert sum(result.stats["truncated"].values()) == injected - 1
+        assert set(table["attempts"]) == {2}
+        with sqlite3.connect(run.cache_path) as db:
+            sent = dict(db.execute("SELECT slot_id, json_extract(request, '$.max_tokens') FROM requests "
+                                   "WHERE kind = 'example'"))
+        plan = pl.read_parquet(run.root / "plan" / "sw.parquet")
+        registry = load_registry()
+        for row in plan.iter_rows(named=True):
+            target = registry.get(row["target_language"]) if row["target_language"] else None
+            first = budget.completion_budget(row["family"], row, registry.get("sw"), target, budget.table_for(local=False))
+            assert sent[row["slot_id"]] == 2 * first, row["slot_id"]
     elif fault == "wrong_language":
         # recorded, not hidden: the rows are kept as ok and their text is English; the filter rejects them
         english = set((REPO.parent / "shared/data/tatoeba/tatoeba.deu-eng.eng").read_text().splitlines())
@@ -271,6 +284,7 @@ def test_endpoint_problems_give_one_clear_line(shared_data, tmp_path):
             lines = proc.stderr.strip().splitlines()
             assert proc.returncode == 2, (extra, proc.stderr)
             assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr, (extra, proc.stderr)
+            assert (run.stage_entry("generate") or {}).get("status") != "running"  # nothing runs any more
         # in process: the same errors as WorkbenchError with a one-line message naming the fix
         cases = [
             (open_double.base_url.removesuffix("/v1") + "/wrong/v1", "404 not found"),
@@ -373,3 +387,221 @@ def test_broken_or_missing_template_names_the_file(tmp_path, monkeypatch):
     prompts._environment.cache_clear()
     with pytest.raises(ConfigError, match="template variable missing: 'no_such_placeholder'"):
         prompts.example_messages(slot, None, registry)
+
+
+# -- generation fidelity (issue 14 item 5) ---------------------------------------------------
+def _example_prompt(family: str, **placeholders) -> str:
+    registry = load_registry()
+    slot = {"slot_id": f"de-{family}-00000", "language": "de", "family": family, "seed": 1, "target_language": "en",
+            **{k: v[0] for k, v in FAMILIES[family].placeholders.items()}, **placeholders}
+    return prompts.example_messages(slot, "Given a question, find the answer.", registry)[0]["content"]
+
+
+def test_prompts_keep_the_papers_meaning():
+    short_long = _example_prompt("short_long", num_words="300")
+    assert "Every document is at least 300 words long" in short_long  # all documents, "at least"
+    assert "less well or less completely" in short_long and "not actually answer" not in short_long
+    assert "some useful information" in short_long
+    for family in ("short_short", "long_long"):
+        text = _example_prompt(family)
+        assert "independently of each other" in text and "word overlap" in text, family
+    assert "at least 300 words" in _example_prompt("long_long")
+    assert "share some words" in _example_prompt("sts")
+    bitext = _example_prompt("bitext")
+    assert "share some words" in bitext and "grammatical, fluent" in bitext
+    assert all(kind in bitext for kind in ("key word or a number wrong", "leaves out", "adds content"))
+
+
+def test_budgets_grow_with_num_words_and_script_cost_and_stay_within_the_endpoint():
+    registry = load_registry()
+    en, te, ja = registry.get("en"), registry.get("te"), registry.get("ja")
+    sized = [budget.completion_budget("short_long", {"num_words": n}, en) for n in ("50", "200", "500")]
+    assert sized == sorted(sized) and sized[0] < sized[-1]
+    assert budget.completion_budget("short_long", {"num_words": "500"}, en) > 1024  # the old flat budget
+    assert budget.completion_budget("long_short", {"num_words": "at least 200"}, te) > \
+        budget.completion_budget("long_short", {"num_words": "at least 200"}, en)
+    assert budget.completion_budget("sts", {"unit": "passage"}, en) > budget.completion_budget("sts", {"unit": "phrase"}, en)
+    # bitext: the costlier language of the pair sets the budget
+    assert budget.completion_budget("bitext", {"unit": "sentence"}, en, te) == \
+        budget.completion_budget("bitext", {"unit": "sentence"}, te, en)
+    assert budget.tokens_per_word(ja, {"Jpan": 1.0}) == 1.0  # generate.tokens_per_word overrides
+    # remote endpoints use o200k's (measured) rates: cheaper than SmolLM2's outside Latin script
+    remote = budget.table_for(local=False)
+    assert budget.tokens_per_word(te, remote) < budget.tokens_per_word(te) and remote["Telu"] > remote["Latn"]
+    assert budget.table_for(local=False, overrides={"Telu": 9.0})["Telu"] == 9.0
+    assert budget.larger_budget(1000, 1500) == 1500 and budget.larger_budget(1500, 1500) is None
+
+
+def test_requests_fit_the_endpoints_context_window(double, tmp_path):
+    """The embedded server's 2,048-token context: prompt + max_tokens never exceed it."""
+    run, config, registry = make_run(tmp_path / "run", double.base_url, languages=("te", "de"), quota=20,
+                                     context_tokens=2048)
+    run_generate(run, config, registry)
+    with sqlite3.connect(run.cache_path) as db:
+        bodies = [json.loads(text) for (text,) in db.execute("SELECT request FROM requests")]
+    assert bodies
+    for body in bodies:
+        assert budget.prompt_tokens_upper(body["messages"]) + body["max_tokens"] <= 2048
+    # without a context limit, long Telugu documents get far more than the old flat 1,024
+    run2, config2, _ = make_run(tmp_path / "run2", double.base_url, languages=("te",), quota=20)
+    dry = run_generate(run2, config2, registry, dry_run=True)
+    low, high = dry.stats["max_tokens_by_family"]["short_long"]
+    assert high > 4 * 1024 and high <= config2.generate.max_tokens_cap
+
+
+def test_truncated_answers_are_resent_once_larger_then_recorded_truncated(double, tmp_path):
+    from workbench.audit import family_generation_stats
+
+    double.set_faults(Faults(rate_truncated=1.0))  # every answer is cut (finish_reason "length")
+    run, config, registry = make_run(tmp_path / "run", double.base_url, languages=("sw",), quota=6,
+                                     structured_output="json_schema")
+    result = run_generate(run, config, registry)
+    table = generated(run, "sw")
+    one_step = table.filter(pl.col("family").is_in(["sts", "bitext"]))
+    assert one_step.height and set(one_step["status"]) == {"failed"}
+    assert one_step["error"].str.starts_with("truncated: the answer was cut at max_tokens=").all()
+    assert one_step["error"].str.contains("again after one re-send with a larger budget").all()
+    assert set(one_step["attempts"]) == {2}  # the first sample and one larger re-send, no more
+    assert result.stats["invalid_answers"] == 0  # never counted as malformed
+    with sqlite3.connect(run.cache_path) as db:
+        sent = dict(db.execute("SELECT slot_id, json_extract(request, '$.max_tokens') FROM requests"))
+    for row in one_step.iter_rows(named=True):
+        target = registry.get(row["target_language"]) if row["target_language"] else None
+        remote = budget.table_for(local=False)  # the double is a remote endpoint: o200k's tokens per word
+        assert sent[row["slot_id"]] == 2 * budget.completion_budget(row["family"], row, registry.get("sw"), target, remote)
+    by_family = family_generation_stats(table)
+    for family in ("sts", "bitext"):
+        if family in by_family:
+            assert by_family[family]["truncated"] == by_family[family]["slots"]
+
+
+def test_brainstorm_rounds_keep_each_task_to_a_few_examples(double, tmp_path):
+    run, config, registry = make_run(tmp_path / "run", double.base_url, languages=("de",), quota=120,
+                                     max_task_uses=2)
+    run_generate(run, config, registry)
+    table = generated(run, "de")
+    tasks = run.read_table("tasks", "de", TASKS)
+    plan = run.read_table("plan", "de", __import__("workbench.tables", fromlist=["PLAN"]).PLAN)
+    for (family,), group in table.filter(pl.col("task").is_not_null()).group_by("family"):
+        slots = plan.filter(pl.col("family") == family).height
+        rounds = prompts.brainstorm_rounds(slots, 2)
+        family_tasks = tasks.filter(pl.col("family") == family)["task"]
+        assert family_tasks.n_unique() == family_tasks.len()  # merged rounds, duplicates dropped
+        assert family_tasks.len() > prompts.N_TASKS or rounds == 1
+        assert group["task"].value_counts()["count"].max() <= 2, family
+    # the dry run and a re-run agree with what was sent: every round is cached, nothing is sent again
+    sent = double.stats.total
+    run_generate(run, config, registry)
+    assert double.stats.total == sent
+
+
+def test_dry_run_is_sized_per_family_and_priced_for_the_batch_api(tmp_path):
+    prices = {"double": {"input": 1.0, "output": 2.0}}
+    run, config, registry = make_run(tmp_path / "run", "http://127.0.0.1:9/v1", languages=("en", "te"), quota=30,
+                                     prices=prices)
+    direct = run_generate(run, config, registry, dry_run=True)
+    batch = run_generate(run, config, registry, dry_run=True, batch=True)
+    assert batch.stats["batch"] and not direct.stats["batch"]
+    assert batch.stats["est_cost_usd"] == pytest.approx(direct.stats["est_cost_usd"] * 0.5, rel=1e-3)
+    per_family = direct.stats["est_completion_by_family"]
+    plan = pl.concat([run.read_table("plan", c, __import__("workbench.tables", fromlist=["PLAN"]).PLAN)
+                      for c in ("en", "te")])
+    counts = dict(plan.group_by("family").len().iter_rows())
+    if counts.get("short_long") and counts.get("short_short"):  # long documents cost more than short texts
+        assert per_family["short_long"] / counts["short_long"] > per_family["short_short"] / counts["short_short"]
+    assert direct.stats["est_completion_tokens"] != 360 * direct.stats["example_requests"] + \
+        600 * direct.stats["brainstorm_requests"]
+
+
+# -- honest endings (issue 16 item 5) --------------------------------------------------------
+class _NotAnAPI:
+    """A plain HTTP server that is not an OpenAI API (a web page for everything, or http.server)."""
+
+    def __init__(self, html: bool):
+        import http.server
+        import threading
+
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _page(self):
+                outer.requests += 1
+                data = b"<html><body>Welcome to my blog</body></html>"
+                self.send_response(200)
+                self.send_header("content-type", "text/html")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if html:
+                    return self._page()
+                outer.requests += 1
+                return super().do_GET()
+
+            def do_POST(self):
+                if html:
+                    length = int(self.headers.get("content-length", 0))
+                    self.rfile.read(length)
+                    return self._page()
+                outer.requests += 1
+                self.send_error(501, "Unsupported method ('POST')")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("html", [False, True])
+def test_a_server_that_is_not_an_openai_api_fails_at_once(tmp_path, html):
+    server = _NotAnAPI(html)
+    try:
+        run, config, registry = make_run(tmp_path / "run", server.base_url, languages=("sw",), quota=2)
+        with pytest.raises(WorkbenchError) as caught:
+            run_generate(run, config, registry)
+        line = caught.value.line()
+        assert "not an OpenAI-compatible API" in line and "ending in /v1" in line and "\n" not in line, line
+        assert server.requests == 2  # GET /models and one POST /chat/completions, no retries
+        assert not run.cache_path.exists() or cache_rows(run) == {}
+        assert (run.stage_entry("generate") or {}).get("status") != "running"
+        proc = _cli("generate", str(run.root))
+        assert proc.returncode == 2 and "not an OpenAI-compatible API" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        server.close()
+
+
+def test_transport_failures_exit_2_with_a_summary_and_the_resume_command(double, tmp_path):
+    double.set_faults(Faults(rate_500=1.0))
+    run, config, registry = make_run(tmp_path / "run", double.base_url, languages=("sw",), quota=3, max_retries=0,
+                                     structured_output="json_schema")
+    proc = _cli("generate", str(run.root))
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "generation incomplete" in last and "gave up on transport errors (5xx=" in last, last
+    assert f"re-run 'workbench generate {run.root}' to resume" in last, last
+    assert "Traceback" not in proc.stderr
+    double.set_faults(Faults())
+    proc = _cli("generate", str(run.root))
+    assert proc.returncode == 0, proc.stderr
+    assert set(generated(run, "sw")["status"]) == {"ok"}
+
+
+def test_the_demo_model_is_never_used_silently():
+    from workbench.config import RunConfig
+    from workbench.generate.engine import generation_notice
+
+    default = RunConfig.model_validate({"run": {"name": "x"}})
+    assert default.generate.base_url == "local"
+    assert "embedded demo model SmolLM2-135M" in generation_notice(default)
+    remote = RunConfig.model_validate({"run": {"name": "x"}, "generate": {"base_url": "http://h/v1"}})
+    assert generation_notice(remote) is None

@@ -61,7 +61,7 @@ def test_changing_filter_settings_reruns_filter_and_audit_only(double, tmp_path)
     run_pipeline(run, config_for(double.base_url), registry)
     generated_hash = run.stage_entry("generate")["outputs"]
     sent = double.stats.total
-    outcomes = run_pipeline(run, config_for(double.base_url, allow_confusable=False), registry)
+    outcomes = run_pipeline(run, config_for(double.base_url, allow_confusable=True), registry)
     states = {o.stage: o.state for o in outcomes}
     assert states["plan"] == states["generate"] == "skipped"
     assert states["filter"] == states["audit"] == "ran"

@@ -51,9 +51,9 @@ def test_records_follow_the_paper_mapping_per_family():
     assert (rec["2"]["query"], rec["2"]["positive"], rec["2"]["negative"]) == (
         "Instruct: Classify sentiment\nQuery: Nimefurahi sana", "positive", "negative")
     assert rec["3"]["negative"] is None and rec["3"]["symmetric"] is False
-    # symmetric families: instruction on both sides, default instruction when no task was brainstormed
-    assert rec["4"]["positive"] == "Instruct: Retrieve semantically similar text.\nQuery: b"
-    assert rec["4"]["negative"] == "Instruct: Retrieve semantically similar text.\nQuery: c"
+    # symmetric families: instruction on the query only (paper §3.2), default instruction when no task
+    assert rec["4"]["query"] == "Instruct: Retrieve semantically similar text.\nQuery: a"
+    assert (rec["4"]["positive"], rec["4"]["negative"]) == ("b", "c")
     assert rec["5"]["query"] == "Instruct: Retrieve parallel sentences.\nQuery: x"
     assert rec["5"]["symmetric"] is True
     assert built.skipped == {}
@@ -226,3 +226,64 @@ def test_train_config_rejects_unknown_family_weight():
         from workbench.config import parse_config
 
         parse_config({"train": {"family_weights": {"retrieval": 1.0}}}, where="run.toml")
+
+
+def _records(n_by_group: dict[tuple[str, str], int]) -> pl.DataFrame:
+    rows = [
+        {"slot_id": f"{lang}{fam}{i}", "language": lang, "family": fam, "task": "T",
+         "input": f"q{i}", "positive_document": f"p{i}"}
+        for (lang, fam), n in n_by_group.items() for i in range(n)
+    ]
+    return train_data.build_records(_accepted(rows), TrainSection()).records
+
+
+def test_no_record_twice_in_a_batch_across_epochs_and_in_small_groups(caplog):
+    records = _records({("en", "short_short"): 7})
+    mixed = train_data.BatchSampler(records, 3, random.Random(2))
+    batches = [next(mixed) for _ in range(40)]  # 7 records, batches of 3: most batches straddle an epoch
+    assert all(len(b) == 3 and len(set(b)) == 3 for b in batches)
+    counts = [sum(i in b for b in batches) for i in range(7)]
+    assert max(counts) - min(counts) <= 2  # still without replacement: every record as often as the others
+    grouped = _records({("en", "short_short"): 5, ("de", "short_short"): 20})
+    with caplog.at_level("WARNING", logger="workbench.train.data"):
+        sampler = train_data.BatchSampler(grouped, 8, random.Random(3), one_task_per_batch=True, multiple_of=2)
+    assert "fewer records than batch_size 8" in caplog.text and "en/short_short" in caplog.text
+    sizes = set()
+    for _ in range(30):
+        batch = next(sampler)
+        assert len(set(batch)) == len(batch)
+        sizes.add(len(batch))
+    assert sizes == {4, 8}  # the 5-record group gives batches of 4 (a multiple of 2 processes)
+
+
+def test_schedule_is_one_epoch_by_default_steps_override_and_the_batch_shrinks():
+    from workbench.train.schedule import plan_schedule
+
+    default = plan_schedule(TrainSection(), 93_000)
+    assert (default.batch_size, default.steps, default.from_steps) == (2048, 46, False)  # ceil(93000 / 2048)
+    assert 1.0 <= default.epochs < 1.03 and default.warnings == []
+    explicit = plan_schedule(TrainSection(steps=1000), 93_000)
+    assert explicit.steps == 1000 and explicit.from_steps and explicit.epochs > 20
+    assert "tiny training set" in explicit.warnings[0]
+    tiny_data = plan_schedule(TrainSection(batch_size=8), _records({("en", "short_short"): 7}), world_size=2)
+    assert (tiny_data.batch_size, tiny_data.steps) == (6, 2)
+    assert "shrinks to 6" in tiny_data.warnings[0]
+    assert plan_schedule(TrainSection(batch_size=8, epochs=3), 7).steps == 3
+    with pytest.raises(WorkbenchError, match="cannot fill one batch"):
+        plan_schedule(TrainSection(batch_size=8), 1, world_size=2)
+
+
+def test_estimate_shows_the_schedule(tmp_path, tiny, shared_data):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    run = accepted_run(tmp_path / "run", shared_data, n=30)
+    result = CliRunner().invoke(app, ["train", str(run.root), "--model", str(tiny), "--deepspeed", "none",
+                                      "--estimate", "--batch-size", "16", "--max-length", "32"])
+    assert result.exit_code == 0, result.output
+    assert "training schedule" in result.output and "2 (from train.epochs)" in result.output
+    assert "1.07" in result.output  # 2 steps x 16 = 32 draws over 30 records
+    again = CliRunner().invoke(app, ["train", str(run.root), "--model", str(tiny), "--deepspeed", "none",
+                                     "--estimate", "--batch-size", "16", "--max-length", "32", "--epochs", "3"])
+    assert again.exit_code == 0 and "6 (from train.epochs)" in again.output, again.output

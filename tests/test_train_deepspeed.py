@@ -168,3 +168,43 @@ def test_cli_train_zero3_then_merged_export_loads_with_the_contract(tmp_path, ti
         capture_output=True, text=True, env=env, timeout=120)
     assert est.returncode == 2 and "cannot fit" in est.stderr, est.stderr
     assert "per-GPU memory estimate" in est.stdout
+
+
+def test_ranks_agree_on_hard_negatives_under_gloo(tiny):
+    """Rank 0 has hard negatives, rank 1 has none: both must take the same branch (an all-reduce),
+    or their all-gathers mismatch and the step hangs. Two CPU processes under gloo."""
+    import multiprocessing
+    import socket
+    import time
+
+    from train_support import hard_negative_step_worker
+
+    queries = ["Instruct: Find it\nQuery: Tom is here.", "Instruct: Find it\nQuery: I love you.",
+               "Instruct: Find it\nQuery: Where is the station?", "Instruct: Find it\nQuery: It is late."]
+    positives = ["Tom is here.", "I love you.", "Where is the station?", "It is late."]
+    negatives = ["Tom was there.", "I hate rain.", "", ""]
+    mask = [True, True, False, False]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    procs = [context.Process(target=hard_negative_step_worker,
+                             args=(rank, 2, port, str(tiny), queries, positives, negatives, mask, results))
+             for rank in range(2)]
+    for proc in procs:
+        proc.start()
+    deadline = time.monotonic() + 240  # loading two tiny models takes ~30 s; a hang waits forever
+    for proc in procs:
+        proc.join(timeout=max(1.0, deadline - time.monotonic()))
+    hung = [proc for proc in procs if proc.is_alive()]
+    for proc in hung:
+        proc.kill()
+    assert not hung, "a rank hung: the ranks disagreed on the hard-negative branch"
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    losses = dict(results.get(timeout=5) for _ in range(2))
+    # the two ranks' losses average to the one-process loss over the whole batch (same init, same data)
+    single = context.Queue()
+    hard_negative_step_worker(0, 1, 0, str(tiny), queries, positives, negatives, mask, single)
+    _, whole = single.get(timeout=5)
+    assert abs((losses[0] + losses[1]) / 2 - whole) < 1e-4, (losses, whole)

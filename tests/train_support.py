@@ -58,3 +58,37 @@ def train_config(model: Path, **train) -> RunConfig:
         "log_every": 1,
     }
     return RunConfig.model_validate({"run": {"seed": 7}, "train": {**defaults, **train}})
+
+
+def hard_negative_step_worker(rank: int, world: int, port: int, model: str, queries: list[str], positives: list[str],
+                              negatives: list[str], mask: list[bool], results) -> None:
+    """One training step of rank ``rank`` under gloo (for the cross-rank hard-negative test).
+
+    Every rank gets the same slice sizes; ``mask`` marks which rows have a hard negative, so the
+    test can give one rank negatives and the other none. Puts (rank, loss) on ``results``.
+    """
+    import os
+
+    import torch
+
+    from workbench.config import TrainSection
+    from workbench.train.model import load_model
+    from workbench.train.trainer import DistState, _Batch, _build_engine, _Loop
+
+    torch.set_num_threads(1)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    tc = TrainSection(model=model, deepspeed="none", batch_size=len(queries), steps=2, max_length=32, lora_dropout=0.0,
+                      gradient_checkpointing=False)
+    torch.manual_seed(0)
+    loaded = load_model(model, lora_dropout=0.0, gradient_checkpointing=False)
+    state = DistState(rank, world, rank, torch.device("cpu"))
+    engine, optimizer, scheduler = _build_engine(tc, loaded, state, bf16=False)
+    loop = _Loop(tc, loaded, state, engine, optimizer, scheduler)
+    local = len(queries) // world
+    part = slice(rank * local, (rank + 1) * local)
+    loss, _ = loop.step(_Batch(queries[part], positives[part], negatives[part], mask[part]))
+    results.put((rank, loss))
+    if world > 1:
+        torch.distributed.destroy_process_group()

@@ -7,12 +7,18 @@ failed rows, tokens, cost, tasks), ``accepted/<lang>.parquet`` and ``rejected/<l
 * ``summary.parquet`` (AUDIT_SUMMARY): one row per language: planned, generated (ok), failed,
   accepted, rejected, acceptance_rate, top_reject_reasons ("reason:count; ..."),
   top_lid_confusions ("lang:count; ..."), exact/near duplicate rates, distinct tasks,
-  distinct-2 of the main field, tokens and cost;
+  ``truncated`` (slots failed because the answer was cut at max_tokens), distinct-2 of the main
+  field, tokens and cost;
 * ``audit.json``: the same plus per-tier summaries, rejects by reason code and field, the LID
-  confusion matrix and per-field length distributions (words; characters for unspaced scripts);
+  confusion matrix, per-field length distributions (words; characters for unspaced scripts) and
+  ``by_family`` per language: slots, ok, failed, truncated, distinct tasks, most uses of one task;
 * ``index.html``: a self-contained page (plots embedded as base64 PNG): acceptance by language
-  (sorted), reject reasons stacked per language, the LID confusion heat map, and one table row
-  per language.
+  (sorted), reject reasons stacked per language, the LID confusion heat map, one table row per
+  language (accepted, of which accepted as an ``accept_also`` neighbour, rejected by reason), the
+  confusion table asked -> detected, and per language a few accepted and rejected examples with
+  their reasons and LID votes (HTML-escaped, truncated);
+* ``rejects_for_review.jsonl``: every rejected row, one JSON object a line (full texts, reasons,
+  LID votes, and an empty ``human_verdict`` for a reviewer to fill in with ``keep`` or ``reject``).
 
 The audit refuses to run on inconsistent inputs: for every language accepted + rejected must
 equal the generated rows with status ok (else the filter output is stale: re-run the filter).
@@ -38,12 +44,16 @@ from workbench.config import RunConfig
 from workbench.errors import TableError
 from workbench.families import FAMILIES
 from workbench.filter.rules import MAIN_FIELD
+from workbench.filter.script import words
 from workbench.languages import TIERS, Registry
 from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256, now
 from workbench.tables import AUDIT_SUMMARY, FILTERED, GENERATED, PLAN
 
 STAGE = "audit"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+REVIEW_FILE = "rejects_for_review.jsonl"
+EXAMPLES_PER_LANGUAGE = 3  # accepted and rejected examples shown per language in index.html
+EXAMPLE_CHARS = 240  # each field of a shown example is cut to this many characters
 
 
 def _reason_code(reason: str) -> str:
@@ -55,7 +65,51 @@ def _top(counter: Counter, k: int = 5) -> str:
 
 
 def _tokens(text: str, unspaced: bool) -> list[str]:
-    return list(text.replace(" ", "")) if unspaced else text.split()
+    return list(text.replace(" ", "")) if unspaced else words(text)
+
+
+def _cut(text: str | None, limit: int = EXAMPLE_CHARS) -> str:
+    text = (text or "").strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _votes_text(votes: list[dict] | None) -> str:
+    """``field: member=label(prob) ...`` per voted field, for one line of the examples table."""
+    by_field: dict[str, list[str]] = {}
+    for vote in votes or []:
+        by_field.setdefault(vote["field"], []).append(f"{vote['member']}={vote['label']}({vote['prob']:.2f})")
+    return "; ".join(f"{name}: {' '.join(parts)}" for name, parts in by_field.items())
+
+
+def _examples(table: pl.DataFrame, k: int) -> list[dict]:
+    """The first ``k`` rows by slot: fields (cut), reasons, LID votes; rendered escaped by Jinja."""
+    out = []
+    for row in table.sort("slot_id").head(k).to_dicts():
+        out.append({
+            "slot_id": row["slot_id"],
+            "family": row["family"],
+            "fields": [(name, _cut(row.get(name))) for name in FAMILIES[row["family"]].fields],
+            "reasons": ", ".join(row["reasons"] or []) or "accepted",
+            "accepted_as": row.get("lid_accepted_as"),
+            "lid_language": row.get("lid_language"),
+            "votes": _votes_text(row.get("lid_votes")),
+        })
+    return out
+
+
+def _review_records(code: str, registry: Registry, rejected: pl.DataFrame) -> list[dict]:
+    """One JSON-ready record per rejected row, for human review (full texts)."""
+    name = registry.get(code).name
+    records = []
+    for row in rejected.sort("slot_id").to_dicts():
+        records.append({
+            "slot_id": row["slot_id"], "language": code, "language_name": name, "family": row["family"],
+            "task": row["task"], "fields": {f: row.get(f) for f in FAMILIES[row["family"]].fields},
+            "target_language": row.get("target_language"), "reasons": row["reasons"],
+            "lid_language": row["lid_language"], "lid_support": row["lid_support"], "lid_votes": row["lid_votes"],
+            "model": row["model"], "human_verdict": None,
+        })
+    return records
 
 
 def distinct_n(texts: list[str], n: int, unspaced: bool) -> float | None:
@@ -79,6 +133,22 @@ def _length_stats(values: list[int]) -> dict[str, float]:
             "max": values[-1], "mean": round(sum(values) / len(values), 1)}
 
 
+def family_generation_stats(generated: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Per family: slots, ok, failed, failed as truncated (answer cut at max_tokens, error
+    ``truncated: ...``), distinct tasks and the most examples one task served."""
+    stats = {}
+    for family in sorted(set(generated["family"].to_list())):
+        rows = generated.filter(pl.col("family") == family)
+        ok = rows.filter(pl.col("status") == "ok")
+        uses = ok["task"].drop_nulls().value_counts()["count"] if ok["task"].drop_nulls().len() else pl.Series([0])
+        stats[family] = {
+            "slots": rows.height, "ok": ok.height, "failed": rows.height - ok.height,
+            "truncated": int(rows["error"].fill_null("").str.starts_with("truncated").sum()),
+            "distinct_tasks": ok["task"].drop_nulls().n_unique(), "max_task_uses": int(uses.max()),
+        }
+    return stats
+
+
 def _language_stats(code: str, registry: Registry, planned: int | None, generated: pl.DataFrame,
                     accepted: pl.DataFrame, rejected: pl.DataFrame) -> dict:
     language = registry.get(code)
@@ -100,6 +170,9 @@ def _language_stats(code: str, registry: Registry, planned: int | None, generate
         exact += "exact_duplicate" in codes
         near += "near_duplicate" in codes
     both = pl.concat([accepted, rejected])
+    accepted_as = Counter(label for label in accepted["lid_accepted_as"].to_list() if label)
+    detected = Counter(seen or "-" for seen in both["lid_language"].to_list())  # "-": no LID vote
+    detected_accepted = Counter(seen or "-" for seen in accepted["lid_language"].to_list())
     confusions = Counter(seen for seen in both["lid_language"].to_list() if seen and seen != code)
     seen_as = Counter(seen for seen in both["lid_language"].to_list() if seen)
     lengths: dict[str, dict] = {}
@@ -126,6 +199,7 @@ def _language_stats(code: str, registry: Registry, planned: int | None, generate
         "exact_dup_rate": round(exact / ok.height, 4) if ok.height else 0.0,
         "near_dup_rate": round(near / ok.height, 4) if ok.height else 0.0,
         "distinct_tasks": ok["task"].drop_nulls().n_unique(),
+        "truncated": int(generated["error"].fill_null("").str.starts_with("truncated").sum()),
         "distinct_2": distinct_n(main_texts, 2, language.unspaced),
         "prompt_tokens": int(generated["prompt_tokens"].fill_null(0).sum()),
         "completion_tokens": int(generated["completion_tokens"].fill_null(0).sum()),
@@ -137,10 +211,18 @@ def _language_stats(code: str, registry: Registry, planned: int | None, generate
         "rejects_by_reason": dict(reasons.most_common()),
         "rejects_by_reason_and_field": dict(reasons_by_field.most_common()),
         "lid_seen_as": dict(seen_as.most_common()),
+        "accepted_plain": accepted.height - sum(accepted_as.values()),
+        "accepted_as_neighbour": sum(accepted_as.values()),
+        "accepted_as": dict(accepted_as.most_common()),
+        "detected": [{"detected": label, "rows": count, "accepted": detected_accepted.get(label, 0)}
+                     for label, count in detected.most_common()],
+        "examples_accepted": _examples(accepted, EXAMPLES_PER_LANGUAGE),
+        "examples_rejected": _examples(rejected, EXAMPLES_PER_LANGUAGE),
         "lengths": lengths,
         "distinct_1": distinct_n(main_texts, 1, language.unspaced),
+        "by_family": family_generation_stats(generated),
     }
-    return {"summary": summary, "details": details}
+    return {"summary": summary, "details": details, "review": _review_records(code, registry, rejected)}
 
 
 def _tier_summaries(rows: list[dict], registry: Registry) -> dict[str, dict]:
@@ -282,18 +364,25 @@ def run_audit(run: Run, config: RunConfig, registry: Registry) -> StageResult:
     totals = {key: sum(r[key] for r in rows) for key in
               ("planned", "generated", "failed", "accepted", "rejected", "prompt_tokens", "completion_tokens")}
     totals["cost_usd"] = round(sum(r["cost_usd"] for r in rows), 6)
+    totals["accepted_as_neighbour"] = sum(details[c]["accepted_as_neighbour"] for c in languages)
+    shown = ("examples_accepted", "examples_rejected")  # in index.html; the review file has every reject
     report = {"run": str(run.root), "created_at": now(), "totals": totals, "tiers": tiers,
-              "languages": [{**stats[c]["summary"], **details[c]} for c in languages],
+              "languages": [{**stats[c]["summary"], **{k: v for k, v in details[c].items() if k not in shown}}
+                            for c in languages],
               "lid_confusion": confusion}
+    review = b"".join(json.dumps(record, ensure_ascii=False).encode() + b"\n"
+                      for c in languages for record in stats[c]["review"])
     html = _render_html({"run": run.root.name, "created_at": report["created_at"], "totals": totals,
                          "tiers": tiers, "rows": rows, "details": details,
+                         "examples_per_language": EXAMPLES_PER_LANGUAGE, "example_chars": EXAMPLE_CHARS,
                          "plots": _plots(rows, details, confusion)})
     summary_path = run.write_table(STAGE, "summary", pl.DataFrame(rows, schema=AUDIT_SUMMARY), AUDIT_SUMMARY)
     atomic_write_bytes(run.stage_dir(STAGE) / "audit.json",
                        json.dumps(report, indent=1, ensure_ascii=False).encode())
     atomic_write_bytes(run.stage_dir(STAGE) / "index.html", html.encode())
+    atomic_write_bytes(run.stage_dir(STAGE) / REVIEW_FILE, review)
     result.outputs = {str(summary_path.relative_to(run.root)): len(rows), "audit/audit.json": len(rows),
-                      "audit/index.html": len(rows)}
+                      "audit/index.html": len(rows), f"audit/{REVIEW_FILE}": totals["rejected"]}
     result.stats = {"totals": totals, "seconds": round(time.perf_counter() - start, 3)}
     run.record_stage(STAGE, status="complete", config_hash=fingerprint, outputs=result.outputs,
                      stats=result.stats, started_at=started)

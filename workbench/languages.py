@@ -98,6 +98,13 @@ class Language(_Strict):
     miracl_low_resource: bool = False
     tatoeba: str | None = Field(default=None, pattern=r"^[a-z]{3}$")
     confusable_group: str | None = None
+    # Strict LID by default: a neighbour's label is never accepted as this language, except the
+    # codes listed here (genuinely inseparable pluricentric cases), with the reason why.
+    accept_also: tuple[str, ...] = ()
+    accept_also_reason: str = ""
+    # Per-language LID settings (FineWeb-2 style); None = the run's [filter] value.
+    lid_threshold: float | None = Field(default=None, gt=0, le=1)
+    lid_min_prob: float | None = Field(default=None, ge=0, le=1)
     quota: int = Field(ge=0)
     prompt_note: str = ""
     lid: LidLabels
@@ -129,6 +136,11 @@ class Language(_Strict):
             raise ValueError("field 'quota': an eval_only language has no generation quota; set 0")
         if not self.lid.covered_by() and not self.lid_note:
             raise ValueError("field 'lid': no LID model covers this language; say why in 'lid_note'")
+        if self.accept_also and not self.accept_also_reason.strip():
+            raise ValueError("field 'accept_also_reason': required when 'accept_also' lists languages; say why "
+                             "LID cannot separate them")
+        if self.code in self.accept_also:
+            raise ValueError(f"field 'accept_also': lists the language itself ('{self.code}')")
         return self
 
     @property
@@ -181,6 +193,10 @@ class Registry:
     @property
     def miracl(self) -> list[Language]:
         return [lang for lang in self if lang.miracl]
+
+    def accept_also(self, code: str) -> set[str]:
+        """Codes whose LID label is accepted as ``code`` even in strict mode (the file's ``accept_also``)."""
+        return set(self.get(code).accept_also)
 
     def confusables(self, code: str) -> set[str]:
         group = self.get(code).confusable_group
@@ -269,7 +285,13 @@ def _load_cached(directory: Path) -> Registry:
     files = sorted(directory.glob("*.toml"))
     if not files:
         raise ConfigError("no language files (*.toml) found", where=str(directory))
-    return Registry((load_language(path) for path in files), directory)
+    registry = Registry((load_language(path) for path in files), directory)
+    for language in registry:
+        unknown = [code for code in language.accept_also if code not in registry]
+        if unknown:
+            raise ConfigError(f"field 'accept_also': unknown language code(s) {', '.join(unknown)}",
+                              where=str(directory / f"{language.code}.toml"), fix="use registry codes (file names)")
+    return registry
 
 
 def load_registry(directory: Path | str | None = None) -> Registry:

@@ -112,20 +112,27 @@ def _eval_systems(run: Run, config: RunConfig) -> list[tuple[str, str]]:
     return systems
 
 
-def _stage_functions(run: Run, config: RunConfig, registry: Registry) -> dict[str, Callable[[], Any]]:
+def _stage_functions(run: Run, config: RunConfig, registry: Registry,
+                     on_stage: Callable[[str, str], None] | None = None) -> dict[str, Callable[[], Any]]:
     def plan():
         from workbench.plan import run_plan
 
         return run_plan(run, config, registry)
 
     def generate():
-        from workbench.generate.engine import run_generate
+        from workbench.generate.engine import run_generate, unfinished_summary
 
-        result = run_generate(run, config, registry)
+        if config.generate.batch:  # the Batch API end to end: submit, poll, collect, next step
+            from workbench.generate.batch import run_until_done
+
+            result = run_until_done(run, config, registry,
+                                    notify=(lambda line: on_stage("generate", line)) if on_stage else None)
+        else:
+            result = run_generate(run, config, registry)
         entry = run.stage_entry("generate") or {}
         if entry.get("status") != "complete":
             raise WorkbenchError(
-                f"generation is {entry.get('status', 'not complete')}: some slots are still unfinished",
+                f"generation is {entry.get('status', 'not complete')}: {unfinished_summary(result.stats)}",
                 where=str(run.root),
                 fix="re-run the same command to resume (finished requests are not sent again)",
             )
@@ -186,7 +193,7 @@ def run_pipeline(
 
 def _run_stages(run: Run, config: RunConfig, registry: Registry,
                 on_stage: Callable[[str, str], None] | None) -> list[StageOutcome]:
-    functions = _stage_functions(run, config, registry)
+    functions = _stage_functions(run, config, registry, on_stage)
     outcomes: list[StageOutcome] = []
     for stage in STAGES:
         if stage not in config.pipeline.stages:

@@ -94,6 +94,9 @@ FILTERED: Schema = {
     "lid_language": pl.Utf8(),
     "lid_support": pl.Float64(),
     "lid_votes": pl.List(LID_VOTE),
+    # accepted rows only: the accept_also language (languages/<code>.toml) the LID majority named
+    # instead of the row's language (bs accepted as hr); null for a plain accept
+    "lid_accepted_as": pl.Utf8(),
 }
 ACCEPTED: Schema = FILTERED
 REJECTED: Schema = FILTERED
@@ -112,6 +115,7 @@ AUDIT_SUMMARY: Schema = {
     "exact_dup_rate": pl.Float64(),
     "near_dup_rate": pl.Float64(),
     "distinct_tasks": pl.Int64(),
+    "truncated": pl.Int64(),  # slots failed because the answer was cut at max_tokens
     "distinct_2": pl.Float64(),  # lexical diversity of the main text field
     "prompt_tokens": pl.Int64(),
     "completion_tokens": pl.Int64(),

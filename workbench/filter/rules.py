@@ -19,7 +19,7 @@ import regex
 
 from workbench.families import FAMILIES
 from workbench.filter.lid import Ensemble
-from workbench.filter.script import letter_count, script_share
+from workbench.filter.script import letter_count, script_share, words
 from workbench.languages import Registry
 
 # The closed vocabulary of reason codes (the part before ':').
@@ -33,7 +33,8 @@ REASONS: dict[str, str] = {
     "placeholder": "a leftover template placeholder such as {query} or [insert ...]",
     "refusal": "refusal or assistant boilerplate instead of content",
     "wrong_script": "too few letters in the expected script (filter.script_threshold)",
-    "wrong_language": "the LID ensemble does not name the expected language (filter.lid_threshold)",
+    "wrong_language": "a majority of the LID ensemble names another language (neighbours too, unless accept_also)",
+    "lid_uncertain": "no clear LID majority for the expected language (a tie or split vote); the votes are kept",
     "exact_duplicate": "same normalised text as an earlier row of this language (query or whole example)",
     "near_duplicate": "MinHash Jaccard >= filter.near_threshold with an earlier row (query or whole example)",
 }
@@ -72,7 +73,7 @@ def length_of(text: str, unspaced: bool, chars_per_word: float) -> float:
     """Words, or characters / chars_per_word for unspaced scripts (counted as word equivalents)."""
     if unspaced:
         return len(regex.sub(r"\s+", "", text)) / chars_per_word
-    return len(text.split())
+    return len(words(text))
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Verdict:
     lid_language: str | None
     lid_support: float | None
     votes: tuple[tuple[str, str, str, float], ...]  # (field, member, label, prob)
+    lid_accepted_as: str | None = None  # an accept_also language the row's language was accepted as
 
 
 def field_languages(row: dict, family: str) -> dict[str, str]:
@@ -158,8 +160,29 @@ def rule_boilerplate(row: dict, family: str) -> list[str]:
     return out
 
 
+def lid_reasons(decision, names: list[str], short: bool) -> list[str]:
+    """Reject reasons of one LID decision over ``names`` (one field, or the joined short fields).
+
+    Short fields are too short for a reliable vote (a split vote on two Swahili words is the norm,
+    benchmarks/lid_accuracy.py --short), so for them only a majority for another language (an
+    English query, a Russian label) rejects; a split vote leaves it to the script check.
+    """
+    if decision.accepted is None or decision.accepted:
+        return []
+    if decision.uncertain:
+        return [] if short else [f"lid_uncertain:{name}" for name in names]
+    return [f"wrong_language:{name}" for name in names]
+
+
 def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Verdict:
-    """All rules for one generated row (status ok), language checks included; dedup is separate."""
+    """All rules for one generated row (status ok), language checks included; dedup is separate.
+
+    Language checks: every field gets the script check. Fields with at least ``min_lid_letters``
+    letters get their own LID vote; the shorter fields of the same language (a query, a label) are
+    voted on together, over their concatenation, when it has at least ``min_short_lid_letters``
+    letters, so a short English query in a Swahili slot is caught (see :func:`lid_reasons`). The
+    vote key of a combined vote is the fields joined by ``+`` (e.g. ``label+misleading_label``).
+    """
     family = row["family"]
     languages = field_languages(row, family)
     unspaced = {f: registry.get(code).unspaced for f, code in languages.items()}
@@ -169,26 +192,37 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
     reasons += rule_query_copied(row, family, section, unspaced[FAMILIES[family].fields[0]])
     reasons += rule_boilerplate(row, family)
     votes: list[tuple[str, str, str, float]] = []
-    lid_language = None
+    lid_language = accepted_as = None
     supports: list[float] = []
     main = MAIN_FIELD[family]
+    short: dict[str, list[str]] = {}  # language -> its short fields
+    voted: list[tuple[list[str], str, str, bool]] = []  # (fields, language, text, short) to vote on
     for name, code in languages.items():
         text = row.get(name) or ""
         if not text.strip():
             continue
-        language = registry.get(code)
-        share = script_share(text, language.scripts)
+        share = script_share(text, registry.get(code).scripts)
         if share is not None and share < section.script_threshold:
             reasons.append(f"wrong_script:{name}")
         if letter_count(text[: section.lid_max_chars]) < section.min_lid_letters:
-            continue  # too short for statistical LID: the script check above decides
+            short.setdefault(code, []).append(name)
+        else:
+            voted.append(([name], code, text, False))
+    for code, names in short.items():
+        text = "\n".join(row[name].strip() for name in names)
+        if letter_count(text) >= section.min_short_lid_letters:
+            voted.append((names, code, text, True))
+        # else: a number, a code, a word or two: too little for any LID; the script check decides
+    for names, code, text, is_short in voted:
         decision = ensemble.decide(text, code)
-        votes += [(name, v.member, v.label, v.prob) for v in decision.votes]
-        if code == row["language"] and (name == main or lid_language is None):
+        key = "+".join(names)
+        votes += [(key, v.member, v.label, v.prob) for v in decision.votes]
+        if code == row["language"] and (main in names or lid_language is None):
             lid_language = decision.seen_as
+        if code == row["language"] and decision.accepted_as and accepted_as is None:
+            accepted_as = decision.accepted_as
         if decision.accepted is None:
             continue
         supports.append(decision.support)
-        if not decision.accepted:
-            reasons.append(f"wrong_language:{name}")
-    return Verdict(tuple(reasons), lid_language, min(supports) if supports else None, tuple(votes))
+        reasons += lid_reasons(decision, names, is_short)
+    return Verdict(tuple(reasons), lid_language, min(supports) if supports else None, tuple(votes), accepted_as)

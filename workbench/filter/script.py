@@ -6,6 +6,7 @@ punctuation, symbols and spaces do not count. ISO 15924 codes map to Unicode scr
 with no letters at all (a number, a formula) has share ``None`` and is judged by the rules only.
 
 Example: ``script_share("ሰላም hello", ("Ethi",))`` -> 0.4 (3 of 8 letters are Ethiopic).
+``words("የሰው፡ልጅ፡ሁሉ")`` -> 3 words (the Ethiopic wordspace separates words).
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ import regex
 from workbench.languages import SCRIPT_UNICODE_NAMES
 
 _NON_LETTERS = regex.compile(r"\P{L}+")
+# Word separators besides white space: the Ethiopic wordspace U+1361 (፡) and the Ethiopic
+# punctuation U+1362-U+1368 (። ፣ ፤ ፥ ፦ ፧ ፨), which formal Amharic writes between words without spaces.
+_SCRIPT_SEPARATORS = regex.compile(r"[\u1361-\u1368]")
+_WORD = regex.compile(r"[^\s\u1361-\u1368]+")
+
+
+def words(text: str) -> list[str]:
+    """White-space words, also split at script-specific word separators (Ethiopic ፡ and punctuation)."""
+    if _SCRIPT_SEPARATORS.search(text) is None:
+        return text.split()  # the common case, at str.split speed
+    return _WORD.findall(text)
 
 
 @lru_cache(maxsize=256)

@@ -3,8 +3,8 @@
 Input: every ``generated/<lang>.parquet`` (GENERATED schema) in the run; rows with status ``ok``
 are filtered, failed rows are left to the audit. Output: ``accepted/<lang>.parquet`` and
 ``rejected/<lang>.parquet`` (FILTERED schema: the generated columns + ``reasons`` (list of
-reason codes, empty when accepted), ``lid_language``, ``lid_support``, ``lid_votes``). Every ok row
-lands in exactly one of the two tables.
+reason codes, empty when accepted), ``lid_language``, ``lid_support``, ``lid_votes``,
+``lid_accepted_as``). Every ok row lands in exactly one of the two tables.
 
 Per row: rules per task family, script check and the LID ensemble (:mod:`.rules`), run in
 ``filter.workers`` processes over chunks of ``filter.chunk_size`` rows; then exact and near-duplicate
@@ -63,8 +63,12 @@ def _check_chunk(rows: list[dict]) -> list[Verdict]:
     return [check_row(row, registry, ensemble, section) for row in rows]
 
 
-def _fingerprint(config: RunConfig, inputs: dict[str, str]) -> str:
-    payload = {"filter": config.filter.model_dump(mode="json"), "inputs": inputs}
+def _fingerprint(config: RunConfig, inputs: dict[str, str], registry: Registry) -> str:
+    # the language files' LID policy is part of the config: editing accept_also re-runs the filter
+    policy = {code: [sorted(registry.get(code).accept_also), registry.get(code).lid_threshold,
+                     registry.get(code).lid_min_prob] for code in sorted(inputs)}
+    payload = {"filter": config.filter.model_dump(mode="json"), "inputs": inputs, "lid_policy": policy,
+               "schema": list(FILTERED)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -141,6 +145,7 @@ def _frame(rows: list[dict], results: list[tuple[list[str], Verdict]]) -> pl.Dat
     records = []
     for row, (reasons, verdict) in zip(rows, results):
         record = dict(row)
+        record["lid_accepted_as"] = None if reasons else verdict.lid_accepted_as
         record["reasons"] = reasons
         record["lid_language"] = verdict.lid_language
         record["lid_support"] = verdict.lid_support
@@ -164,7 +169,7 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
     # Read and check every input first: a damaged table must not leave half the outputs behind.
     tables = {code: run.read_table("generated", code, GENERATED) for code in languages}
     inputs = {code: file_sha256(run.table_path("generated", code)) for code in languages}
-    fingerprint = _fingerprint(config, inputs)
+    fingerprint = _fingerprint(config, inputs, registry)
     current = run.current_result(STAGE, fingerprint, skipped=languages)
     if current is not None:
         return current

