@@ -30,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help renders literally: PATH[@SYSTEM], runs/<[run] name>
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -47,14 +48,14 @@ def main() -> None:
     _stop_like_ctrl_c_on_sigterm()
     try:
         with command_scope():
-            code = app(standalone_mode=False)
+            code = app(prog_name="workbench", standalone_mode=False)
         # typer (>= 0.29) turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code
         if code == 130:
             raise KeyboardInterrupt
         if isinstance(code, int) and code:
             sys.exit(code)
     except WorkbenchError as err:
-        err_console.print(f"[bold red]error:[/] {err.line()}", highlight=False, soft_wrap=True)
+        _print_error(err.line())
         sys.exit(2)
     except typer.Abort:
         err_console.print("aborted")
@@ -65,25 +66,91 @@ def main() -> None:
     except OSError as err:  # a write outside the run-directory helpers (those raise WorkbenchError)
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise
-        err_console.print(f"[bold red]error:[/] {err.filename or 'writing'}: {err.strerror} (free space or fix "
-                          "permissions, then re-run the same command; finished work is kept)", highlight=False,
-                          soft_wrap=True)
+        _print_error(f"{err.filename or 'writing'}: {err.strerror} (free space or fix permissions, then re-run the "
+                     "same command; finished work is kept)")
         sys.exit(2)
     except sqlite3.OperationalError as err:
         if "full" not in str(err):
             raise
-        err_console.print(f"[bold red]error:[/] request cache: {err} (free space on the run directory's disk, then "
-                          "re-run the same command; finished requests are kept)", highlight=False, soft_wrap=True)
+        _print_error(f"request cache: {err} (free space on the run directory's disk, then re-run the same command; "
+                     "finished requests are kept)")
         sys.exit(2)
-    except Exception as err:  # click usage errors and friends
+    except Exception as err:  # usage errors (unknown option, bad value, missing argument, unknown command)
+        exit_types, usage_types = _click_exception_types()
+        if isinstance(err, exit_types):
+            sys.exit(getattr(err, "exit_code", 0))
+        if isinstance(err, usage_types):
+            _print_error(usage_error_line(err))
+            sys.exit(2)
+        if _is_connection_error(err):  # a network failure no stage turned into its own line
+            _print_error(f"cannot reach the server ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else 'no answer'}) "
+                         "(check the network and --base-url / base_url, then re-run the same command; finished work is kept)")
+            sys.exit(2)
+        raise
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    """openai's and httpx's connection-level errors (refused, DNS, TLS, timeout), by class."""
+    for module, name in (("openai", "APIConnectionError"), ("httpx", "TransportError")):
+        found = getattr(sys.modules.get(module), name, None)
+        if found is not None and isinstance(err, found):
+            return True
+    return False
+
+
+def _print_error(line: str) -> None:
+    from rich.text import Text
+
+    # a Text, not markup: messages quote user input and config syntax such as [generate]
+    err_console.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True)
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(exit, error) exception classes of whichever click typer uses.
+
+    typer >= 0.20 vendors click as ``typer._click`` with its own exception classes, so the
+    standalone ``click``'s never match there; older typer raises the standalone ones.
+    """
+    exits: list[type] = [typer.Exit]
+    errors: list[type] = []
+    try:
+        from typer._click import exceptions as vendored
+
+        errors.append(vendored.ClickException)
+    except ImportError:
+        pass
+    try:
         import click
 
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Exit):
-            sys.exit(err.exit_code)
-        raise
+        exits.append(click.exceptions.Exit)
+        errors.append(click.exceptions.ClickException)
+    except ImportError:
+        pass
+    return tuple(exits), tuple(errors)
+
+
+def usage_error_line(err: Exception) -> str:
+    """One line for a click usage error: what was wrong, the closest valid spelling, where to look."""
+    import difflib
+
+    ctx = getattr(err, "ctx", None)
+    path = ctx.command_path if ctx is not None else "workbench"
+    help_hint = f"see '{path} --help'"
+    kind = type(err).__name__
+    if kind == "NoArgsIsHelpError" and ctx is not None:
+        names = ", ".join(ctx.command.list_commands(ctx))
+        return f"{path}: no command given (one of: {names}; {help_hint})"
+    if kind == "NoSuchOption":
+        possible = sorted(getattr(err, "possibilities", None) or [])
+        hint = f"did you mean {' or '.join(possible)}?" if possible else help_hint
+        return f"{path}: no such option {err.option_name} ({hint})"  # type: ignore[attr-defined]
+    message = err.format_message() if hasattr(err, "format_message") else str(err)
+    if message.startswith("No such command") and ctx is not None and hasattr(ctx.command, "list_commands"):
+        typed = message.split("'")[1] if message.count("'") >= 2 else ""
+        close = difflib.get_close_matches(typed, ctx.command.list_commands(ctx), n=2, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else help_hint
+        return f"{path}: no such command '{typed}' ({hint})"
+    return f"{path}: {message.rstrip('.')} ({help_hint})"
 
 
 def _split(values: Optional[list[str]]) -> list[str]:
@@ -101,11 +168,16 @@ def languages(
     directory: Annotated[Optional[Path], typer.Option("--dir", help="languages folder")] = None,
 ) -> None:
     """List the language registry (93 generation languages + eval-only entries)."""
-    from workbench.languages import TIERS, load_registry
+    from workbench.languages import SCRIPT_UNICODE_NAMES, TIERS, load_registry, suggest_script
 
     registry = load_registry(directory)
     if tier is not None and tier not in TIERS:
-        raise WorkbenchError(f"unknown tier '{tier}'", where="--tier", fix="use high, mid or low")
+        fix = f"did you mean {tier.lower()}?" if tier.lower() in TIERS else "use high, mid or low"
+        raise WorkbenchError(f"unknown tier '{tier}'", where="--tier", fix=fix)
+    if script is not None and script not in SCRIPT_UNICODE_NAMES:
+        close = suggest_script(script)
+        raise WorkbenchError(f"'{script}' is not an ISO 15924 code this registry knows", where="--script",
+                             fix=f"did you mean {close}?" if close else "e.g. Latn, Cyrl, Arab")
     rows = [
         lang
         for lang in registry
@@ -169,7 +241,7 @@ def languages(
 # --- plan (issue 3) -------------------------------------------------------------------------
 @app.command()
 def plan(
-    run_dir: Annotated[Path, typer.Argument(help="run directory (created if missing)")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory (created if missing)")],
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
     language: Annotated[Optional[list[str]], typer.Option("--languages", "-l", help="codes, tiers (high/mid/low), miracl or all")] = None,
     quota: Annotated[Optional[int], typer.Option(help="examples per language (overrides language files)")] = None,
@@ -237,7 +309,7 @@ def _print_plan_summary(run) -> None:
 # --- generate, batch, serve (issue 4) -------------------------------------------------------
 @app.command()
 def generate(
-    run_dir: Annotated[Path, typer.Argument(help="run directory with a plan (see 'workbench plan')")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory with a plan (see 'workbench plan')")],
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1")] = None,
     local: Annotated[bool, typer.Option("--local", help="start and use the embedded SmolLM2 server")] = False,
@@ -262,7 +334,8 @@ def generate(
                         ("timeout_s", timeout), ("structured_output", structured_output), ("max_cost_usd", max_cost)):
         if value is not None:
             updates[name] = value
-    run, config = resolve_run_config(run_dir, config_file, {"generate": updates} if updates else None)
+    run, config = resolve_run_config(run_dir, config_file, {"generate": updates} if updates else None,
+                                     create=False, write=not dry_run)
     registry = load_registry()
     batch = batch or config.generate.batch
     if dry_run:
@@ -300,23 +373,66 @@ def _print_dry_run(stats: dict) -> None:
 
 
 class _GenerateProgress:
-    """A rich live view of the engine's counters (per-language bars, rate, errors, tokens, cost)."""
+    """The engine's counters: a rich live view (per-language bars, rate, errors, tokens, cost, ETA) on a
+    terminal; elsewhere (a log file, CI) one plain line every ``every_s`` seconds and one at the end.
 
-    def __init__(self) -> None:
+    The live view draws on stderr; plain lines go to stdout, so a failing command's stderr stays the
+    one ``error:`` line.
+    """
+
+    def __init__(self, output: Console | None = None, every_s: float = 30.0) -> None:
         from rich.live import Live
 
+        self.console = output or (err_console if err_console.is_terminal else console)
+        self.every_s = every_s
+        self.last_line: str | None = None
         self.state = None
-        self.live = Live(get_renderable=self._render, console=err_console, refresh_per_second=4, transient=True)
+        self.closed = False
+        self.last_line_at: float | None = None
+        self.live = (Live(get_renderable=self._render, console=self.console, refresh_per_second=4, transient=True)
+                     if self.console.is_terminal else None)
 
     def __enter__(self) -> "_GenerateProgress":
-        self.live.__enter__()
+        self._start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.live.__exit__(*exc)
+        self.close()
+
+    def _start(self) -> None:
+        if self.live is not None and not self.live.is_started and not self.closed:
+            self.live.start(refresh=True)
+
+    def close(self) -> None:
+        """Stop the live view, or print the last plain line; later updates are ignored."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.live is not None:
+            if self.live.is_started:
+                self.live.stop()
+        elif self.state is not None:
+            self._print_line()
 
     def update(self, state) -> None:
+        import time
+
+        if self.closed:
+            return
         self.state = state
+        if self.live is not None:
+            self._start()  # `workbench run` starts the view at generate's first update
+        elif self.last_line_at is None or time.monotonic() - self.last_line_at >= self.every_s:
+            self._print_line()
+
+    def _print_line(self) -> None:
+        import time
+
+        self.last_line_at = time.monotonic()
+        line = progress_line(self.state)
+        if line != self.last_line:  # the closing line repeats nothing already printed
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            self.last_line = line
 
     def _render(self):
         from rich.console import Group
@@ -335,12 +451,35 @@ class _GenerateProgress:
             planned = state.planned[code]
             table.add_row(code, ProgressBar(total=max(1, planned), completed=state.done[code], width=30),
                           f"{state.done[code]}/{planned}", str(state.ok[code]), str(state.failed[code]))
-        total, done = sum(state.planned.values()), sum(state.done.values())
-        errors = ", ".join(f"{k}={v}" for k, v in sorted(state.errors.items())) or "none"
-        line = Text(f"{state.phase}: {done}/{total} slots · {state.sent} requests ({state.rate():.1f}/s) · "
-                    f"{state.cached} cached · invalid {state.invalid} · errors {errors} · tokens "
-                    f"{state.prompt_tokens:,}+{state.completion_tokens:,} · ${state.cost_usd:,.4f}")
-        return Group(table, line)
+        return Group(table, Text(progress_line(state)))
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def progress_line(state) -> str:
+    """One line of generation progress: slots, elapsed time, ETA, requests, errors, tokens, cost.
+
+    The ETA divides the slots still open by the rate at which slots finished since the engine
+    started counting; it is unknown until one slot has finished.
+    """
+    import time
+
+    total, done = sum(state.planned.values()), sum(state.done.values())
+    elapsed = time.monotonic() - state.started
+    if done >= total:
+        eta = "done"
+    elif done and elapsed > 0:
+        eta = _duration((total - done) / (done / elapsed))
+    else:
+        eta = "unknown"
+    errors = ", ".join(f"{k}={v}" for k, v in sorted(state.errors.items())) or "none"
+    return (f"{state.phase or 'starting'}: {done}/{total} slots · elapsed {_duration(elapsed)} · ETA {eta} · "
+            f"{state.sent} requests ({state.rate():.1f}/s) · {state.cached} cached · invalid {state.invalid} · "
+            f"errors {errors} · tokens {state.prompt_tokens:,}+{state.completion_tokens:,} · ${state.cost_usd:,.4f}")
 
 
 def _print_generate_summary(result) -> None:
@@ -384,19 +523,18 @@ def _print_generate_summary(result) -> None:
                           + "; re-run the same command to resume")
 
 
-batch_app = typer.Typer(help="OpenAI Batch API jobs of a run: status, collect.", no_args_is_help=True)
+batch_app = typer.Typer(help="OpenAI Batch API jobs of a run: status, collect.", no_args_is_help=True,
+                        rich_markup_mode=None)
 app.add_typer(batch_app, name="batch")
 
 
 @batch_app.command("status")
-def batch_status_command(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> None:
+def batch_status_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory")]) -> None:
     """Show the run's open batches and their request counts."""
     from workbench.generate.batch import batch_status
-    from workbench.run import Run
     from workbench.runconfig import resolve_run_config
 
-    Run.open(run_dir)
-    run, config = resolve_run_config(run_dir)
+    run, config = resolve_run_config(run_dir, create=False, write=False)
     rows = batch_status(run, config)
     if not rows:
         console.print("no open batches")
@@ -410,15 +548,13 @@ def batch_status_command(run_dir: Annotated[Path, typer.Argument(help="run direc
 
 
 @batch_app.command("collect")
-def batch_collect_command(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> None:
+def batch_collect_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory")]) -> None:
     """Ingest finished batches into the cache, then submit the next step or write the tables."""
     from workbench.generate.batch import collect
     from workbench.languages import load_registry
-    from workbench.run import Run
     from workbench.runconfig import resolve_run_config
 
-    Run.open(run_dir)
-    run, config = resolve_run_config(run_dir)
+    run, config = resolve_run_config(run_dir, create=False)
     result = collect(run, config, load_registry())
     got = result.stats.get("collected", {})
     console.print(f"collected: {got.get('ok', 0)} ok, {got.get('failed', 0)} failed, "
@@ -456,7 +592,7 @@ def serve(
 # --- filter, audit (issue 5) ----------------------------------------------------------------
 @app.command("filter")
 def filter_command(
-    run_dir: Annotated[Path, typer.Argument(help="run directory with generated/<lang>.parquet")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory with generated/<lang>.parquet")],
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
     allow_confusable: Annotated[Optional[bool], typer.Option("--allow-confusable/--strict-language", help="lenient: accept a language's whole confusable group (ru text in a uk slot); default strict: only the language file's accept_also (bs/hr/sr, id/ms)")] = None,
     lid_threshold: Annotated[Optional[float], typer.Option(help="weighted LID vote share needed to accept")] = None,
@@ -478,7 +614,7 @@ def filter_command(
         updates["lid_threshold"] = lid_threshold
     if workers is not None:
         updates["workers"] = workers
-    run, config = resolve_run_config(run_dir, config_file, {"filter": updates} if updates else None)
+    run, config = resolve_run_config(run_dir, config_file, {"filter": updates} if updates else None, create=False)
     registry = load_registry()
     with Progress(TextColumn("filter"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True) as bar:
@@ -497,16 +633,14 @@ def filter_command(
 
 @app.command()
 def audit(
-    run_dir: Annotated[Path, typer.Argument(help="run directory with generated/, accepted/, rejected/")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory with generated/, accepted/, rejected/")],
 ) -> None:
     """Per-language audit: acceptance, reject reasons, LID confusions, dup rates, lengths, cost -> audit/."""
     from workbench.audit import run_audit
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
-    from workbench.run import Run
 
-    Run.open(run_dir)
-    run, config = resolve_run_config(run_dir)
+    run, config = resolve_run_config(run_dir, create=False)
     result = run_audit(run, config, load_registry())
     state = "already current, nothing rewritten" if result.skipped else "written"
     console.print(f"audit {state}: {run.root / 'audit' / 'index.html'}")
@@ -515,7 +649,7 @@ def audit(
 # --- train (issue 6) ------------------------------------------------------------------------
 @app.command()
 def train(
-    run_dir: Annotated[Path, typer.Argument(help="run directory with accepted/ tables")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory with accepted/ tables")],
     model: Annotated[Optional[str], typer.Option("--model", help="local model folder (HF or sentence-transformers)")] = None,
     deepspeed: Annotated[Optional[str], typer.Option("--deepspeed", help="zero2, zero3 or none")] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
@@ -552,7 +686,8 @@ def train(
         "gpu_memory_gib": gpu_memory_gib,
     }
     updates = {key: value for key, value in options.items() if value is not None}
-    run, config = resolve_run_config(run_dir, config_file, {"train": updates})
+    # --estimate is about the model, not the run: it needs no run directory and writes nothing
+    run, config = resolve_run_config(run_dir, config_file, {"train": updates}, create=estimate, write=not estimate)
     if estimate:
         from workbench.train.trainer import estimate_memory
         from workbench.train.model import inspect_model
@@ -607,7 +742,9 @@ def train(
 
 @app.command("eval")
 def eval_command(
-    run_dir: Annotated[Path, typer.Option("--run", help="run directory (results go to RUN/eval/)")] = Path("runs/eval"),
+    run_arg: Annotated[Optional[Path], typer.Argument(metavar="RUN", help="run directory (results go to RUN/eval/)")] = None,
+    run_option: Annotated[Optional[Path], typer.Option("--run", hidden=True, help="deprecated: give RUN as the first argument")] = None,
+    create: Annotated[bool, typer.Option("--create", help="create RUN if missing (an evaluation with no other stage)")] = False,
     model: Annotated[
         Optional[str], typer.Option("--model", help="model folder, 'minilm' (the demo wheel) or 'bm25'")
     ] = None,
@@ -634,6 +771,17 @@ def eval_command(
     from workbench.runconfig import resolve_run_config
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if run_arg is not None and run_option is not None:
+        raise WorkbenchError("RUN given twice", where="--run", fix="drop --run; give RUN as the first argument")
+    if run_arg is None and run_option is None:
+        raise WorkbenchError("missing argument RUN", where="workbench eval",
+                             fix="give a run directory, e.g. 'workbench eval runs/eval --create --model bm25 ...'")
+    if run_option is not None:  # the old spelling keeps its old meaning: the folder is created when missing
+        create = True
+    run_dir = run_arg if run_arg is not None else run_option
+    if not create and not (run_dir / "manifest.json").is_file():
+        raise WorkbenchError("not a run directory (no manifest.json)", where=str(run_dir),
+                             fix="check the path, or add --create to start a run for this evaluation")
     updates: dict[str, object] = {}
     for key, value in (("model", model), ("task", task), ("system", system), ("split", split),
                        ("batch_size", batch_size), ("pooling", pooling), ("device", device)):
@@ -655,7 +803,7 @@ def eval_command(
         from workbench.config import EvalSection
 
         updates = {**EvalSection().model_dump(mode="json"), **updates}
-    run, config = resolve_run_config(run_dir, config_file, {"eval": updates})
+    run, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=create)
     result = run_eval(run, config, load_registry())
     table = Table(title=f"eval: {run.root / 'eval' / 'results.parquet'}")
     for column in ("system", "dataset", "nDCG@10", "R@100", "queries", "docs"):
@@ -672,6 +820,9 @@ def eval_command(
                 f"{dataset}: {counts.get('queries_without_qrels', 0)} queries without qrels left out (as mteb does); "
                 f"{counts.get('queries_without_positives', 0)} without a relevant passage kept (score 0)"
             )
+    if run_option is not None:  # after the work, so an error stays one line
+        err_console.print("note: --run is deprecated; give RUN as the first argument (add --create for a new folder)",
+                          soft_wrap=True)
 
 
 
@@ -693,7 +844,7 @@ def _print_proposal(proposal) -> None:
 
 @app.command()
 def report(
-    run_dir: Annotated[Optional[Path], typer.Argument(help="run directory: reads eval/results.parquet and audit/summary.parquet, writes report/")] = None,
+    run_dir: Annotated[Optional[Path], typer.Argument(metavar="RUN", help="run directory: reads eval/results.parquet and audit/summary.parquet, writes report/")] = None,
     results: Annotated[Optional[list[Path]], typer.Option("--results", "-r", help="EVAL_RESULTS table; repeat for several (BM25, baseline, fine-tuned)")] = None,
     audit: Annotated[Optional[Path], typer.Option(help="AUDIT_SUMMARY table (default: the run's audit/summary.parquet)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output folder (default: RUN/report)")] = None,
@@ -712,8 +863,7 @@ def report(
 
     updates = {k: v for k, v in {"focus": focus, "primary_reference": reference, "title": title}.items() if v is not None}
     if run_dir is not None:
-        Run.open(run_dir)  # an existing run; never create one by typo
-        run, config = resolve_run_config(run_dir, config_file, {"report": updates})
+        run, config = resolve_run_config(run_dir, config_file, {"report": updates}, create=False)
         section = config.report
     else:
         base = load_config(config_file) if config_file else RunConfig()
@@ -747,10 +897,36 @@ def report(
 
 
 
+# --- export: the accepted data as JSONL + dataset card; optional Hub upload ----------------------
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory with accepted/ tables")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output folder (default: RUN/export/dataset)")] = None,
+    push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="NAMESPACE/NAME: upload the dataset folder (token: HF_TOKEN)")] = None,
+    push_model_to_hub: Annotated[Optional[str], typer.Option("--push-model-to-hub", help="NAMESPACE/NAME: upload the trained model folder")] = None,
+    private: Annotated[bool, typer.Option("--private", help="create new Hub repositories as private")] = False,
+) -> None:
+    """Write accepted/ as JSONL with a Hugging Face dataset card; optionally push data and model to the Hub."""
+    from workbench.export import export_dataset, push_to_hub as push, trained_model_dir
+    from workbench.languages import load_registry
+    from workbench.runconfig import resolve_run_config
+
+    run, config = resolve_run_config(run_dir, create=False, write=False)
+    model_dir = trained_model_dir(run) if push_model_to_hub else None  # fail before writing anything
+    folder = out or run.root / "export" / "dataset"
+    info = export_dataset(run, config, load_registry(), folder)
+    total = sum(c["accepted"] for c in info["languages"].values())
+    console.print(f"exported {total} examples in {len(info['languages'])} language(s): {folder}", highlight=False)
+    if push_to_hub:
+        console.print(f"dataset pushed: {push(folder, push_to_hub, 'dataset', private=private)}", highlight=False)
+    if model_dir is not None:
+        console.print(f"model pushed: {push(model_dir, push_model_to_hub, 'model', private=private)}", highlight=False)
+
+
 # --- run, status (issue 9) ------------------------------------------------------------------
 @app.command("run")
 def run_command(
-    config_file: Annotated[Path, typer.Argument(help="run config TOML (see examples/)")],
+    config_file: Annotated[Path, typer.Argument(metavar="CONFIG", help="run config TOML (see examples/)")],
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="default: runs/<[run] name>")] = None,
 ) -> None:
     """Run the whole pipeline from one config; stages whose inputs are unchanged are skipped."""
@@ -776,8 +952,17 @@ def run_command(
 
     if "generate" in config.pipeline.stages and (notice := generation_notice(config)):
         err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
-    run_pipeline(run, config, registry,
-                 on_stage=lambda stage, state: console.print(f"[bold]{stage}[/]: {state}", highlight=False))
+    view = _GenerateProgress()
+
+    def on_stage(stage: str, state: str) -> None:
+        if view.state is not None and (stage != "generate" or state.startswith("done")):
+            view.close()  # generation is over: the live view gives way to the stage lines
+        console.print(f"[bold]{stage}[/]: {state}", highlight=False)
+
+    try:
+        run_pipeline(run, config, registry, on_stage=on_stage, generate_progress=view.update)
+    finally:
+        view.close()
     status(run.root)
     report = run.stage_dir("report") / "index.html"
     if report.is_file():
@@ -785,7 +970,7 @@ def run_command(
 
 
 @app.command()
-def status(run_dir: Annotated[Path, typer.Argument(help="run directory")]) -> None:
+def status(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory")]) -> None:
     """Show each stage's state, row counts, cost and finish time for a run."""
     from workbench.status import run_status
 

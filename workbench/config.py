@@ -17,6 +17,7 @@ Example ``run.toml``::
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import tomllib
@@ -52,7 +53,9 @@ class RunSection(Section):
     def _known_families(cls, families: list[str]) -> list[str]:
         for name in families:
             if name not in FAMILY_NAMES:
-                raise ValueError(f"'{name}' is not a task family (one of {', '.join(FAMILY_NAMES)})")
+                close = difflib.get_close_matches(name.replace("-", "_").lower(), FAMILY_NAMES, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise ValueError(f"'{name}' is not a task family ({hint}one of {', '.join(FAMILY_NAMES)})")
         if not families:
             raise ValueError("at least one task family is needed")
         return families
@@ -255,7 +258,9 @@ class TrainSection(Section):
     def _known_weight_families(cls, weights: dict[str, float]) -> dict[str, float]:
         for name, value in weights.items():
             if name not in FAMILY_NAMES:
-                raise ValueError(f"'{name}' is not a task family (one of {', '.join(FAMILY_NAMES)})")
+                close = difflib.get_close_matches(name.replace("-", "_").lower(), FAMILY_NAMES, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise ValueError(f"'{name}' is not a task family ({hint}one of {', '.join(FAMILY_NAMES)})")
             if value < 0:
                 raise ValueError(f"weight for '{name}' is {value}; it must be 0 or more")
         return weights

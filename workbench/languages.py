@@ -116,8 +116,8 @@ class Language(_Strict):
     def _known_scripts(cls, scripts: tuple[str, ...]) -> tuple[str, ...]:
         for script in scripts:
             if script not in SCRIPT_UNICODE_NAMES:
-                close = difflib.get_close_matches(script.capitalize(), SCRIPT_UNICODE_NAMES, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                close = suggest_script(script)
+                hint = f" (did you mean '{close}'?)" if close else ""
                 raise ValueError(f"'{script}' is not an ISO 15924 code this registry knows{hint}")
         return scripts
 
@@ -152,6 +152,19 @@ class Language(_Strict):
         return any(s in UNSPACED_SCRIPTS for s in self.scripts)
 
 
+def suggest_script(value: str) -> str | None:
+    """The ISO 15924 code a mistyped one most likely meant (``latn`` -> ``Latn``), or None."""
+    close = difflib.get_close_matches(value.capitalize(), SCRIPT_UNICODE_NAMES, n=1)
+    return close[0] if close else None
+
+
+# Codes people type for a language that are not its ISO 639-1 code: country codes and
+# withdrawn ISO codes. Used only for "did you mean", never accepted silently.
+COMMON_MISTAKES = {"jp": "ja", "cn": "zh", "kr": "ko", "gr": "el", "dk": "da", "se": "sv", "cz": "cs",
+                   "ua": "uk", "vn": "vi", "iw": "he", "ji": "yi", "jw": "jv", "in": "id", "ir": "fa",
+                   "zh-cn": "zh", "pt-br": "pt", "en-us": "en", "en-gb": "en"}
+
+
 def tier_for_tokens(tokens_m: float) -> str:
     if tokens_m >= HIGH_TIER_MIN_M:
         return "high"
@@ -180,11 +193,30 @@ class Registry:
         try:
             return self.by_code[code]
         except KeyError:
-            close = difflib.get_close_matches(code, self.by_code, n=3)
+            close = self.suggest(code)
             hint = f"did you mean {', '.join(close)}?" if close else "see 'workbench languages'"
             raise UnknownLanguageError(
                 f"unknown language code '{code}'", where="languages", fix=hint
             ) from None
+
+    def suggest(self, token: str) -> list[str]:
+        """What a token that is not a code most likely meant: ``SW``/``swa``/``swahili`` -> ``sw``."""
+        folded = token.strip().lower()
+        if folded in self.by_code:
+            return [folded]
+        if folded in (*TIERS, "all", "miracl"):
+            return [folded]
+        exact = [lang.code for lang in self if folded in (lang.iso639_3, lang.name.lower(), lang.native_name.lower())]
+        if COMMON_MISTAKES.get(folded) in self.by_code:
+            exact.append(COMMON_MISTAKES[folded])
+        if exact:
+            return exact
+        names = {lang.name.lower(): lang.code for lang in self}
+        prefixed = [code for name, code in names.items() if len(folded) >= 3 and name.startswith(folded)]
+        if prefixed:
+            return prefixed[:3]
+        by_name = [names[n] for n in difflib.get_close_matches(folded, names, n=2, cutoff=0.75)]
+        return by_name or difflib.get_close_matches(folded, self.by_code, n=3)
 
     @property
     def generation(self) -> list[Language]:

@@ -113,7 +113,8 @@ def _eval_systems(run: Run, config: RunConfig) -> list[tuple[str, str]]:
 
 
 def _stage_functions(run: Run, config: RunConfig, registry: Registry,
-                     on_stage: Callable[[str, str], None] | None = None) -> dict[str, Callable[[], Any]]:
+                     on_stage: Callable[[str, str], None] | None = None,
+                     generate_progress: Callable[[Any], None] | None = None) -> dict[str, Callable[[], Any]]:
     def plan():
         from workbench.plan import run_plan
 
@@ -128,7 +129,7 @@ def _stage_functions(run: Run, config: RunConfig, registry: Registry,
             result = run_until_done(run, config, registry,
                                     notify=(lambda line: on_stage("generate", line)) if on_stage else None)
         else:
-            result = run_generate(run, config, registry)
+            result = run_generate(run, config, registry, progress=generate_progress)
         entry = run.stage_entry("generate") or {}
         if entry.get("status") != "complete":
             raise WorkbenchError(
@@ -185,15 +186,19 @@ def run_pipeline(
     registry: Registry,
     *,
     on_stage: Callable[[str, str], None] | None = None,
+    generate_progress: Callable[[Any], None] | None = None,
 ) -> list[StageOutcome]:
-    """Run every selected stage in order, skipping those whose inputs and config are unchanged."""
+    """Run every selected stage in order, skipping those whose inputs and config are unchanged.
+
+    ``generate_progress`` receives the generate engine's live counters (the CLI renders them).
+    """
     with run.writer_lock():
-        return _run_stages(run, config, registry, on_stage)
+        return _run_stages(run, config, registry, on_stage, generate_progress)
 
 
-def _run_stages(run: Run, config: RunConfig, registry: Registry,
-                on_stage: Callable[[str, str], None] | None) -> list[StageOutcome]:
-    functions = _stage_functions(run, config, registry, on_stage)
+def _run_stages(run: Run, config: RunConfig, registry: Registry, on_stage: Callable[[str, str], None] | None,
+                generate_progress: Callable[[Any], None] | None = None) -> list[StageOutcome]:
+    functions = _stage_functions(run, config, registry, on_stage, generate_progress)
     outcomes: list[StageOutcome] = []
     for stage in STAGES:
         if stage not in config.pipeline.stages:
