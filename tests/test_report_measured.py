@@ -90,7 +90,7 @@ def test_gaps_compare_like_with_like_and_pick_the_matching_reference(shared_data
     assert "e5-mistral-7b-instruct (published)" not in set(gaps["reference"])  # full corpus: not comparable
     assert gaps.filter(pl.col("reference") == meta["primary_reference"]).height == 2 * 18
     html = (out / "index.html").read_text(encoding="utf-8")
-    assert "no comparable reference (full corpus)" in html
+    assert "no comparable reference: this is full corpus, the model was measured on hard negatives v1" in html
     assert "trained on MIRACL train (supervised)" in html and "SWIM-X (published, synthetic only)" in html
     assert "unknown commit" not in html and "f4cc6c8b365a" in html  # sources name the MTEB commit
 
