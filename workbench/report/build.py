@@ -608,7 +608,7 @@ def _measured_sections(m: measured_mod.Measured, registry: Registry) -> list[dic
     """One section per (task, corpus, metric): rows per language and dataset, one cell per system, one per pair."""
     sections = []
     # the first screen shows the headline metrics; every other metric mteb reports stays in measured.csv
-    shown = (*METRICS, *_BITEXT_METRICS)
+    shown = (*METRICS, "f1", "accuracy")
     table = m.table.filter(pl.col("metric").is_in(shown)).with_columns(pl.col("tier").replace_strict(_TIER_RANK, default=3, return_dtype=pl.Int64).alias("_rank"))
     for (task, corpus, metric), part in table.group_by(["task", "corpus", "metric"], maintain_order=True):
         systems = [s for s in m.systems if s in set(part["system"])]
@@ -675,8 +675,9 @@ def _tatoeba_rows(m: measured_mod.Measured, audit: pl.DataFrame | None, cards: l
     base = next((s for s in m.systems if s != focus and not s.lower().startswith("bm25")
                  and s in set(bitext["system"])), None)
     rows = []
-    metrics = [x for x in ("f1", "accuracy") if x in set(bitext["metric"])] + sorted(
-        set(bitext["metric"]) - {"f1", "accuracy"})
+    # precision/recall stay in measured.csv; the metric with per-pair intervals leads
+    with_ci = set(bitext.filter(pl.col("ci_low").is_not_null())["metric"])
+    metrics = sorted((x for x in ("f1", "accuracy") if x in set(bitext["metric"])), key=lambda x: (x not in with_ci, x != "f1"))
     for language in sorted(set(bitext["language"]), key=lambda c: (_TIER_RANK.get(registry.get(c).tier, 3), c)):
         lang = registry.get(language)
         audit_row = audited.get(language)

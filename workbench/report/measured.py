@@ -42,6 +42,8 @@ TINY_TRAINING_SET = 1_000
 # mean of per-query scores vs the aggregate in results.parquet: equal up to the eval stage's rounding
 _MEAN_TOLERANCE = 0.05
 KEY = ["task", "dataset", "language", "split", "metric"]
+# bitext-mining metrics with no per-pair score (EVAL_PER_QUERY holds accuracy per pair)
+_NOT_PER_PAIR = ("f1", "precision", "recall")
 
 
 def load_per_query(results_paths: Sequence[Path | str]) -> pl.DataFrame:
@@ -91,7 +93,7 @@ def measure(results: pl.DataFrame, per_query: pl.DataFrame, registry: Registry, 
                 else:
                     notes.append(f"per-query scores of {rec['system']} on {rec['dataset']} {rec['metric']} average "
                                  f"{got['mean']:.2f}, not the reported {rec['value']:.2f}: no interval shown for it.")
-        if low is None:
+        if low is None and not (is_bitext_task(rec["task"]) and rec["metric"] in _NOT_PER_PAIR):
             without += 1
         fact = registry.get(rec["language"])
         rows.append({
@@ -100,6 +102,11 @@ def measure(results: pl.DataFrame, per_query: pl.DataFrame, registry: Registry, 
             "system": rec["system"], "model": rec["model"], "value": rec["value"], "ci_low": low, "ci_high": high,
             "n_scored": n, "n_queries": rec["n_queries"], "n_docs": rec["n_docs"],
         })
+    if measured.filter(pl.col("task").map_elements(is_bitext_task, return_dtype=pl.Boolean)
+                       & pl.col("metric").is_in(list(_NOT_PER_PAIR))).height:
+        notes.append("Bitext mining: mteb's F1 and precision are class-weighted over neighbour labels, not means over "
+                     "sentence pairs, so they get no interval (recall equals accuracy); the interval and the paired test "
+                     "are on accuracy (right translation retrieved or not, per pair).")
     if without:
         notes.append(f"{without} measured number(s) have no per-query scores (no {PER_QUERY_FILE} beside their results "
                      "table, or an older eval), so they are shown without an interval and without a significance test.")
