@@ -17,14 +17,16 @@ from pathlib import Path
 
 import polars as pl
 
-from workbench.tables import AUDIT_SUMMARY, EVAL_RESULTS
+from workbench.tables import AUDIT_SUMMARY, EVAL_PER_QUERY, EVAL_RESULTS
 
 
-def _bm25_scores(doc_ids, doc_texts, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+def _bm25_per_query(doc_ids, doc_texts, queries: dict[str, str], qrels: dict[str, dict[str, int]],
+                    k1: float = 1.5, b: float = 0.75) -> dict[str, dict[str, float]]:
+    """metric -> query_id -> score in percent, by bm25s + pytrec_eval (real retrieval, real scoring)."""
     import bm25s
     import pytrec_eval
 
-    retriever = bm25s.BM25()
+    retriever = bm25s.BM25(k1=k1, b=b)
     retriever.index(bm25s.tokenize(doc_texts, stopwords=None, show_progress=False), show_progress=False)
     qids = list(queries)
     tokens = bm25s.tokenize([queries[q] for q in qids], stopwords=None, show_progress=False)
@@ -33,11 +35,15 @@ def _bm25_scores(doc_ids, doc_texts, queries: dict[str, str], qrels: dict[str, d
     run = {q: {doc_ids[int(d)]: float(s) for d, s in zip(hits[i], scores[i])} for i, q in enumerate(qids)}
     evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"})
     per_query = evaluator.evaluate(run)
-    n = len(per_query)
     return {
-        "ndcg_at_10": 100 * sum(v["ndcg_cut_10"] for v in per_query.values()) / n,
-        "recall_at_100": 100 * sum(v["recall_100"] for v in per_query.values()) / n,
+        "ndcg_at_10": {q: 100 * v["ndcg_cut_10"] for q, v in per_query.items()},
+        "recall_at_100": {q: 100 * v["recall_100"] for q, v in per_query.items()},
     }
+
+
+def _bm25_scores(doc_ids, doc_texts, queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    per_query = _bm25_per_query(doc_ids, doc_texts, queries, qrels)
+    return {metric: sum(scores.values()) / len(scores) for metric, scores in per_query.items()}
 
 
 def _rows(system, model, task, dataset, language, metrics, n_queries, n_docs, source="measured"):
@@ -75,6 +81,39 @@ def bm25_xquad(shared: Path, language: str) -> list[dict]:
     return _rows("bm25", "bm25s", "XQuADRetrieval", f"xquad-{language}", language, metrics, len(queries), len(docs))
 
 
+def _xquad(shared: Path, language: str):
+    folder = shared / "xquad" / language
+    docs = [json.loads(line) for line in open(folder / "corpus.jsonl", encoding="utf-8")]
+    queries = {q["_id"]: q["text"] for q in map(json.loads, open(folder / "queries.jsonl", encoding="utf-8"))}
+    qrels: dict[str, dict[str, int]] = {}
+    for line in list(open(folder / "qrels.tsv", encoding="utf-8"))[1:]:
+        qid, docid, score = line.split("\t")
+        qrels.setdefault(qid, {})[docid] = int(score)
+    return docs, queries, qrels
+
+
+def xquad_measured(shared: Path, languages: list[str], system: str, *, k1: float = 1.5, b: float = 0.75,
+                   doc_chars: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """EVAL_RESULTS and EVAL_PER_QUERY rows of a real BM25 system on XQuAD (per-query scores by pytrec_eval).
+
+    Systems differ by real settings: BM25 parameters ``k1``/``b``, or ``doc_chars`` (index only the
+    first characters of each paragraph: a deliberately weaker system for the paired tests).
+    """
+    results, per_query = [], []
+    for language in languages:
+        docs, queries, qrels = _xquad(shared, language)
+        texts = [d["text"][:doc_chars] if doc_chars else d["text"] for d in docs]
+        scores = _bm25_per_query([d["_id"] for d in docs], texts, queries, qrels, k1=k1, b=b)
+        model = f"bm25s k1={k1} b={b}" + (f" first {doc_chars} chars" if doc_chars else "")
+        means = {metric: sum(v.values()) / len(v) for metric, v in scores.items()}
+        results += _rows(system, model, "XQuADRetrieval", f"xquad-{language}", language, means, len(queries), len(docs))
+        for metric, by_query in scores.items():
+            per_query += [{"system": system, "model": model, "task": "XQuADRetrieval", "dataset": f"xquad-{language}",
+                           "language": language, "split": "test", "metric": metric, "query_id": q, "score": v}
+                          for q, v in by_query.items()]
+    return pl.DataFrame(results, schema=EVAL_RESULTS), pl.DataFrame(per_query, schema=EVAL_PER_QUERY)
+
+
 def bm25_results(shared: Path, path: Path) -> Path:
     rows = bm25_miracl_yo(shared) + bm25_xquad(shared, "de")
     pl.DataFrame(rows, schema=EVAL_RESULTS).write_parquet(path)
@@ -91,7 +130,8 @@ def mteb_results(shared: Path, path: Path, model: str, system: str, task: str = 
     rows = []
     for rec in sel.iter_rows(named=True):
         source = f"MTEB results repository: {model.replace('/', '__')}/{rec['revision']}/{task}.json (copied, not measured here)"
-        rows += _rows(system, model, task, f"miracl-{rec['language']}-dev-full", rec["language"],
+        suffix = "hardneg" if task.startswith("MIRACLRetrievalHardNegatives") else "full"
+        rows += _rows(system, model, task, f"miracl-{rec['language']}-dev-{suffix}", rec["language"],
                       {"ndcg_at_10": 100 * float(rec["ndcg_at_10"]), "recall_at_100": 100 * float(rec["recall_at_100"])},
                       None, None, source=source)
     pl.DataFrame(rows, schema=EVAL_RESULTS).write_parquet(path)
@@ -120,3 +160,32 @@ def audit_summary(path: Path, languages: dict | None = None) -> Path:
         })
     pl.DataFrame(rows, schema=AUDIT_SUMMARY).write_parquet(path)
     return path
+
+
+def tatoeba_measured(shared: Path, languages: dict[str, str], system: str, model_path: str, n: int = 200
+                     ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """EVAL_RESULTS and EVAL_PER_QUERY rows of a real encoder on Tatoeba bitext mining (LASER files in
+    ../shared/data/tatoeba): each of the first ``n`` sentences of a language is matched to its nearest
+    English sentence by cosine similarity; a pair scores 100 when that is its translation (accuracy).
+
+    ``languages``: workbench code -> Tatoeba code, e.g. {"sw": "swh"}.
+    """
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    encoder = SentenceTransformer(model_path, device="cpu")
+    results, per_query = [], []
+    for code, tatoeba in languages.items():
+        folder = shared / "tatoeba"
+        other = (folder / f"tatoeba.{tatoeba}-eng.{tatoeba}").read_text(encoding="utf-8").splitlines()[:n]
+        eng = (folder / f"tatoeba.{tatoeba}-eng.eng").read_text(encoding="utf-8").splitlines()[:n]
+        a = encoder.encode(other, normalize_embeddings=True, batch_size=64)
+        b = encoder.encode(eng, normalize_embeddings=True, batch_size=64)
+        found = np.argmax(a @ b.T, axis=1)
+        scores = [100.0 if int(j) == i else 0.0 for i, j in enumerate(found)]
+        dataset = f"tatoeba-{tatoeba}-eng-first{n}"
+        results += _rows(system, model_path, "Tatoeba", dataset, code, {"accuracy": sum(scores) / len(scores)}, n, n)
+        per_query += [{"system": system, "model": model_path, "task": "Tatoeba", "dataset": dataset, "language": code,
+                       "split": "test", "metric": "accuracy", "query_id": str(i), "score": v}
+                      for i, v in enumerate(scores)]
+    return pl.DataFrame(results, schema=EVAL_RESULTS), pl.DataFrame(per_query, schema=EVAL_PER_QUERY)

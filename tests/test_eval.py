@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from workbench.eval.local_tasks import load_beir_split, load_miracl_split
 from workbench.eval.stage import run_eval
 from workbench.languages import load_registry
 from workbench.run import Run
-from workbench.tables import EVAL_RESULTS
+from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_XQUAD = REPO / "examples" / "data" / "xquad"
@@ -81,24 +82,49 @@ def _pytrec(run_file: Path, qrels: dict[str, dict[str, int]]) -> dict[str, float
     }
 
 
+def _per_query_means(run: Run) -> pl.DataFrame:
+    """results.parquet joined with the mean and count of its per-query rows, per group."""
+    key = ["system", "model", "task", "dataset", "language", "split", "metric"]
+    per_query = run.read_table("eval", "per_query", EVAL_PER_QUERY)
+    means = per_query.group_by(key).agg(pl.col("score").mean().alias("mean"), pl.len().alias("rows"))
+    return run.read_table("eval", "results", EVAL_RESULTS).join(means, on=key, how="left")
+
+
 def test_bm25_on_miracl_subset_matches_pytrec_eval(mini_miracl: Path, tmp_path: Path) -> None:
     run = Run.create(tmp_path / "run")
     result = run_eval(run, _config(model="bm25", task="miracl", corpus="full", data_dir=str(mini_miracl)), load_registry())
     table = run.read_table("eval", "results", EVAL_RESULTS)
-    assert set(table["system"]) == {"bm25"} and set(table["dataset"]) == {"miracl-yo-dev-full"}
-    counts = result.stats["query_counts"]["miracl-yo-dev-full"]
+    # the folder holds part of the yo corpus: labelled a subset whatever --full said
+    docs = len(load_miracl_split(mini_miracl, "yo").corpus)
+    label = f"miracl-yo-dev-subset{docs}"
+    assert set(table["system"]) == {"bm25"} and set(table["dataset"]) == {label}
+    assert set(table["task"]) == {"MIRACLRetrievalSubset"}
+    counts = result.stats["query_counts"][label]
     assert counts["queries_total"] == 25
     assert counts["queries_without_qrels"] == 1  # left out, as mteb does, and counted
     assert counts["queries_without_positives"] == 1  # kept, scores 0
     row = {r["metric"]: r for r in table.iter_rows(named=True)}
     assert row["ndcg_at_10"]["n_queries"] == 24
     qrels = load_miracl_split(mini_miracl, "yo").qrels
-    independent = _pytrec(run.root / "eval" / "runs" / "bm25" / "MIRACLRetrieval-yo-dev.trec", qrels)
+    independent = _pytrec(run.root / "eval" / "runs" / "bm25" / "MIRACLRetrievalSubset-yo-dev.trec", qrels)
     for metric, value in independent.items():
         assert row[metric]["value"] == pytest.approx(value, abs=2e-3), metric
     assert 5 < row["ndcg_at_10"]["value"] < 100
+    # per-query rows: the 24 evaluated queries for every metric, the all-non-relevant one scoring 0
+    joined = _per_query_means(run)
+    assert set(joined["rows"]) == {24}
+    for rec in joined.iter_rows(named=True):
+        assert rec["mean"] == pytest.approx(rec["value"], abs=2e-3), rec["metric"]
+    per_query = run.read_table("eval", "per_query", EVAL_PER_QUERY)
+    no_positive = [q for q, docs in qrels.items() if docs and not any(r > 0 for r in docs.values())]
+    assert len(no_positive) == 1
+    assert set(per_query.filter(pl.col("query_id") == no_positive[0])["score"]) == {0.0}
+    # the data source is recorded with each file's checksum
+    sources = json.loads((run.root / "eval" / "data_sources.json").read_text())
+    assert sources[label]["corpus"] == f"subset{docs}" and sources[label]["full_corpus_docs"] == 49043
+    assert len(sources[label]["files"]["corpus/yo/corpus.jsonl.gz"]) == 64
     # mteb's own result JSON is kept beside the table
-    assert list((run.root / "eval" / "mteb").rglob("MIRACLRetrieval.json"))
+    assert list((run.root / "eval" / "mteb").rglob("MIRACLRetrievalSubset.json"))
     assert run.stage_entry("eval")["status"] == "complete"
 
 
@@ -110,6 +136,9 @@ def test_xquad_bm25_rows_upsert_and_languages(tmp_path: Path) -> None:
     table = run.read_table("eval", "results", EVAL_RESULTS)
     ndcg = table.filter(pl.col("metric") == "ndcg_at_10")
     assert sorted(ndcg["dataset"]) == ["xquad-de", "xquad-en", "xquad-th"]  # th replaced, not duplicated
+    joined = _per_query_means(run)  # per-query rows replaced the same way
+    for rec in joined.iter_rows(named=True):
+        assert rec["rows"] == rec["n_queries"] and rec["mean"] == pytest.approx(rec["value"], abs=2e-3)
     assert set(ndcg["n_docs"]) == {60}
     # Thai has no spaces: character bigrams must still find most answers
     th = ndcg.filter(pl.col("language") == "th")["value"][0]
@@ -118,6 +147,41 @@ def test_xquad_bm25_rows_upsert_and_languages(tmp_path: Path) -> None:
         split = load_beir_split(EXAMPLE_XQUAD / lang, lang)
         independent = _pytrec(run.root / "eval" / "runs" / "bm25" / f"XQuADRetrieval-{lang}-test.trec", split.qrels)
         assert ndcg.filter(pl.col("language") == lang)["value"][0] == pytest.approx(independent["ndcg_at_10"], abs=2e-3)
+
+
+def test_full_yo_corpus_is_labelled_full_and_per_query_means_match(shared_data: Path, tmp_path: Path) -> None:
+    """The complete MIRACL yo corpus (49,043 passages) without --full: labelled full, not hard negatives;
+    every per-query group (119 queries) averages to mteb's aggregate."""
+    run = Run.create(tmp_path / "run")
+    run_eval(run, _config(model="bm25", task="miracl", languages=["yo"], data_dir=str(shared_data / "miracl")), load_registry())
+    joined = _per_query_means(run)
+    assert set(joined["task"]) == {"MIRACLRetrieval"} and set(joined["dataset"]) == {"miracl-yo-dev-full"}
+    assert set(joined["n_docs"]) == {49043} and set(joined["rows"]) == {119}
+    assert set(joined["metric"]) == {"ndcg_at_10", "recall_at_100", "recall_at_10", "mrr_at_10", "ndcg_at_100"}
+    for rec in joined.iter_rows(named=True):
+        assert rec["mean"] == pytest.approx(rec["value"], abs=2e-3), rec["metric"]
+    # and per query, nDCG@10 equals an independent pytrec_eval run over the TREC file
+    qrels = load_miracl_split(shared_data / "miracl", "yo").qrels
+    ranking: dict[str, dict[str, float]] = {q: {} for q in qrels}
+    for line in (run.root / "eval" / "runs" / "bm25" / "MIRACLRetrieval-yo-dev.trec").read_text().splitlines():
+        qid, _, doc, _, score, _ = line.split()
+        ranking[qid][doc] = float(score)
+    independent = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(ranking)
+    per_query = run.read_table("eval", "per_query", EVAL_PER_QUERY).filter(pl.col("metric") == "ndcg_at_10")
+    ours = dict(zip(per_query["query_id"], per_query["score"], strict=True))
+    assert ours.keys() == independent.keys()
+    for qid, scores in independent.items():
+        assert ours[qid] == pytest.approx(100 * scores["ndcg_cut_10"], abs=1e-6), qid
+
+
+def test_beir_task_named_after_its_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "my-set"
+    shutil.copytree(EXAMPLE_XQUAD / "en", folder)
+    run = Run.create(tmp_path / "run")
+    run_eval(run, _config(model="bm25", task="beir", data_dir=str(folder)), load_registry())
+    table = run.read_table("eval", "results", EVAL_RESULTS)
+    assert set(table["task"]) == {"BEIR-my-set"} and set(table["dataset"]) == {"beir-my-set"}
+    assert (run.root / "eval" / "runs" / "bm25" / "BEIR-my-set-my-set-test.trec").is_file()
 
 
 def test_unknown_language_and_task(mini_miracl: Path, tmp_path: Path) -> None:

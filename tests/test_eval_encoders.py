@@ -160,3 +160,15 @@ def test_models_that_cannot_load(tmp_path: Path) -> None:
     (bad_contract / "workbench_encoder.json").write_text('{"format": "onnx"}')
     with pytest.raises(WorkbenchError, match="field 'format' is 'onnx'"):
         WorkbenchEncoder(bad_contract)
+
+
+def test_bitext_mining_gets_the_instruction_on_both_sides(tiny_decoder: Path, tmp_path: Path) -> None:
+    """Tatoeba is symmetric: mteb encodes both sides with no prompt type; both get the template."""
+    import mteb
+
+    encoder = WorkbenchEncoder(tiny_decoder, cache_root=tmp_path / "emb", batch_size=4, show_progress=False)
+    meta = mteb.get_task("Tatoeba").metadata
+    assert task_instructions()["Tatoeba"] == "Retrieve parallel sentences."
+    vectors = encoder.encode(_loader(TEXTS), task_metadata=meta, hf_split="test", hf_subset="amh-eng", prompt_type=None)
+    expected = _manual_last_token(tiny_decoder, [TEMPLATE.format(instruction="Retrieve parallel sentences.", text=t) for t in TEXTS])
+    np.testing.assert_allclose(vectors, expected, atol=1e-4)

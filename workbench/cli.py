@@ -498,7 +498,7 @@ def eval_command(
     model: Annotated[
         Optional[str], typer.Option("--model", help="model folder, 'minilm' (the demo wheel) or 'bm25'")
     ] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="miracl | xquad | beir")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="miracl | xquad | beir | tatoeba")] = None,
     languages: Annotated[Optional[list[str]], typer.Option("--languages", "-l", help="codes, e.g. 'yo' or 'en,de'")] = None,
     hard_negatives: Annotated[
         Optional[bool],
@@ -537,8 +537,8 @@ def eval_command(
                        ("batch_size", batch_size), ("pooling", pooling), ("device", device)):
         if value is not None:
             updates[key] = value
-    if task is not None and task not in ("miracl", "xquad", "beir"):
-        raise WorkbenchError(f"unknown task '{task}'", where="--task", fix="use miracl, xquad or beir")
+    if task is not None and task not in ("miracl", "xquad", "beir", "tatoeba"):
+        raise WorkbenchError(f"unknown task '{task}'", where="--task", fix="use miracl, xquad, beir or tatoeba")
     if languages:
         updates["languages"] = _split(languages)
     if hard_negatives is not None:
@@ -556,12 +556,12 @@ def eval_command(
     run, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=create)
     result = run_eval(run, config, load_registry())
     table = Table(title=f"eval: {run.root / 'eval' / 'results.parquet'}")
-    for column in ("system", "dataset", "nDCG@10", "R@100", "queries", "docs"):
+    for column in ("system", "dataset", "nDCG@10 | F1", "R@100 | acc", "queries", "docs"):
         table.add_column(column, justify="left" if column in ("system", "dataset") else "right")
     rows = result.stats["rows"]
     for key in sorted({(r["system"], r["dataset"]) for r in rows}):
         values = {r["metric"]: r for r in rows if (r["system"], r["dataset"]) == key}
-        ndcg, recall = values["ndcg_at_10"], values["recall_at_100"]
+        ndcg, recall = values.get("ndcg_at_10") or values["f1"], values.get("recall_at_100") or values["accuracy"]
         table.add_row(*key, f"{ndcg['value']:.1f}", f"{recall['value']:.1f}", str(ndcg["n_queries"]), str(ndcg["n_docs"]))
     console.print(table)
     for dataset, counts in result.stats["query_counts"].items():

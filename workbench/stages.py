@@ -111,9 +111,13 @@ def _eval(c: StageCall):
     from workbench.eval.stage import run_eval
 
     results = []
-    for system, model in eval_systems(c.run, c.config):  # every system of [pipeline] eval_systems, in one stage
-        section = c.config.eval.model_copy(update={"model": model, "system": system, "bm25": False})
-        results.append(run_eval(c.run, c.config.model_copy(update={"eval": section}), c.registry))
+    # [eval] and every [[pipeline.eval_also]] target, each with every system of [pipeline] eval_systems
+    for target in [{}, *(t.model_dump() for t in c.config.pipeline.eval_also)]:
+        for system, model in eval_systems(c.run, c.config):
+            if model == "bm25" and target.get("task", c.config.eval.task) == "tatoeba":
+                continue  # BM25 ranks passages; it has no vectors to mine bitext with
+            section = c.config.eval.model_copy(update={**target, "model": model, "system": system, "bm25": False})
+            results.append(run_eval(c.run, c.config.model_copy(update={"eval": section}), c.registry))
     return results
 
 

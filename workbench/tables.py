@@ -171,6 +171,9 @@ REPORT_SCORES: Schema = {
     "n_queries": pl.Int64(),
     "n_docs": pl.Int64(),
     "provenance": pl.Utf8(),  # where the number comes from, in words
+    "corpus": pl.Utf8(),  # full corpus | hard negatives v1 | hard negatives v2 | subset | ...: comparable only within one
+    "split": pl.Utf8(),
+    "regime": pl.Utf8(),  # training regime of a reference ("trained on MIRACL train (supervised)", ...); null if measured
 }
 # report/gaps.parquet: one row per (language, measured system, metric, reference point).
 REPORT_GAPS: Schema = {
@@ -184,6 +187,8 @@ REPORT_GAPS: Schema = {
     "reference_kind": pl.Utf8(),
     "reference_value": pl.Float64(),
     "gap": pl.Float64(),  # reference_value - value, in points: positive = the system is behind
+    "corpus": pl.Utf8(),  # the corpus variant both numbers were taken on (gaps exist only within one)
+    "reference_regime": pl.Utf8(),  # what the reference was trained on (a caveat when it is MIRACL train)
 }
 # report/groups.parquet: per language group, the mean score and mean gap to the primary reference.
 REPORT_GROUPS: Schema = {
@@ -213,6 +218,47 @@ REPORT_DATA: Schema = {
     "focus_ndcg_at_10": pl.Float64(),
     "primary_gap_ndcg_at_10": pl.Float64(),
     "note": pl.Utf8(),
+}
+# report/measured.parquet: one row per number this run measured, with its 95% bootstrap interval over
+# queries (null without per-query scores).
+REPORT_MEASURED: Schema = {
+    "task": pl.Utf8(),
+    "dataset": pl.Utf8(),
+    "corpus": pl.Utf8(),
+    "language": pl.Utf8(),
+    "tier": pl.Utf8(),
+    "split": pl.Utf8(),
+    "metric": pl.Utf8(),
+    "system": pl.Utf8(),
+    "model": pl.Utf8(),
+    "value": pl.Float64(),
+    "ci_low": pl.Float64(),
+    "ci_high": pl.Float64(),
+    "n_scored": pl.Int64(),  # queries (sentence pairs) behind the interval
+    "n_queries": pl.Int64(),
+    "n_docs": pl.Int64(),
+}
+# report/comparisons.parquet: system B against system A on the same queries (paired, Holm across languages).
+REPORT_COMPARISONS: Schema = {
+    "task": pl.Utf8(),
+    "dataset": pl.Utf8(),
+    "language": pl.Utf8(),
+    "tier": pl.Utf8(),
+    "split": pl.Utf8(),
+    "metric": pl.Utf8(),
+    "system_a": pl.Utf8(),
+    "system_b": pl.Utf8(),
+    "n": pl.Int64(),  # queries both systems scored
+    "n_unpaired": pl.Int64(),  # queries only one of them scored (left out of the test)
+    "value_a": pl.Float64(),
+    "value_b": pl.Float64(),
+    "delta": pl.Float64(),  # value_b - value_a, points
+    "ci_low": pl.Float64(),  # 95% paired bootstrap interval of delta
+    "ci_high": pl.Float64(),
+    "p_value": pl.Float64(),  # two-sided sign-flip randomization test
+    "p_holm": pl.Float64(),  # Holm-adjusted within (system pair, task, metric) across languages
+    "holm_family_size": pl.Int64(),
+    "significant": pl.Boolean(),  # p_holm < 0.05
 }
 # report/compare.parquet (compare mode): per language, task and metric, B minus A.
 REPORT_COMPARE: Schema = {

@@ -47,26 +47,41 @@ from workbench.tables import (
     AUDIT_SUMMARY,
     EVAL_RESULTS,
     REPORT_COMPARE,
+    REPORT_COMPARISONS,
     REPORT_DATA,
     REPORT_GAPS,
     REPORT_GROUPS,
+    REPORT_MEASURED,
     REPORT_SCORES,
     Schema,
     conform,
 )
-from workbench.report.references import References, load_references, reference_dir
+from workbench.report import measured as measured_mod
+from workbench.report.references import (
+    FULL,
+    HARD_NEGATIVES_V1,
+    ZERO_SHOT,
+    References,
+    corpus_variant,
+    is_bitext_task,
+    load_references,
+    reference_dir,
+)
 
 log = logging.getLogger(__name__)
 
 STAGE = "report"
 METRICS = ("ndcg_at_10", "recall_at_100")
-METRIC_LABELS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100"}
+METRIC_LABELS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "f1": "F1", "accuracy": "accuracy"}
+# mteb's bitext-mining scores (Tatoeba): fractions of sentence pairs, in percent like every EVAL_RESULTS value
+_BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
 # Metric names the report understands: mteb's spelling, e.g. ndcg_at_10, recall_at_100, mrr_at_10.
 _METRIC_PREFIXES = ("ndcg_at_", "recall_at_", "map_at_", "mrr_at_", "precision_at_")
 MEASURED_BM25 = "BM25 (measured here)"
 # Reference columns shown beside the model in the per-language table (in this order).
 SHOWN_REFERENCES = (
     "e5-mistral-7b-instruct (published)",
+    "e5-mistral-7b-instruct (MTEB hard negatives v1)",
     "multilingual-e5-large (published)",
     "BM25 Lucene (published)",
     MEASURED_BM25,
@@ -118,11 +133,12 @@ def load_results(paths: Sequence[Path | str], registry: Registry) -> pl.DataFram
                 fix=f"MIRACL languages are {', '.join(sorted(miracl))}",
             )
         for metric in df["metric"].unique().sort().to_list():
-            if not metric.startswith(_METRIC_PREFIXES) or not metric.rsplit("_", 1)[-1].isdigit():
+            retrieval = metric.startswith(_METRIC_PREFIXES) and metric.rsplit("_", 1)[-1].isdigit()
+            if not retrieval and metric not in _BITEXT_METRICS:
                 raise WorkbenchError(
                     f"mixed metrics: '{metric}' is not a metric name the report knows",
                     where=f"{path}: column 'metric'",
-                    fix="use mteb's names, e.g. ndcg_at_10, recall_at_100",
+                    fix="use mteb's names, e.g. ndcg_at_10, recall_at_100 (retrieval) or f1, accuracy (bitext mining)",
                 )
             values = df.filter(pl.col("metric") == metric)["value"]
             if values.min() < 0 or values.max() > 100:
@@ -201,6 +217,7 @@ class Analysis:
     references: References
     sources: list[dict] = field(default_factory=list)
     headline: list[str] = field(default_factory=list)
+    focus_corpus: str = FULL
     between: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -251,7 +268,14 @@ def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References,
     facts = _language_facts(registry)
     by_code = {f["code"]: f for f in facts}
     focus = _pick_focus(results, config.focus)
+    focus_corpora = [corpus_variant(t, d) for t, d in results.filter(
+        (pl.col("system") == focus) & pl.col("task").str.starts_with("MIRACL")).select("task", "dataset").iter_rows()]
+    # the corpus most of the focus system's MIRACL numbers were taken on (full when it has none)
+    focus_corpus = max(set(focus_corpora), key=focus_corpora.count) if focus_corpora else "no MIRACL measurement"
     primary = config.primary_reference
+    if primary == "auto":
+        primary = ("e5-mistral-7b-instruct (MTEB hard negatives v1)" if focus_corpus == HARD_NEGATIVES_V1
+                   else "e5-mistral-7b-instruct (published)")
 
     # measured rows: for MIRACL, one per (system, language, metric): the largest corpus wins
     rows = []
@@ -273,6 +297,7 @@ def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References,
             "system": rec["system"], "kind": "measured", "model": rec["model"], "task": rec["task"],
             "dataset": rec["dataset"], "metric": rec["metric"], "value": rec["value"],
             "n_queries": rec["n_queries"], "n_docs": rec["n_docs"], "provenance": _measured_words(rec),
+            "corpus": corpus_variant(rec["task"], rec["dataset"]), "split": rec["split"], "regime": None,
         })
     for rec in refs.per_language.iter_rows(named=True):
         if rec["language"] not in by_code:
@@ -283,20 +308,26 @@ def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References,
             "system": rec["reference"], "kind": rec["kind"], "model": rec["model"], "task": rec["task"],
             "dataset": "MIRACL dev", "metric": rec["metric"], "value": rec["value"],
             "n_queries": None, "n_docs": None, "provenance": rec["provenance"],
+            "corpus": rec["corpus"], "split": rec["split"], "regime": rec["regime"],
         })
     scores = conform(pl.DataFrame(rows, schema=REPORT_SCORES), REPORT_SCORES, where="report scores")
 
     # reference points per (language, metric): published + MTEB + BM25 measured here
+    # like for like: a gap joins a system and a reference on language, metric AND corpus variant
     ref_points = scores.filter(pl.col("kind") != "measured").select(
-        "language", "metric", pl.col("system").alias("reference"), pl.col("kind").alias("reference_kind"),
-        pl.col("value").alias("reference_value"))
+        "language", "metric", "corpus", pl.col("system").alias("reference"), pl.col("kind").alias("reference_kind"),
+        pl.col("value").alias("reference_value"), pl.col("regime").alias("reference_regime"))
+    miracl_rows = miracl_rows.with_columns(
+        pl.struct("task", "dataset").map_elements(lambda r: corpus_variant(r["task"], r["dataset"]),
+                                                  return_dtype=pl.Utf8).alias("corpus"))
     if bm25_systems:
         bm25 = miracl_rows.filter(pl.col("system") == bm25_systems[0]).select(
-            "language", "metric", pl.lit(MEASURED_BM25).alias("reference"), pl.lit("measured").alias("reference_kind"),
-            pl.col("value").alias("reference_value"))
+            "language", "metric", "corpus", pl.lit(MEASURED_BM25).alias("reference"),
+            pl.lit("measured").alias("reference_kind"), pl.col("value").alias("reference_value"),
+            pl.lit("no training (lexical)").alias("reference_regime"))
         ref_points = pl.concat([ref_points, bm25])
-    sys_points = miracl_rows.select("language", "metric", "system", "value")
-    gaps = sys_points.join(ref_points, on=["language", "metric"], how="inner")
+    sys_points = miracl_rows.select("language", "metric", "corpus", "system", "value")
+    gaps = sys_points.join(ref_points, on=["language", "metric", "corpus"], how="inner")
     if bm25_systems:
         gaps = gaps.filter(~((pl.col("system") == bm25_systems[0]) & (pl.col("reference") == MEASURED_BM25)))
     gaps = gaps.with_columns(
@@ -307,6 +338,9 @@ def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References,
     )
     gaps = conform(gaps.sort("system", "metric", "language", "reference"), REPORT_GAPS, where="report gaps")
 
+    if focus_corpora and primary not in set(ref_points.filter(pl.col("corpus") == focus_corpus)["reference"]):
+        notes.append(f"{focus} was measured on MIRACL {focus_corpus}; the primary reference {primary} has no number on "
+                     "that corpus, so no gap to it is computed (cells say 'no comparable reference').")
     groups = _groups(scores, ref_points, miracl_rows, primary, facts)
     data = _data(facts, audit, registry, miracl_rows, gaps, focus, primary)
     other = measured.filter(~pl.col("task").str.starts_with("MIRACL"))
@@ -315,7 +349,7 @@ def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References,
         notes.append(f"Among the MIRACL languages the low tier and MIRACL's own low-resource set are the same "
                      f"({', '.join(sorted(members['low tier']))}), so those two groups show the same numbers.")
     analysis = Analysis(focus=focus, primary=primary, languages=facts, scores=scores, gaps=gaps, groups=groups,
-                        data=data, other=other, references=refs, notes=notes)
+                        data=data, other=other, references=refs, notes=notes, focus_corpus=focus_corpus)
     analysis.headline, analysis.between = _headline(groups, focus, primary)
     return analysis
 
@@ -332,12 +366,13 @@ def _group_members(facts: list[dict]) -> dict[str, set[str]]:
 
 def _groups(scores, ref_points, miracl_rows, primary, facts) -> pl.DataFrame:
     members = _group_members(facts)
-    systems = miracl_rows.select("system", "language", "metric", "value")
+    systems = miracl_rows.select("system", "language", "metric", "corpus", "value")
     refs = ref_points.filter((pl.col("reference") != primary) & (pl.col("reference") != MEASURED_BM25)).select(
-        pl.col("reference").alias("system"), "language", "metric", pl.col("reference_value").alias("value"))
+        pl.col("reference").alias("system"), "language", "metric", "corpus", pl.col("reference_value").alias("value"))
     everything = pl.concat([systems, refs])
-    target = ref_points.filter(pl.col("reference") == primary).select("language", "metric", pl.col("reference_value").alias("ref"))
-    paired = everything.join(target, on=["language", "metric"], how="inner")
+    target = ref_points.filter(pl.col("reference") == primary).select(
+        "language", "metric", "corpus", pl.col("reference_value").alias("ref"))
+    paired = everything.join(target, on=["language", "metric", "corpus"], how="inner")
     rows = []
     for system in everything["system"].unique(maintain_order=True).to_list():
         for metric in METRICS:
@@ -380,7 +415,13 @@ def _headline(groups: pl.DataFrame, focus: str, primary: str) -> tuple[list[str]
     label = METRIC_LABELS["ndcg_at_10"]
     hi, n_hi, _ = gap(focus, "ndcg_at_10", "high tier")
     lo, n_lo, lo_langs = gap(focus, "ndcg_at_10", "low tier")
-    if hi is not None and lo is not None:
+    if hi is not None and lo is not None and n_lo < 2:
+        lines.append(
+            f"No verdict: the low tier holds n = {n_lo} MIRACL language measured here ({lo_langs}), and one language "
+            f"cannot stand for a group. On {label}, {focus} is {hi:.1f} points behind {primary} on high-tier "
+            f"languages (mean over n = {n_hi}) and {lo:.1f} points behind on {lo_langs}; these are published "
+            "references, so no interval or significance test applies to the gap.")
+    elif hi is not None and lo is not None:
         diff = lo - hi
         verdict = "Yes" if diff > 0.5 else "No"
         how = (f"low-resource languages trail by a further {diff:.1f} points" if diff > 0.5
@@ -391,11 +432,13 @@ def _headline(groups: pl.DataFrame, focus: str, primary: str) -> tuple[list[str]
     else:
         measured = groups.filter((pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10")
                                  & (pl.col("group") == "all MIRACL"))
-        langs = measured["languages"][0] if measured.height and measured["n_languages"][0] else "no MIRACL language"
+        langs = measured["languages"][0] if measured.height and measured["n_languages"][0] else ""
         missing = " and ".join(g for g, v in (("high-tier", hi), ("low-tier", lo)) if v is None)
+        where = f"it was measured on {langs} only, with no {missing} MIRACL measurement" if langs else \
+            "it was not measured on any MIRACL language with a comparable reference"
         lines.append(
-            f"Cannot answer for {focus} from measurements alone: it was measured on {langs} only, with no "
-            f"{missing} MIRACL measurement, so the between-group gap of the model is not known.")
+            f"Cannot answer for {focus} from measurements alone: {where}, so the between-group gap of the model "
+            "is not known.")
         for g, v, n in (("high tier", hi, n_hi), ("low tier", lo, n_lo)):
             if v is not None:
                 lines.append(f"{focus} on the {g}: {v:.1f} points behind {primary} on {label} (mean over {n}).")
@@ -405,9 +448,11 @@ def _headline(groups: pl.DataFrame, focus: str, primary: str) -> tuple[list[str]
         hi_r, n_h, _ = gap(system, "ndcg_at_10", "high tier")
         lo_r, n_l, _ = gap(system, "ndcg_at_10", "low tier")
         if hi_r is not None and lo_r is not None:
+            caveat = " (one low-tier language: not a group verdict)" if n_l < 2 else ""
             lines.append(
                 f"For comparison, {system} is {hi_r:.1f} points from {primary} on high-tier languages "
-                f"(n={n_h}) and {lo_r:.1f} on low-tier ones (n={n_l}): a between-group difference of {lo_r - hi_r:+.1f}.")
+                f"(n={n_h}) and {lo_r:.1f} on low-tier ones (n={n_l}): a between-group difference of "
+                f"{lo_r - hi_r:+.1f}{caveat}.")
     return lines, between
 
 
@@ -462,6 +507,26 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def miracl_chart_values(a: Analysis) -> dict[str, dict[str, float]]:
+    """Series of the MIRACL per-language chart: exactly the numbers of the per-language table beside it
+    (MIRACL rows only; a measured XQuAD or Tatoeba number never lands in it)."""
+    series = [a.focus] + _other_measured(a) + [r for r in SHOWN_REFERENCES if r != a.focus]
+    bm25 = next((s for s in a.scores.filter(pl.col("kind") == "measured")["system"].unique(maintain_order=True).to_list()
+                 if s.lower().startswith("bm25")), None)
+    chart = {}
+    for name in series:
+        system = bm25 if name == MEASURED_BM25 else name
+        if system is None:  # no BM25 measured here: no bars, the legend says nothing about it
+            continue
+        values = {}
+        for code in (f["code"] for f in a.languages):
+            cell = _cell(a.scores, system, code, "ndcg_at_10", {})
+            if cell is not None:
+                values[code] = cell["value"]
+        chart[name] = values
+    return chart
+
+
 def _plots(a: Analysis) -> dict[str, str]:
     import matplotlib
 
@@ -471,28 +536,23 @@ def _plots(a: Analysis) -> dict[str, str]:
     codes = [f["code"] for f in a.languages]
     plots: dict[str, str] = {}
     # 1. per-language nDCG@10: focus beside the reference points
-    series = [a.focus] + _other_measured(a) + [r for r in SHOWN_REFERENCES if r != a.focus]
-    nd = a.scores.filter(pl.col("metric") == "ndcg_at_10")
+    chart = miracl_chart_values(a)
     fig, ax = plt.subplots(figsize=(11, 3.6))
-    width = 0.8 / len(series)
-    bm25 = next((s for s in a.scores.filter(pl.col("kind") == "measured")["system"].unique(maintain_order=True).to_list()
-                 if s.lower().startswith("bm25")), None)
-    for i, name in enumerate(series):
-        system = bm25 if name == MEASURED_BM25 else name
-        if system is None:  # no BM25 measured here: no bars, the legend says nothing about it
-            continue
-        values = {r["language"]: r["value"] for r in nd.filter(pl.col("system") == system).sort("n_docs", descending=True, nulls_last=True).unique("language", keep="first").iter_rows(named=True)}
+    width = 0.8 / max(len(chart), 1)
+    hatches = ["", "//", "..", "xx", "--", "++", "oo"]  # told apart by pattern as well as colour
+    for i, (name, values) in enumerate(chart.items()):
         xs = [j + i * width for j, c in enumerate(codes) if c in values]
-        ax.bar(xs, [values[c] for c in codes if c in values], width, label=name)
+        ax.bar(xs, [values[c] for c in codes if c in values], width, label=name, hatch=hatches[i % len(hatches)],
+               edgecolor="black", linewidth=0.4)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(codes))], [f"{c}\n{f['tier']}" for c, f in zip(codes, a.languages)])
     ax.set_ylabel("nDCG@10 (%)")
-    ax.set_title("MIRACL dev nDCG@10 per language (missing bar = no number)")
+    ax.set_title("MIRACL dev nDCG@10 per language, MIRACL numbers only (missing bar = no number)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     plots["per_language"] = _png(fig)
     # 2. mean gap to the primary reference per group
     g = a.groups.filter((pl.col("metric") == "ndcg_at_10") & (pl.col("n_languages") > 0))
-    # MTEB rows stay in groups.csv; the plot keeps the measured systems and the published papers.
-    mteb = set(a.scores.filter(pl.col("kind") == "mteb")["system"].to_list())
+    # the same systems as the group table beside it (MTEB hard-negative rows stay in groups.csv)
+    mteb = set(a.scores.filter((pl.col("kind") == "mteb") & (pl.col("task") == "MIRACLRetrievalHardNegatives"))["system"].to_list())
     systems = [s for s in g["system"].unique(maintain_order=True).to_list() if s not in mteb]
     fig, ax = plt.subplots(figsize=(10, 3.6))
     width = 0.8 / max(len(systems), 1)
@@ -526,6 +586,178 @@ def _plots(a: Analysis) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# what this run measured (first screen), Tatoeba per language
+# ---------------------------------------------------------------------------------------------
+def _delta_words(c: dict) -> str:
+    """'+8.1 [+5.0, +11.2]', with the sign also as a symbol: the page never relies on colour alone."""
+    if c.get("ci_low") is None:
+        return f"{c['delta']:+.1f}"
+    mark = ("\u25b2" if c["delta"] > 0 else "\u25bc") if c["significant"] else "\u2248"
+    return f"{mark} {c['delta']:+.1f} [{c['ci_low']:+.1f}, {c['ci_high']:+.1f}]"
+
+
+def _task_label(task: str) -> str:
+    if task.startswith("MIRACL"):
+        return "MIRACL"
+    if is_bitext_task(task):
+        return "Tatoeba"
+    return task.removesuffix("Retrieval") or task
+
+
+def _measured_sections(m: measured_mod.Measured, registry: Registry) -> list[dict]:
+    """One section per (task, corpus, metric): rows per language and dataset, one cell per system, one per pair."""
+    sections = []
+    # the first screen shows the headline metrics; every other metric mteb reports stays in measured.csv
+    shown = (*METRICS, "f1", "accuracy")
+    table = m.table.filter(pl.col("metric").is_in(shown)).with_columns(pl.col("tier").replace_strict(_TIER_RANK, default=3, return_dtype=pl.Int64).alias("_rank"))
+    for (task, corpus, metric), part in table.group_by(["task", "corpus", "metric"], maintain_order=True):
+        systems = [s for s in m.systems if s in set(part["system"])]
+        pairs = [(a, b) for i, a in enumerate(systems) for b in systems[i + 1:]]
+        comps = m.comparisons.filter((pl.col("task") == task) & (pl.col("metric") == metric))
+        rows = []
+        for (language, dataset), lang_part in part.sort("_rank", "language").group_by(["language", "dataset"], maintain_order=True):
+            cells = {r["system"]: r for r in lang_part.iter_rows(named=True)}
+            deltas = []
+            for a, b in pairs:
+                hit = comps.filter((pl.col("system_a") == a) & (pl.col("system_b") == b) & (pl.col("language") == language)
+                                   & (pl.col("dataset") == dataset))
+                if hit.height:
+                    c = hit.row(0, named=True)
+                    deltas.append({**c, "words": _delta_words(c)})
+                elif a in cells and b in cells:
+                    d = {"delta": cells[b]["value"] - cells[a]["value"], "ci_low": None, "significant": None}
+                    deltas.append({**d, "words": _delta_words(d) + " (no per-query scores: untested)"})
+                else:
+                    deltas.append(None)
+            lang = registry.get(language)
+            rows.append({"language": language, "name": lang.name, "tier": lang.tier, "dataset": dataset,
+                         "cells": [cells.get(s) for s in systems], "deltas": deltas,
+                         "n": next((c["n_queries"] for c in cells.values() if c["n_queries"] is not None), None)})
+        sections.append({"task": task, "label": _task_label(task), "corpus": corpus, "metric": metric,
+                         "metric_label": METRIC_LABELS.get(metric, metric), "systems": systems,
+                         "pairs": [f"{b} \u2212 {a}" for a, b in pairs], "rows": rows,
+                         "id": f"measured-{task}-{metric}".replace(" ", "_").replace(".", "_")})
+    order = {"MIRACL": 0, "Tatoeba": 2}
+    return sorted(sections, key=lambda sec: (order.get(sec["label"], 1), sec["task"], sec["metric"] != "ndcg_at_10"))
+
+
+def _significance_lines(m: measured_mod.Measured) -> list[str]:
+    """Per pair of systems, task and metric: how many languages moved significantly (Holm), and which."""
+    lines = []
+    if m.comparisons.height == 0:
+        return lines
+    for (a, b, task, metric), part in m.comparisons.group_by(["system_a", "system_b", "task", "metric"], maintain_order=True):
+        up = part.filter(pl.col("significant") & (pl.col("delta") > 0))["language"].to_list()
+        down = part.filter(pl.col("significant") & (pl.col("delta") < 0))["language"].to_list()
+        flat = part.filter(~pl.col("significant"))["language"].to_list()
+        words = []
+        if up:
+            words.append(f"better on {len(up)} ({', '.join(up)})")
+        if down:
+            words.append(f"worse on {len(down)} ({', '.join(down)})")
+        if flat:
+            words.append(f"no significant difference on {len(flat)} ({', '.join(flat)})")
+        lines.append(f"{b} against {a} on {_task_label(task)} {METRIC_LABELS.get(metric, metric)}, n = {part.height} "
+                     f"language(s), paired test over queries, Holm-corrected: {'; '.join(words)}.")
+    return lines
+
+
+def _tatoeba_rows(m: measured_mod.Measured, audit: pl.DataFrame | None, cards: list, refs: References,
+                  focus: str, registry: Registry, source_ids: dict[str, int]) -> list[dict]:
+    """Per language with bitext results: the audit row, the fine-tune's change with its interval, published MTEB."""
+    bitext = m.table.filter(pl.col("task").map_elements(is_bitext_task, return_dtype=pl.Boolean))
+    if bitext.height == 0:
+        return []
+    audited = {r["language"]: r for r in audit.iter_rows(named=True)} if audit is not None else {}
+    trained = next((c for c in cards if c.system == focus), None)
+    comps = m.comparisons.filter(pl.col("task").map_elements(is_bitext_task, return_dtype=pl.Boolean)
+                                 & (pl.col("system_b") == focus))
+    base = next((s for s in m.systems if s != focus and not s.lower().startswith("bm25")
+                 and s in set(bitext["system"])), None)
+    rows = []
+    # precision/recall stay in measured.csv; the metric with per-pair intervals leads
+    with_ci = set(bitext.filter(pl.col("ci_low").is_not_null())["metric"])
+    metrics = sorted((x for x in ("f1", "accuracy") if x in set(bitext["metric"])), key=lambda x: (x not in with_ci, x != "f1"))
+    for language in sorted(set(bitext["language"]), key=lambda c: (_TIER_RANK.get(registry.get(c).tier, 3), c)):
+        lang = registry.get(language)
+        audit_row = audited.get(language)
+        accepted = audit_row["accepted"] if audit_row else (trained.per_language.get(language) if trained else None)
+        per_metric = []
+        for metric in metrics:
+            sel = bitext.filter((pl.col("language") == language) & (pl.col("metric") == metric))
+            if sel.height == 0:
+                continue
+            values = {r["system"]: r for r in sel.iter_rows(named=True)}
+            change = None
+            if base:
+                hit = comps.filter((pl.col("system_a") == base) & (pl.col("language") == language) & (pl.col("metric") == metric))
+                if hit.height:
+                    change = hit.row(0, named=True)
+                elif base in values and focus in values:
+                    change = {"delta": values[focus]["value"] - values[base]["value"], "ci_low": None, "significant": None}
+            published = []
+            for rec in refs.tatoeba.filter((pl.col("language") == language) & (pl.col("metric") == metric)).iter_rows(named=True):
+                published.append({"reference": rec["reference"], "value": rec["value"],
+                                  "source": source_ids.setdefault(rec["provenance"], len(source_ids) + 1)})
+            label = METRIC_LABELS.get(metric, metric.upper() if metric == "f1" else metric)
+            if change is None:
+                sentence = f"{label}: no base model measured beside {focus}, so no change to report."
+            elif change.get("ci_low") is None:
+                sentence = f"{label} {change['delta']:+.1f} after fine-tuning (no per-query scores: no interval, untested)."
+            elif change["significant"]:
+                sentence = f"{label} {_delta_words(change)} after fine-tuning (significant, Holm-corrected p = {change['p_holm']:.3g})."
+            else:
+                sentence = (f"{label}: nothing moved measurably, {_delta_words(change)} after fine-tuning "
+                            f"(not significant, Holm-corrected p = {change['p_holm']:.3g}).")
+            per_metric.append({"metric": metric, "label": label, "values": values, "change": change,
+                               "sentence": sentence, "published": published})
+        rate = audit_row["acceptance_rate"] if audit_row else None
+        data_words = (f"{accepted:,} accepted examples" if accepted is not None else "no synthetic data in the audit")
+        if rate is not None:
+            data_words += f" ({100 * rate:.0f}% of generated accepted)"
+        rows.append({"language": language, "name": lang.name, "tier": lang.tier, "accepted": accepted,
+                     "acceptance_rate": rate, "data_words": data_words, "metrics": per_metric,
+                     "headline": f"{lang.name}: {data_words}; " + " ".join(p["sentence"] for p in per_metric)})
+    return rows
+
+
+def _measured_plots(sections: list[dict]) -> dict[str, str]:
+    """One chart per measured section, drawn from exactly that section's rows (same task, corpus and metric)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plots = {}
+    hatches = ["", "//", "..", "xx", "\\\\", "--"]  # systems told apart by pattern too, not by colour alone
+    for sec in sections:
+        labels = [f"{r['language']}\n{r['dataset']}" if len({x['dataset'] for x in sec['rows'] if x['language'] == r['language']}) > 1
+                  else r["language"] for r in sec["rows"]]
+        fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels) * max(1, len(sec["systems"])) / 2 + 3), 3.4))
+        width = 0.8 / max(len(sec["systems"]), 1)
+        has_ci = any(c is not None and c["ci_low"] is not None for r in sec["rows"] for c in r["cells"])
+        for i, system in enumerate(sec["systems"]):
+            xs, ys, err_lo, err_hi = [], [], [], []
+            for j, row in enumerate(sec["rows"]):
+                cell = row["cells"][i]
+                if cell is None:
+                    continue
+                xs.append(j + i * width)
+                ys.append(cell["value"])
+                err_lo.append(cell["value"] - cell["ci_low"] if cell["ci_low"] is not None else 0)
+                err_hi.append(cell["ci_high"] - cell["value"] if cell["ci_high"] is not None else 0)
+            ax.bar(xs, ys, width, label=system, hatch=hatches[i % len(hatches)], edgecolor="black", linewidth=0.5,
+                   yerr=[err_lo, err_hi] if has_ci else None, capsize=2)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, fontsize=8)
+        ax.set_ylabel(f"{sec['metric_label']} (%)")
+        whiskers = "whiskers = 95% interval" if has_ci else "no per-query scores: no intervals"
+        ax.set_title(f"{sec['label']} ({sec['corpus']}): {sec['metric_label']} measured here; {whiskers}", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        plots[sec["id"]] = _png(fig)
+    return plots
+
+
+# ---------------------------------------------------------------------------------------------
 # rendering
 # ---------------------------------------------------------------------------------------------
 def templates_dir() -> Path:
@@ -551,6 +783,9 @@ def _env():
     env.filters["num"] = lambda v, d=1: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
     env.filters["signed"] = lambda v, d=1: "" if v is None else f"{v:+.{d}f}"
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}%"
+    # the sign of a gap in words and a symbol, never in colour alone
+    env.filters["gapword"] = lambda v, d=1: "" if v is None else (
+        f"\u25b2 {v:+.{d}f} behind" if v > 0 else (f"\u25bc {v:+.{d}f} ahead" if v < 0 else f"{v:+.{d}f} level"))
     return env
 
 
@@ -561,7 +796,16 @@ def _cell(scores: pl.DataFrame, system: str, language: str, metric: str, source_
         return None
     rec = sel.sort("n_docs", descending=True, nulls_last=True).row(0, named=True)
     sid = source_ids.setdefault(rec["provenance"], len(source_ids) + 1)
-    return {"value": rec["value"], "provenance": rec["provenance"], "source": sid}
+    return {"value": rec["value"], "provenance": rec["provenance"], "source": sid, "corpus": rec["corpus"],
+            "regime": rec["regime"]}
+
+
+def _gap_or_reason(cell: dict, model: dict) -> None:
+    """Like for like: a gap only on the same corpus variant (the metric is the row's); else say why not."""
+    if cell["corpus"] == model["corpus"]:
+        cell["gap"] = round(cell["value"] - model["value"], 3)
+    else:
+        cell["no_gap"] = f"no comparable reference: this is {cell['corpus']}, the model was measured on {model['corpus']}"
 
 
 def _other_measured(a: Analysis) -> list[str]:
@@ -571,7 +815,10 @@ def _other_measured(a: Analysis) -> list[str]:
             if s != a.focus and not s.lower().startswith("bm25")]
 
 
-def _table_rows(a: Analysis, source_ids: dict[str, int]) -> tuple[list[str], list[dict]]:
+def _table_rows(a: Analysis, source_ids: dict[str, int], comparisons: pl.DataFrame | None = None
+                ) -> tuple[list[str], list[dict]]:
+    """Per MIRACL language: the focus cell and one cell per column. A column that was measured here too
+    (another model, BM25) carries the paired test of the two systems from ``comparisons``."""
     measured_bm25 = a.scores.filter(pl.col("kind") == "measured")["system"].unique(maintain_order=True).to_list()
     bm25 = next((s for s in measured_bm25 if s.lower().startswith("bm25")), None)
     columns = _other_measured(a) + [r for r in SHOWN_REFERENCES if r != a.focus]
@@ -586,7 +833,16 @@ def _table_rows(a: Analysis, source_ids: dict[str, int]) -> tuple[list[str], lis
                 system = bm25 if ref == MEASURED_BM25 else ref
                 cell = _cell(a.scores, system, code, metric, source_ids) if system else None
                 if cell and model:
-                    cell["gap"] = round(cell["value"] - model["value"], 3)
+                    _gap_or_reason(cell, model)
+                    if comparisons is not None and comparisons.height and "gap" in cell:
+                        hit = comparisons.filter(pl.col("task").str.starts_with("MIRACL") & (pl.col("language") == code)
+                                                 & (pl.col("metric") == metric)
+                                                 & (pl.col("system_a").is_in([system, a.focus]))
+                                                 & (pl.col("system_b").is_in([system, a.focus])))
+                        if hit.height:
+                            test = hit.row(0, named=True)
+                            cell["tested"] = ("significant" if test["significant"] else "not significant") + \
+                                f" (paired test, p_Holm = {test['p_holm']:.3g})"
                 refs.append(cell)
             row["metrics"][metric] = {"model": model, "refs": refs}
         rows.append(row)
@@ -603,15 +859,27 @@ def _mteb_table(a: Analysis, source_ids: dict[str, int]) -> tuple[list[str], lis
             cell = _cell(a.scores, system, fact["code"], "ndcg_at_10", source_ids)
             model = _cell(a.scores, a.focus, fact["code"], "ndcg_at_10", {})
             if cell and model:
-                cell["gap"] = round(cell["value"] - model["value"], 3)
+                _gap_or_reason(cell, model)
             cells.append(cell)
         rows.append({**fact, "cells": cells})
     return systems, rows
 
 
-def render(a: Analysis, config: ReportSection, inputs: list[dict], plots: dict[str, str]) -> tuple[str, str]:
+def render(a: Analysis, config: ReportSection, inputs: list[dict], plots: dict[str, str],
+           first: dict | None = None) -> tuple[str, str]:
+    """``first``: the run's own measurements (sections, significance, training cards, Tatoeba rows,
+    warnings, compare link), rendered before the published context."""
     source_ids: dict[str, int] = {}
-    columns, rows = _table_rows(a, source_ids)
+    first = dict(first or {})
+    first.setdefault("sections", [])
+    first.setdefault("significance", [])
+    first.setdefault("cards", [])
+    first.setdefault("warnings", [])
+    first.setdefault("compare_link", None)
+    first.setdefault("measured_notes", [])
+    tatoeba_builder = first.pop("tatoeba_builder", None)
+    first["tatoeba"] = tatoeba_builder(source_ids) if tatoeba_builder else []
+    columns, rows = _table_rows(a, source_ids, first.get("comparisons"))
     mteb_systems, mteb_rows = _mteb_table(a, source_ids)
     other = []
     for rec in a.other.iter_rows(named=True):
@@ -632,9 +900,16 @@ def render(a: Analysis, config: ReportSection, inputs: list[dict], plots: dict[s
         "reference_dir": str(a.references.directory), "measured_bm25": MEASURED_BM25,
         "mteb_all": set(a.scores.filter(pl.col("kind") == "mteb")["system"].to_list()),
         "mteb_hard": set(a.scores.filter((pl.col("kind") == "mteb") & (pl.col("task") == "MIRACLRetrievalHardNegatives"))["system"].to_list()),
+        "focus_corpus": a.focus_corpus, "regimes": _regimes(a), "zero_shot": ZERO_SHOT, **first,
     }
     env = _env()
     return env.get_template("gap_report.html.j2").render(**context), env.get_template("summary.md.j2").render(**context)
+
+
+def _regimes(a: Analysis) -> list[dict]:
+    """Each reference column with its corpus and training regime, for the like-for-like legend."""
+    refs = a.scores.filter(pl.col("kind") != "measured").unique("system", keep="first", maintain_order=True)
+    return [{"reference": r["system"], "corpus": r["corpus"], "regime": r["regime"]} for r in refs.iter_rows(named=True)]
 
 
 def _write_table(out: Path, name: str, df: pl.DataFrame, schema: Schema) -> dict[str, int]:
@@ -668,21 +943,40 @@ def run_report(
     frame = load_results(results, registry)
     audit_df = load_audit(audit, registry)
     refs = load_references(reference_dir(config.reference_dir))
+    per_query = measured_mod.load_per_query(results)
     analysis = analyse(frame, audit_df, refs, registry, config)
+    measured = measured_mod.measure(frame, per_query, registry, analysis.focus)
+    cards = measured_mod.training_cards(frame)
     inputs = [{"role": "results", "path": str(p), "sha256": file_sha256(Path(p))} for p in results]
+    for p in results:
+        if (Path(p).parent / measured_mod.PER_QUERY_FILE).is_file():
+            pq = Path(p).parent / measured_mod.PER_QUERY_FILE
+            inputs.append({"role": "per-query scores", "path": str(pq), "sha256": file_sha256(pq)})
     if audit is not None:
         inputs.append({"role": "audit", "path": str(audit), "sha256": file_sha256(Path(audit))})
-    plots = _plots(analysis)
-    html, markdown = render(analysis, config, inputs, plots)
+    sections = _measured_sections(measured, registry)
+    plots = _plots(analysis) | _measured_plots(sections)
+    warnings = measured_mod.leakage_warnings(cards, frame) + [f"{c.system}: {w}" for c in cards for w in c.warnings]
     out = Path(out_dir)
+    compare_link = _compare_view(frame, measured.systems, analysis.focus, out, registry)
+    first = {
+        "sections": sections, "significance": _significance_lines(measured), "cards": cards, "warnings": warnings,
+        "compare_link": compare_link, "measured_notes": measured.notes, "comparisons": measured.comparisons,
+        "tatoeba_builder": lambda ids: _tatoeba_rows(measured, audit_df, cards, refs, analysis.focus, registry, ids),
+    }
+    html, markdown = render(analysis, config, inputs, plots, first)
     out.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, int] = {}
+    outputs |= _write_table(out, "measured", measured.table, REPORT_MEASURED)
+    outputs |= _write_table(out, "comparisons", measured.comparisons, REPORT_COMPARISONS)
     outputs |= _write_table(out, "scores", analysis.scores, REPORT_SCORES)
     outputs |= _write_table(out, "gaps", analysis.gaps, REPORT_GAPS)
     outputs |= _write_table(out, "groups", analysis.groups, REPORT_GROUPS)
     outputs |= _write_table(out, "data", analysis.data, REPORT_DATA)
     meta = {"focus": analysis.focus, "primary_reference": analysis.primary, "inputs": inputs,
-            "reference_dir": str(refs.directory), "headline": analysis.headline, "notes": analysis.notes}
+            "reference_dir": str(refs.directory), "headline": analysis.headline, "notes": analysis.notes,
+            "measured_significance": first["significance"], "warnings": warnings,
+            "compare_view": compare_link}
     atomic_write_bytes(out / "report.json", json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8"))
     atomic_write_bytes(out / "summary.md", markdown.encode("utf-8"))
     atomic_write_bytes(out / "index.html", html.encode("utf-8"))  # last: the page exists only when complete
@@ -695,6 +989,23 @@ def run_report(
     log.info("report written to %s (focus %s)", out, analysis.focus)
     return StageResult(STAGE, outputs=outputs, stats={"focus": analysis.focus, "headline": analysis.headline,
                                                       "out_dir": str(out)})
+
+
+def _compare_view(results: pl.DataFrame, systems: list[str], focus: str, out: Path, registry: Registry) -> str | None:
+    """compare/compare.html beside the report: the focus system against the model measured before it."""
+    models = [s for s in systems if not s.lower().startswith("bm25")]
+    if focus not in models or len(models) < 2:
+        return None
+    base = models[models.index(focus) - 1] if models.index(focus) else models[1]
+    files = {s: results.filter(pl.col("system") == s)["input_file"][0] for s in (base, focus)}
+    a = results.filter((pl.col("system") == base) & (pl.col("source") == "measured"))
+    b = results.filter((pl.col("system") == focus) & (pl.col("source") == "measured"))
+    key = ["task", "dataset", "language", "split", "metric"]
+    if a.join(b, on=key, how="inner").height == 0:
+        return None  # nothing in common: no compare page to link
+    run_compare(f"{files[base]}@{base}", f"{files[focus]}@{focus}", out / "compare",
+                registry=registry, title=f"{focus} against {base}")
+    return "compare/compare.html"
 
 
 # ---------------------------------------------------------------------------------------------
