@@ -140,11 +140,11 @@ def mteb_results(shared: Path, path: Path, model: str, system: str, task: str = 
 
 # TEST FIXTURE audit counts (see module docstring): language -> (generated, accepted, reasons, confusions, cost)
 FIXTURE_AUDIT = {
-    "sw": (40, 22, "lid_mismatch:12; too_short:6", "en:9; so:3", 0.08),
-    "te": (40, 31, "too_short:7; script_mismatch:2", "kn:2", 0.09),
+    "sw": (40, 22, "wrong_language:12; too_short:6", "en:9; so:3", 0.08),
+    "te": (40, 31, "too_short:7; wrong_script:2", "kn:2", 0.09),
     "en": (40, 38, "exact_duplicate:2", "", 0.06),
     "ja": (40, 35, "too_short:5", "zh:4", 0.07),
-    "am": (40, 10, "script_mismatch:20; lid_mismatch:10", "ti:8", 0.10),
+    "am": (40, 10, "wrong_script:20; wrong_language:10", "ti:8", 0.10),
 }
 
 

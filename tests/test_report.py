@@ -134,7 +134,7 @@ def test_data_ties_audit_to_each_language(report, inputs):
     data = pl.read_parquet(out / "data.parquet")
     sw = data.filter(pl.col("language") == "sw").row(0, named=True)
     assert (sw["generated"], sw["accepted"], sw["acceptance_rate"]) == (40, 22, pytest.approx(0.55))
-    assert sw["top_reject_reasons"].startswith("lid_mismatch:12") and sw["top_lid_confusions"] == "en:9; so:3"
+    assert sw["top_reject_reasons"].startswith("wrong_language:12") and sw["top_lid_confusions"] == "en:9; so:3"
     assert sw["primary_gap_ndcg_at_10"] == pytest.approx(
         _reference(inputs["shared"], "e5-mistral-7b-instruct", "sw") - round(_mteb(inputs["shared"], "sw"), 3), abs=1e-3)
     yo = data.filter(pl.col("language") == "yo").row(0, named=True)
@@ -143,7 +143,14 @@ def test_data_ties_audit_to_each_language(report, inputs):
     assert ar["note"] == "no synthetic data (not in the audit)" and ar["accepted"] is None
     assert "am" in data["language"].to_list()  # audited, not MIRACL: kept for the next plan
     html = (out / "index.html").read_text()
-    assert "no synthetic data (eval-only language" in html and "lid_mismatch:12" in html
+    assert "no synthetic data (eval-only language" in html and "wrong_language:12" in html
+
+
+def test_fixture_reject_reasons_are_codes_the_filter_emits():
+    from workbench.filter.rules import REASONS
+
+    codes = [part.split(":")[0] for _, _, reasons, _, _ in ri.FIXTURE_AUDIT.values() for part in reasons.split("; ") if part]
+    assert codes and set(codes) <= set(REASONS), set(codes) - set(REASONS)
 
 
 def test_tidy_csv_and_parquet_hold_the_same_rows(report):

@@ -93,10 +93,6 @@ GROUPS = ("high tier", "mid tier", "low tier", "MIRACL low-resource", "all MIRAC
 # ---------------------------------------------------------------------------------------------
 # inputs
 # ---------------------------------------------------------------------------------------------
-def _is_miracl_task(task: str) -> bool:
-    return task.startswith("MIRACL")
-
-
 def load_results(paths: Sequence[Path | str], registry: Registry) -> pl.DataFrame:
     """Read and check EVAL_RESULTS tables; adds ``input_file``. Errors name the file and the fix."""
     if not paths:
