@@ -301,7 +301,8 @@ def test_endpoint_problems_give_one_clear_line(shared_data, tmp_path):
 
 
 def test_batch_mode_round_trip(double, tmp_path):
-    from workbench.generate.batch import batch_status, collect
+    from workbench.generate.batch import batch_status
+    from workbench.generate.stage import collect
 
     double.set_faults(Faults(rate_500=0.1, rate_malformed=0.1, seed=3))
     run, config, registry = make_run(tmp_path / "run", double.base_url, quota=10, batch_max_requests=6,

@@ -305,7 +305,7 @@ def batch_status_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN", 
 @batch_app.command("collect")
 def batch_collect_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory")]) -> None:
     """Ingest finished batches into the cache, then submit the next step or write the tables."""
-    from workbench.generate.batch import collect
+    from workbench.generate.stage import collect
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
 

@@ -55,10 +55,10 @@ def _plan(c: StageCall):
 
 def _generate(c: StageCall):
     from workbench.errors import WorkbenchError
-    from workbench.generate.engine import run_generate, unfinished_summary
+    from workbench.generate.stage import run_generate, unfinished_summary
 
     if c.config.generate.batch:  # the Batch API end to end: submit, poll, collect, next step
-        from workbench.generate.batch import run_until_done
+        from workbench.generate.stage import run_until_done
 
         notify = (lambda line: c.on_stage("generate", line)) if c.on_stage else None
         result = run_until_done(c.run, c.config, c.registry, notify=notify)
@@ -137,7 +137,7 @@ def _report(c: StageCall):
 
 STAGES: tuple[Stage, ...] = (
     Stage("plan", (), ("run",), "workbench.plan:run_plan", "plan/<lang>.parquet", _plan),
-    Stage("generate", ("plan",), ("run", "generate"), "workbench.generate.engine:run_generate",
+    Stage("generate", ("plan",), ("run", "generate"), "workbench.generate.stage:run_generate",
           "tasks/, generated/<lang>.parquet, cache.sqlite", _generate),
     Stage("filter", ("generate",), ("filter",), "workbench.filter.stage:run_filter",
           "accepted/<lang>.parquet, rejected/<lang>.parquet", _filter),

@@ -5,7 +5,7 @@ examples) as JSONL files within the API limits (``batch_max_requests`` ≤ 50,00
 ``batch_max_bytes`` ≤ 200 MB per file), uploads them (``purpose="batch"``), creates one batch per
 file and marks each request ``submitted`` in ``cache.sqlite`` with its batch id. The line's
 ``custom_id`` is the request's cache key. ``batch collect`` downloads finished batches' output and
-error files and stores each answer in the same cache by ``custom_id`` (validated like any answer;
+error files (:func:`ingest_finished`) and stores each answer in the same cache by ``custom_id`` (validated like any answer;
 an invalid answer with samples left goes back to unfinished and is resubmitted with the next
 step), then continues: it submits the next step or, when every slot is finished, writes the tables.
 Costs use the price table times ``batch_discount``. An answer cut at ``max_tokens``
@@ -13,7 +13,7 @@ Costs use the price table times ``batch_discount``. An answer cut at ``max_token
 ``truncated`` (failed), as in direct mode.
 
 ``[generate] batch = true`` makes ``workbench run`` do all of this itself
-(:func:`run_until_done`): submit, poll with a growing wait (``batch_poll_s`` x 1.5 per poll, at
+(:func:`workbench.generate.stage.run_until_done`): submit, poll with a growing wait (``batch_poll_s`` x 1.5 per poll, at
 most ``batch_poll_max_s``), collect, submit the next step, until the tables are written. It is
 resumable: the open batches are in ``cache.sqlite``, so a re-run polls them instead of
 submitting again.
@@ -25,8 +25,6 @@ import io
 import json
 import logging
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -34,11 +32,11 @@ import openai
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.generate import budget, prompts
+from workbench.generate.budget import TRUNCATED, truncation_error
 from workbench.generate.cache import RequestCache
 from workbench.generate.client import EndpointError, LLMClient, resolve_mode
-from workbench.generate.engine import TRUNCATED, Pricer, run_generate, truncation_error  # engine imports us lazily
-from workbench.languages import Registry
-from workbench.run import Run, StageResult
+from workbench.generate.pricing import Pricer
+from workbench.run import Run
 
 log = logging.getLogger(__name__)
 DONE_STATES = ("completed", "failed", "expired", "cancelled")
@@ -136,8 +134,11 @@ def batch_status(run: Run, config: RunConfig) -> list[dict[str, Any]]:
         raise _endpoint_error(err, config.generate.base_url) from None
 
 
-def collect(run: Run, config: RunConfig, registry: Registry) -> StageResult:
-    """Ingest every finished batch into the cache, then continue the stage (submit next step or write tables)."""
+def ingest_finished(run: Run, config: RunConfig) -> dict[str, int]:
+    """Ingest every finished batch into the cache; counts of ok/failed/resubmitted answers and open batches.
+
+    :func:`workbench.generate.stage.collect` then continues the stage.
+    """
     import asyncio
 
     section = config.generate
@@ -177,9 +178,7 @@ def collect(run: Run, config: RunConfig, registry: Registry) -> StageResult:
         raise _endpoint_error(err, section.base_url) from None
     finally:
         cache.close()
-    result = run_generate(run, config, registry, batch=True)
-    result.stats["collected"] = ingested
-    return result
+    return ingested
 
 
 def _ingest_line(cache: RequestCache, pricer, item: dict[str, Any], max_attempts: int, counts: dict[str, int]) -> str:
@@ -236,26 +235,6 @@ def _endpoint_error(err: openai.OpenAIError, base_url: str) -> EndpointError:
                              "and a valid key; without them set generate.batch = false")
     return EndpointError(f"cannot reach the Batch API ({type(err).__name__})", where=base_url,
                          fix="check generate.base_url and the network; open batches are kept in cache.sqlite")
-
-
-def run_until_done(run: Run, config: RunConfig, registry: Registry, *,
-                   notify: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> StageResult:
-    """Submit, poll, collect and submit the next step until generated/ is written (``workbench run``).
-
-    Resumable: batches already open (in ``cache.sqlite``) are polled, not submitted again. The wait
-    between polls starts at ``batch_poll_s`` and grows 1.5x per poll up to ``batch_poll_max_s``.
-    """
-    section = config.generate
-    result = run_generate(run, config, registry, batch=True)
-    wait = section.batch_poll_s
-    while not result.outputs:
-        jobs = result.stats.get("batch_jobs") or {}
-        if notify:
-            notify(f"{sum(jobs.values())} request(s) in {len(jobs)} open batch(es); next poll in {wait:.0f} s")
-        sleep(wait)
-        wait = min(section.batch_poll_max_s, wait * 1.5)
-        result = collect(run, config, registry)
-    return result
 
 
 def _family_of(cache: RequestCache, key: str) -> str:

@@ -134,3 +134,11 @@ def larger_budget(budget: int, limit: int) -> int | None:
 def prompt_tokens_upper(messages: list[dict[str, str]]) -> int:
     """A generous prompt-token count for capping against a context window (~3 characters per token)."""
     return math.ceil(sum(len(m["content"]) for m in messages) / 3)
+
+
+TRUNCATED = "truncated"  # the error prefix of a slot whose answer was cut at max_tokens
+
+
+def truncation_error(max_tokens: int, why: str) -> str:
+    """The ``error`` of a truncated answer (``finish_reason == "length"``); the audit counts the prefix."""
+    return f"{TRUNCATED}: the answer was cut at max_tokens={max_tokens} (finish_reason 'length') {why}"

@@ -41,8 +41,10 @@ from workbench.config import GenerateSection, RunConfig
 from workbench.errors import WorkbenchError
 from workbench.families import EXAMPLE_FIELDS, FAMILIES, PLACEHOLDER_COLUMNS
 from workbench.generate import budget, prompts
+from workbench.generate.budget import truncation_error
 from workbench.generate.cache import FINISHED, RequestCache, request_key
 from workbench.generate.client import EndpointError, LLMClient, RetriesExhausted, resolve_mode
+from workbench.generate.pricing import Pricer
 from workbench.languages import Registry
 from workbench.run import Run, StageResult, now
 from workbench.tables import GENERATED, PLAN, TASKS
@@ -92,19 +94,6 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-
-
-class Pricer:
-    def __init__(self, section: GenerateSection, batch: bool):
-        price = section.prices.get(section.model)
-        self.known = price is not None
-        self.batch = batch
-        factor = section.batch_discount if batch else 1.0
-        self.input = (price.input if price else 0.0) * factor / 1e6
-        self.output = (price.output if price else 0.0) * factor / 1e6
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return prompt_tokens * self.input + completion_tokens * self.output
 
 
 def run_generate(run: Run, config: RunConfig, registry: Registry, *, dry_run: bool = False, batch: bool = False,
@@ -567,14 +556,6 @@ def _estimate_tokens(body: dict[str, Any]) -> int:
     """~4 characters per token for Latin text, never fewer tokens than words (a dry-run estimate)."""
     text = " ".join(m["content"] for m in body["messages"])
     return max(math.ceil(len(text) / 4), len(text.split()))
-
-
-TRUNCATED = "truncated"  # the error prefix of a slot whose answer was cut at max_tokens
-
-
-def truncation_error(max_tokens: int, why: str) -> str:
-    """The ``error`` of a truncated answer (``finish_reason == "length"``); the audit counts the prefix."""
-    return f"{TRUNCATED}: the answer was cut at max_tokens={max_tokens} (finish_reason 'length') {why}"
 
 
 def _local_context_tokens() -> int:
