@@ -642,7 +642,10 @@ def _significance_lines(m: measured_mod.Measured) -> list[str]:
     lines = []
     if m.comparisons.height == 0:
         return lines
-    for (a, b, task, metric), part in m.comparisons.group_by(["system_a", "system_b", "task", "metric"], maintain_order=True):
+    # the headline metric of each kind of task leads; the tables below carry every metric
+    headline = m.comparisons.filter(pl.col("metric").is_in(["ndcg_at_10", "accuracy"]))
+    comparisons = headline if headline.height else m.comparisons
+    for (a, b, task, metric), part in comparisons.group_by(["system_a", "system_b", "task", "metric"], maintain_order=True):
         up = part.filter(pl.col("significant") & (pl.col("delta") > 0))["language"].to_list()
         down = part.filter(pl.col("significant") & (pl.col("delta") < 0))["language"].to_list()
         flat = part.filter(~pl.col("significant"))["language"].to_list()
