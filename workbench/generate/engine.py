@@ -39,35 +39,19 @@ import polars as pl
 
 from workbench.config import GenerateSection, RunConfig
 from workbench.errors import WorkbenchError
-from workbench.families import EXAMPLE_FIELDS, FAMILIES, PLACEHOLDER_COLUMNS
 from workbench.generate import budget, prompts
 from workbench.generate.budget import truncation_error
-from workbench.generate.cache import FINISHED, RequestCache, request_key
+from workbench.generate.cache import FINISHED, RequestCache
 from workbench.generate.client import EndpointError, LLMClient, RetriesExhausted, resolve_mode
+from workbench.generate.jobs import Job, JobBuilder
 from workbench.generate.pricing import Pricer
+from workbench.generate.tables import write_generated, write_tasks
 from workbench.languages import Registry
 from workbench.run import Run, StageResult, now
-from workbench.tables import GENERATED, PLAN, TASKS
+from workbench.tables import PLAN
 
 STAGE = "generate"
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Job:
-    """One request to make: a brainstorm for (language, family, seed) or one slot's example.
-
-    It carries its language, family and seed, so nothing downstream parses them out of ids.
-    """
-
-    key: str
-    slot_id: str
-    kind: str  # "brainstorm" or "example"
-    language: str
-    family: str
-    body: dict[str, Any]
-    limit: int = 0  # the largest max_tokens the endpoint allows for this request (re-send after truncation)
-    seed: int = 0  # the plan's seed of the slot (brainstorm: of its (language, family, seed) group)
 
 
 @dataclass
@@ -116,10 +100,6 @@ def run_generate(run: Run, config: RunConfig, registry: Registry, *, dry_run: bo
             return run_generate(run, config, registry, dry_run=dry_run, batch=batch, retry_failed=retry_failed,
                                 progress=progress, base_url=local_url)
     mode = resolve_mode(section.structured_output, url, local)
-    state = Progress()
-    for code, plan in plans.items():
-        state.planned[code] = plan.height
-    pricer = Pricer(section, batch)
     client = LLMClient(
         base_url=url, model=section.model, api_key=os.environ.get(section.api_key_env, ""),
         timeout_s=section.timeout_s, max_retries=section.max_retries, backoff_base_s=section.backoff_base_s,
@@ -127,18 +107,21 @@ def run_generate(run: Run, config: RunConfig, registry: Registry, *, dry_run: bo
         requests_per_minute=section.requests_per_minute, tokens_per_minute=section.tokens_per_minute,
         temperature=section.temperature, top_p=section.top_p, rng=random.Random(f"{config.run.seed}:backoff"),
     )
+    context_tokens = section.context_tokens or (_local_context_tokens() if local else None)
     cache = RequestCache(run.cache_path)
     started_at = now()
     try:
-        context = _Context(run, config, registry, plans, client, cache, state, pricer, progress,
-                           concurrency=1 if local else section.concurrency, retry_failed=retry_failed)
+        engine = Engine(run=run, section=section, plans=plans,
+                        builder=JobBuilder(section, client, registry, plans, context_tokens),
+                        client=client, cache=cache, pricer=Pricer(section, batch),
+                        concurrency=1 if local else section.concurrency, retry_failed=retry_failed, progress=progress)
         if dry_run:
-            return context.dry_run()
+            return engine.dry_run()
         if batch:
             from workbench.generate.batch import BatchRunner
 
-            context.runner = BatchRunner(context)
-        return asyncio.run(context.run_all(started_at))
+            engine.runner = BatchRunner(engine)
+        return asyncio.run(engine.run_all(started_at))
     finally:
         cache.close()
 
@@ -150,110 +133,35 @@ def _read_plans(run: Run) -> dict[str, pl.DataFrame]:
     return {code: run.read_table("plan", code, PLAN) for code in codes}
 
 
-class _Context:
-    """One generate invocation: builds jobs, runs them (directly or via batch), writes tables."""
+@dataclass
+class Engine:
+    """One generate invocation: runs the jobs (directly or via batch), keeps the counters, writes tables."""
 
-    def __init__(self, run, config, registry, plans, client, cache, state, pricer, progress, *, concurrency,
-                 retry_failed):
-        self.run, self.config, self.registry, self.plans = run, config, registry, plans
-        self.section: GenerateSection = config.generate
-        self.client: LLMClient = client
-        self.cache: RequestCache = cache
-        self.state: Progress = state
-        self.pricer: Pricer = pricer
-        self.progress = progress
-        self.concurrency = concurrency
-        self.retry_failed = retry_failed
-        self.runner: Any = None  # BatchRunner in batch mode
-        self.budget_hit = False
-        self.brainstorm_errors: dict[tuple[str, str, int], str] = {}
-        self.blocked_groups: dict[str, tuple[str, str]] = {}  # blocked slot id -> (language, family)
+    run: Run
+    section: GenerateSection
+    plans: dict[str, pl.DataFrame]
+    builder: JobBuilder
+    client: LLMClient
+    cache: RequestCache
+    pricer: Pricer
+    concurrency: int
+    retry_failed: bool = False
+    progress: ProgressCallback | None = None
+    runner: Any = None  # BatchRunner in batch mode
+    state: Progress = field(default_factory=Progress)
+    budget_hit: bool = False
+
+    def __post_init__(self) -> None:
+        for code, plan in self.plans.items():
+            self.state.planned[code] = plan.height
         # "auto" on a remote endpoint: probe once per (endpoint, model), remember it in the cache
         self.detect = self.section.structured_output == "auto" and self.section.base_url != "local"
-        if self.detect and cache.meta(self.mode_key()):
-            client.mode = cache.meta(self.mode_key())
-        self.spent_before = cache.total_cost()  # --max-cost caps the run's total, across invocations
-        self.context_tokens = self.section.context_tokens or (
-            _local_context_tokens() if self.section.base_url == "local" else None)
-        self.token_table = budget.table_for(self.section.base_url == "local", self.section.tokens_per_word)
+        if self.detect and self.cache.meta(self.mode_key()):
+            self.client.mode = self.cache.meta(self.mode_key())
+        self.spent_before = self.cache.total_cost()  # --max-cost caps the run's total, across invocations
 
     def mode_key(self) -> str:
         return f"structured_output:{self.client.base_url}:{self.section.model}"
-
-    # -- jobs ------------------------------------------------------------------------------
-    def _job(self, slot_id: str, kind: str, language: str, family: str, messages: list[dict[str, str]],
-             wanted_tokens: int, seed: int) -> Job:
-        """A request with ``max_tokens`` = ``wanted_tokens`` within the endpoint's limits."""
-        limit = budget.cap(self.section.max_tokens_cap, max_tokens_cap=self.section.max_tokens_cap,
-                           context_tokens=self.context_tokens, prompt_tokens=budget.prompt_tokens_upper(messages))
-        max_tokens = min(wanted_tokens, limit)
-        key = request_key(self.section.model, messages, self.client.params(max_tokens), slot_id)
-        schema_kind = "brainstorm" if kind == "brainstorm" else family
-        body = self.client.body(messages, max_tokens, schema_kind, prompts.json_schema(schema_kind))
-        return Job(key, slot_id, kind, language, family, body, limit, seed)
-
-    def brainstorm_jobs(self) -> list[Job]:
-        """Enough rounds per (language, family) that no task serves more than ``max_task_uses`` slots.
-
-        Round 0's slot id is ``<lang>:<family>:<seed>:brainstorm``, round k's adds ``:<k>``.
-        """
-        jobs = []
-        for code, plan in self.plans.items():
-            language = self.registry.get(code)
-            for (family, seed), group in plan.group_by("family", "seed", maintain_order=True):
-                if FAMILIES[family].brainstorm:
-                    messages = prompts.brainstorm_messages(family, language)
-                    for round_index in range(prompts.brainstorm_rounds(group.height, self.section.max_task_uses)):
-                        slot_id = f"{code}:{family}:{seed}:brainstorm" + (f":{round_index}" if round_index else "")
-                        jobs.append(self._job(slot_id, "brainstorm", code, family, messages,
-                                              self.section.brainstorm_max_tokens, seed))
-        return jobs
-
-    def example_budget(self, row: dict[str, Any]) -> int:
-        """``max_tokens`` wanted for one slot: ``generate.max_tokens`` if set, else sized (budget.py)."""
-        if self.section.max_tokens is not None:
-            return self.section.max_tokens
-        target = self.registry.get(row["target_language"]) if row.get("target_language") else None
-        return budget.completion_budget(row["family"], row, self.registry.get(row["language"]), target,
-                                        self.token_table)
-
-    def expected_tokens(self, row: dict[str, Any]) -> int:
-        if self.section.est_completion_tokens is not None:
-            return self.section.est_completion_tokens
-        target = self.registry.get(row["target_language"]) if row.get("target_language") else None
-        return budget.expected_completion_tokens(row["family"], row, self.registry.get(row["language"]), target,
-                                                 self.token_table)
-
-    def example_jobs(self, tasks: dict[tuple[str, str, int], list[str]] | None) -> tuple[list[Job], dict[str, str], dict[str, str]]:
-        """Jobs per slot, the task each slot uses, and slots that cannot run (with the reason).
-
-        The (language, family) of each blocked slot goes to ``self.blocked_groups``.
-        """
-        jobs, chosen, blocked = [], {}, {}
-        for code, plan in self.plans.items():
-            dealt: dict[str, str] = {}
-            if tasks is not None:
-                for (family, seed), group in plan.group_by("family", "seed", maintain_order=True):
-                    if FAMILIES[family].brainstorm and tasks.get((code, family, seed)):
-                        dealt.update(prompts.assign_tasks(tasks[(code, family, seed)], group["slot_id"].to_list(), seed))
-            for row in plan.iter_rows(named=True):
-                family = row["family"]
-                task = None
-                if FAMILIES[family].brainstorm:
-                    if tasks is None:
-                        task = "(a task from the brainstorm step)"
-                    elif row["slot_id"] not in dealt:
-                        why = self.brainstorm_errors.get((code, family, row["seed"]), "no answer")
-                        blocked[row["slot_id"]] = f"brainstorm step failed for this language and family: {why}"
-                        self.blocked_groups[row["slot_id"]] = (code, family)
-                        continue
-                    else:
-                        task = dealt[row["slot_id"]]
-                    chosen[row["slot_id"]] = task
-                messages = prompts.example_messages(row, task, self.registry)
-                jobs.append(self._job(row["slot_id"], "example", code, family, messages, self.example_budget(row),
-                                      row["seed"]))
-        return jobs, chosen, blocked
 
     # -- running ---------------------------------------------------------------------------
     def pending(self, jobs: list[Job]) -> list[Job]:
@@ -399,15 +307,15 @@ class _Context:
                     self.cache.set_meta(name, mode)
                     self.client.mode = mode
                     log.info("structured output for %s: %s", self.client.base_url, mode)
-            brainstorms = self.brainstorm_jobs()
+            brainstorms = self.builder.brainstorm_jobs()
             complete = await self._phase("brainstorm", brainstorms)
             if not complete and self.runner is not None:
                 return self._waiting()
-            tasks = self._write_tasks(brainstorms)
-            jobs, chosen, blocked = self.example_jobs(tasks)
-            for slot_id in blocked:
-                self._count_slot(self.blocked_groups[slot_id][0], "failed")
-            complete = await self._phase("examples", jobs) and complete
+            tasks, brainstorm_errors = write_tasks(self.run, self.cache, self.plans, brainstorms, self.section.model)
+            examples = self.builder.example_jobs(tasks, brainstorm_errors)
+            for language, _ in examples.blocked_groups.values():
+                self._count_slot(language, "failed")
+            complete = await self._phase("examples", examples.jobs) and complete
             if not complete and self.runner is not None and self.cache.submitted():
                 return self._waiting()
         except WorkbenchError as err:  # e.g. a 401 mid-run: never leave the stage shown as running
@@ -417,11 +325,13 @@ class _Context:
             raise
         finally:
             await self.client.close()
-        outputs = self._write_generated(jobs, chosen, blocked)
+        outputs = write_generated(self.run, self.cache, self.plans, examples, self.section.model,
+                                  budget_hit=self.budget_hit)
+        jobs = examples.jobs
         failed_slots = sum(self.state.failed.values())
         open_brainstorms = {(job.language, job.family) for job in self.pending_quiet(brainstorms)}
         unfinished = len(self.pending_quiet(jobs)) + sum(
-            1 for slot_id in blocked if self.blocked_groups[slot_id] in open_brainstorms)
+            1 for group in examples.blocked_groups.values() if group in open_brainstorms)
         stats = self._stats(unfinished=unfinished, failed=failed_slots)
         stats["transport_unfinished"] = self._transport_unfinished(brainstorms + jobs)
         entries = self.cache.get_many([job.key for job in brainstorms]).values()
@@ -458,81 +368,17 @@ class _Context:
             "structured_output": self.client.mode,
         }
 
-    # -- tables ----------------------------------------------------------------------------
-    def _write_tasks(self, jobs: list[Job]) -> dict[tuple[str, str, int], list[str]]:
-        """Merge each (language, family, seed)'s brainstorm rounds (duplicates dropped) into tasks/."""
-        entries = self.cache.get_many([job.key for job in jobs])
-        rounds: dict[tuple[str, str, int], list[list[str]]] = defaultdict(list)
-        unfinished: set[tuple[str, str, int]] = set()
-        for job in jobs:
-            entry = entries.get(job.key)
-            group = (job.language, job.family, job.seed)
-            if entry is None or entry.status not in FINISHED:
-                unfinished.add(group)  # the task list must not change later: wait for every round
-            if entry is None or entry.status != "ok":
-                self.brainstorm_errors.setdefault(group, entry.error if entry else "not sent")
-                continue
-            rounds[group].append(entry.result["tasks"])
-        # a group goes on once every round is final and at least one answered
-        tasks = {group: prompts.merge_tasks(lists) for group, lists in rounds.items() if group not in unfinished}
-        for group in tasks:
-            self.brainstorm_errors.pop(group, None)
-        rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for (code, family, seed), merged in tasks.items():
-            for index, task in enumerate(merged):
-                rows[code].append({"language": code, "family": family, "seed": seed, "task_index": index,
-                                   "task": task, "model": self.section.model})
-        for code in self.plans:
-            self.run.write_table("tasks", code, pl.DataFrame(rows.get(code, []), schema=TASKS), TASKS)
-        return tasks
-
-    def _write_generated(self, jobs: list[Job], chosen: dict[str, str], blocked: dict[str, str]) -> dict[str, int]:
-        entries = self.cache.get_many([job.key for job in jobs])
-        by_slot = {job.slot_id: entries.get(job.key) for job in jobs}
-        outputs = {}
-        for code, plan in self.plans.items():
-            rows = []
-            for slot in plan.iter_rows(named=True):
-                entry = by_slot.get(slot["slot_id"])
-                row: dict[str, Any] = {c: slot[c] for c in ("slot_id", "language", "family", *PLACEHOLDER_COLUMNS)}
-                row.update(dict.fromkeys(EXAMPLE_FIELDS))
-                row["task"] = chosen.get(slot["slot_id"])
-                row["model"] = self.section.model
-                if entry is not None and entry.status == "ok":
-                    row.update({name: entry.result.get(name) for name in FAMILIES[slot["family"]].fields})
-                    row.update(status="ok", error=None)
-                elif slot["slot_id"] in blocked:
-                    row.update(status="failed", error=blocked[slot["slot_id"]])
-                elif entry is None:
-                    reason = "--max-cost reached before this slot was sent" if self.budget_hit else "not sent"
-                    row.update(status="failed", error=f"not run: {reason}; re-run to resume")
-                else:
-                    row.update(status="failed", error=entry.error or entry.status)
-                row.update(
-                    raw_response=entry.raw_response if entry else None,
-                    prompt_tokens=entry.prompt_tokens if entry else 0,
-                    completion_tokens=entry.completion_tokens if entry else 0,
-                    cost_usd=entry.cost_usd if entry else 0.0,
-                    attempts=entry.attempts if entry else 0,
-                    created_at=entry.updated_at if entry else None,
-                )
-                rows.append(row)
-            self.run.write_table("generated", code, pl.DataFrame(rows, schema=GENERATED), GENERATED)
-            outputs[f"generated/{code}.parquet"] = len(rows)
-        return outputs
-
     # -- dry run ---------------------------------------------------------------------------
     def dry_run(self) -> StageResult:
         """Requests, tokens and cost of what is not cached yet, sized like the real requests."""
-        brainstorms = self.pending(self.brainstorm_jobs())
+        brainstorms = self.pending(self.builder.brainstorm_jobs())
         cached_before = self.state.cached
-        examples, _, _ = self.example_jobs(None)
-        examples = self.pending(examples)
+        examples = self.pending(self.builder.example_jobs(None).jobs)
         rows = {row["slot_id"]: row for plan in self.plans.values() for row in plan.iter_rows(named=True)}
         prompt_tokens = sum(_estimate_tokens(job.body) for job in brainstorms + examples)
         by_family: dict[str, int] = defaultdict(int)
         for job in examples:
-            by_family[job.family] += min(self.expected_tokens(rows[job.slot_id]), job.body["max_tokens"])
+            by_family[job.family] += min(self.builder.expected_tokens(rows[job.slot_id]), job.body["max_tokens"])
         completion_tokens = len(brainstorms) * self.section.est_brainstorm_tokens + sum(by_family.values())
         cost = self.pricer.cost(prompt_tokens, completion_tokens)
         per_language: dict[str, dict[str, int]] = defaultdict(lambda: {"requests": 0})
