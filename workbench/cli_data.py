@@ -1,0 +1,316 @@
+"""``workbench`` commands for the data stages: languages, plan, generate, batch, serve, filter, audit.
+
+Registered on the app in :mod:`workbench.cli`; each parses options and calls one stage function.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from workbench.cli_render import (
+    GenerateProgress,
+    console,
+    err_console,
+    print_dry_run,
+    print_generate_summary,
+    print_plan_summary,
+    print_proposal,
+)
+from workbench.errors import WorkbenchError
+
+def split_values(values: Optional[list[str]]) -> list[str]:
+    """Repeated or comma/space-separated option values as one list."""
+    return [token for value in values or [] for token in value.replace(",", " ").split()]
+
+
+# --- languages -------------------------------------------------------------------------------
+def languages(
+    tier: Annotated[Optional[str], typer.Option(help="high, mid or low")] = None,
+    miracl: Annotated[bool, typer.Option("--miracl", help="only MIRACL languages")] = False,
+    script: Annotated[Optional[str], typer.Option(help="ISO 15924 code, e.g. Arab")] = None,
+    eval_only: Annotated[bool, typer.Option("--eval-only/--generation-only", help="eval-only entries (yo)")] = None,  # type: ignore[assignment]
+    output_format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    directory: Annotated[Optional[Path], typer.Option("--dir", help="languages folder")] = None,
+) -> None:
+    """List the language registry (93 generation languages + eval-only entries)."""
+    from workbench.languages import SCRIPT_UNICODE_NAMES, TIERS, load_registry, suggest_script
+
+    registry = load_registry(directory)
+    if tier is not None and tier not in TIERS:
+        fix = f"did you mean {tier.lower()}?" if tier.lower() in TIERS else "use high, mid or low"
+        raise WorkbenchError(f"unknown tier '{tier}'", where="--tier", fix=fix)
+    if script is not None and script not in SCRIPT_UNICODE_NAMES:
+        close = suggest_script(script)
+        raise WorkbenchError(f"'{script}' is not an ISO 15924 code this registry knows", where="--script",
+                             fix=f"did you mean {close}?" if close else "e.g. Latn, Cyrl, Arab")
+    rows = [
+        lang
+        for lang in registry
+        if (tier is None or lang.tier == tier)
+        and (not miracl or lang.miracl)
+        and (script is None or script in lang.scripts)
+        and (eval_only is None or (lang.role == "eval_only") == eval_only)
+    ]
+    records = [
+        {
+            "code": lang.code,
+            "iso639_3": lang.iso639_3,
+            "name": lang.name,
+            "native_name": lang.native_name,
+            "scripts": "+".join(lang.scripts),
+            "tier": lang.tier,
+            "cc100_tokens_m": lang.cc100_tokens_m,
+            "role": lang.role,
+            "miracl": lang.miracl,
+            "tatoeba": lang.tatoeba or "",
+            "confusable_group": lang.confusable_group or "",
+            "quota": lang.quota,
+            "lid_models": len(lang.lid.covered_by()),
+        }
+        for lang in rows
+    ]
+    if output_format == "json":
+        typer.echo(json.dumps(records, ensure_ascii=False, indent=1))
+        return
+    if output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(records[0]) if records else ["code"])
+        writer.writeheader()
+        writer.writerows(records)
+        typer.echo(buffer.getvalue(), nl=False)
+        return
+    if output_format != "table":
+        raise WorkbenchError(f"unknown format '{output_format}'", where="--format", fix="use table, json or csv")
+    # Narrow terminals get the essential columns; --format csv/json always carries everything.
+    wide = console.width >= 120
+    columns = [("code", "code"), ("name", "name"), ("native_name", "native"), ("scripts", "script"),
+               ("tier", "tier"), ("cc100_tokens_m", "CC-100"), ("miracl", "MIRACL"),
+               ("confusable_group", "confusable"), ("quota", "quota"), ("lid_models", "LID")]
+    if not wide:
+        columns = [c for c in columns if c[0] not in ("native_name", "confusable_group", "quota")]
+    table = Table(title=f"{len(records)} languages", pad_edge=False)
+    for _, header in columns:
+        table.add_column(header, no_wrap=True, overflow="ellipsis")
+    for rec in records:
+        cells = {
+            **{key: str(value) for key, value in rec.items()},
+            "name": rec["name"] + (" (eval only)" if rec["role"] == "eval_only" else ""),
+            "cc100_tokens_m": "" if rec["cc100_tokens_m"] is None else f"{rec['cc100_tokens_m']:,.0f}M",
+            "miracl": "yes" if rec["miracl"] else "",
+            "lid_models": f"{rec['lid_models']}/4",
+        }
+        table.add_row(*(cells[key] for key, _ in columns))
+    console.print(table)
+
+
+# --- plan ------------------------------------------------------------------------------------
+def plan(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory (created if missing)")],
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
+    language: Annotated[Optional[list[str]], typer.Option("--languages", "-l", help="codes, tiers (high/mid/low), miracl or all")] = None,
+    quota: Annotated[Optional[int], typer.Option(help="examples per language (overrides language files)")] = None,
+    families: Annotated[Optional[list[str]], typer.Option(help="subset of task families")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="sampling seed")] = None,
+    from_report: Annotated[Optional[Path], typer.Option("--from-report", help="gap report folder: quotas weighted to the largest gaps and lowest acceptance")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="total for --from-report: examples (5000) or dollars ($20)")] = None,
+) -> None:
+    """Write the generation plan: per language, slots per task family with sampled placeholders."""
+    from workbench.languages import load_registry
+    from workbench.plan import run_plan
+    from workbench.runconfig import resolve_run_config
+
+    updates: dict[str, object] = {}
+    if from_report is not None or budget is not None:  # report stage: next round from gaps
+        from workbench.report.next_plan import plan_updates_from_report
+
+        if from_report is None:
+            raise WorkbenchError("--budget only applies with --from-report", where="--budget", fix="add --from-report REPORT")
+        proposed, proposal = plan_updates_from_report(
+            from_report, budget, load_registry(), {"--languages": language, "--quota": quota})
+        updates.update(proposed)
+        print_proposal(proposal)
+    if language:
+        updates["languages"] = split_values(language)
+    if quota is not None:
+        if quota < 1:
+            raise WorkbenchError(f"quota {quota} is not allowed", where="--quota", fix="give 1 or more")
+        updates["quota"] = quota
+    if families:
+        updates["families"] = split_values(families)
+    if seed is not None:
+        updates["seed"] = seed
+    run, config = resolve_run_config(run_dir, config_file, {"run": updates})
+    registry = load_registry()
+    result = run_plan(run, config, registry)
+    print_plan_summary(run)
+    for code, reason in result.stats.get("left_out", {}).items():
+        err_console.print(f"left out {code}: {reason}")
+    state = "already current, nothing rewritten" if result.skipped else "written"
+    console.print(f"plan {state}: {sum(result.outputs.values())} slots in {run.root / 'plan'}")
+
+
+# --- generate, batch, serve ------------------------------------------------------------------
+def generate(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory with a plan (see 'workbench plan')")],
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1")] = None,
+    local: Annotated[bool, typer.Option("--local", help="start and use the embedded SmolLM2 server")] = False,
+    model: Annotated[Optional[str], typer.Option(help="model name the endpoint knows")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="requests in flight at most")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="per-request timeout in seconds")] = None,
+    structured_output: Annotated[Optional[str], typer.Option(help="auto, json_schema, llamacpp, json_object or none")] = None,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", help="stop sending once this many USD are spent")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print requests, tokens and estimated cost; send nothing")] = False,
+    batch: Annotated[bool, typer.Option("--batch", help="use the OpenAI Batch API (then 'workbench batch collect RUN')")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="send slots recorded as failed again")] = False,
+) -> None:
+    """Generate one example per planned slot (brainstorm, then example) with caching and resume."""
+    from workbench.generate.engine import run_generate
+    from workbench.languages import load_registry
+    from workbench.runconfig import resolve_run_config
+
+    if local and base_url:
+        raise WorkbenchError("give either --local or --base-url, not both", where="--local")
+    updates: dict[str, object] = {}
+    for name, value in (("base_url", "local" if local else base_url), ("model", model), ("concurrency", concurrency),
+                        ("timeout_s", timeout), ("structured_output", structured_output), ("max_cost_usd", max_cost)):
+        if value is not None:
+            updates[name] = value
+    run, config = resolve_run_config(run_dir, config_file, {"generate": updates} if updates else None,
+                                     create=False, write=not dry_run)
+    registry = load_registry()
+    batch = batch or config.generate.batch
+    if dry_run:
+        result = run_generate(run, config, registry, dry_run=True, batch=batch)
+        print_dry_run(result.stats)
+        return
+    from workbench.generate.engine import generation_notice, unfinished_summary
+
+    if notice := generation_notice(config):
+        err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
+    with GenerateProgress() as progress:
+        result = run_generate(run, config, registry, batch=batch, retry_failed=retry_failed, progress=progress.update)
+    print_generate_summary(result)
+    if result.stats.get("transport_unfinished"):  # exit 2: the run is not done, and says how to finish it
+        raise WorkbenchError(f"generation incomplete: {unfinished_summary(result.stats)}", where=str(run.root),
+                             fix=f"re-run 'workbench generate {run_dir}' to resume; finished requests are not sent again")
+
+
+
+
+def batch_status_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory")]) -> None:
+    """Show the run's open batches and their request counts."""
+    from workbench.generate.batch import batch_status
+    from workbench.runconfig import resolve_run_config
+
+    run, config = resolve_run_config(run_dir, create=False, write=False)
+    rows = batch_status(run, config)
+    if not rows:
+        console.print("no open batches")
+        return
+    table = Table(title="batches")
+    for column in ("batch_id", "status", "requests", "completed", "failed"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(row[c]) for c in ("batch_id", "status", "requests", "completed", "failed")])
+    console.print(table)
+
+
+def batch_collect_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory")]) -> None:
+    """Ingest finished batches into the cache, then submit the next step or write the tables."""
+    from workbench.generate.stage import collect
+    from workbench.languages import load_registry
+    from workbench.runconfig import resolve_run_config
+
+    run, config = resolve_run_config(run_dir, create=False)
+    result = collect(run, config, load_registry())
+    got = result.stats.get("collected", {})
+    console.print(f"collected: {got.get('ok', 0)} ok, {got.get('failed', 0)} failed, "
+                  f"{got.get('resubmit', 0)} to resubmit, {got.get('open_batches', 0)} batch(es) still running")
+    print_generate_summary(result)
+
+
+def serve(
+    port: Annotated[Optional[int], typer.Option(help="port on 127.0.0.1 (default: a free one)")] = None,
+) -> None:
+    """Serve the embedded SmolLM2 model (OpenAI-compatible) until Ctrl-C."""
+    import time
+
+    from workbench.generate.local import LocalServer
+
+    import signal
+
+    def _terminate(signum, frame):  # SIGTERM stops the server like Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    server = LocalServer(port).start()
+    console.print(f"serving SmolLM2-135M-Instruct at {server.base_url} (model 'smollm2-135m-instruct'); Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(1)
+    finally:
+        server.stop()
+
+
+# --- filter, audit ---------------------------------------------------------------------------
+def filter_command(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory with generated/<lang>.parquet")],
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
+    allow_confusable: Annotated[Optional[bool], typer.Option("--allow-confusable/--strict-language", help="lenient: accept a language's whole confusable group (ru text in a uk slot); default strict: only the language file's accept_also (bs/hr/sr, id/ms)")] = None,
+    lid_threshold: Annotated[Optional[float], typer.Option(help="weighted LID vote share needed to accept")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="processes (0 = all cores)")] = None,
+) -> None:
+    """Filter generated examples: LID ensemble, script check, rules per family, dedup -> accepted/, rejected/."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from workbench.filter.stage import run_filter
+    from workbench.languages import load_registry
+    from workbench.run import Run
+    from workbench.runconfig import resolve_run_config
+
+    Run.open(run_dir)  # an existing run only: filtering needs generated tables
+    updates: dict[str, object] = {}
+    if allow_confusable is not None:
+        updates["allow_confusable"] = allow_confusable
+    if lid_threshold is not None:
+        updates["lid_threshold"] = lid_threshold
+    if workers is not None:
+        updates["workers"] = workers
+    run, config = resolve_run_config(run_dir, config_file, {"filter": updates} if updates else None, create=False)
+    registry = load_registry()
+    with Progress(TextColumn("filter"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("filter", total=None)
+        result = run_filter(run, config, registry, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    table = Table(title=f"filter: {run.root}")
+    for column in ("language", "generated ok", "accepted", "rejected"):
+        table.add_column(column, justify="right" if column != "language" else "left")
+    for code, counts in sorted(result.stats.get("languages", {}).items()):
+        table.add_row(code, str(counts["generated_ok"]), str(counts["accepted"]), str(counts["rejected"]))
+    if result.skipped:
+        console.print(f"filter already current for {len(result.skipped)} language(s), nothing rewritten")
+    else:
+        console.print(table)
+
+
+def audit(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory with generated/, accepted/, rejected/")],
+) -> None:
+    """Per-language audit: acceptance, reject reasons, LID confusions, dup rates, lengths, cost -> audit/."""
+    from workbench.audit import run_audit
+    from workbench.languages import load_registry
+    from workbench.runconfig import resolve_run_config
+
+    run, config = resolve_run_config(run_dir, create=False)
+    result = run_audit(run, config, load_registry())
+    state = "already current, nothing rewritten" if result.skipped else "written"
+    console.print(f"audit {state}: {run.root / 'audit' / 'index.html'}")
