@@ -2,4 +2,14 @@
 
 Public: :func:`workbench.report.build.run_report`, :func:`workbench.report.build.run_compare`,
 :func:`workbench.report.next_plan.propose_quotas`.
+
+Modules: ``build`` the stage entry (``run_report``); ``inputs`` reads and checks the results and
+audit tables; ``analysis`` scores, gaps, groups, the data table and the verdict; ``measured`` the
+run's own measurements (intervals, paired tests, training cards); ``render`` the template context,
+the templates and the tidy tables; ``plots`` the charts; ``compare`` compare mode;
+``references`` the published reference points; ``next_plan`` quotas for the next plan.
+Imports go one way: build -> compare -> plots -> render -> analysis, measured -> references;
+``inputs`` imports none of them.
 """
+
+STAGE = "report"

@@ -1,0 +1,125 @@
+"""Report inputs: EVAL_RESULTS tables and the audit summary, read and checked.
+
+Every error names the file and the fix (a WorkbenchError); nothing is read past the first bad table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from workbench.errors import TableError, UnknownLanguageError, WorkbenchError
+from workbench.languages import Registry
+from workbench.run import read_parquet
+from workbench.tables import AUDIT_SUMMARY, EVAL_RESULTS
+
+# mteb's bitext-mining scores (Tatoeba): fractions of sentence pairs, in percent like every EVAL_RESULTS value
+_BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
+# Metric names the report understands: mteb's spelling, e.g. ndcg_at_10, recall_at_100, mrr_at_10.
+_METRIC_PREFIXES = ("ndcg_at_", "recall_at_", "map_at_", "mrr_at_", "precision_at_")
+
+
+def load_results(paths: Sequence[Path | str], registry: Registry) -> pl.DataFrame:
+    """Read and check EVAL_RESULTS tables; adds ``input_file``. Errors name the file and the fix."""
+    if not paths:
+        raise WorkbenchError(
+            "no results tables given",
+            where="report inputs",
+            fix="pass --results PATH (an eval/results.parquet) or a run directory that has eval/results.parquet",
+        )
+    miracl = {lang.code for lang in registry.miracl}
+    frames: list[pl.DataFrame] = []
+    for raw in paths:
+        path = Path(raw)
+        df = read_parquet(path, EVAL_RESULTS)
+        if df.height == 0:
+            raise TableError("results table is empty (0 rows)", where=str(path),
+                             fix="run 'workbench eval' first, or leave this table out")
+        nulls = [c for c in ("system", "task", "language", "metric", "value") if df[c].null_count()]
+        if nulls:
+            raise TableError(f"null values in column(s) {', '.join(nulls)}", where=str(path),
+                             fix="every result row needs a system, task, language, metric and value")
+        for code in df["language"].unique().sort().to_list():
+            if code not in registry:
+                raise UnknownLanguageError(
+                    f"unknown language code '{code}' in column 'language'",
+                    where=str(path),
+                    fix="use a code from 'workbench languages' (e.g. yo, sw, zh)",
+                )
+        bad_miracl = df.filter(pl.col("task").str.starts_with("MIRACL") & ~pl.col("language").is_in(list(miracl)))
+        if bad_miracl.height:
+            code = bad_miracl["language"][0]
+            raise UnknownLanguageError(
+                f"'{code}' is not a MIRACL language but has {bad_miracl['task'][0]} results",
+                where=f"{path}: column 'language'",
+                fix=f"MIRACL languages are {', '.join(sorted(miracl))}",
+            )
+        for metric in df["metric"].unique().sort().to_list():
+            retrieval = metric.startswith(_METRIC_PREFIXES) and metric.rsplit("_", 1)[-1].isdigit()
+            if not retrieval and metric not in _BITEXT_METRICS:
+                raise WorkbenchError(
+                    f"mixed metrics: '{metric}' is not a metric name the report knows",
+                    where=f"{path}: column 'metric'",
+                    fix="use mteb's names, e.g. ndcg_at_10, recall_at_100 (retrieval) or f1, accuracy (bitext mining)",
+                )
+            values = df.filter(pl.col("metric") == metric)["value"]
+            if values.min() < 0 or values.max() > 100:
+                raise WorkbenchError(
+                    f"mixed metrics: {metric} values range {values.min():g}..{values.max():g}, outside 0-100",
+                    where=f"{path}: column 'value'", fix="EVAL_RESULTS values are percentages",
+                )
+            if _looks_fractional(values):
+                raise WorkbenchError(
+                    f"mixed metrics: every {metric} value is <= 1 ({values.max():g} at most): these look like "
+                    "0-1 fractions, but EVAL_RESULTS holds percentages",
+                    where=f"{path}: column 'value'", fix="multiply the values by 100",
+                )
+        frames.append(df.with_columns(pl.lit(str(path)).alias("input_file")))
+    results = pl.concat(frames, how="vertical")
+    key = ["system", "task", "dataset", "language", "split", "metric"]
+    clash = results.group_by(key).agg(pl.col("value").n_unique().alias("n"), pl.col("input_file").unique()).filter(pl.col("n") > 1)
+    if clash.height:
+        rec = clash.row(0, named=True)
+        raise WorkbenchError(
+            f"conflicting values for system '{rec['system']}', {rec['task']} {rec['language']} {rec['metric']}",
+            where=", ".join(sorted(rec["input_file"])),
+            fix="give each run's results a distinct system name, or leave one table out",
+        )
+    models = results.group_by("system").agg(pl.col("model").n_unique().alias("n"), pl.col("model").unique()).filter(pl.col("n") > 1)
+    if models.height:
+        rec = models.row(0, named=True)
+        raise WorkbenchError(
+            f"system '{rec['system']}' names different models ({', '.join(sorted(map(str, rec['model'])))})",
+            where="report inputs: column 'system'",
+            fix="give each model its own system name when evaluating",
+        )
+    return results.unique(key, keep="first", maintain_order=True)
+
+
+def _looks_fractional(values: pl.Series) -> bool:
+    """Every value of a metric <= 1 (and not all zero) over two or more rows: a 0-1 scale table.
+
+    A percent table can hold one value below 1 (an English-only model on Russian scores 0.4%),
+    but not a whole column of them.
+    """
+    return values.len() >= 2 and 0 < values.max() <= 1.0
+
+
+def load_audit(path: Path | str | None, registry: Registry) -> pl.DataFrame | None:
+    if path is None:
+        return None
+    path = Path(path)
+    df = read_parquet(path, AUDIT_SUMMARY)
+    if df.height == 0:
+        raise TableError("audit summary is empty (0 rows)", where=str(path),
+                         fix="run 'workbench audit' after the filter stage, or leave --audit out")
+    for code in df["language"].to_list():
+        if code not in registry:
+            raise UnknownLanguageError(f"unknown language code '{code}' in column 'language'", where=str(path),
+                                       fix="use a code from 'workbench languages'")
+    if df["language"].n_unique() != df.height:
+        dup = df.group_by("language").len().filter(pl.col("len") > 1)["language"][0]
+        raise TableError(f"language '{dup}' appears more than once", where=f"{path}: column 'language'")
+    return df
