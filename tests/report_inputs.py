@@ -70,13 +70,7 @@ def bm25_miracl_yo(shared: Path) -> list[dict]:
 
 
 def bm25_xquad(shared: Path, language: str) -> list[dict]:
-    folder = shared / "xquad" / language
-    docs = [json.loads(line) for line in open(folder / "corpus.jsonl", encoding="utf-8")]
-    queries = {q["_id"]: q["text"] for q in map(json.loads, open(folder / "queries.jsonl", encoding="utf-8"))}
-    qrels: dict[str, dict[str, int]] = {}
-    for line in list(open(folder / "qrels.tsv", encoding="utf-8"))[1:]:
-        qid, docid, score = line.split("\t")
-        qrels.setdefault(qid, {})[docid] = int(score)
+    docs, queries, qrels = _xquad(shared, language)
     metrics = _bm25_scores([d["_id"] for d in docs], [d["text"] for d in docs], queries, qrels)
     return _rows("bm25", "bm25s", "XQuADRetrieval", f"xquad-{language}", language, metrics, len(queries), len(docs))
 

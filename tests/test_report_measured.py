@@ -17,7 +17,6 @@ from workbench.config import ReportSection
 from workbench.languages import load_registry
 from workbench.report.build import analyse, load_results, miracl_chart_values, run_report
 from workbench.report.references import HARD_NEGATIVES_V1, load_references, reference_dir
-from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "reports" / "reference"

@@ -13,7 +13,7 @@ from workbench.config import ReportSection
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
 from workbench.tables import REPORT_DATA, REPORT_GAPS, REPORT_GROUPS, REPORT_SCORES, conform
-from workbench.report.references import FULL, HARD_NEGATIVES_V1, References, corpus_variant
+from workbench.report.references import FULL, HARD_NEGATIVES_V1, NO_TRAINING, References, corpus_variant
 
 METRICS = ("ndcg_at_10", "recall_at_100")
 METRIC_LABELS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "f1": "F1", "accuracy": "accuracy"}
@@ -150,7 +150,7 @@ def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References,
         bm25 = miracl_rows.filter(pl.col("system") == bm25_systems[0]).select(
             "language", "metric", "corpus", pl.lit(MEASURED_BM25).alias("reference"),
             pl.lit("measured").alias("reference_kind"), pl.col("value").alias("reference_value"),
-            pl.lit("no training (lexical)").alias("reference_regime"))
+            pl.lit(NO_TRAINING).alias("reference_regime"))
         ref_points = pl.concat([ref_points, bm25])
     sys_points = miracl_rows.select("language", "metric", "corpus", "system", "value")
     gaps = sys_points.join(ref_points, on=["language", "metric", "corpus"], how="inner")

@@ -157,7 +157,7 @@ def reference_dir(configured: str | Path | None = None) -> Path:
         candidates += [
             repo.parent / "shared" / "data" / "reference",
             Path.cwd().parent / "shared" / "data" / "reference",
-            repo / "reports" / "reference",  # the copy shipped for machines without ../shared
+            _shipped_dir(),  # the copy shipped for machines without ../shared
         ]
     for path in candidates:
         if (path / PAPER_CSV).is_file():

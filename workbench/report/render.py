@@ -128,9 +128,9 @@ def _mteb_table(a: Analysis, source_ids: dict[str, int]) -> tuple[list[str], lis
     rows = []
     for fact in a.languages:
         cells = []
+        model = table_cell(a.scores, a.focus, fact["code"], "ndcg_at_10", {})
         for system in systems:
             cell = table_cell(a.scores, system, fact["code"], "ndcg_at_10", source_ids)
-            model = table_cell(a.scores, a.focus, fact["code"], "ndcg_at_10", {})
             if cell and model:
                 _gap_or_reason(cell, model)
             cells.append(cell)
