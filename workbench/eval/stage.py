@@ -185,19 +185,24 @@ def _miracl_target(section: Any, registry: Registry) -> _Target:
     return _hub_target(task_name, section.languages or miracl_codes, split, registry, suffix)
 
 
-def _hub_target(task_name: str, languages: list[str], split: str, registry: Registry, suffix: str) -> _Target:
-    import mteb
-
-    task = mteb.get_task(task_name, languages=[registry.get(c).iso639_3 for c in languages])
+def _load_from_hub(task: Any, *, where: str, fix: str) -> None:
+    """``task.load_data()``; any failure becomes one WorkbenchError line naming the dataset and the fix."""
     try:
         task.load_data()
     except Exception as err:  # datasets/huggingface_hub raise many types when offline; one line names the fix
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise WorkbenchError(
             f"cannot load {task.metadata.dataset['path']} from the Hugging Face hub ({type(err).__name__}: {first})",
-            where=task_name,
-            fix="check the network / HF_HUB_OFFLINE, or evaluate a local copy with --data-dir DIR",
+            where=where,
+            fix=fix,
         ) from None
+
+
+def _hub_target(task_name: str, languages: list[str], split: str, registry: Registry, suffix: str) -> _Target:
+    import mteb
+
+    task = mteb.get_task(task_name, languages=[registry.get(c).iso639_3 for c in languages])
+    _load_from_hub(task, where=task_name, fix="check the network / HF_HUB_OFFLINE, or evaluate a local copy with --data-dir DIR")
     counts: dict[str, dict[str, int]] = {}
     all_qrels: dict[str, dict[str, dict[str, int]]] = {}
     for subset in task.hf_subsets:
@@ -239,15 +244,8 @@ def _tatoeba_target(section: Any, registry: Registry) -> _Target:
     if section.data_dir is None:
         codes = list(wanted) or sorted(by_tatoeba)
         task = bitext.hub_tatoeba(codes)
-        try:
-            task.load_data()
-        except Exception as err:  # datasets/huggingface_hub raise many types when offline; one line names the fix
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-            raise WorkbenchError(
-                f"cannot load {task.metadata.dataset['path']} from the Hugging Face hub ({type(err).__name__}: {first})",
-                where=bitext.TASK,
-                fix="check the network / HF_HUB_OFFLINE, or evaluate a local LASER-layout copy with --data-dir DIR",
-            ) from None
+        _load_from_hub(task, where=bitext.TASK,
+                       fix="check the network / HF_HUB_OFFLINE, or evaluate a local LASER-layout copy with --data-dir DIR")
         subsets = {f"{c}-eng": c for c in codes if f"{c}-eng" in task.hf_subsets}
         counts = {s: {"pairs": len(task.dataset[s][split]), "queries_total": len(task.dataset[s][split]), "docs": len(task.dataset[s][split])} for s in subsets}
         datasets = {s: f"tatoeba-{s}" for s in subsets}
