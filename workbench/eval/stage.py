@@ -20,7 +20,6 @@ Writes into the run directory:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import polars as pl
 from workbench.config import RunConfig
 from workbench.errors import UnknownLanguageError, WorkbenchError
 from workbench.languages import Registry
-from workbench.run import Run, StageResult, atomic_write_bytes, now
+from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256, now
 from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
 
 log = logging.getLogger(__name__)
@@ -105,17 +104,12 @@ def system_is_bm25(model: Any) -> bool:
     return isinstance(model, BM25Search)
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:  # streamed: a full MIRACL corpus is gigabytes
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _local_source(data_dir: Path, files: list[Path], **info: Any) -> dict[str, Any]:
     """Where a local dataset came from: the folder and each file's sha256 (to match against other data)."""
     return {
         "origin": "local",
         "location": str(data_dir.resolve()),
-        "files": {str(f.resolve().relative_to(data_dir.resolve())) if f.resolve().is_relative_to(data_dir.resolve()) else str(f): _sha256(f) for f in files},
+        "files": {str(f.resolve().relative_to(data_dir.resolve())) if f.resolve().is_relative_to(data_dir.resolve()) else str(f): file_sha256(f) for f in files},
         **info,
     }
 
