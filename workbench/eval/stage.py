@@ -86,13 +86,14 @@ def run_eval(run: Run, config: RunConfig, registry: Registry) -> StageResult:
         raise WorkbenchError(f"no system can run {target.task_name}", where="--model", fix="evaluate an embedding model (not bm25)")
     table = _upsert(run, rows)
     per_query_table = _upsert_per_query(run, per_query)
-    for name, update in (("query_counts.json", {target.datasets[s]: c for s, c in target.counts.items()}), ("data_sources.json", target.sources)):
+    query_counts = {target.datasets[s]: c for s, c in target.counts.items()}
+    for name, update in (("query_counts.json", query_counts), ("data_sources.json", target.sources)):
         path = run.stage_dir("eval") / name
         previous = json.loads(path.read_text()) if path.is_file() else {}
         previous.update(update)
         atomic_write_bytes(path, json.dumps(previous, indent=2, sort_keys=True, ensure_ascii=False).encode())
     outputs = {"eval/results.parquet": table.height, "eval/per_query.parquet": per_query_table.height}
-    stats = {"query_counts": {target.datasets[s]: c for s, c in target.counts.items()}, "systems": [s[0] for s in systems]}
+    stats = {"query_counts": query_counts, "systems": [s[0] for s in systems]}
     run.record_stage("eval", status="complete", config_hash=section.fingerprint(), outputs=outputs, stats=stats, started_at=started)
     return StageResult(stage="eval", outputs=outputs, stats={**stats, "rows": rows})
 
