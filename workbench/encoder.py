@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -348,7 +348,7 @@ def load_spec(model: str | Path, *, pooling: str | None = None) -> EncoderSpec:
             "queries and documents are encoded without any instruction",
             path, CONTRACT_FILE, ", ".join(PRESETS),
         )
-    return EncoderSpec(**{**asdict(spec), "prompts": spec.prompts, "source": source})
+    return replace(spec, source=source)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,9 +30,7 @@ from mteb.types import PromptType
 from tqdm.auto import tqdm
 
 from workbench.encoder import (  # noqa: F401  (re-exported for the eval stage and benchmarks)
-    CONTRACT_FILE,
     INSTRUCTIONS_FILE,
-    POOLINGS,
     EncoderSpec,
     check_eos,
     instructs_every_text,

@@ -20,7 +20,6 @@ Writes into the run directory:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import polars as pl
 from workbench.config import RunConfig
 from workbench.errors import UnknownLanguageError, WorkbenchError
 from workbench.languages import Registry
-from workbench.run import Run, StageResult, atomic_write_bytes, now
+from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256, now
 from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
 
 log = logging.getLogger(__name__)
@@ -87,13 +86,14 @@ def run_eval(run: Run, config: RunConfig, registry: Registry) -> StageResult:
         raise WorkbenchError(f"no system can run {target.task_name}", where="--model", fix="evaluate an embedding model (not bm25)")
     table = _upsert(run, rows)
     per_query_table = _upsert_per_query(run, per_query)
-    for name, update in (("query_counts.json", {target.datasets[s]: c for s, c in target.counts.items()}), ("data_sources.json", target.sources)):
+    query_counts = {target.datasets[s]: c for s, c in target.counts.items()}
+    for name, update in (("query_counts.json", query_counts), ("data_sources.json", target.sources)):
         path = run.stage_dir("eval") / name
         previous = json.loads(path.read_text()) if path.is_file() else {}
         previous.update(update)
         atomic_write_bytes(path, json.dumps(previous, indent=2, sort_keys=True, ensure_ascii=False).encode())
     outputs = {"eval/results.parquet": table.height, "eval/per_query.parquet": per_query_table.height}
-    stats = {"query_counts": {target.datasets[s]: c for s, c in target.counts.items()}, "systems": [s[0] for s in systems]}
+    stats = {"query_counts": query_counts, "systems": [s[0] for s in systems]}
     run.record_stage("eval", status="complete", config_hash=section.fingerprint(), outputs=outputs, stats=stats, started_at=started)
     return StageResult(stage="eval", outputs=outputs, stats={**stats, "rows": rows})
 
@@ -105,17 +105,12 @@ def system_is_bm25(model: Any) -> bool:
     return isinstance(model, BM25Search)
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:  # streamed: a full MIRACL corpus is gigabytes
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _local_source(data_dir: Path, files: list[Path], **info: Any) -> dict[str, Any]:
     """Where a local dataset came from: the folder and each file's sha256 (to match against other data)."""
     return {
         "origin": "local",
         "location": str(data_dir.resolve()),
-        "files": {str(f.resolve().relative_to(data_dir.resolve())) if f.resolve().is_relative_to(data_dir.resolve()) else str(f): _sha256(f) for f in files},
+        "files": {str(f.resolve().relative_to(data_dir.resolve())) if f.resolve().is_relative_to(data_dir.resolve()) else str(f): file_sha256(f) for f in files},
         **info,
     }
 
@@ -185,19 +180,24 @@ def _miracl_target(section: Any, registry: Registry) -> _Target:
     return _hub_target(task_name, section.languages or miracl_codes, split, registry, suffix)
 
 
-def _hub_target(task_name: str, languages: list[str], split: str, registry: Registry, suffix: str) -> _Target:
-    import mteb
-
-    task = mteb.get_task(task_name, languages=[registry.get(c).iso639_3 for c in languages])
+def _load_from_hub(task: Any, *, where: str, fix: str) -> None:
+    """``task.load_data()``; any failure becomes one WorkbenchError line naming the dataset and the fix."""
     try:
         task.load_data()
     except Exception as err:  # datasets/huggingface_hub raise many types when offline; one line names the fix
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise WorkbenchError(
             f"cannot load {task.metadata.dataset['path']} from the Hugging Face hub ({type(err).__name__}: {first})",
-            where=task_name,
-            fix="check the network / HF_HUB_OFFLINE, or evaluate a local copy with --data-dir DIR",
+            where=where,
+            fix=fix,
         ) from None
+
+
+def _hub_target(task_name: str, languages: list[str], split: str, registry: Registry, suffix: str) -> _Target:
+    import mteb
+
+    task = mteb.get_task(task_name, languages=[registry.get(c).iso639_3 for c in languages])
+    _load_from_hub(task, where=task_name, fix="check the network / HF_HUB_OFFLINE, or evaluate a local copy with --data-dir DIR")
     counts: dict[str, dict[str, int]] = {}
     all_qrels: dict[str, dict[str, dict[str, int]]] = {}
     for subset in task.hf_subsets:
@@ -239,15 +239,8 @@ def _tatoeba_target(section: Any, registry: Registry) -> _Target:
     if section.data_dir is None:
         codes = list(wanted) or sorted(by_tatoeba)
         task = bitext.hub_tatoeba(codes)
-        try:
-            task.load_data()
-        except Exception as err:  # datasets/huggingface_hub raise many types when offline; one line names the fix
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-            raise WorkbenchError(
-                f"cannot load {task.metadata.dataset['path']} from the Hugging Face hub ({type(err).__name__}: {first})",
-                where=bitext.TASK,
-                fix="check the network / HF_HUB_OFFLINE, or evaluate a local LASER-layout copy with --data-dir DIR",
-            ) from None
+        _load_from_hub(task, where=bitext.TASK,
+                       fix="check the network / HF_HUB_OFFLINE, or evaluate a local LASER-layout copy with --data-dir DIR")
         subsets = {f"{c}-eng": c for c in codes if f"{c}-eng" in task.hf_subsets}
         counts = {s: {"pairs": len(task.dataset[s][split]), "queries_total": len(task.dataset[s][split]), "docs": len(task.dataset[s][split])} for s in subsets}
         datasets = {s: f"tatoeba-{s}" for s in subsets}
