@@ -27,6 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from workbench import stats
+from workbench.encoder import CONTRACT_FILE
 from workbench.languages import Registry
 from workbench.report.references import corpus_variant, is_bitext_task
 from workbench.run import read_parquet, read_parquet_unchecked
@@ -35,7 +36,6 @@ from workbench.tables import EVAL_PER_QUERY, REPORT_COMPARISONS, REPORT_MEASURED
 log = logging.getLogger(__name__)
 
 PER_QUERY_FILE = "per_query.parquet"
-CONTRACT_FILE = "workbench_encoder.json"
 # Below this many training records a fine-tune shows what this data did to the model, not what the
 # recipe does at scale (the paper trains on ~500k examples); the report says so in a warning.
 TINY_TRAINING_SET = 1_000
