@@ -5,10 +5,20 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from workbench.families import EXAMPLE_FIELDS, PLACEHOLDER_COLUMNS
 from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
 from workbench.languages import Registry
 from workbench.run import Run
 from workbench.tables import GENERATED
+
+
+def make_row(language: str, family: str, **fields) -> dict:
+    """One generated row of ``family`` with the given fields (a bitext row targets English unless told)."""
+    row = dict.fromkeys((*PLACEHOLDER_COLUMNS, *EXAMPLE_FIELDS))
+    row.update(slot_id=f"{language}-{family}-00000", language=language, family=family, task="t", **fields)
+    if family == "bitext" and "target_language" not in fields:
+        row["target_language"] = "en"
+    return row
 
 
 def make_run(root: Path, data: Path, registry: Registry, languages: dict[str, int], *,
