@@ -12,7 +12,7 @@ import random
 import polars as pl
 import pytest
 
-from filter_fixtures import make_row
+from filter_fixtures import ensemble, make_row, registry, section  # noqa: F401  (pytest fixtures)
 from workbench.audit import run_audit
 from workbench.config import FilterSection, RunConfig, parse_config
 from workbench.errors import ConfigError
@@ -31,21 +31,6 @@ from workbench.testing.openai_double import Faults, OpenAIDouble
 # wordspace ፡ (U+1361), no spaces; sentences end with ። (U+1362).
 UDHR_1_AMHARIC = ("የሰው፡ልጅ፡ሁሉ፡ሲወለድ፡ነጻና፡በክብርና፡በመብትም፡እኩልነት፡ያለው፡ነው።"
                   "የተፈጥሮ፡ማስተዋልና፡ሕሊና፡ስላለው፡አንዱ፡ሌላውን፡በወንድማማችነት፡መንፈስ፡መመልከት፡ይገባዋል።")
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return load_registry()
-
-
-@pytest.fixture(scope="module")
-def section():
-    return FilterSection()
-
-
-@pytest.fixture(scope="module")
-def ensemble(registry, section):
-    return Ensemble.load(registry, section)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from filter_fixtures import make_row
+from filter_fixtures import ensemble, make_row, registry, section  # noqa: F401  (pytest fixtures)
 from workbench.config import FilterSection, RunConfig, parse_config
 from workbench.errors import ConfigError
 from workbench.filter.dedup import find_duplicates
@@ -17,21 +17,6 @@ from workbench.languages import load_registry
 
 # Real Tatoeba sentences (amh-eng pair 2 and 3, romanised by hand): Amharic in the Latin script.
 LATIN_AMHARIC = "Tom bizu gize ke wishaw gar yinageral. Temari aydelehum. Bewnet yasferal, ene alawkim."
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return load_registry()
-
-
-@pytest.fixture(scope="module")
-def section():
-    return FilterSection()
-
-
-@pytest.fixture(scope="module")
-def ensemble(registry, section):
-    return Ensemble.load(registry, section)
 
 
 @pytest.fixture(scope="module")
