@@ -45,7 +45,7 @@ from pathlib import Path
 import polars as pl
 
 from workbench.config import TrainSection
-from workbench.encoder import QUERY_TEMPLATE, with_instruction  # noqa: F401  (the one query template)
+from workbench.encoder import with_instruction
 from workbench.errors import TableError, WorkbenchError
 from workbench.families import FAMILIES
 from workbench.run import Run, read_parquet_unchecked
