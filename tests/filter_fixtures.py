@@ -1,14 +1,44 @@
-"""Helpers shared by the filter and audit tests: real-text generated tables in a run directory."""
+"""Helpers shared by the filter and audit tests: the registry, filter section and LID ensemble
+fixtures, generated rows, and real-text generated tables in a run directory."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
+import pytest
+
+from workbench.config import FilterSection
+from workbench.families import EXAMPLE_FIELDS, PLACEHOLDER_COLUMNS
 from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
-from workbench.languages import Registry
+from workbench.filter.lid import Ensemble
+from workbench.languages import Registry, load_registry
 from workbench.run import Run
 from workbench.tables import GENERATED
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry()
+
+
+@pytest.fixture(scope="module")
+def section():
+    return FilterSection()
+
+
+@pytest.fixture(scope="module")
+def ensemble(registry, section):
+    return Ensemble.load(registry, section)
+
+
+def make_row(language: str, family: str, **fields) -> dict:
+    """One generated row of ``family`` with the given fields (a bitext row targets English unless told)."""
+    row = dict.fromkeys((*PLACEHOLDER_COLUMNS, *EXAMPLE_FIELDS))
+    row.update(slot_id=f"{language}-{family}-00000", language=language, family=family, task="t", **fields)
+    if family == "bitext" and "target_language" not in fields:
+        row["target_language"] = "en"
+    return row
 
 
 def make_run(root: Path, data: Path, registry: Registry, languages: dict[str, int], *,

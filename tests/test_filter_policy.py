@@ -12,10 +12,10 @@ import random
 import polars as pl
 import pytest
 
+from filter_fixtures import ensemble, make_row, registry, section  # noqa: F401  (pytest fixtures)
 from workbench.audit import run_audit
 from workbench.config import FilterSection, RunConfig, parse_config
 from workbench.errors import ConfigError
-from workbench.families import EXAMPLE_FIELDS, PLACEHOLDER_COLUMNS
 from workbench.filter.lid import Ensemble, Vote
 from workbench.filter.rules import check_row
 from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences
@@ -34,30 +34,9 @@ UDHR_1_AMHARIC = ("የሰው፡ልጅ፡ሁሉ፡ሲወለድ፡ነጻና፡በ�
 
 
 @pytest.fixture(scope="module")
-def registry():
-    return load_registry()
-
-
-@pytest.fixture(scope="module")
-def section():
-    return FilterSection()
-
-
-@pytest.fixture(scope="module")
-def ensemble(registry, section):
-    return Ensemble.load(registry, section)
-
-
-@pytest.fixture(scope="module")
 def text(shared_data, registry):
     codes = ("sw", "en", "be", "ru", "uk", "gl", "es", "bs", "hr", "am", "mk", "bg")
     return {code: tatoeba_sentences(shared_data, registry.get(code)) for code in codes}
-
-
-def _row(language: str, family: str, **fields) -> dict:
-    row = dict.fromkeys((*PLACEHOLDER_COLUMNS, *EXAMPLE_FIELDS))
-    row.update(slot_id=f"{language}-{family}-00000", language=language, family=family, task="t", **fields)
-    return row
 
 
 def _confident(ensemble, sentences: list[str], code: str, k: int) -> list[str]:
@@ -76,7 +55,7 @@ def test_strict_by_default(section):
 def test_neighbour_language_is_rejected_by_default_and_accepted_only_when_lenient(asked, written, text, registry,
                                                                                   ensemble, section):
     s1, s2, s3 = _confident(ensemble, text[written], written, 3)
-    row = _row(asked, "sts", S1=s1, S2=s2, S3=s3)
+    row = make_row(asked, "sts", S1=s1, S2=s2, S3=s3)
     verdict = check_row(row, registry, ensemble, section)
     assert {"wrong_language:S1", "wrong_language:S2", "wrong_language:S3"} <= set(verdict.reasons)
     assert verdict.lid_language == written
@@ -89,10 +68,10 @@ def test_accept_also_languages_are_accepted_and_say_what_they_were_accepted_as(t
     assert registry.get("ms").accept_also == ("id",)  # measured: strict ms recall 61% (benchmarks/lid_accuracy.py)
     assert registry.get("uk").accept_also == () and registry.get("gl").accept_also == ()
     s1, s2, s3 = _confident(ensemble, text["hr"], "hr", 3)
-    verdict = check_row(_row("bs", "sts", S1=s1, S2=s2, S3=s3), registry, ensemble, section)
+    verdict = check_row(make_row("bs", "sts", S1=s1, S2=s2, S3=s3), registry, ensemble, section)
     assert verdict.reasons == () and verdict.lid_accepted_as == "hr"
     # Croatian in a Slovene slot: not on sl's accept_also list, so rejected
-    assert "wrong_language:S1" in check_row(_row("sl", "sts", S1=s1, S2=s2, S3=s3), registry, ensemble, section).reasons
+    assert "wrong_language:S1" in check_row(make_row("sl", "sts", S1=s1, S2=s2, S3=s3), registry, ensemble, section).reasons
 
 
 def test_accept_also_needs_a_reason_and_known_codes(languages_copy):
@@ -126,12 +105,12 @@ def test_tie_becomes_lid_uncertain_with_votes_kept(registry, section, monkeypatc
     votes = (Vote("cld2", "sw", 0.9), Vote("fasttext_lid176", "en", 0.9))
     monkeypatch.setattr(ensemble, "_lazy_votes", lambda text, code: votes)
     sentence = "Habari ya asubuhi rafiki yangu, ninapenda kusoma vitabu vingi."  # long enough for its own vote
-    row = _row("sw", "short_short", input=sentence, positive_document=sentence.upper())
+    row = make_row("sw", "short_short", input=sentence, positive_document=sentence.upper())
     verdict = check_row(row, registry, ensemble, section)
     assert {"lid_uncertain:input", "lid_uncertain:positive_document"} <= set(verdict.reasons)
     assert ("input", "fasttext_lid176", "en", 0.9) in verdict.votes
     # a split vote on short fields is no evidence: the script check decides them
-    short = _row("sw", "short_short", input="Habari yako", positive_document="Asante sana")
+    short = make_row("sw", "short_short", input="Habari yako", positive_document="Asante sana")
     verdict = check_row(short, registry, ensemble, section)
     assert not any(r.startswith(("lid_uncertain", "wrong_language")) for r in verdict.reasons)
     assert ("input+positive_document", "cld2", "sw", 0.9) in verdict.votes
@@ -150,9 +129,9 @@ def test_per_language_threshold_from_the_language_file(languages_copy, text):
 def test_short_english_query_and_labels_in_a_swahili_slot_are_rejected(text, registry, ensemble, section):
     sw = text["sw"]
     documents = dict(positive_document=" ".join(sw[100:112]), hard_negative_document=" ".join(sw[200:212]))
-    english = _row("sw", "short_long", user_query="Where is the station?", **documents)
+    english = make_row("sw", "short_long", user_query="Where is the station?", **documents)
     assert "wrong_language:user_query" in check_row(english, registry, ensemble, section).reasons
-    labels = _row("sw", "long_short", input_text=" ".join(sw[300:310]), label="Sports news", misleading_label="Politics")
+    labels = make_row("sw", "long_short", input_text=" ".join(sw[300:310]), label="Sports news", misleading_label="Politics")
     reasons = check_row(labels, registry, ensemble, section).reasons
     assert {"wrong_language:label", "wrong_language:misleading_label"} <= set(reasons), reasons
 
@@ -162,8 +141,8 @@ def test_short_right_language_fields_mostly_pass(text, registry, ensemble, secti
     short = [s for s in sw if 8 <= sum(ch.isalpha() for ch in s) < 20][:40]
     assert len(short) >= 20
     document = " ".join(sw[100:112])
-    kept = sum(not check_row(_row("sw", "short_long", user_query=q, positive_document=document,
-                                  hard_negative_document=" ".join(sw[200:212])), registry, ensemble, section).reasons
+    kept = sum(not check_row(make_row("sw", "short_long", user_query=q, positive_document=document,
+                                      hard_negative_document=" ".join(sw[200:212])), registry, ensemble, section).reasons
                for q in short)
     assert kept >= 0.8 * len(short), f"{kept} of {len(short)} short Swahili queries kept"
 
@@ -172,8 +151,8 @@ def test_ethiopic_wordspace_counts_as_a_space(text, registry, ensemble, section)
     assert len(words(UDHR_1_AMHARIC)) == 20
     assert len(UDHR_1_AMHARIC.split()) == 1  # what a white-space counter sees
     am = text["am"]
-    row = _row("am", "short_long", user_query=am[5], positive_document=UDHR_1_AMHARIC,
-               hard_negative_document=" ".join(am[20:30]))
+    row = make_row("am", "short_long", user_query=am[5], positive_document=UDHR_1_AMHARIC,
+                   hard_negative_document=" ".join(am[20:30]))
     verdict = check_row(row, registry, ensemble, section)
     assert not any(r.startswith("too_short") for r in verdict.reasons), verdict.reasons
     assert verdict.reasons == ()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from filter_fixtures import ensemble, make_row, registry, section  # noqa: F401  (pytest fixtures)
 from workbench.config import FilterSection, RunConfig, parse_config
 from workbench.errors import ConfigError
 from workbench.filter.dedup import find_duplicates
@@ -11,26 +12,11 @@ from workbench.filter.lid import Ensemble, lid176_path
 from workbench.filter.rules import REASONS, check_row
 from workbench.testing.samples import tatoeba_sentences, xquad_paragraphs
 from workbench.filter.script import script_share
-from workbench.families import EXAMPLE_FIELDS, FAMILIES, PLACEHOLDER_COLUMNS
+from workbench.families import FAMILIES
 from workbench.languages import load_registry
 
 # Real Tatoeba sentences (amh-eng pair 2 and 3, romanised by hand): Amharic in the Latin script.
 LATIN_AMHARIC = "Tom bizu gize ke wishaw gar yinageral. Temari aydelehum. Bewnet yasferal, ene alawkim."
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return load_registry()
-
-
-@pytest.fixture(scope="module")
-def section():
-    return FilterSection()
-
-
-@pytest.fixture(scope="module")
-def ensemble(registry, section):
-    return Ensemble.load(registry, section)
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +27,10 @@ def text(shared_data, registry):
     return out
 
 
-def _row(language: str, family: str, **fields) -> dict:
-    row = dict.fromkeys((*PLACEHOLDER_COLUMNS, *EXAMPLE_FIELDS))
-    row.update(slot_id=f"{language}-{family}-00000", language=language, family=family, task="t", **fields)
-    if family == "bitext" and "target_language" not in fields:
-        row["target_language"] = "en"
-    return row
-
-
 def _swahili_short_long(text) -> dict:
     sw = text["sw"]
-    return _row("sw", "short_long", user_query=sw[40],
-                positive_document=" ".join(sw[100:112]), hard_negative_document=" ".join(sw[200:212]))
+    return make_row("sw", "short_long", user_query=sw[40],
+                    positive_document=" ".join(sw[100:112]), hard_negative_document=" ".join(sw[200:212]))
 
 
 def _reasons(row, registry, ensemble, section) -> list[str]:
@@ -62,10 +40,10 @@ def _reasons(row, registry, ensemble, section) -> list[str]:
 def test_clean_real_examples_are_kept(text, registry, ensemble, section):
     assert _reasons(_swahili_short_long(text), registry, ensemble, section) == []
     paragraphs = text["de_paragraphs"]
-    row = _row("de", "short_long", user_query="Wer gewann den Super Bowl 50?",
-               positive_document=paragraphs[0], hard_negative_document=paragraphs[5])
+    row = make_row("de", "short_long", user_query="Wer gewann den Super Bowl 50?",
+                   positive_document=paragraphs[0], hard_negative_document=paragraphs[5])
     assert _reasons(row, registry, ensemble, section) == []
-    bitext = _row("sw", "bitext", S1=text["sw"][100], S2=text["en"][7], S3=text["en"][300])
+    bitext = make_row("sw", "bitext", S1=text["sw"][100], S2=text["en"][7], S3=text["en"][300])
     assert _reasons(bitext, registry, ensemble, section) == []
 
 
@@ -92,7 +70,7 @@ def test_each_reason_is_triggered_by_a_real_example(reason, change, text, regist
 
 def test_long_long_too_short(text, registry, ensemble, section):
     sw = text["sw"]
-    row = _row("sw", "long_long", input=" ".join(sw[10:30]), positive_document=" ".join(sw[30:33]))
+    row = make_row("sw", "long_long", input=" ".join(sw[10:30]), positive_document=" ".join(sw[30:33]))
     assert _reasons(row, registry, ensemble, section) == ["long_long_too_short:positive_document"]
 
 
@@ -107,8 +85,8 @@ def test_every_reason_code_is_declared(text, registry, ensemble, section):
         row = _swahili_short_long(text)
         row.update(change)
         faulty.append(row)
-    faulty.append(_row("am", "sts", S1=text["am"][1], S2=text["am"][2], S3=LATIN_AMHARIC))
-    faulty.append(_row("sw", "long_long", input=" ".join(sw[10:30]), positive_document=" ".join(sw[30:33])))
+    faulty.append(make_row("am", "sts", S1=text["am"][1], S2=text["am"][2], S3=LATIN_AMHARIC))
+    faulty.append(make_row("sw", "long_long", input=" ".join(sw[10:30]), positive_document=" ".join(sw[30:33])))
     seen: set[str] = set()
     for row in faulty:
         reasons = _reasons(row, registry, ensemble, section)
@@ -123,7 +101,7 @@ def test_every_reason_code_is_declared(text, registry, ensemble, section):
 
 def test_latin_script_amharic_is_rejected(text, registry, ensemble, section):
     am = text["am"]
-    row = _row("am", "sts", S1=am[1], S2=am[2], S3=LATIN_AMHARIC)
+    row = make_row("am", "sts", S1=am[1], S2=am[2], S3=LATIN_AMHARIC)
     reasons = _reasons(row, registry, ensemble, section)
     assert "wrong_script:S3" in reasons
     assert not any(r.endswith(":S1") or r.endswith(":S2") for r in reasons), reasons
@@ -133,7 +111,7 @@ def test_latin_script_amharic_is_rejected(text, registry, ensemble, section):
 
 def test_english_answer_in_a_swahili_slot_is_rejected(text, registry, ensemble, section):
     en = text["en"]
-    row = _row("sw", "sts", S1=en[500], S2=en[501] + " " + en[502], S3=en[900] + " " + en[901])
+    row = make_row("sw", "sts", S1=en[500], S2=en[501] + " " + en[502], S3=en[900] + " " + en[901])
     verdict = check_row(row, registry, ensemble, section)
     assert any(r.startswith("wrong_language") for r in verdict.reasons), verdict.reasons
     assert any(label == "en" for _, _, label, _ in verdict.votes)
@@ -144,12 +122,12 @@ def test_english_answer_in_a_swahili_slot_is_rejected(text, registry, ensemble, 
 
 def test_bitext_sides_must_each_be_in_their_own_language(text, registry, ensemble, section):
     sw, en = text["sw"], text["en"]
-    swapped = _row("sw", "bitext", S1=sw[100], S2=sw[101] + " " + sw[102], S3=en[300])
+    swapped = make_row("sw", "bitext", S1=sw[100], S2=sw[101] + " " + sw[102], S3=en[300])
     assert "wrong_language:S2" in _reasons(swapped, registry, ensemble, section)
 
 
 def test_short_fields_are_voted_on_together_and_numbers_use_the_script_check(registry, ensemble, section):
-    row = _row("am", "long_short", input_text="ቶም ብዙ ጊዜ ከውሻው ጋር ይናገራል። ተማሪ አይደለሁም።", label="ስፖርት", misleading_label="2024")
+    row = make_row("am", "long_short", input_text="ቶም ብዙ ጊዜ ከውሻው ጋር ይናገራል። ተማሪ አይደለሁም።", label="ስፖርት", misleading_label="2024")
     verdict = check_row(row, registry, ensemble, section)
     assert verdict.reasons == ()
     assert {field for field, *_ in verdict.votes} == {"input_text", "label+misleading_label"}
@@ -170,7 +148,7 @@ def _confident_indonesian(text, registry) -> list[str]:
 
 def test_malay_slot_with_indonesian_text_follows_the_accept_also_list(text, registry, languages_copy):
     sentences = _confident_indonesian(text, registry)
-    row = _row("ms", "sts", S1=sentences[0], S2=sentences[1], S3=sentences[2])
+    row = make_row("ms", "sts", S1=sentences[0], S2=sentences[1], S3=sentences[2])
     section = FilterSection()
     verdict = check_row(row, registry, Ensemble.load(registry, section), section)
     assert verdict.reasons == () and verdict.lid_accepted_as == "id"  # ms.toml: accept_also = ["id"]

@@ -10,19 +10,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from filter_fixtures import make_run
+from filter_fixtures import make_run, registry  # noqa: F401  (registry: a pytest fixture)
 from workbench.config import RunConfig
 from workbench.errors import TableError
 from workbench.filter.stage import run_filter
-from workbench.languages import load_registry
 from workbench.tables import FILTERED, GENERATED
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return load_registry()
 
 
 @pytest.fixture(scope="module")

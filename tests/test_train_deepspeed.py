@@ -177,19 +177,17 @@ def test_ranks_agree_on_hard_negatives_under_gloo(tiny):
     """Rank 0 has hard negatives, rank 1 has none: both must take the same branch (an all-reduce),
     or their all-gathers mismatch and the step hangs. Two CPU processes under gloo."""
     import multiprocessing
-    import socket
     import time
 
     from train_support import hard_negative_step_worker
+    from workbench.train.distributed import free_port
 
     queries = ["Instruct: Find it\nQuery: Tom is here.", "Instruct: Find it\nQuery: I love you.",
                "Instruct: Find it\nQuery: Where is the station?", "Instruct: Find it\nQuery: It is late."]
     positives = ["Tom is here.", "I love you.", "Where is the station?", "It is late."]
     negatives = ["Tom was there.", "I hate rain.", "", ""]
     mask = [True, True, False, False]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     procs = [context.Process(target=hard_negative_step_worker,

@@ -44,6 +44,7 @@ from workbench.config import RunConfig
 from workbench.errors import TableError
 from workbench.families import FAMILIES
 from workbench.filter.script import words
+from workbench.generate.budget import TRUNCATED
 from workbench.languages import TIERS, Registry
 from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256, now
 from workbench.tables import AUDIT_SUMMARY, FILTERED, GENERATED, PLAN
@@ -142,7 +143,7 @@ def family_generation_stats(generated: pl.DataFrame) -> dict[str, dict[str, int]
         uses = ok["task"].drop_nulls().value_counts()["count"] if ok["task"].drop_nulls().len() else pl.Series([0])
         stats[family] = {
             "slots": rows.height, "ok": ok.height, "failed": rows.height - ok.height,
-            "truncated": int(rows["error"].fill_null("").str.starts_with("truncated").sum()),
+            "truncated": int(rows["error"].fill_null("").str.starts_with(TRUNCATED).sum()),
             "distinct_tasks": ok["task"].drop_nulls().n_unique(), "max_task_uses": int(uses.max()),
         }
     return stats
@@ -186,6 +187,7 @@ def _language_stats(code: str, registry: Registry, planned: int | None, generate
         for row in accepted.select("family", *main_fields).to_dicts()
     ]
     rate = accepted.height / ok.height if ok.height else 0.0
+    by_family = family_generation_stats(generated)
     summary = {
         "language": code,
         "planned": planned if planned is not None else generated.height,
@@ -199,7 +201,7 @@ def _language_stats(code: str, registry: Registry, planned: int | None, generate
         "exact_dup_rate": round(exact / ok.height, 4) if ok.height else 0.0,
         "near_dup_rate": round(near / ok.height, 4) if ok.height else 0.0,
         "distinct_tasks": ok["task"].drop_nulls().n_unique(),
-        "truncated": int(generated["error"].fill_null("").str.starts_with("truncated").sum()),
+        "truncated": sum(f["truncated"] for f in by_family.values()),
         "distinct_2": distinct_n(main_texts, 2, language.unspaced),
         "prompt_tokens": int(generated["prompt_tokens"].fill_null(0).sum()),
         "completion_tokens": int(generated["completion_tokens"].fill_null(0).sum()),
@@ -220,7 +222,7 @@ def _language_stats(code: str, registry: Registry, planned: int | None, generate
         "examples_rejected": _examples(rejected, EXAMPLES_PER_LANGUAGE),
         "lengths": lengths,
         "distinct_1": distinct_n(main_texts, 1, language.unspaced),
-        "by_family": family_generation_stats(generated),
+        "by_family": by_family,
     }
     return {"summary": summary, "details": details, "review": _review_records(code, registry, rejected)}
 

@@ -41,6 +41,14 @@ class Section(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _check_family(name: str) -> None:
+    """Raise (with a "did you mean") unless ``name`` is a task family."""
+    if name not in FAMILY_NAMES:
+        close = difflib.get_close_matches(name.replace("-", "_").lower(), FAMILY_NAMES, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ValueError(f"'{name}' is not a task family ({hint}one of {', '.join(FAMILY_NAMES)})")
+
+
 class RunSection(Section):
     name: str = "run"
     seed: int = 13
@@ -53,10 +61,7 @@ class RunSection(Section):
     @classmethod
     def _known_families(cls, families: list[str]) -> list[str]:
         for name in families:
-            if name not in FAMILY_NAMES:
-                close = difflib.get_close_matches(name.replace("-", "_").lower(), FAMILY_NAMES, n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]}? " if close else ""
-                raise ValueError(f"'{name}' is not a task family ({hint}one of {', '.join(FAMILY_NAMES)})")
+            _check_family(name)
         if not families:
             raise ValueError("at least one task family is needed")
         return families
@@ -258,10 +263,7 @@ class TrainSection(Section):
     @classmethod
     def _known_weight_families(cls, weights: dict[str, float]) -> dict[str, float]:
         for name, value in weights.items():
-            if name not in FAMILY_NAMES:
-                close = difflib.get_close_matches(name.replace("-", "_").lower(), FAMILY_NAMES, n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]}? " if close else ""
-                raise ValueError(f"'{name}' is not a task family ({hint}one of {', '.join(FAMILY_NAMES)})")
+            _check_family(name)
             if value < 0:
                 raise ValueError(f"weight for '{name}' is {value}; it must be 0 or more")
         return weights

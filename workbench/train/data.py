@@ -45,7 +45,7 @@ from pathlib import Path
 import polars as pl
 
 from workbench.config import TrainSection
-from workbench.encoder import QUERY_TEMPLATE, with_instruction  # noqa: F401  (the one query template)
+from workbench.encoder import with_instruction
 from workbench.errors import TableError, WorkbenchError
 from workbench.families import FAMILIES
 from workbench.run import Run, read_parquet_unchecked
@@ -201,6 +201,7 @@ class BatchSampler:
                             "are smaller (no record twice in a batch): %s", len(shrunk), batch_size,
                             ", ".join(f"{lang}/{fam}" for lang, fam in shrunk))
         self.groups = groups
+        self.usable = [i for idx in groups.values() for i in idx]  # records with weight > 0
         self.group_keys = sorted(groups)
         self.group_weights = [sum(self.weights[i] for i in groups[k]) for k in self.group_keys]
         self._queue: list[int] = []
@@ -218,11 +219,10 @@ class BatchSampler:
             members = self.groups[key]
             size = min(self.batch_size, len(members))
             return self._epoch_order(members)[: size - size % self.multiple_of]
-        usable = [i for idx in self.groups.values() for i in idx]
-        size = min(self.batch_size, len(usable))
+        size = min(self.batch_size, len(self.usable))
         while len(self._queue) < size:
             held = set(self._queue)
-            fresh = self._epoch_order(usable)
+            fresh = self._epoch_order(self.usable)
             # the records this batch already holds wait for the batch after (no duplicates in one batch)
             self._queue += [i for i in fresh if i not in held] + [i for i in fresh if i in held]
         batch, self._queue = self._queue[:size], self._queue[size:]

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import TrainSection
-from workbench.encoder import EncoderSpec, task_instructions, write_spec
+from workbench.encoder import QUERY_TEMPLATE, EncoderSpec, task_instructions, with_instruction, write_spec
 from workbench.run import atomic_write_bytes
-from workbench.train import data as train_data
 
 
 def gathered_trainable_state(embedder) -> dict[str, Any]:
@@ -59,9 +58,9 @@ def query_prompts() -> dict[str, str]:
     """sentence-transformers ``prompts`` for the export: ``<mteb task>-query`` for each eval task (mteb
     applies a bare task-name prompt to documents too, so the key names the side) plus a generic
     ``query`` one; documents get none."""
-    prompts = {f"{task}-query": train_data.with_instruction(instruction, "")
+    prompts = {f"{task}-query": with_instruction(instruction, "")
                for task, instruction in task_instructions().items()}
-    prompts["query"] = train_data.with_instruction("Given a query, retrieve relevant documents that answer the query", "")
+    prompts["query"] = with_instruction("Given a query, retrieve relevant documents that answer the query", "")
     return prompts
 
 
@@ -73,7 +72,7 @@ def encoder_spec(tc: TrainSection, loaded) -> EncoderSpec:
         pooling=loaded.pooling,
         normalize=True,
         max_length=tc.max_length,
-        query_template=train_data.QUERY_TEMPLATE,
+        query_template=QUERY_TEMPLATE,
         document_template=None,
         add_eos=loaded.add_eos,
         padding_side=loaded.padding_side,
