@@ -21,11 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import polars as pl
 import psutil
 import pytest
 
 from workbench.config import RunConfig
+from workbench.generate.local import LocalServer
 from workbench.languages import load_registry
 from workbench.plan import run_plan
 from workbench.run import Run
@@ -90,13 +92,15 @@ def _local_run(root: Path, languages=("sw",), quota=4, **generate) -> Run:
 
 
 def _stand_in_env(tmp_path: Path, *, good: int, per_process: bool = False, latency: float = 0.0,
-                  crash_signal: str = "SIGSEGV") -> dict[str, str]:
+                  crash_signal: str = "SIGSEGV", hang_from: int | None = None) -> dict[str, str]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     state = tmp_path / "stand-in.count"
     command = (f"{sys.executable} -m workbench.testing.crashing_server --port {{port}} --good {good} "
                f"--signal {crash_signal} --latency {latency} --state {state}")
     if per_process:
         command += " --per-process"
+    if hang_from is not None:
+        command += f" --hang-from {hang_from}"
     return dict(os.environ, PYTHONPATH=str(REPO), WORKBENCH_EMBEDDED_SERVER=command)
 
 
@@ -168,6 +172,32 @@ def test_server_that_keeps_dying_is_not_restarted_forever_and_finished_answers_a
     assert all(after[k] == v for k, v in finished.items())
     table = run.read_table("generated", "sw", GENERATED)
     assert table.height == 6 and set(table["status"]) == {"ok"}
+
+
+def test_restarted_server_that_never_answers_is_given_up_on_once_not_restarted_again(tmp_path, monkeypatch):
+    # completion 1 (readiness) answers, 2 kills the process, 3 (the restart's readiness) never comes back:
+    # a live server that never answers is not a death, so it must not be restarted (again and again)
+    for key, value in _stand_in_env(tmp_path, good=1, hang_from=3).items():
+        monkeypatch.setenv(key, value)
+    server = LocalServer(startup_timeout_s=4).start()
+    interrupted = False
+    try:
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(f"{server.base_url}/chat/completions", timeout=10,
+                       json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        deadline = time.monotonic() + 30
+        try:
+            while server.fatal is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.5)  # the supervisor interrupts the main thread right after setting fatal
+        except KeyboardInterrupt:
+            interrupted = True
+    finally:
+        server.stop()
+    assert server.fatal is not None and interrupted
+    assert "did not answer a chat completion within 4s" in server.fatal.line()
+    assert server.restarts == 1
+    assert _stand_ins_alive(tmp_path) == []
 
 
 # -- clean stops -------------------------------------------------------------------------------

@@ -143,12 +143,13 @@ class LocalServer:
         except httpx.HTTPError:
             return False
 
-    def _answers(self) -> bool:
-        """One short chat completion; True when it came back as a 200."""
+    def _answers(self, timeout_s: float) -> bool:
+        """One short chat completion; True when it came back as a 200 within ``timeout_s``."""
         body = {"model": MODEL_ALIAS, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 2,
                 "temperature": 0}
         try:
-            return httpx.post(f"{self.base_url}/chat/completions", json=body, timeout=60).status_code == 200
+            return httpx.post(f"{self.base_url}/chat/completions", json=body,
+                              timeout=max(timeout_s, 1.0)).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -159,6 +160,9 @@ class LocalServer:
                               where=f"server log {self.log_path}", fix=PORTABLE_REBUILD)
 
     def _wait_ready(self) -> None:
+        """Return once the server answers a chat completion. On timeout the process is left running:
+        a live server that never answers is a different failure from a death, and the caller (start or
+        the supervisor) decides what to do with it."""
         deadline = time.monotonic() + self.startup_timeout_s
         listening = False
         while time.monotonic() < deadline:
@@ -167,12 +171,11 @@ class LocalServer:
                 raise self._death_error(when)
             if not listening:
                 listening = self.healthy()
-            if listening and self._answers():
+            if listening and self._answers(deadline - time.monotonic()):
                 return
             if listening and self.process.poll() is not None:
                 raise self._death_error("on its first chat completion")
             time.sleep(0.25)
-        self._terminate()
         raise WorkbenchError(f"the embedded LLM server did not answer a chat completion within "
                              f"{self.startup_timeout_s:.0f}s", where=f"server log {self.log_path}",
                              fix="look at the log; on a very slow machine raise the timeout")
