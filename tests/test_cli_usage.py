@@ -228,7 +228,7 @@ def test_status_shows_interrupted_when_no_process_holds_the_run(capsys, tmp_path
         holder.kill()
         holder.wait()
     assert generate_state().startswith("interrupted")
-    (run_dir / "pipeline.json").write_text("{}")
+    run.record_stage("generate", status="running", config_hash="x", via="workbench run")
     assert generate_state() == (f"interrupted (resume with 'workbench run {run_dir / 'run.toml'} "
                                 f"--run-dir {run_dir}')")
     code, out, _ = workbench(capsys, "status", str(run_dir))

@@ -17,7 +17,7 @@ import pytest
 from workbench.errors import WorkbenchError
 from workbench.families import FAMILIES
 from workbench.generate import budget, prompts
-from workbench.generate.engine import run_generate
+from workbench.generate.stage import run_generate
 from workbench.languages import load_registry
 from workbench.plan import run_plan
 from workbench.runconfig import resolve_run_config
@@ -126,8 +126,11 @@ def test_generate_writes_one_row_per_slot_and_rerun_sends_nothing(double, tmp_pa
     assert run.stage_entry("generate")["status"] == "complete"
     sent = double.stats.total
     again = run_generate(run, config, registry)
-    assert double.stats.total == sent  # cache hit: zero requests
-    assert again.stats["requests_sent"] == 0
+    assert again.current and double.stats.total == sent  # current: nothing runs
+    run.table_path("generated", "sw").unlink()  # an output lost: the stage runs, from the cache
+    rebuilt = run_generate(run, config, registry)
+    assert not rebuilt.current and double.stats.total == sent  # cache hit: zero requests
+    assert rebuilt.stats["requests_sent"] == 0
     assert generated(run, "sw").equals(swahili)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from workbench.config import load_config
 from workbench.generate import budget
-from workbench.generate.engine import run_generate
+from workbench.generate.stage import run_generate
 from workbench.languages import load_registry
 from workbench.plan import run_plan
 from workbench.run import Run
@@ -103,7 +103,7 @@ def test_workbench_run_uses_the_batch_api_end_to_end_and_resumes(shared_data, tm
 def test_example_config_plans_and_dry_runs(path, tmp_path):
     """Each shipped config: load, plan, dry-run generate (nothing sent), up to where the network or a GPU
     is needed. Configs over all 93 languages are planned for three of them, to keep the test small."""
-    from workbench.stages import eval_systems as _eval_systems
+    from workbench.eval.stage import PIPELINE_SYSTEMS, eval_sections
 
     requested = load_config(path)
     overrides = None
@@ -119,7 +119,7 @@ def test_example_config_plans_and_dry_runs(path, tmp_path):
         assert config.generate.batch and dry.stats["price_known"] and dry.stats["est_cost_usd"] > 0
     if path.stem == "quickstart":  # the embedded server's 2,048-token context bounds every request
         assert max(high for _, high in dry.stats["max_tokens_by_family"].values()) < 2048
-    systems = dict(_eval_systems(run, config))
+    systems = {section.system: section.model for section in eval_sections(run, config, PIPELINE_SYSTEMS)}
     if "eval" in config.pipeline.stages:
         assert "bm25" in systems
     if path.stem == "gpu_miracl":  # before/after: the base model next to the fine-tuned one

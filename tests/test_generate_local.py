@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from workbench.generate.engine import run_generate
+from workbench.generate.stage import run_generate
 from workbench.generate.local import LocalServer, gguf_path
 from workbench.languages import load_registry
 from workbench.plan import run_plan

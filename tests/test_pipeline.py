@@ -7,7 +7,7 @@ import pytest
 
 from workbench.config import parse_config
 from workbench.languages import load_registry
-from workbench.pipeline import run_pipeline
+from workbench.runner import run_pipeline
 from workbench.run import Run
 from workbench.status import run_status
 from workbench.tables import FILTERED
@@ -55,13 +55,21 @@ def test_pipeline_runs_in_order_then_skips_everything_current(double, tmp_path):
     assert status["audit"] == "complete" and status["train"] == "not run"
 
 
-def test_changing_filter_settings_reruns_filter_and_audit_only(double, tmp_path):
+def test_changing_filter_settings_reruns_filter_and_audit_only_when_its_tables_change(double, tmp_path):
     registry = load_registry()
     run = Run.create(tmp_path / "run")
     run_pipeline(run, config_for(double.base_url), registry)
     generated_hash = run.stage_entry("generate")["outputs"]
+    filtered = run.stage_entry("filter")["outputs"]
     sent = double.stats.total
+    # a setting that changes no verdict here: filter runs, writes the same tables, the audit stays current
     outcomes = run_pipeline(run, config_for(double.base_url, allow_confusable=True), registry)
+    states = {o.stage: o.state for o in outcomes}
+    assert states["plan"] == states["generate"] == "skipped" and states["filter"] == "ran"
+    assert run.stage_entry("filter")["outputs"] == filtered  # sw and en have no confusable neighbour here
+    assert states["audit"] == "skipped"
+    # one that rejects more: filter and audit run, nothing upstream does
+    outcomes = run_pipeline(run, config_for(double.base_url, lid_threshold=0.9999), registry)
     states = {o.stage: o.state for o in outcomes}
     assert states["plan"] == states["generate"] == "skipped"
     assert states["filter"] == states["audit"] == "ran"
@@ -69,6 +77,8 @@ def test_changing_filter_settings_reruns_filter_and_audit_only(double, tmp_path)
     assert double.stats.total == sent
     summary = pl.read_parquet(run.stage_dir("audit") / "summary.parquet")
     assert set(summary["language"]) == {"sw", "en"}
+    assert summary["accepted"].sum() == sum(run.read_table("accepted", c, FILTERED).height for c in ("sw", "en"))
+    assert summary["accepted"].sum() < sum(info["rows"] for rel, info in filtered.items() if rel.startswith("accepted"))
 
 
 @pytest.mark.slow

@@ -75,7 +75,7 @@ def test_run_plan_writes_tables_and_is_idempotent(tmp_path, registry):
     assert all(rows == 20 for rows in first.outputs.values())
     mtimes = {p: p.stat().st_mtime_ns for p in (run.root / "plan").glob("*.parquet")}
     second = run_plan(run, cfg, registry)
-    assert second.skipped and second.outputs == first.outputs
+    assert second.current and second.outputs == first.outputs
     assert mtimes == {p: p.stat().st_mtime_ns for p in (run.root / "plan").glob("*.parquet")}
     entry = run.stage_entry("plan")
     assert entry["status"] == "complete"
@@ -86,7 +86,7 @@ def test_changing_the_config_replans_and_drops_deselected_languages(tmp_path, re
     run = Run.create(tmp_path / "run")
     run_plan(run, config(languages=["sw", "de"], quota=10), registry)
     result = run_plan(run, config(languages=["sw"], quota=15, quotas={"sw": 30}), registry)
-    assert not result.skipped
+    assert not result.current
     assert run.table_languages("plan") == ["sw"]
     assert read_plan(run)["sw"].height == 30
 

@@ -20,7 +20,7 @@ import pytest
 import report_inputs as ri
 from workbench.errors import UnknownLanguageError, WorkbenchError
 from workbench.languages import load_registry
-from workbench.report.build import load_results, run_compare, run_report
+from workbench.report.build import load_results, run_compare, build_report
 from workbench.tables import AUDIT_SUMMARY, EVAL_RESULTS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def inputs(shared_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "report"
-    result = run_report(out, [inputs["bm25"], inputs["minilm"]], audit=inputs["audit"])
+    result = build_report(out, [inputs["bm25"], inputs["minilm"]], audit=inputs["audit"])
     return out, result
 
 
@@ -265,11 +265,11 @@ def test_unknown_language_is_its_own_error_type(tmp_path):
 
 def test_no_inputs_empty_audit_and_conflicts_are_errors(inputs, tmp_path):
     with pytest.raises(WorkbenchError, match="no results tables given"):
-        run_report(tmp_path / "o", [])
+        build_report(tmp_path / "o", [])
     empty_audit = tmp_path / "audit.parquet"
     pl.DataFrame(schema=AUDIT_SUMMARY).write_parquet(empty_audit)
     with pytest.raises(WorkbenchError, match="audit summary is empty"):
-        run_report(tmp_path / "o", [inputs["bm25"]], audit=empty_audit)
+        build_report(tmp_path / "o", [inputs["bm25"]], audit=empty_audit)
     a = _results(tmp_path / "a.parquet", [{"value": 40.0}])
     b = _results(tmp_path / "b.parquet", [{"value": 41.0}])
     with pytest.raises(WorkbenchError, match="conflicting values for system 'm'"):
@@ -285,7 +285,7 @@ def test_failed_rebuild_keeps_the_existing_report(report, tmp_path):
     corrupt = tmp_path / "corrupt.parquet"
     corrupt.write_bytes(b"PAR1 not really parquet")
     with pytest.raises(WorkbenchError, match="cannot read Parquet"):
-        run_report(out, [corrupt])
+        build_report(out, [corrupt])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
@@ -329,7 +329,7 @@ def test_cli_compare(inputs, tmp_path):
 def test_several_results_tables_in_one_report_show_each_measured_system(inputs, tmp_path):
     """BM25 + a baseline + the system under study, as the committed example report will be built."""
     out = tmp_path / "r"
-    result = run_report(out, [inputs["bm25"], inputs["multi"], inputs["minilm"]], audit=inputs["audit"])
+    result = build_report(out, [inputs["bm25"], inputs["multi"], inputs["minilm"]], audit=inputs["audit"])
     assert result.stats["focus"] == FOCUS  # the last non-BM25 system given
     html = (out / "index.html").read_text()
     header = html.split('id="languages-ndcg_at_10"', 1)[1].split("</thead>", 1)[0]
@@ -339,7 +339,7 @@ def test_several_results_tables_in_one_report_show_each_measured_system(inputs, 
     with pytest.raises(WorkbenchError, match="focus system 'nope' is not in the results"):
         from workbench.config import ReportSection
 
-        run_report(tmp_path / "x", [inputs["minilm"]], config=ReportSection(focus="nope"))
+        build_report(tmp_path / "x", [inputs["minilm"]], config=ReportSection(focus="nope"))
 
 
 def test_markdown_is_not_html_escaped_and_html_is(report):
@@ -352,7 +352,7 @@ def test_markdown_is_not_html_escaped_and_html_is(report):
 
 def test_headline_says_when_the_question_cannot_be_answered(inputs, tmp_path):
     yo_only = ri.mteb_results(inputs["shared"], tmp_path / "yo.parquet", MINILM, "minilm-yo", languages=["yo"])
-    result = run_report(tmp_path / "r", [inputs["bm25"], yo_only])
+    result = build_report(tmp_path / "r", [inputs["bm25"], yo_only])
     assert result.stats["headline"][0].startswith("Cannot answer for minilm-yo from measurements alone")
     assert "no high-tier MIRACL measurement" in result.stats["headline"][0]
     html = (tmp_path / "r" / "index.html").read_text()

@@ -15,7 +15,7 @@ import pytest
 import report_inputs as ri
 from workbench.config import ReportSection
 from workbench.languages import load_registry
-from workbench.report.build import analyse, load_results, miracl_chart_values, run_report
+from workbench.report.build import analyse, load_results, miracl_chart_values, build_report
 from workbench.report.references import HARD_NEGATIVES_V1, load_references, reference_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def xquad_run(shared_data, tmp_path_factory):
 
 def test_report_leads_with_measurements_intervals_and_holm(xquad_run, tmp_path):
     out = tmp_path / "report"
-    run_report(out, [xquad_run], config=ReportSection(focus="bm25", reference_dir=str(SHIPPED)))
+    build_report(out, [xquad_run], config=ReportSection(focus="bm25", reference_dir=str(SHIPPED)))
     measured = pl.read_parquet(out / "measured.parquet")
     assert measured.height == 8  # 2 systems x 2 languages x 2 metrics, XQuAD rows included
     assert measured["ci_low"].null_count() == 0
@@ -81,7 +81,7 @@ def test_gaps_compare_like_with_like_and_pick_the_matching_reference(shared_data
     hn = ri.mteb_results(shared_data, tmp_path / "hn.parquet", MINILM, "minilm (MTEB copy)",
                          task="MIRACLRetrievalHardNegatives")
     out = tmp_path / "report"
-    run_report(out, [hn], config=ReportSection(reference_dir=str(SHIPPED)))
+    build_report(out, [hn], config=ReportSection(reference_dir=str(SHIPPED)))
     meta = json.loads((out / "report.json").read_text())
     assert meta["primary_reference"] == "e5-mistral-7b-instruct (MTEB hard negatives v1)"
     gaps = pl.read_parquet(out / "gaps.parquet")
@@ -111,7 +111,7 @@ def test_hard_negative_numbers_are_below_full_corpus_for_e5_mistral():
 def test_group_verdict_names_n_and_refuses_n_equal_1(shared_data, tmp_path):
     full = ri.mteb_results(shared_data, tmp_path / "full.parquet", MINILM, "minilm (MTEB copy)")
     out = tmp_path / "report"
-    result = run_report(out, [full], config=ReportSection(reference_dir=str(SHIPPED)))
+    result = build_report(out, [full], config=ReportSection(reference_dir=str(SHIPPED)))
     headline = " ".join(result.stats["headline"])
     assert headline.startswith("No verdict") and "n = 1" in headline and "(yo)" in headline
 
@@ -135,7 +135,7 @@ def trained_on_double(shared_data, tmp_path_factory):
     """A real run: the OpenAI test double generates sw/en data, the filter keeps some, MiniLM is fine-tuned;
     then the base and the fine-tuned model are scored on Tatoeba sw-eng (real encodes) with per-pair scores."""
     from workbench.config import parse_config
-    from workbench.pipeline import run_pipeline
+    from workbench.runner import run_pipeline
     from workbench.run import Run
     from workbench.testing.openai_double import OpenAIDouble
 
@@ -165,7 +165,7 @@ def trained_on_double(shared_data, tmp_path_factory):
 def test_tatoeba_section_training_card_and_leakage_warning(trained_on_double, tmp_path):
     run, results = trained_on_double
     out = tmp_path / "report"
-    run_report(out, [results], audit=run.root / "audit" / "summary.parquet",
+    build_report(out, [results], audit=run.root / "audit" / "summary.parquet",
                config=ReportSection(focus="minilm-ft", reference_dir=str(SHIPPED)))
     html = (out / "index.html").read_text(encoding="utf-8")
     first_screen = html[: html.index('id="measured"')]

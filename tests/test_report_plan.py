@@ -14,7 +14,7 @@ import pytest
 import report_inputs as ri
 from workbench.errors import WorkbenchError
 from workbench.languages import load_registry
-from workbench.report.build import run_report
+from workbench.report.build import build_report
 from workbench.report.next_plan import MIN_ACCEPTANCE, MIN_GAP, parse_budget, propose_quotas
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ def report_dir(shared_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("plan-report")
     results = ri.mteb_results(shared_data, folder / "minilm.parquet", "sentence-transformers/all-MiniLM-L6-v2", "minilm")
     out = folder / "report"
-    run_report(out, [results], audit=ri.audit_summary(folder / "audit.parquet"))
+    build_report(out, [results], audit=ri.audit_summary(folder / "audit.parquet"))
     return out
 
 
@@ -72,7 +72,7 @@ def test_dollar_budget_without_costs_is_a_clear_error(shared_data, tmp_path):
                               languages=["sw", "en"])
     audit = ri.audit_summary(tmp_path / "a.parquet")
     pl.read_parquet(audit).with_columns(pl.lit(None, dtype=pl.Float64).alias("cost_usd")).write_parquet(audit)
-    run_report(tmp_path / "r", [results], audit=audit)
+    build_report(tmp_path / "r", [results], audit=audit)
     with pytest.raises(WorkbenchError, match="a dollar budget needs costs"):
         propose_quotas(tmp_path / "r", "$5", load_registry())
     with pytest.raises(WorkbenchError, match="no report data.parquet"):

@@ -60,18 +60,6 @@ def test_a_failed_write_leaves_the_previous_table_intact(tmp_path):
     assert run.read_table("plan", "sw", PLAN).height == 4
 
 
-def test_stage_currency_follows_config_and_file_contents(tmp_path):
-    run = Run.create(tmp_path / "r")
-    path = run.write_table("plan", "sw", plan_rows(2), PLAN)
-    run.record_stage("plan", status="complete", config_hash="abc", outputs={"plan/sw.parquet": 2})
-    assert run.stage_is_current("plan", "abc")
-    assert not run.stage_is_current("plan", "other")
-    run.write_table("plan", "sw", plan_rows(3), PLAN)  # contents changed behind the manifest's back
-    assert not run.stage_is_current("plan", "abc")
-    path.unlink()
-    assert not run.stage_is_current("plan", "abc")
-
-
 def test_incompatible_layout_version_is_refused(tmp_path):
     run = Run.create(tmp_path / "r")
     manifest = json.loads((run.root / "manifest.json").read_text())

@@ -31,7 +31,6 @@ Example::
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import time
@@ -46,7 +45,9 @@ from workbench.families import FAMILIES
 from workbench.filter.script import words
 from workbench.generate.budget import TRUNCATED
 from workbench.languages import TIERS, Registry
-from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256, now
+from workbench.run import Run, StageResult, atomic_write_bytes, now
+from workbench.runner import run_stage
+from workbench.stages import StageInput
 from workbench.tables import AUDIT_SUMMARY, FILTERED, GENERATED, PLAN
 
 STAGE = "audit"
@@ -324,30 +325,22 @@ def _render_html(context: dict) -> str:
     return env.get_template("audit.html.j2").render(**context)
 
 
-def _inputs_fingerprint(run: Run, languages: list[str]) -> str:
-    digest = hashlib.sha256()
-    for code in languages:
-        for stage in ("plan", "generated", "accepted", "rejected"):
-            path = run.table_path(stage, code)
-            digest.update(f"{stage}/{code}:{file_sha256(path) if path.is_file() else '-'}".encode())
-    return digest.hexdigest()[:16]
-
-
 def run_audit(run: Run, config: RunConfig, registry: Registry) -> StageResult:
-    """Write ``audit/summary.parquet``, ``audit/audit.json`` and ``audit/index.html`` for ``run``."""
-    del config  # the audit has no settings of its own; the signature matches the other stages
+    """Write ``audit/summary.parquet``, ``audit/audit.json`` and ``audit/index.html`` for ``run``,
+    through the runner (skipped when current)."""
+    return run_stage(run, STAGE, config, registry)
+
+
+def write_audit(inputs: StageInput) -> StageResult:
+    """The audit stage's body (see the module docstring); it has no settings of its own."""
+    run, registry = inputs.run, inputs.registry
     languages = run.table_languages("generated")
     if not languages:
         raise TableError("no generated tables", where=str(run.stage_dir("generated")),
                          fix="run 'workbench generate' (and 'workbench filter') first")
     for code in languages:
         registry.get(code)
-    fingerprint = _inputs_fingerprint(run, languages)
-    current = run.current_result(STAGE, fingerprint, skipped=languages)
-    if current is not None:
-        return current
     result = StageResult(STAGE)
-    started = now()
     start = time.perf_counter()
     # Read everything first: a damaged input stops the audit before any output is written.
     stats = {}
@@ -386,6 +379,4 @@ def run_audit(run: Run, config: RunConfig, registry: Registry) -> StageResult:
     result.outputs = {str(summary_path.relative_to(run.root)): len(rows), "audit/audit.json": len(rows),
                       "audit/index.html": len(rows), f"audit/{REVIEW_FILE}": totals["rejected"]}
     result.stats = {"totals": totals, "seconds": round(time.perf_counter() - start, 3)}
-    run.record_stage(STAGE, status="complete", config_hash=fingerprint, outputs=result.outputs,
-                     stats=result.stats, started_at=started)
     return result

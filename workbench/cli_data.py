@@ -153,7 +153,7 @@ def plan(
     print_plan_summary(run)
     for code, reason in result.stats.get("left_out", {}).items():
         err_console.print(f"left out {code}: {reason}")
-    state = "already current, nothing rewritten" if result.skipped else "written"
+    state = "already current, nothing rewritten" if result.current else "written"
     console.print(f"plan {state}: {sum(result.outputs.values())} slots in {run.root / 'plan'}")
 
 
@@ -173,7 +173,7 @@ def generate(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="send slots recorded as failed again")] = False,
 ) -> None:
     """Generate one example per planned slot (brainstorm, then example) with caching and resume."""
-    from workbench.generate.engine import run_generate
+    from workbench.generate.stage import run_generate
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
 
@@ -192,7 +192,7 @@ def generate(
         result = run_generate(run, config, registry, dry_run=True, batch=batch)
         print_dry_run(result.stats)
         return
-    from workbench.generate.engine import generation_notice, unfinished_summary
+    from workbench.generate.stage import generation_notice, unfinished_summary
 
     if notice := generation_notice(config):
         err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
@@ -296,8 +296,8 @@ def filter_command(
         table.add_column(column, justify="right" if column != "language" else "left")
     for code, counts in sorted(result.stats.get("languages", {}).items()):
         table.add_row(code, str(counts["generated_ok"]), str(counts["accepted"]), str(counts["rejected"]))
-    if result.skipped:
-        console.print(f"filter already current for {len(result.skipped)} language(s), nothing rewritten")
+    if result.current:
+        console.print(f"filter already current for {len(result.stats.get('languages', {}))} language(s), nothing rewritten")
     else:
         console.print(table)
 
@@ -312,5 +312,5 @@ def audit(
 
     run, config = resolve_run_config(run_dir, create=False)
     result = run_audit(run, config, load_registry())
-    state = "already current, nothing rewritten" if result.skipped else "written"
+    state = "already current, nothing rewritten" if result.current else "written"
     console.print(f"audit {state}: {run.root / 'audit' / 'index.html'}")

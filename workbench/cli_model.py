@@ -35,7 +35,7 @@ def train(
 ) -> None:
     """Fine-tune an embedder on accepted/ (E5 recipe); writes train/ and an exported model eval loads."""
     from workbench.runconfig import resolve_run_config
-    from workbench.train.stage import run_train
+    from workbench.train.stage import estimate_training, run_train
 
     if deepspeed is not None and deepspeed not in ("zero2", "zero3", "none"):
         raise WorkbenchError(f"unknown DeepSpeed mode '{deepspeed}'", where="--deepspeed", fix="use zero2, zero3 or none")
@@ -63,8 +63,8 @@ def train(
 
         if not config.train.model:
             raise WorkbenchError("no model to estimate", where="train.model", fix="give --model PATH")
-        # the stage computes the estimate once; the fit check comes after the tables are shown
-        estimate_result = run_train(run, config, None, estimate_only=True, fit_check=False).stats["estimate"]
+        # the fit check comes after the tables are shown
+        estimate_result = estimate_training(config)
         table = Table(title="per-GPU memory estimate")
         table.add_column("item")
         table.add_column("value", justify="right")
@@ -88,7 +88,7 @@ def train(
         console.print(f"fits in {config.train.gpu_memory_gib:g} GiB per GPU")
         return
     result = run_train(run, config, None, show_progress=True)
-    if result.skipped:
+    if result.current:
         console.print(f"train already current, nothing rewritten: {run.root / 'train'}")
         return
     stats = result.stats
@@ -131,7 +131,7 @@ def eval_command(
     """Evaluate a model (and/or BM25) with mteb on MIRACL, XQuAD or any BEIR folder; writes RUN/eval/results.parquet."""
     import logging
 
-    from workbench.eval.stage import run_eval
+    from workbench.eval.stage import eval_rows, run_eval
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
 
@@ -173,7 +173,7 @@ def eval_command(
     table = Table(title=f"eval: {run.root / 'eval' / 'results.parquet'}")
     for column in ("system", "dataset", "nDCG@10 | F1", "R@100 | acc", "queries", "docs"):
         table.add_column(column, justify="left" if column in ("system", "dataset") else "right")
-    rows = result.stats["rows"]
+    rows = eval_rows(run, result)
     for key in sorted({(r["system"], r["dataset"]) for r in rows}):
         values = {r["metric"]: r for r in rows if (r["system"], r["dataset"]) == key}
         ndcg, recall = values.get("ndcg_at_10") or values["f1"], values.get("recall_at_100") or values["accuracy"]

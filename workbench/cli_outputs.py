@@ -5,6 +5,7 @@ Registered on the app in :mod:`workbench.cli`; each parses options and calls one
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,11 +30,21 @@ def report(
     """Per-language MIRACL gap report (HTML + Markdown + tidy tables), or --compare A B."""
     from workbench.config import RunConfig, load_config, parse_config
     from workbench.languages import load_registry
-    from workbench.report.build import run_compare, run_report
-    from workbench.run import Run
+    from workbench.report.build import build_report, run_compare, run_report
     from workbench.runconfig import resolve_run_config
 
     updates = {k: v for k, v in {"focus": focus, "primary_reference": reference, "title": title}.items() if v is not None}
+    if run_dir is not None and not compare and (out is None or out == run_dir / "report"):
+        # the report stage over the run (through the runner); --results and --audit join its [report] section
+        extra = {"results": [str(p) for p in results or []], "audit": str(audit) if audit else None}
+        run, config = resolve_run_config(run_dir, config_file, {"report": {**updates, **{
+            k: v for k, v in extra.items() if v}}}, create=False)
+        if not (run_dir / "eval" / "results.parquet").is_file() and not config.report.results:
+            raise WorkbenchError("no eval/results.parquet in this run and no --results given", where=str(run_dir),
+                                 fix="run 'workbench eval' first or pass --results PATH")
+        result = run_report(run, config, load_registry())
+        _print_report(run.stage_dir("report"), result)
+        return
     if run_dir is not None:
         run, config = resolve_run_config(run_dir, config_file, {"report": updates}, create=False)
         section = config.report
@@ -54,15 +65,14 @@ def report(
     if run_dir is not None and (run_dir / "eval" / "results.parquet").is_file():
         tables.append(run_dir / "eval" / "results.parquet")
     tables += [Path(p) for p in section.results] + list(results or [])
-    if not tables and run_dir is not None:
-        raise WorkbenchError("no eval/results.parquet in this run and no --results given", where=str(run_dir),
-                             fix="run 'workbench eval' first or pass --results PATH")
     audit_path = audit or (Path(section.audit) if section.audit else None)
     if audit_path is None and run_dir is not None and (run_dir / "audit" / "summary.parquet").is_file():
         audit_path = run_dir / "audit" / "summary.parquet"
-    result = run_report(out, tables, audit=audit_path, config=section, registry=registry,
-                        run=Run.open(run_dir) if run_dir is not None else None)
-    for line in result.stats["headline"]:
+    _print_report(out, build_report(out, tables, audit=audit_path, config=section, registry=registry))
+
+
+def _print_report(out: Path, result) -> None:
+    for line in json.loads((out / "report.json").read_text())["headline"]:
         console.print(line, highlight=False)
     console.print(f"report written: {out / 'index.html'} (focus: {result.stats['focus']})")
 
@@ -100,7 +110,7 @@ def run_command(
     """Run the whole pipeline from one config; stages whose inputs are unchanged are skipped."""
     from workbench.config import load_config
     from workbench.languages import load_registry
-    from workbench.pipeline import run_pipeline
+    from workbench.runner import run_pipeline
     from workbench.runconfig import resolve_run_config
 
     from workbench.errors import UnknownLanguageError

@@ -14,6 +14,8 @@ Example::
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import os
 import sys
 import tomllib
@@ -188,6 +190,11 @@ class Registry:
 
     def __contains__(self, code: object) -> bool:
         return code in self.by_code
+
+    def fingerprint(self) -> str:
+        """A hash of every language file's content as loaded: editing one changes it."""
+        payload = [lang.model_dump(mode="json") for lang in self]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def get(self, code: str) -> Language:
         try:

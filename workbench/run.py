@@ -74,12 +74,17 @@ def file_sha256(path: Path) -> str:
 
 @dataclass
 class StageResult:
-    """What one stage did: rows written per table, languages skipped as current, free-form stats."""
+    """What one stage did: its status, rows written per output, free-form stats.
+
+    ``current`` is set by the runner when the stage was current and nothing ran (the result is the
+    one recorded in the manifest).
+    """
 
     stage: str
-    outputs: dict[str, int] = field(default_factory=dict)  # relative table path -> rows
-    skipped: list[str] = field(default_factory=list)
+    outputs: dict[str, int] = field(default_factory=dict)  # path relative to the run -> rows
     stats: dict[str, Any] = field(default_factory=dict)
+    status: str = "complete"  # complete | partial (work left; resumable) | waiting (batches open)
+    current: bool = False
 
 
 def _umask() -> int:
@@ -316,25 +321,6 @@ class Run:
     def stage_entry(self, stage: str) -> dict[str, Any] | None:
         return self.manifest()["stages"].get(stage)
 
-    def stage_is_current(self, stage: str, config_hash: str) -> bool:
-        """True when the stage completed with this config and its outputs are unchanged on disk."""
-        entry = self.stage_entry(stage)
-        if not entry or entry.get("status") != "complete" or entry.get("config_hash") != config_hash:
-            return False
-        for rel, info in entry.get("outputs", {}).items():
-            path = self.root / rel
-            if not path.is_file() or file_sha256(path) != info.get("sha256"):
-                return False
-        return True
-
-    def current_result(self, stage: str, config_hash: str, skipped: list[str]) -> StageResult | None:
-        """The recorded result when ``stage`` is current (see :meth:`stage_is_current`), else None."""
-        if not self.stage_is_current(stage, config_hash):
-            return None
-        entry = self.stage_entry(stage) or {}
-        outputs = {rel: info["rows"] for rel, info in entry.get("outputs", {}).items()}
-        return StageResult(stage, outputs=outputs, skipped=skipped, stats=entry.get("stats", {}))
-
     def record_stage(
         self,
         stage: str,
@@ -344,8 +330,9 @@ class Run:
         outputs: dict[str, int] | None = None,
         stats: dict[str, Any] | None = None,
         started_at: str | None = None,
+        via: str | None = None,
     ) -> None:
-        """Write the stage's manifest entry; call it with status='complete' after the tables."""
+        """Write the stage's manifest entry (the runner does, after the stage's tables)."""
         recorded: dict[str, Any] = {}
         for rel, rows in (outputs or {}).items():
             path = self.root / rel
@@ -360,6 +347,7 @@ class Run:
                 "outputs": recorded,
                 "stats": stats or {},
                 "versions": _versions(),
+                **({"via": via} if via else {}),
             }
             self._write_manifest(manifest)
 

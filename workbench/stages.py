@@ -1,23 +1,26 @@
 """Every stage of the pipeline, declared once: plan → generate → filter → audit → train → eval → report.
 
 A :class:`Stage` names the stage, the stages whose recorded outputs it reads, the config sections
-it uses, its entry point (the module and function a newcomer opens, the one the single-stage
-command calls) and how the pipeline calls it over a run directory. Everything that lists stages
-derives from :data:`STAGES`: ``workbench run`` and its skip digests in ``pipeline.json``
-(:mod:`workbench.pipeline`, the runner), ``workbench status``, and the ``[pipeline] stages``
+it uses, whether the language files shape its outputs, its public entry (the function a newcomer
+opens and the single-stage command calls) and its body (the work itself). Everything that lists
+stages derives from :data:`STAGES`: the runner (:mod:`workbench.runner`: ``workbench run``, the
+skip decision, the manifest records), ``workbench status``, and the ``[pipeline] stages``
 vocabulary of the config.
 
-Adding a stage: write ``<stage>.py`` (or ``<stage>/stage.py``) with one function over the run
-that writes its tables atomically and records itself in the manifest (``Run.record_stage``),
-then add one :class:`Stage` below, in pipeline order. This module imports no stage code at
-import time (the config imports it); each ``call`` imports its stage when it runs.
+A body takes one :class:`StageInput` and returns a :class:`~workbench.run.StageResult`; it reads
+only the config sections its stage declares (anything else raises :class:`UndeclaredSection`, so
+the skip digest, which hashes exactly those sections, cannot miss a setting the stage uses) and
+never writes the manifest: the runner records it.
+
+Adding a stage: write ``<stage>.py`` (or ``<stage>/stage.py``) with its body and a public
+``run_<stage>(run, config, registry)`` that calls :func:`workbench.runner.run_stage`, then add one
+:class:`Stage` below, in pipeline order. This module imports no stage code (the config imports it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,129 +29,67 @@ if TYPE_CHECKING:
     from workbench.run import Run
 
 
-@dataclass
-class StageCall:
-    """What the runner hands a stage: the run, its resolved config, the registry, and the CLI's hooks."""
-
-    run: Run
-    config: RunConfig
-    registry: Registry
-    on_stage: Callable[[str, str], None] | None = None  # (stage, state line) for the CLI
-    generate_progress: Callable[[Any], None] | None = None  # the generate engine's live counters
-
-
 @dataclass(frozen=True)
 class Stage:
     name: str
-    reads: tuple[str, ...]  # stages whose recorded outputs this stage reads (its inputs for the skip decision)
-    sections: tuple[str, ...]  # config sections it depends on
-    entry: str  # "module:function": the stage's code, as the single-stage command calls it
+    reads: tuple[str, ...]  # stages whose recorded outputs this stage reads (they join its digest)
+    sections: tuple[str, ...]  # config sections it uses (they join its digest; nothing else is visible to it)
+    languages: bool  # the language files shape its outputs (their content joins its digest)
+    entry: str  # "module:function": the public stage function the single-stage command calls
+    body: str  # "module:function": the work, called by the runner with a StageInput
     writes: str  # what it leaves in the run directory
-    call: Callable[[StageCall], Any]
 
 
-def _plan(c: StageCall):
-    from workbench.plan import run_plan
-
-    return run_plan(c.run, c.config, c.registry)
+class UndeclaredSection(AttributeError):
+    """A stage body read a config section its :class:`Stage` does not declare (a bug in the stage)."""
 
 
-def _generate(c: StageCall):
-    from workbench.errors import WorkbenchError
-    from workbench.generate.stage import run_generate, unfinished_summary
+class DeclaredConfig:
+    """The run config as a stage body sees it: only the sections its stage declares."""
 
-    if c.config.generate.batch:  # the Batch API end to end: submit, poll, collect, next step
-        from workbench.generate.stage import run_until_done
+    def __init__(self, config: RunConfig, stage: Stage):
+        self._config = config
+        self._stage = stage
 
-        notify = (lambda line: c.on_stage("generate", line)) if c.on_stage else None
-        result = run_until_done(c.run, c.config, c.registry, notify=notify)
-    else:
-        result = run_generate(c.run, c.config, c.registry, progress=c.generate_progress)
-    entry = c.run.stage_entry("generate") or {}
-    if entry.get("status") != "complete":
-        raise WorkbenchError(
-            f"generation is {entry.get('status', 'not complete')}: {unfinished_summary(result.stats)}",
-            where=str(c.run.root),
-            fix="re-run the same command to resume (finished requests are not sent again)",
-        )
-    return result
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._stage.sections:
+            return getattr(self._config, name)
+        raise UndeclaredSection(
+            f"stage '{self._stage.name}' reads config section '{name}' but declares only "
+            f"{', '.join(self._stage.sections) or 'none'}: add it to the stage's sections in workbench/stages.py")
 
 
-def _filter(c: StageCall):
-    from workbench.filter.stage import run_filter
+@dataclass
+class StageInput:
+    """What the runner hands a stage body."""
 
-    return run_filter(c.run, c.config, c.registry)
-
-
-def _audit(c: StageCall):
-    from workbench.audit import run_audit
-
-    return run_audit(c.run, c.config, c.registry)
-
-
-def _train(c: StageCall):
-    from workbench.train.stage import run_train
-
-    return run_train(c.run, c.config, c.registry, show_progress=True)
-
-
-def eval_systems(run: Run, config: RunConfig) -> list[tuple[str, str]]:
-    """(system name, model) pairs for the eval stage: bm25, the base model, the trained model."""
-    base = config.train.model or "minilm"
-    base_name = "minilm" if base == "minilm" else Path(base).name
-    systems = []
-    for name in config.pipeline.eval_systems:
-        if name == "bm25":
-            systems.append(("bm25", "bm25"))
-        elif name == "base":
-            systems.append((base_name, base))
-        elif name == "trained":
-            systems.append((f"{base_name}-ft", str(run.stage_dir("train") / "model")))
-    return systems
-
-
-def _eval(c: StageCall):
-    from workbench.eval.stage import run_eval
-
-    results = []
-    # [eval] and every [[pipeline.eval_also]] target, each with every system of [pipeline] eval_systems
-    for target in [{}, *(t.model_dump() for t in c.config.pipeline.eval_also)]:
-        for system, model in eval_systems(c.run, c.config):
-            if model == "bm25" and target.get("task", c.config.eval.task) == "tatoeba":
-                continue  # BM25 ranks passages; it has no vectors to mine bitext with
-            section = c.config.eval.model_copy(update={**target, "model": model, "system": system, "bm25": False})
-            results.append(run_eval(c.run, c.config.model_copy(update={"eval": section}), c.registry))
-    return results
-
-
-def _report(c: StageCall):
-    from workbench.report.build import run_report
-
-    audit_path = c.run.stage_dir("audit") / "summary.parquet"
-    return run_report(
-        c.run.stage_dir("report"),
-        [c.run.stage_dir("eval") / "results.parquet", *c.config.report.results],
-        audit=c.config.report.audit or (audit_path if audit_path.is_file() else None),
-        config=c.config.report,
-        registry=c.registry,
-        run=c.run,
-    )
+    stage: str
+    run: Run
+    config: DeclaredConfig  # the declared sections only
+    registry: Registry
+    options: dict[str, Any] = field(default_factory=dict)  # the call's own settings (part of the digest)
+    progress: Callable[..., None] | None = None  # the CLI's live view (generate: counters; filter: done, total)
+    notify: Callable[[str], None] | None = None  # one state line for the CLI (e.g. batch polling)
+    show_progress: bool = False  # progress bars on the terminal (train)
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("plan", (), ("run",), "workbench.plan:run_plan", "plan/<lang>.parquet", _plan),
-    Stage("generate", ("plan",), ("run", "generate"), "workbench.generate.stage:run_generate",
-          "tasks/, generated/<lang>.parquet, cache.sqlite", _generate),
-    Stage("filter", ("generate",), ("filter",), "workbench.filter.stage:run_filter",
-          "accepted/<lang>.parquet, rejected/<lang>.parquet", _filter),
-    Stage("audit", ("generate", "filter"), ("filter",), "workbench.audit:run_audit",
-          "audit/ (summary.parquet, audit.json, index.html)", _audit),
-    Stage("train", ("filter",), ("train",), "workbench.train.stage:run_train",
-          "train/ (records, log, model/)", _train),
-    Stage("eval", ("train",), ("eval", "pipeline"), "workbench.eval.stage:run_eval",
-          "eval/ (results.parquet, per_query.parquet, mteb JSON)", _eval),
-    Stage("report", ("eval", "audit"), ("report",), "workbench.report.build:run_report",
-          "report/ (index.html, summary.md, tables)", _report),
+    Stage("plan", (), ("run",), True, "workbench.plan:run_plan", "workbench.plan:write_plan",
+          "plan/<lang>.parquet"),
+    Stage("generate", ("plan",), ("run", "generate"), True, "workbench.generate.stage:run_generate",
+          "workbench.generate.stage:generate", "tasks/, generated/<lang>.parquet, cache.sqlite"),
+    Stage("filter", ("generate",), ("filter",), True, "workbench.filter.stage:run_filter",
+          "workbench.filter.stage:filter_generated", "accepted/<lang>.parquet, rejected/<lang>.parquet"),
+    Stage("audit", ("plan", "generate", "filter"), (), True, "workbench.audit:run_audit",
+          "workbench.audit:write_audit", "audit/ (summary.parquet, audit.json, index.html)"),
+    Stage("train", ("filter",), ("run", "train"), False, "workbench.train.stage:run_train",
+          "workbench.train.stage:train_model", "train/ (records, log, model/)"),
+    Stage("eval", ("train",), ("eval", "pipeline", "train"), False, "workbench.eval.stage:run_eval",
+          "workbench.eval.stage:evaluate", "eval/ (results.parquet, per_query.parquet, mteb JSON)"),
+    Stage("report", ("train", "eval", "audit"), ("report",), True, "workbench.report.build:run_report",
+          "workbench.report.build:write_report", "report/ (index.html, summary.md, tables)"),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from workbench.run import Run
+from workbench.runner import VIA_PIPELINE
 from workbench.stages import STAGE_NAMES as STAGE_ORDER  # pipeline order, declared once
 
 
 def resume_command(run: Run, stage: str) -> str:
-    """The command that resumes ``stage``: the pipeline's when ``workbench run`` drove the run."""
-    if (run.root / "pipeline.json").is_file():
+    """The command that resumes ``stage``: the pipeline's when ``workbench run`` ran it."""
+    if (run.stage_entry(stage) or {}).get("via") == VIA_PIPELINE:
         return f"workbench run {run.config_path} --run-dir {run.root}"
     return f"workbench {stage} {run.root}"
 
@@ -37,7 +38,9 @@ def run_status(run_dir: Path | str) -> list[dict[str, Any]]:
         outputs = entry.get("outputs", {})
         stats = entry.get("stats", {})
         state = entry.get("status", "?")
-        if state == "running":
+        if state == "waiting":
+            state = f"waiting for open batches ('workbench batch collect {run.root}')"
+        elif state == "running":
             if holder is None:
                 state = f"interrupted (resume with '{resume_command(run, name)}')"
             else:

@@ -32,9 +32,12 @@ from workbench.config import RunConfig
 from workbench.errors import UnknownLanguageError, WorkbenchError
 from workbench.languages import Registry
 from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256, now
+from workbench.runner import run_stage
+from workbench.stages import StageInput
 from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
 
 log = logging.getLogger(__name__)
+STAGE = "eval"
 
 METRICS = ("ndcg_at_10", "recall_at_100", "recall_at_10", "mrr_at_10", "ndcg_at_100")
 BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
@@ -66,36 +69,88 @@ class _Target:
     qrels: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # subset -> qrels (mteb unloads its copy)
 
 
-def run_eval(run: Run, config: RunConfig, registry: Registry) -> StageResult:
-    """Evaluate ``config.eval.model`` (and BM25 when asked) and upsert ``eval/results.parquet``."""
-    section = config.eval
-    started = now()
-    target = _build_target(section, registry)
-    systems = _build_systems(section, run)
+ONE_SECTION = "[eval]"  # run_eval's systems: [eval]'s model (and BM25 when [eval] bm25) on [eval]'s task
+PIPELINE_SYSTEMS = "[pipeline]"  # the pipeline's: every [pipeline] eval_systems entry on [eval] and each eval_also target
+
+
+def run_eval(run: Run, config: RunConfig, registry: Registry, *, systems: str = ONE_SECTION) -> StageResult:
+    """Evaluate through the runner and upsert ``eval/results.parquet``: by default ``config.eval.model``
+    (and BM25 when asked) on ``[eval]``'s task; ``systems=PIPELINE_SYSTEMS`` is what ``workbench run``
+    evaluates (see :func:`eval_sections`)."""
+    return run_stage(run, STAGE, config, registry, options={"systems": systems})
+
+
+def eval_sections(run: Run, config: Any, systems: str) -> list[Any]:
+    """One ``[eval]`` section per (target, system) this call evaluates.
+
+    ``PIPELINE_SYSTEMS``: ``[eval]`` and every ``[[pipeline.eval_also]]`` target, each with every system
+    of ``[pipeline] eval_systems``: ``bm25``, ``base`` (``[train] model`` before training) and
+    ``trained`` (this run's ``train/model``). BM25 ranks passages and has no vectors to mine bitext
+    with, so it is left out of Tatoeba targets.
+    """
+    if systems == ONE_SECTION:
+        return [config.eval]
+    if systems != PIPELINE_SYSTEMS:
+        raise ValueError(f"unknown eval systems {systems!r}")
+    base = config.train.model or "minilm"
+    base_name = "minilm" if base == "minilm" else Path(base).name
+    named = {"bm25": ("bm25", "bm25"), "base": (base_name, base),
+             "trained": (f"{base_name}-ft", str(run.stage_dir("train") / "model"))}
+    sections = []
+    for target in [{}, *(t.model_dump() for t in config.pipeline.eval_also)]:
+        for key in config.pipeline.eval_systems:
+            system, model = named[key]
+            if model == "bm25" and target.get("task", config.eval.task) == "tatoeba":
+                continue
+            sections.append(config.eval.model_copy(update={**target, "model": model, "system": system, "bm25": False}))
+    return sections
+
+
+def evaluate(inputs: StageInput) -> StageResult:
+    """The eval stage's body: every section of :func:`eval_sections`, then one upsert of the tables."""
+    run, registry = inputs.run, inputs.registry
     rows: list[dict[str, Any]] = []
     per_query: list[dict[str, Any]] = []
-    for system, model_label, model in systems:
-        if target.kind == "bitext" and system_is_bm25(model):
-            log.warning("bm25 cannot mine bitext (it ranks passages, it has no sentence vectors): skipped on %s", target.task_name)
-            continue
-        log.info("eval %s on %s (%s)", system, target.task_name, ", ".join(target.datasets))
-        aggregate, scores = _evaluate(run, target, system, model_label, model)
-        rows.extend(aggregate)
-        per_query.extend(scores)
-    if not rows:
-        raise WorkbenchError(f"no system can run {target.task_name}", where="--model", fix="evaluate an embedding model (not bm25)")
+    query_counts: dict[str, Any] = {}
+    sources: dict[str, Any] = {}
+    system_names: list[str] = []
+    for section in eval_sections(run, inputs.config, inputs.options.get("systems", PIPELINE_SYSTEMS)):
+        target = _build_target(section, registry)
+        systems = _build_systems(section, run)
+        section_rows = []
+        for system, model_label, model in systems:
+            if target.kind == "bitext" and system_is_bm25(model):
+                log.warning("bm25 cannot mine bitext (it ranks passages, it has no sentence vectors): skipped on %s", target.task_name)
+                continue
+            log.info("eval %s on %s (%s)", system, target.task_name, ", ".join(target.datasets))
+            aggregate, scores = _evaluate(run, target, system, model_label, model)
+            section_rows.extend(aggregate)
+            per_query.extend(scores)
+            system_names.append(system)
+        if not section_rows:
+            raise WorkbenchError(f"no system can run {target.task_name}", where="--model",
+                                 fix="evaluate an embedding model (not bm25)")
+        rows.extend(section_rows)
+        query_counts.update({target.datasets[s]: c for s, c in target.counts.items()})
+        sources.update(target.sources)
     table = _upsert(run, rows)
     per_query_table = _upsert_per_query(run, per_query)
-    query_counts = {target.datasets[s]: c for s, c in target.counts.items()}
-    for name, update in (("query_counts.json", query_counts), ("data_sources.json", target.sources)):
+    for name, update in (("query_counts.json", query_counts), ("data_sources.json", sources)):
         path = run.stage_dir("eval") / name
         previous = json.loads(path.read_text()) if path.is_file() else {}
         previous.update(update)
         atomic_write_bytes(path, json.dumps(previous, indent=2, sort_keys=True, ensure_ascii=False).encode())
     outputs = {"eval/results.parquet": table.height, "eval/per_query.parquet": per_query_table.height}
-    stats = {"query_counts": query_counts, "systems": [s[0] for s in systems]}
-    run.record_stage("eval", status="complete", config_hash=section.fingerprint(), outputs=outputs, stats=stats, started_at=started)
-    return StageResult(stage="eval", outputs=outputs, stats={**stats, "rows": rows})
+    return StageResult(STAGE, outputs=outputs,
+                       stats={"query_counts": query_counts, "systems": list(dict.fromkeys(system_names))})
+
+
+def eval_rows(run: Run, result: StageResult) -> list[dict[str, Any]]:
+    """The ``eval/results.parquet`` rows of the systems and datasets ``result`` evaluated (also when
+    the stage was current and nothing ran)."""
+    table = run.read_table("eval", "results", EVAL_RESULTS)
+    return table.filter(pl.col("system").is_in(result.stats.get("systems", []))
+                        & pl.col("dataset").is_in(list(result.stats.get("query_counts", {})))).to_dicts()
 
 
 # -- tasks ---------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ rows that passed the other rules (first occurrence, by slot order, wins).
 
 All input tables are read and checked before anything is written, so a corrupt or truncated
 input gives one clear error and no partial output. The stage is skipped when its config and its
-inputs are unchanged and its outputs are intact.
+inputs are unchanged and its outputs are intact (the runner decides, :mod:`workbench.runner`).
 
 Example::
 
@@ -22,8 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -41,7 +39,9 @@ from workbench.filter.lid import Ensemble
 from workbench.filter.rules import Verdict, check_row
 from workbench.languages import Registry
 from workbench.processes import init_pool_worker, terminate_children
-from workbench.run import Run, StageResult, file_sha256, now
+from workbench.run import Run, StageResult
+from workbench.runner import run_stage
+from workbench.stages import StageInput
 from workbench.tables import FILTERED, GENERATED
 
 STAGE = "filter"
@@ -61,15 +61,6 @@ def _init_worker(registry: Registry, section) -> None:
 def _check_chunk(rows: list[dict]) -> list[Verdict]:
     registry, section, ensemble = _STATE["registry"], _STATE["section"], _STATE["ensemble"]
     return [check_row(row, registry, ensemble, section) for row in rows]
-
-
-def _fingerprint(config: RunConfig, inputs: dict[str, str], registry: Registry) -> str:
-    # the language files' LID policy is part of the config: editing accept_also re-runs the filter
-    policy = {code: [sorted(registry.get(code).accept_also), registry.get(code).lid_threshold,
-                     registry.get(code).lid_min_prob] for code in sorted(inputs)}
-    payload = {"filter": config.filter.model_dump(mode="json"), "inputs": inputs, "lid_policy": policy,
-               "schema": list(FILTERED)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _whole_example(row: dict) -> str | None:
@@ -158,8 +149,15 @@ def _frame(rows: list[dict], results: list[tuple[list[str], Verdict]]) -> pl.Dat
 
 def run_filter(run: Run, config: RunConfig, registry: Registry,
                progress: Callable[[int, int], None] | None = None) -> StageResult:
-    """Filter every ``generated/<lang>.parquet`` of ``run``; ``progress(done, total)`` is optional."""
-    section = config.filter
+    """Filter every ``generated/<lang>.parquet`` of ``run`` through the runner (skipped when current);
+    ``progress(done, total)`` is optional."""
+    return run_stage(run, STAGE, config, registry, progress=progress)
+
+
+def filter_generated(inputs: StageInput) -> StageResult:
+    """The filter stage's body (see the module docstring)."""
+    run, registry, progress = inputs.run, inputs.registry, inputs.progress
+    section = inputs.config.filter
     languages = run.table_languages("generated")
     if not languages:
         raise TableError("no generated tables to filter", where=str(run.stage_dir("generated")),
@@ -168,15 +166,8 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
         registry.get(code)  # an unknown language file name fails here, before any work
     # Read and check every input first: a damaged table must not leave half the outputs behind.
     tables = {code: run.read_table("generated", code, GENERATED) for code in languages}
-    inputs = {code: file_sha256(run.table_path("generated", code)) for code in languages}
-    fingerprint = _fingerprint(config, inputs, registry)
-    current = run.current_result(STAGE, fingerprint, skipped=languages)
-    if current is not None:
-        return current
     result = StageResult(STAGE)
-    started = now()
     start = time.perf_counter()
-    run.record_stage(STAGE, status="running", config_hash=fingerprint, started_at=started)
     ok = {code: table.filter(pl.col("status") == "ok") for code, table in tables.items()}
     total = sum(t.height for t in ok.values())
     done = 0
@@ -220,6 +211,4 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     result.stats = {"languages": stats, "seconds": round(time.perf_counter() - start, 3)}
-    run.record_stage(STAGE, status="complete", config_hash=fingerprint, outputs=result.outputs,
-                     stats=result.stats, started_at=started)
     return result

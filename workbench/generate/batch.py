@@ -13,7 +13,7 @@ Costs use the price table times ``batch_discount``. An answer cut at ``max_token
 ``truncated`` (failed), as in direct mode.
 
 ``[generate] batch = true`` makes ``workbench run`` do all of this itself
-(:func:`workbench.generate.stage.run_until_done`): submit, poll with a growing wait (``batch_poll_s`` x 1.5 per poll, at
+(the stage body, :func:`workbench.generate.stage.generate`): submit, poll with a growing wait (``batch_poll_s`` x 1.5 per poll, at
 most ``batch_poll_max_s``), collect, submit the next step, until the tables are written. It is
 resumable: the open batches are in ``cache.sqlite``, so a re-run polls them instead of
 submitting again.

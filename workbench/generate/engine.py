@@ -47,7 +47,7 @@ from workbench.generate.jobs import Job, JobBuilder
 from workbench.generate.pricing import Pricer
 from workbench.generate.tables import write_generated, write_tasks
 from workbench.languages import Registry
-from workbench.run import Run, StageResult, now
+from workbench.run import Run, StageResult
 from workbench.tables import PLAN
 
 STAGE = "generate"
@@ -80,10 +80,11 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def run_generate(run: Run, config: RunConfig, registry: Registry, *, dry_run: bool = False, batch: bool = False,
-                 retry_failed: bool = False, progress: ProgressCallback | None = None,
-                 base_url: str | None = None) -> StageResult:
-    """Run (or resume) generation for every planned language; see the module docstring.
+def generate_tables(run: Run, config: RunConfig, registry: Registry, *, dry_run: bool = False, batch: bool = False,
+                    retry_failed: bool = False, progress: ProgressCallback | None = None,
+                    base_url: str | None = None) -> StageResult:
+    """Run (or resume) generation for every planned language; see the module docstring. The
+    manifest is the runner's: this returns the status (complete, partial, waiting) with the result.
 
     ``base_url`` overrides the config's. With ``base_url = "local"`` (and no override) this call
     starts the embedded llama.cpp server and runs again against its URL. With ``batch=True`` requests go through the Batch API
@@ -97,8 +98,8 @@ def run_generate(run: Run, config: RunConfig, registry: Registry, *, dry_run: bo
         from workbench.generate.local import serve_local
 
         with serve_local() as local_url:
-            return run_generate(run, config, registry, dry_run=dry_run, batch=batch, retry_failed=retry_failed,
-                                progress=progress, base_url=local_url)
+            return generate_tables(run, config, registry, dry_run=dry_run, batch=batch, retry_failed=retry_failed,
+                                   progress=progress, base_url=local_url)
     mode = resolve_mode(section.structured_output, url, local)
     client = LLMClient(
         base_url=url, model=section.model, api_key=os.environ.get(section.api_key_env, ""),
@@ -109,7 +110,6 @@ def run_generate(run: Run, config: RunConfig, registry: Registry, *, dry_run: bo
     )
     context_tokens = section.context_tokens or (_local_context_tokens() if local else None)
     cache = RequestCache(run.cache_path)
-    started_at = now()
     try:
         engine = Engine(run=run, section=section, plans=plans,
                         builder=JobBuilder(section, client, registry, plans, context_tokens),
@@ -121,7 +121,7 @@ def run_generate(run: Run, config: RunConfig, registry: Registry, *, dry_run: bo
             from workbench.generate.batch import BatchRunner
 
             engine.runner = BatchRunner(engine)
-        return asyncio.run(engine.run_all(started_at))
+        return asyncio.run(engine.run_all())
     finally:
         cache.close()
 
@@ -295,11 +295,9 @@ class Engine:
         entries = self.cache.get_many([job.key for job in jobs])
         return [j for j in jobs if entries.get(j.key) is None or entries[j.key].status not in FINISHED]
 
-    async def run_all(self, started_at: str) -> StageResult:
-        section = self.section
+    async def run_all(self) -> StageResult:
         try:
-            await self.client.preflight()  # a wrong endpoint fails here, before the stage is marked running
-            self.run.record_stage(STAGE, status="running", config_hash=section.fingerprint(), started_at=started_at)
+            await self.client.preflight()  # a wrong endpoint fails here, before any request is sent
             if self.runner is None:
                 if self.detect:
                     name = self.mode_key()
@@ -318,11 +316,6 @@ class Engine:
             complete = await self._phase("examples", examples.jobs) and complete
             if not complete and self.runner is not None and self.cache.submitted():
                 return self._waiting()
-        except WorkbenchError as err:  # e.g. a 401 mid-run: never leave the stage shown as running
-            if (self.run.stage_entry(STAGE) or {}).get("status") == "running":
-                self.run.record_stage(STAGE, status="partial", config_hash=section.fingerprint(),
-                                      stats={"stopped_by": err.line()}, started_at=started_at)
-            raise
         finally:
             await self.client.close()
         outputs = write_generated(self.run, self.cache, self.plans, examples, self.section.model,
@@ -338,10 +331,9 @@ class Engine:
         stats["brainstorm_cost_usd"] = round(sum(e.cost_usd for e in entries), 6)
         stats["total_cost_usd"] = round(self.cache.total_cost(), 6)
         stats["usage"] = self.cache.usage()
-        status = "complete" if unfinished == 0 else "partial"
-        self.run.record_stage(STAGE, status=status, config_hash=section.fingerprint(), outputs=outputs, stats=stats,
-                              started_at=started_at)
-        return StageResult(STAGE, outputs=outputs, stats=stats)
+        if unfinished:
+            stats["incomplete"] = unfinished_summary(stats)
+        return StageResult(STAGE, outputs=outputs, stats=stats, status="complete" if unfinished == 0 else "partial")
 
     def _transport_unfinished(self, jobs: list[Job]) -> int:
         """Requests left unanswered because transport errors outlasted the retries (status ``error``)."""
@@ -351,7 +343,7 @@ class Engine:
     def _waiting(self) -> StageResult:
         stats = self._stats(unfinished=None, failed=None)
         stats["batch_jobs"] = {k: len(v) for k, v in self.cache.submitted().items()}
-        return StageResult(STAGE, stats=stats)
+        return StageResult(STAGE, stats=stats, status="waiting")
 
     def _stats(self, *, unfinished, failed) -> dict[str, Any]:
         s = self.state

@@ -1,9 +1,11 @@
-"""The generate stage's entry points: plan rows -> tasks/ and generated/ (see :mod:`workbench.generate.engine`).
+"""The generate stage: plan rows -> tasks/ and generated/ (see :mod:`workbench.generate.engine`).
 
-- :func:`run_generate` runs (or resumes) generation, directly or submitting to the Batch API;
+- :func:`run_generate` runs (or resumes) generation through the runner, directly or one Batch API
+  step (submit, or collect and continue); ``dry_run=True`` only estimates and writes nothing;
 - :func:`collect` ingests finished batches (:mod:`workbench.generate.batch`) and continues the stage;
-- :func:`run_until_done` is what ``workbench run`` does with ``[generate] batch = true``: submit,
-  poll, collect and submit the next step until the tables are written.
+- :func:`generate` is the stage's body: with ``[generate] batch = true`` and no single-step option
+  (``workbench run``), it submits, polls, collects and submits the next step until the tables are
+  written.
 
 Dependencies go one way: this module uses the engine and the batch module; they do not import it.
 """
@@ -15,11 +17,28 @@ from collections.abc import Callable
 
 from workbench.config import RunConfig
 from workbench.generate.batch import ingest_finished
-from workbench.generate.engine import generation_notice, run_generate, unfinished_summary
+from workbench.generate.engine import ProgressCallback, generate_tables, generation_notice, unfinished_summary
 from workbench.languages import Registry
 from workbench.run import Run, StageResult
+from workbench.runner import run_stage
+from workbench.stages import StageInput
 
-__all__ = ["collect", "generation_notice", "run_generate", "run_until_done", "unfinished_summary"]
+__all__ = ["collect", "generate", "generation_notice", "run_generate", "unfinished_summary"]
+STAGE = "generate"
+BATCH_STEP = "batch_step"  # option: one Batch API step (submit, or collect and continue), then return
+
+
+def run_generate(run: Run, config: RunConfig, registry: Registry, *, dry_run: bool = False, batch: bool = False,
+                 retry_failed: bool = False, progress: ProgressCallback | None = None) -> StageResult:
+    """Generate (or resume) every planned slot through the runner; see the module docstring.
+
+    ``batch`` takes one Batch API step and returns (status ``waiting`` while batches are open);
+    ``retry_failed`` sends slots recorded as failed again (so it runs even when the stage is current).
+    """
+    if dry_run:  # an estimate: read-only, no lock, no manifest
+        return generate_tables(run, config, registry, dry_run=True, batch=batch or config.generate.batch)
+    options = {key: True for key, on in ((BATCH_STEP, batch), ("retry_failed", retry_failed)) if on}
+    return run_stage(run, STAGE, config, registry, options=options, progress=progress, force=retry_failed)
 
 
 def collect(run: Run, config: RunConfig, registry: Registry) -> StageResult:
@@ -30,22 +49,29 @@ def collect(run: Run, config: RunConfig, registry: Registry) -> StageResult:
     return result
 
 
-def run_until_done(run: Run, config: RunConfig, registry: Registry, *,
-                   notify: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> StageResult:
-    """Submit, poll, collect and submit the next step until generated/ is written (``workbench run``).
+def generate(inputs: StageInput, *, sleep: Callable[[float], None] = time.sleep) -> StageResult:
+    """The generate stage's body.
 
-    Resumable: batches already open (in ``cache.sqlite``) are polled, not submitted again. The wait
-    between polls starts at ``batch_poll_s`` and grows 1.5x per poll up to ``batch_poll_max_s``.
+    Directly, or one Batch API step (option ``batch_step``), or with ``[generate] batch = true``
+    alone: submit, poll, collect and submit the next step until generated/ is written. Resumable:
+    batches already open (in ``cache.sqlite``) are polled, not submitted again. The wait between
+    polls starts at ``batch_poll_s`` and grows 1.5x per poll up to ``batch_poll_max_s``.
     """
+    run, config, registry = inputs.run, inputs.config, inputs.registry
+    retry_failed = bool(inputs.options.get("retry_failed"))
+    if inputs.options.get(BATCH_STEP) or not config.generate.batch:
+        return generate_tables(run, config, registry, batch=bool(inputs.options.get(BATCH_STEP)),
+                               retry_failed=retry_failed, progress=inputs.progress)
     section = config.generate
-    result = run_generate(run, config, registry, batch=True)
+    result = generate_tables(run, config, registry, batch=True, retry_failed=retry_failed)
     wait = section.batch_poll_s
-    while not result.outputs:
+    while result.status == "waiting":
         jobs = result.stats.get("batch_jobs") or {}
-        if notify:
-            notify(f"{sum(jobs.values())} request(s) in {len(jobs)} open batch(es); next poll in {wait:.0f} s")
+        if inputs.notify:
+            inputs.notify(f"{sum(jobs.values())} request(s) in {len(jobs)} open batch(es); next poll in {wait:.0f} s")
         sleep(wait)
         wait = min(section.batch_poll_max_s, wait * 1.5)
-        result = collect(run, config, registry)
+        ingested = ingest_finished(run, config)
+        result = generate_tables(run, config, registry, batch=True)
+        result.stats["collected"] = ingested
     return result
-

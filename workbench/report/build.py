@@ -30,9 +30,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.config import ReportSection
+from workbench.config import ReportSection, RunConfig
 from workbench.languages import Registry, load_registry
 from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256
+from workbench.runner import run_stage
+from workbench.stages import StageInput
 from workbench.tables import (
     REPORT_COMPARISONS,
     REPORT_DATA,
@@ -58,26 +60,47 @@ from workbench.report.render import (
 )
 
 # Imported by name elsewhere (cli, stages, tests): keep them reachable from here.
-__all__ = ["STAGE", "Analysis", "analyse", "compare", "load_audit", "load_results", "miracl_chart_values",
-           "render", "run_compare", "run_report", "templates_dir"]
+__all__ = ["STAGE", "Analysis", "analyse", "build_report", "compare", "load_audit", "load_results",
+           "miracl_chart_values", "render", "run_compare", "run_report", "templates_dir", "write_report"]
 
 log = logging.getLogger(__name__)
 
 
-def run_report(
+def run_report(run: Run, config: RunConfig, registry: Registry) -> StageResult:
+    """The report stage over a run, through the runner (skipped when current): the run's
+    ``eval/results.parquet`` (plus ``[report] results``) and its audit -> ``report/``. Tables from
+    outside the run join the digest by content, so an edited one makes the report current no more."""
+    outside = [*config.report.results, *([config.report.audit] if config.report.audit else [])]
+    options = {"outside_inputs": {p: file_sha256(Path(p)) if Path(p).is_file() else None for p in outside}}
+    return run_stage(run, STAGE, config, registry, options=options)
+
+
+def write_report(inputs: StageInput) -> StageResult:
+    """The report stage's body."""
+    run, section = inputs.run, inputs.config.report
+    audit = Path(section.audit) if section.audit else run.stage_dir("audit") / "summary.parquet"
+    own = run.stage_dir("eval") / "results.parquet"
+    result = build_report(run.stage_dir(STAGE), [*([own] if own.is_file() else []), *section.results],
+                          audit=audit if section.audit or audit.is_file() else None, config=section,
+                          registry=inputs.registry)
+    result.outputs = {f"{STAGE}/{name}": rows for name, rows in result.outputs.items()}
+    result.stats.pop("headline", None)  # in report.json; the manifest keeps the focus and the inputs
+    return result
+
+
+def build_report(
     out_dir: Path | str,
     results: Sequence[Path | str],
     *,
     audit: Path | str | None = None,
     config: ReportSection | None = None,
     registry: Registry | None = None,
-    run: Run | None = None,
 ) -> StageResult:
-    """Build the gap report in ``out_dir`` from results tables, an optional audit and the references.
+    """Build the gap report in ``out_dir`` from results tables, an optional audit and the references
+    (``workbench report --results ... --out ...``; the stage calls it for a run).
 
     Writes index.html, summary.md, report.json and scores/gaps/groups/data as .parquet + .csv.
-    Nothing is written unless every input reads cleanly. With ``run`` (and ``out_dir`` inside it)
-    the stage is recorded in the run's manifest.
+    Nothing is written unless every input reads cleanly.
     """
     config = config or ReportSection()
     registry = registry or load_registry()
@@ -122,11 +145,6 @@ def run_report(
     atomic_write_bytes(out / "summary.md", markdown.encode("utf-8"))
     atomic_write_bytes(out / "index.html", html.encode("utf-8"))  # last: the page exists only when complete
     outputs |= {"report.json": 1, "summary.md": 1, "index.html": 1}
-    if run is not None and out.resolve().is_relative_to(run.root.resolve()):
-        prefix = out.resolve().relative_to(run.root.resolve())
-        run.record_stage(STAGE, status="complete", config_hash=config.fingerprint(),
-                         outputs={str(prefix / name): rows for name, rows in outputs.items()},
-                         stats={"focus": analysis.focus, "inputs": inputs})
     log.info("report written to %s (focus %s)", out, analysis.focus)
     return StageResult(STAGE, outputs=outputs, stats={"focus": analysis.focus, "headline": analysis.headline,
-                                                      "out_dir": str(out)})
+                                                      "out_dir": str(out), "inputs": inputs})

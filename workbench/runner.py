@@ -1,0 +1,188 @@
+"""The runner: every stage runs through here, alone (``workbench filter RUN``) or as the pipeline
+(``workbench run``, plan → generate → filter → audit → train → eval → report).
+
+The stages are declared once, in :mod:`workbench.stages`. For one stage the runner
+
+* holds the run's writer lock (one writer per run directory);
+* decides whether the stage is current: its manifest entry is ``complete``, was recorded with the
+  same digest (the config sections the stage declares, the recorded outputs of the stages it reads,
+  the language files when it declares them, and the call's options), and every output it recorded
+  is still on disk with its sha256. A current stage is not run again and rewrites nothing;
+* otherwise records the stage ``running``, calls its body with only the config sections it
+  declared, times it, and records what the body returned (status, outputs with rows and sha256,
+  stats) in ``manifest.json``. A body that stops with a :class:`WorkbenchError` leaves the stage
+  recorded ``partial`` with the error line (resumable); an interrupted one stays ``running``, which
+  ``workbench status`` shows as interrupted once no process holds the run.
+
+Stage bodies never write the manifest; the public stage functions (``run_plan``, ``run_filter``, ...)
+are this module's :func:`run_stage` for their stage.
+
+Example::
+
+    workbench run examples/quickstart.toml            # -> runs/quickstart/
+    workbench status runs/quickstart
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from workbench.config import RunConfig
+from workbench.errors import WorkbenchError
+from workbench.languages import Registry
+from workbench.run import Run, StageResult, file_sha256, now
+from workbench.stages import BY_NAME, STAGES, DeclaredConfig, StageInput
+
+log = logging.getLogger(__name__)
+
+VIA_PIPELINE = "workbench run"
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    state: str  # ran | skipped | not selected
+    seconds: float = 0.0
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def stage_digest(run: Run, config: RunConfig, registry: Registry | None, stage: str,
+                 options: dict[str, Any] | None = None) -> str:
+    """What a stage's outputs depend on, hashed: its declared config sections, the outputs of the
+    stages it reads (as they are on disk now), the language files (when it declares them) and the
+    call's options."""
+    declared = BY_NAME[stage]
+    manifest = run.manifest()["stages"]
+    payload = {
+        "config": {name: getattr(config, name).model_dump(mode="json") for name in declared.sections},
+        "inputs": {up: _on_disk((manifest.get(up) or {}).get("outputs", {}), run) for up in declared.reads},
+        "languages": registry.fingerprint() if declared.languages and registry is not None else None,
+        "options": _jsonable(options or {}),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _on_disk(outputs: dict[str, Any], run: Run) -> dict[str, str | None]:
+    """The sha256 of each recorded output as it is now on disk (an edited input changes the digest)."""
+    return {rel: file_sha256(run.root / rel) if (run.root / rel).is_file() else None for rel in sorted(outputs)}
+
+
+def outputs_intact(run: Run, entry: dict[str, Any]) -> bool:
+    """Every output the stage recorded is still on disk with the recorded content hash.
+
+    A deleted, truncated or corrupted output makes the stage run again (generation rebuilds its
+    tables from the request cache without sending a request), instead of being skipped as current.
+    """
+    for rel, info in entry.get("outputs", {}).items():
+        recorded = (info or {}).get("sha256")
+        path = run.root / rel
+        if recorded is not None and (not path.is_file() or file_sha256(path) != recorded):
+            log.info("%s changed on disk since its stage ran; running the stage again", rel)
+            return False
+    return True
+
+
+def _recorded_result(stage: str, entry: dict[str, Any]) -> StageResult:
+    outputs = {rel: (info or {}).get("rows") or 0 for rel, info in entry.get("outputs", {}).items()}
+    return StageResult(stage, outputs=outputs, stats=entry.get("stats", {}), current=True)
+
+
+def _body(stage: str) -> Callable[[StageInput], StageResult]:
+    module, _, function = BY_NAME[stage].body.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
+              options: dict[str, Any] | None = None, progress: Callable[..., None] | None = None,
+              notify: Callable[[str], None] | None = None, show_progress: bool = False, force: bool = False,
+              via: str | None = None) -> StageResult:
+    """Run one declared stage over ``run`` unless it is current (see the module docstring).
+
+    ``options`` are the call's own settings (they join the digest: e.g. which systems eval runs);
+    ``progress``, ``notify`` and ``show_progress`` are the CLI's hooks; ``force`` runs a current
+    stage again; ``via`` is recorded so ``status`` can name the command that resumes the stage.
+    """
+    declared = BY_NAME[stage]
+    recording = int(os.environ.get("RANK", "0") or 0) == 0  # DeepSpeed ranks > 0 belong to rank 0's job
+    with run.writer_lock():
+        digest = stage_digest(run, config, registry, stage, options)
+        entry = run.stage_entry(stage) or {}
+        if (not force and entry.get("status") == "complete" and entry.get("config_hash") == digest
+                and outputs_intact(run, entry)):
+            log.info("%s is current; nothing rewritten", stage)
+            return _recorded_result(stage, entry)
+        started = now()
+        start = time.perf_counter()
+        if recording:
+            run.record_stage(stage, status="running", config_hash=digest, started_at=started, via=via)
+        inputs = StageInput(stage=stage, run=run, config=DeclaredConfig(config, declared), registry=registry,
+                            options=dict(options or {}), progress=progress, notify=notify,
+                            show_progress=show_progress)
+        try:
+            result = _body(stage)(inputs)
+        except WorkbenchError as err:
+            if recording:  # stopped, not crashed: resumable, and the line says why
+                run.record_stage(stage, status="partial", config_hash=digest, started_at=started,
+                                 stats={"stopped_by": err.line()}, via=via)
+            raise
+        result.stats.setdefault("seconds", round(time.perf_counter() - start, 3))
+        if recording:
+            run.record_stage(stage, status=result.status, config_hash=digest, outputs=result.outputs,
+                             stats=result.stats, started_at=started, via=via)
+        return result
+
+
+def run_pipeline(
+    run: Run,
+    config: RunConfig,
+    registry: Registry,
+    *,
+    on_stage: Callable[[str, str], None] | None = None,
+    generate_progress: Callable[[Any], None] | None = None,
+) -> list[StageOutcome]:
+    """Run every selected stage in declaration order; current stages are skipped. A stage that ends
+    short of complete (generation with requests still unanswered) stops the pipeline with one line.
+
+    ``on_stage(stage, state line)`` and ``generate_progress`` (the generate engine's live counters)
+    are the CLI's hooks.
+    """
+    outcomes: list[StageOutcome] = []
+    with run.writer_lock():
+        for declared in STAGES:
+            stage = declared.name
+            if stage not in config.pipeline.stages:
+                outcomes.append(StageOutcome(stage, "not selected"))
+                continue
+            if on_stage:
+                on_stage(stage, "running")
+            start = time.perf_counter()
+            notify = (lambda line, stage=stage: on_stage(stage, line)) if on_stage else None
+            result = run_stage(run, stage, config, registry,
+                               progress=generate_progress if stage == "generate" else None, notify=notify,
+                               show_progress=True, via=VIA_PIPELINE)
+            seconds = time.perf_counter() - start
+            if result.current:
+                outcomes.append(StageOutcome(stage, "skipped"))
+                if on_stage:
+                    on_stage(stage, "skipped (current)")
+                continue
+            if result.status != "complete":
+                raise WorkbenchError(
+                    f"{stage} is {result.status}: {result.stats.get('incomplete') or 'see workbench status'}",
+                    where=str(run.root),
+                    fix="re-run the same command to resume (finished work is not done again)")
+            outcomes.append(StageOutcome(stage, "ran", seconds))
+            if on_stage:
+                on_stage(stage, f"done in {seconds:.1f} s")
+    return outcomes
