@@ -17,7 +17,7 @@ import pytest
 
 from workbench.config import RunConfig
 from workbench.errors import UnknownLanguageError, WorkbenchError
-from workbench.eval import stage
+from workbench.eval.targets import build_target
 from workbench.eval.bitext import load_laser_pair
 from workbench.eval.stage import run_eval
 from workbench.languages import load_registry
@@ -60,7 +60,7 @@ def test_minilm_on_amharic_reproduces_the_published_mteb_result(tmp_path: Path, 
 
 def test_targets_label_complete_sets_and_subsets(tmp_path: Path) -> None:
     registry = load_registry()
-    target = stage._build_target(_config(data_dir=str(EXAMPLE_TATOEBA)).eval, registry)
+    target = build_target(_config(data_dir=str(EXAMPLE_TATOEBA)).eval, registry)
     assert target.task_name == "Tatoeba" and target.kind == "bitext"
     assert target.datasets == {f"{c}-eng": f"tatoeba-{c}-eng" for c in ("amh", "deu", "jpn", "swh")}
     assert target.languages == {"amh-eng": "am", "deu-eng": "de", "jpn-eng": "ja", "swh-eng": "sw"}
@@ -71,13 +71,13 @@ def test_targets_label_complete_sets_and_subsets(tmp_path: Path) -> None:
     for suffix in ("amh", "eng"):
         lines = (EXAMPLE_TATOEBA / f"tatoeba.amh-eng.{suffix}").read_text(encoding="utf-8").splitlines()[:50]
         (cut / f"tatoeba.amh-eng.{suffix}").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    target = stage._build_target(_config(data_dir=str(cut), languages=["am"]).eval, registry)
+    target = build_target(_config(data_dir=str(cut), languages=["am"]).eval, registry)
     assert target.task_name == "TatoebaSubset" and target.datasets == {"amh-eng": "tatoeba-amh-eng-subset50"}
 
 
 def test_bad_tatoeba_input_is_one_clear_error(tmp_path: Path) -> None:
     registry = load_registry()
-    build = lambda **kw: stage._build_target(_config(**kw).eval, registry)  # noqa: E731
+    build = lambda **kw: build_target(_config(**kw).eval, registry)  # noqa: E731
     with pytest.raises(UnknownLanguageError, match="English is the target side"):
         build(data_dir=str(EXAMPLE_TATOEBA), languages=["en"])
     with pytest.raises(UnknownLanguageError, match="'so' has no Tatoeba test set"):

@@ -20,7 +20,7 @@ import pytest
 import report_inputs as ri
 from workbench.errors import UnknownLanguageError, WorkbenchError
 from workbench.languages import load_registry
-from workbench.report.build import load_results, run_compare, build_report
+from workbench.report.stage import load_results, run_compare, build_report
 from workbench.tables import AUDIT_SUMMARY, EVAL_RESULTS
 
 REPO = Path(__file__).resolve().parent.parent

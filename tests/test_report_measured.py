@@ -15,7 +15,7 @@ import pytest
 import report_inputs as ri
 from workbench.config import ReportSection
 from workbench.languages import load_registry
-from workbench.report.build import analyse, load_results, miracl_chart_values, build_report
+from workbench.report.stage import analyse, load_results, miracl_chart_values, build_report
 from workbench.report.references import HARD_NEGATIVES_V1, load_references, reference_dir
 
 REPO = Path(__file__).resolve().parent.parent

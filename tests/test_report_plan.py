@@ -14,7 +14,7 @@ import pytest
 import report_inputs as ri
 from workbench.errors import WorkbenchError
 from workbench.languages import load_registry
-from workbench.report.build import build_report
+from workbench.report.stage import build_report
 from workbench.report.next_plan import MIN_ACCEPTANCE, MIN_GAP, parse_budget, propose_quotas
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 
-from workbench.config import RunConfig, TrainSection
+from workbench.config import TrainSection
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.run import Run
 from workbench.tables import ACCEPTED

@@ -246,8 +246,6 @@ def serve(
 
     from workbench.generate.local import LocalServer
 
-    import signal
-
     def _terminate(signum, frame):  # SIGTERM stops the server like Ctrl-C does
         raise KeyboardInterrupt
 

@@ -30,7 +30,7 @@ def report(
     """Per-language MIRACL gap report (HTML + Markdown + tidy tables), or --compare A B."""
     from workbench.config import RunConfig, load_config, parse_config
     from workbench.languages import load_registry
-    from workbench.report.build import build_report, run_compare, run_report
+    from workbench.report.stage import build_report, run_compare, run_report
     from workbench.runconfig import resolve_run_config
 
     updates = {k: v for k, v in {"focus": focus, "primary_reference": reference, "title": title}.items() if v is not None}

@@ -88,8 +88,8 @@ STAGES: tuple[Stage, ...] = (
           "workbench.train.stage:train_model", "train/ (records, log, model/)"),
     Stage("eval", ("train",), ("eval", "pipeline", "train"), False, "workbench.eval.stage:run_eval",
           "workbench.eval.stage:evaluate", "eval/ (results.parquet, per_query.parquet, mteb JSON)"),
-    Stage("report", ("train", "eval", "audit"), ("report",), True, "workbench.report.build:run_report",
-          "workbench.report.build:write_report", "report/ (index.html, summary.md, tables)"),
+    Stage("report", ("train", "eval", "audit"), ("report",), True, "workbench.report.stage:run_report",
+          "workbench.report.stage:write_report", "report/ (index.html, summary.md, tables)"),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)

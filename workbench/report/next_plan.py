@@ -1,6 +1,6 @@
 """Next generation round from a gap report: per-language quotas within a total budget.
 
-Input: a report folder written by :func:`workbench.report.build.run_report` (its ``data.parquet``,
+Input: a report folder written by :func:`workbench.report.stage.run_report` (its ``data.parquet``,
 REPORT_DATA schema: per language the focus system's nDCG@10 gap to the primary reference, the
 audit's acceptance rate and cost per generated example).
 

@@ -24,8 +24,6 @@ def gathered_trainable_state(embedder) -> dict[str, Any]:
     are gathered first (``deepspeed.zero.GatheredParameters``; a no-op for unpartitioned ones) and
     cloned to CPU, keyed by their names in the PEFT model.
     """
-    import torch
-
     named = [(n, p) for n, p in embedder.backbone.named_parameters() if p.requires_grad]
     context: Any = contextlib.nullcontext()
     if any(hasattr(p, "ds_id") for _, p in named):
