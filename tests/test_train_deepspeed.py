@@ -180,7 +180,7 @@ def test_ranks_agree_on_hard_negatives_under_gloo(tiny):
     import time
 
     from train_support import hard_negative_step_worker
-    from workbench.train.distributed import free_port
+    from workbench.processes import free_port
 
     queries = ["Instruct: Find it\nQuery: Tom is here.", "Instruct: Find it\nQuery: I love you.",
                "Instruct: Find it\nQuery: Where is the station?", "Instruct: Find it\nQuery: It is late."]

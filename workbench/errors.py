@@ -32,3 +32,9 @@ class UnknownLanguageError(WorkbenchError):
 
 class TableError(WorkbenchError):
     """A Parquet table in a run directory is missing, corrupt or has the wrong schema."""
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when it has none), at most ``limit``
+    characters: what a one-line error quotes from a library's multi-line message."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import RunConfig
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, first_line
 from workbench.families import FAMILIES
 from workbench.languages import Registry
 from workbench.run import Run, atomic_write_bytes, read_parquet
@@ -181,7 +181,7 @@ def push_to_hub(folder: Path, repo_id: str, repo_type: str, *, private: bool = F
         status = err.response.status_code if err.response is not None else "?"
         fix = ("set HF_TOKEN to a token with write access" if status in (401, 403)
                else "check the repository id and your access to it")
-        raise WorkbenchError(f"Hub upload failed ({status}: {str(err).splitlines()[0][:160]})",
+        raise WorkbenchError(f"Hub upload failed ({status}: {first_line(err, 160)})",
                              where=repo_id, fix=fix) from None
     except ValueError as err:  # the Hub's validate-yaml refused the card's header
         raise WorkbenchError(f"the Hub rejected README.md ({str(err).splitlines()[-1][:160]})", where=repo_id,

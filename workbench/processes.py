@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import socket
 
 PR_SET_PDEATHSIG = 1
 
@@ -41,3 +42,10 @@ def terminate_children(timeout_s: float = 3.0) -> None:
         if child.is_alive():
             child.kill()
             child.join(1)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the embedded LLM server, the gloo/NCCL rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -31,7 +31,7 @@ from typing import Any
 import polars as pl
 
 from workbench import __version__
-from workbench.errors import TableError, WorkbenchError
+from workbench.errors import TableError, WorkbenchError, first_line
 from workbench.tables import Schema, conform
 
 LAYOUT_VERSION = 1
@@ -369,7 +369,7 @@ def read_parquet_unchecked(
     try:
         return pl.read_parquet(path)
     except Exception as err:  # polars raises several types for damaged files
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        first = first_line(err, 200)
         raise TableError(f"cannot read Parquet ({first})", where=str(path), fix=fix) from None
 
 

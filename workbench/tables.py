@@ -57,7 +57,7 @@ def conform(df: pl.DataFrame, schema: Schema, where: str) -> pl.DataFrame:
     Missing columns or columns that cannot be cast raise :class:`TableError` naming ``where``.
     Extra columns are an error too: a table carries what its schema declares and nothing else.
     """
-    from workbench.errors import TableError
+    from workbench.errors import TableError, first_line
 
     missing = [name for name in schema if name not in df.columns]
     if missing:
@@ -72,7 +72,7 @@ def conform(df: pl.DataFrame, schema: Schema, where: str) -> pl.DataFrame:
     try:
         return df.select([pl.col(name).cast(dtype, strict=True) for name, dtype in schema.items()])
     except pl.exceptions.PolarsError as err:
-        first = str(err).strip().splitlines()[0]
+        first = first_line(err, 400)
         raise TableError(f"column types do not match the declared schema: {first}", where=where) from None
 
 

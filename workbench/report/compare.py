@@ -17,6 +17,7 @@ from workbench.report import STAGE
 from workbench.report.analysis import METRIC_LABELS, TIER_RANK
 from workbench.report.inputs import load_results
 from workbench.report.plots import compare_plot
+from workbench.report.references import is_bm25
 from workbench.report.render import template_env, write_table
 
 
@@ -94,7 +95,7 @@ def run_compare(a_spec: str, b_spec: str, out_dir: Path | str, *, registry: Regi
 
 def compare_view(results: pl.DataFrame, systems: list[str], focus: str, out: Path, registry: Registry) -> str | None:
     """compare/compare.html beside the report: the focus system against the model measured before it."""
-    models = [s for s in systems if not s.lower().startswith("bm25")]
+    models = [s for s in systems if not is_bm25(s)]
     if focus not in models or len(models) < 2:
         return None
     base = models[models.index(focus) - 1] if models.index(focus) else models[1]

@@ -29,7 +29,7 @@ import polars as pl
 from workbench import stats
 from workbench.encoder import CONTRACT_FILE
 from workbench.languages import Registry
-from workbench.report.references import corpus_variant, is_bitext_task
+from workbench.report.references import corpus_variant, is_bitext_task, is_bm25
 from workbench.run import read_parquet, read_parquet_unchecked
 from workbench.tables import EVAL_PER_QUERY, REPORT_COMPARISONS, REPORT_MEASURED, conform
 
@@ -61,7 +61,7 @@ def load_per_query(results_paths: Sequence[Path | str]) -> pl.DataFrame:
 def system_order(measured: pl.DataFrame, focus: str) -> list[str]:
     """BM25 first, then the other systems in input order, the focus system last (deltas read later - earlier)."""
     systems = measured["system"].unique(maintain_order=True).to_list()
-    bm25 = [s for s in systems if s.lower().startswith("bm25") and s != focus]
+    bm25 = [s for s in systems if is_bm25(s) and s != focus]
     rest = [s for s in systems if s not in bm25 and s != focus]
     return bm25 + rest + ([focus] if focus in systems else [])
 
@@ -216,7 +216,7 @@ def training_cards(results: pl.DataFrame) -> list[TrainingCard]:
     cards = []
     measured = results.filter(pl.col("source") == "measured")
     for rec in measured.unique("system", keep="first", maintain_order=True).iter_rows(named=True):
-        if rec["system"].lower().startswith("bm25"):
+        if is_bm25(rec["system"]):
             continue
         run, contract = _training_run(str(rec["model"]), rec["input_file"])
         if run is None:

@@ -8,6 +8,7 @@ import io
 import polars as pl
 
 from workbench.report.analysis import GROUPS, MEASURED_BM25, METRIC_LABELS, SHOWN_REFERENCES, Analysis
+from workbench.report.references import is_bm25
 from workbench.report.render import other_measured, table_cell
 
 
@@ -25,7 +26,7 @@ def miracl_chart_values(a: Analysis) -> dict[str, dict[str, float]]:
     (MIRACL rows only; a measured XQuAD or Tatoeba number never lands in it)."""
     series = [a.focus] + other_measured(a) + [r for r in SHOWN_REFERENCES if r != a.focus]
     bm25 = next((s for s in a.scores.filter(pl.col("kind") == "measured")["system"].unique(maintain_order=True).to_list()
-                 if s.lower().startswith("bm25")), None)
+                 if is_bm25(s)), None)
     chart = {}
     for name in series:
         system = bm25 if name == MEASURED_BM25 else name

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, first_line
 
 PAPER_CSV = "miracl_reference.csv"
 MTEB_CSV = "mteb_miracl_ndcg10.csv"
@@ -135,6 +135,11 @@ MTEB_TASK_SHORT = {"MIRACLRetrieval": "MTEB full corpus", "MIRACLRetrievalHardNe
 MTEB_TASK_CORPUS = {"MIRACLRetrieval": FULL, "MIRACLRetrievalHardNegatives": HARD_NEGATIVES_V1}
 
 
+
+def is_bm25(system: str) -> bool:
+    """A BM25 baseline, by the results table's naming (``bm25``, ``bm25s``, ``BM25 Lucene (published)``)."""
+    return system.lower().startswith("bm25")
+
 @dataclass(frozen=True)
 class References:
     """Per-language reference points and the published cross-language averages."""
@@ -212,7 +217,7 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
     except FileNotFoundError:
         raise WorkbenchError("reference file not found", where=str(path)) from None
     except pl.exceptions.PolarsError as err:
-        raise WorkbenchError(f"cannot read CSV ({str(err).splitlines()[0]})", where=str(path)) from None
+        raise WorkbenchError(f"cannot read CSV ({first_line(err)})", where=str(path)) from None
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise WorkbenchError(f"missing column(s) {', '.join(missing)}", where=str(path))

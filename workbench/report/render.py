@@ -30,7 +30,7 @@ from workbench.report.analysis import (
     Analysis,
     measured_words,
 )
-from workbench.report.references import ZERO_SHOT, References, is_bitext_task
+from workbench.report.references import ZERO_SHOT, References, is_bitext_task, is_bm25
 
 
 def templates_dir() -> Path:
@@ -85,7 +85,7 @@ def other_measured(a: Analysis) -> list[str]:
     """Measured systems with MIRACL results besides the focus and BM25 (e.g. the baseline of a fine-tune)."""
     miracl = a.scores.filter((pl.col("kind") == "measured") & pl.col("task").str.starts_with("MIRACL"))
     return [s for s in miracl["system"].unique(maintain_order=True).to_list()
-            if s != a.focus and not s.lower().startswith("bm25")]
+            if s != a.focus and not is_bm25(s)]
 
 
 def _table_rows(a: Analysis, source_ids: dict[str, int], comparisons: pl.DataFrame | None = None
@@ -93,7 +93,7 @@ def _table_rows(a: Analysis, source_ids: dict[str, int], comparisons: pl.DataFra
     """Per MIRACL language: the focus cell and one cell per column. A column that was measured here too
     (another model, BM25) carries the paired test of the two systems from ``comparisons``."""
     measured_bm25 = a.scores.filter(pl.col("kind") == "measured")["system"].unique(maintain_order=True).to_list()
-    bm25 = next((s for s in measured_bm25 if s.lower().startswith("bm25")), None)
+    bm25 = next((s for s in measured_bm25 if is_bm25(s)), None)
     columns = other_measured(a) + [r for r in SHOWN_REFERENCES if r != a.focus]
     rows = []
     for fact in a.languages:
@@ -225,7 +225,7 @@ def tatoeba_rows(m: measured_mod.Measured, audit: pl.DataFrame | None, cards: li
     trained = next((c for c in cards if c.system == focus), None)
     comps = m.comparisons.filter(pl.col("task").map_elements(is_bitext_task, return_dtype=pl.Boolean)
                                  & (pl.col("system_b") == focus))
-    base = next((s for s in m.systems if s != focus and not s.lower().startswith("bm25")
+    base = next((s for s in m.systems if s != focus and not is_bm25(s)
                  and s in set(bitext["system"])), None)
     rows = []
     # precision/recall stay in measured.csv; the metric with per-pair intervals leads

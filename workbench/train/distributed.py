@@ -7,15 +7,10 @@ code path runs with and without a launcher.
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from workbench.processes import free_port
 
 
 @dataclass

@@ -35,7 +35,7 @@ from workbench.encoder import (  # noqa: F401  (re-exported: the train side of t
     pool,
     tokenize,
 )
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(str(info.hf_path), local_files_only=True)
         backbone = AutoModel.from_pretrained(str(info.hf_path), dtype=dtype, local_files_only=True)
     except (OSError, ValueError, KeyError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        first = first_line(err, 200)
         raise WorkbenchError(
             f"cannot load the model ({type(err).__name__}: {first})",
             where=str(info.hf_path),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from workbench.config import TrainSection
 from workbench.encoder import ModelInfo
-from workbench.errors import ConfigError, WorkbenchError
+from workbench.errors import ConfigError, WorkbenchError, first_line
 from workbench.train.distributed import DistState
 
 CONFIG_DIR = Path(__file__).with_name("configs")
@@ -75,7 +75,7 @@ def validate_deepspeed_config(cfg: dict, where: str) -> None:
     try:
         DeepSpeedConfig(json.loads(json.dumps(cfg)))
     except (ValueError, AssertionError, KeyError, TypeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:240]
+        first = first_line(err, 240)
         raise ConfigError(f"DeepSpeed rejects this config ({type(err).__name__}: {first})", where=where) from None
 
 
@@ -227,6 +227,6 @@ def build_engine(tc: TrainSection, loaded, dist: DistState, bf16: bool):
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg
         )
     except (ValueError, AssertionError, KeyError, TypeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:240]
+        first = first_line(err, 240)
         raise ConfigError(f"DeepSpeed cannot start with this config ({type(err).__name__}: {first})", where=where) from None
     return engine, None, None
