@@ -41,3 +41,13 @@ def test_default_instruction_comes_from_the_family_and_the_config_overrides_it()
     assert section.default_instruction(FAMILIES["short_long"]) is None  # a retrieval row needs its task
     changed = TrainSection(model="/models/any", bitext_instruction="Find the translation.")
     assert changed.default_instruction(FAMILIES["bitext"]) == "Find the translation."
+
+
+def test_every_family_declares_its_answer_size_and_it_follows_the_slot():
+    assert all(f.answer is not None for f in FAMILIES.values())
+    short_long = FAMILIES["short_long"].answer
+    assert short_long.words({"num_words": "500"}) == 25 + 2 * 500  # a query and two documents
+    assert short_long.words({"num_words": "50"}) < short_long.words({"num_words": "300"})
+    assert FAMILIES["long_short"].answer.words({"num_words": "at least 200"}) == 200 + 10
+    sts = FAMILIES["sts"].answer
+    assert sts.words({"unit": "phrase"}) < sts.words({"unit": "sentence"}) < sts.words({"unit": "passage"})

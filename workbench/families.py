@@ -59,6 +59,38 @@ EXAMPLE_FIELDS = (
 )
 
 
+# Words an answer is asked for, per piece (what the prompts ask; generate/budget.py turns words into tokens).
+UNIT_WORDS = {"phrase": 8, "sentence": 25, "passage": 120}
+SHORT_TEXT_WORDS = 25  # a query, title or sentence
+LONG_LONG_WORDS = 300  # "at least 300 words" per long-long document
+LABEL_WORDS = 10  # label + misleading label
+
+
+def _leading_int(text: str | None, default: int) -> int:
+    digits = "".join(ch for ch in (text or "") if ch.isdigit())
+    return int(digits) if digits else default
+
+
+@dataclass(frozen=True)
+class AnswerSize:
+    """Words one example answer is asked to contain: ``fixed`` words, plus ``num_words_times`` copies
+    of the slot's ``num_words`` (its number; ``num_words_default`` when absent), plus ``unit_times``
+    copies of the slot's ``unit`` length (:data:`UNIT_WORDS`)."""
+
+    fixed: int = 0
+    num_words_times: int = 0
+    num_words_default: int = 0
+    unit_times: int = 0
+
+    def words(self, slot: dict) -> int:
+        total = self.fixed
+        if self.num_words_times:
+            total += self.num_words_times * _leading_int(slot.get("num_words"), self.num_words_default)
+        if self.unit_times:
+            total += self.unit_times * UNIT_WORDS.get(slot.get("unit") or "passage", UNIT_WORDS["passage"])
+        return total
+
+
 @dataclass(frozen=True)
 class Family:
     """One task family; field roles as the E5-mistral paper trains on them (Wang et al. 2024, §3)."""
@@ -80,6 +112,7 @@ class Family:
     long_texts: bool = False  # every field must reach filter.long_long_min_words
     # instruction when a row has no brainstormed task (overridable as train.<name>_instruction)
     default_instruction: str | None = None
+    answer: AnswerSize | None = None  # how long one answer is asked to be (sizes max_tokens)
 
     @property
     def main_field(self) -> str:
@@ -118,6 +151,7 @@ FAMILIES: dict[str, Family] = {
             positive="positive_document",
             negative="hard_negative_document",
             query_copy="contained",
+            answer=AnswerSize(fixed=SHORT_TEXT_WORDS, num_words_times=2, num_words_default=500),  # query + 2 documents
         ),
         Family(
             "long_short",
@@ -129,6 +163,7 @@ FAMILIES: dict[str, Family] = {
             query="input_text",
             positive="label",
             negative="misleading_label",
+            answer=AnswerSize(fixed=LABEL_WORDS, num_words_times=1, num_words_default=200),
         ),
         Family(
             "short_short",
@@ -139,6 +174,7 @@ FAMILIES: dict[str, Family] = {
             query="input",
             positive="positive_document",
             query_copy="equal",
+            answer=AnswerSize(fixed=2 * SHORT_TEXT_WORDS),
         ),
         Family(
             "long_long",
@@ -150,6 +186,7 @@ FAMILIES: dict[str, Family] = {
             positive="positive_document",
             query_copy="equal",
             long_texts=True,
+            answer=AnswerSize(fixed=2 * LONG_LONG_WORDS),
         ),
         Family(
             "sts",
@@ -169,6 +206,7 @@ FAMILIES: dict[str, Family] = {
             symmetric=True,
             query_copy="equal",
             default_instruction="Retrieve semantically similar text.",
+            answer=AnswerSize(unit_times=3),
         ),
         Family(
             "bitext",
@@ -188,6 +226,7 @@ FAMILIES: dict[str, Family] = {
             symmetric=True,
             cross_lingual=True,
             default_instruction="Retrieve parallel sentences.",
+            answer=AnswerSize(unit_times=3),
         ),
     )
 }

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from workbench.families import FAMILIES
 from workbench.languages import Language
 
 # Tokens per word: SmolLM2-135M's tokenizer on up to 2,000 Tatoeba sentences per registry language
@@ -55,13 +56,6 @@ JSON_TOKENS = 48  # braces, keys and quotes of one answer
 MIN_BUDGET = 256
 PROMPT_MARGIN = 32  # tokens kept free in a known context window (chat template, rounding)
 
-# Words asked for, per placeholder value (the paper's vocabularies, workbench/families.py).
-UNIT_WORDS = {"phrase": 8, "sentence": 25, "passage": 120}
-SHORT_TEXT_WORDS = 25  # a query, title or sentence
-LONG_LONG_WORDS = 300  # "at least 300 words" per long-long document
-LABEL_WORDS = 10  # label + misleading label
-
-
 def table_for(local: bool, overrides: dict[str, float] | None = None) -> dict[str, float]:
     """Tokens per word per script for an endpoint: SmolLM2's for the embedded server, o200k's
     elsewhere, with ``generate.tokens_per_word`` on top."""
@@ -74,24 +68,12 @@ def tokens_per_word(language: Language, overrides: dict[str, float] | None = Non
     return max(table.get(script, DEFAULT_TOKENS_PER_WORD) for script in language.scripts)
 
 
-def _leading_int(text: str | None, default: int) -> int:
-    digits = "".join(ch for ch in (text or "") if ch.isdigit())
-    return int(digits) if digits else default
-
-
 def target_words(family: str, slot: dict[str, Any]) -> int:
-    """Words one example answer is asked to contain, from the family and the slot's placeholders."""
-    if family == "short_long":
-        return SHORT_TEXT_WORDS + 2 * _leading_int(slot.get("num_words"), 500)
-    if family == "long_short":
-        return _leading_int(slot.get("num_words"), 200) + LABEL_WORDS
-    if family == "short_short":
-        return 2 * SHORT_TEXT_WORDS
-    if family == "long_long":
-        return 2 * LONG_LONG_WORDS
-    if family in ("sts", "bitext"):
-        return 3 * UNIT_WORDS.get(slot.get("unit") or "passage", UNIT_WORDS["passage"])
-    raise ValueError(f"unknown family {family!r}")
+    """Words one example answer is asked to contain: the family's answer size over the slot's placeholders."""
+    size = FAMILIES[family].answer
+    if size is None:
+        raise ValueError(f"family {family!r} declares no answer size (Family.answer in workbench/families.py)")
+    return size.words(slot)
 
 
 def _round_up(tokens: float, step: int = 64) -> int:
