@@ -41,3 +41,13 @@ def test_config_status_and_pipeline_order_come_from_the_declaration(tmp_path):
         parse_config({"pipeline": {"stages": ["plan", "trian"]}}, where="test")
     run = Run.create(tmp_path / "run")
     assert [row["stage"] for row in run_status(run.root)] == list(STAGE_NAMES)
+
+
+def test_the_eval_task_vocabulary_is_the_target_table():
+    from workbench.eval.targets import TARGETS
+
+    for task in TARGETS:
+        assert parse_config({"eval": {"task": task}}, where="test").eval.task == task
+        assert parse_config({"pipeline": {"eval_also": [{"task": task}]}}, where="test").pipeline.eval_also[0].task == task
+    with pytest.raises(ConfigError, match="eval.task"):
+        parse_config({"eval": {"task": "miracle"}}, where="test")

@@ -28,6 +28,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from workbench.errors import ConfigError
+from workbench.eval.targets import EVAL_TASKS
 from workbench.families import FAMILIES, FAMILY_NAMES, Family
 from workbench.stages import STAGE_NAMES
 
@@ -282,7 +283,7 @@ class TrainSection(Section):
 
 
 # --- eval ------------------------------------------------------------------------------------
-EvalTask = Literal["miracl", "xquad", "beir", "tatoeba"]
+EvalTask = Literal[EVAL_TASKS]  # declared once, with their builders, in workbench/eval/targets.py
 
 
 class EvalSection(Section):

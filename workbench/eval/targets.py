@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from workbench.errors import UnknownLanguageError, WorkbenchError, first_line
@@ -56,10 +57,11 @@ def _local_source(data_dir: Path, files: list[Path], **info: Any) -> dict[str, A
 
 
 def build_target(section: Any, registry: Registry) -> Target:
-    if section.task == "miracl":
-        return _miracl_target(section, registry)
-    if section.task == "tatoeba":
-        return _tatoeba_target(section, registry)
+    """The target one ``[eval]`` section names (its ``task`` is a key of :data:`TARGETS`)."""
+    return TARGETS[section.task](section, registry)
+
+
+def _local_files_target(section: Any, registry: Registry) -> Target:
     if section.data_dir is None:
         example = "../shared/data/xquad or examples/data/xquad" if section.task == "xquad" else "a BEIR folder"
         raise WorkbenchError(
@@ -262,3 +264,14 @@ def _lang_tag(registry: Registry, code: str) -> str:
         return f"{lang.iso639_3}-{script}"
     log.info("subset '%s' is not a language code; tagging it eng-Latn for mteb", code)
     return "eng-Latn"
+
+
+# Every eval task, declared once: ``[eval] task`` / ``--task`` / ``[[pipeline.eval_also]] task``
+# accept exactly these names (workbench/config.py reads them from here).
+TARGETS: dict[str, Callable[[Any, Registry], Target]] = {
+    "miracl": _miracl_target,
+    "xquad": _local_files_target,
+    "beir": _local_files_target,
+    "tatoeba": _tatoeba_target,
+}
+EVAL_TASKS: tuple[str, ...] = tuple(TARGETS)
