@@ -16,25 +16,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from workbench import cli
+from workbench.cli_render import GenerateProgress, progress_line
 from workbench.generate.engine import Progress
 from workbench.languages import load_registry
 from workbench.run import Run
 
-
-def workbench(capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``workbench ARGS`` through cli.main(); (exit status, stdout, stderr)."""
-    saved = sys.argv
-    sys.argv = ["workbench", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    finally:
-        sys.argv = saved
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from cli_support import workbench
 
 
 def one_error_line(err: str) -> str:
@@ -245,15 +232,15 @@ def _progress(done: int, planned: int, seconds_ago: float) -> Progress:
 
 
 def test_progress_line_has_elapsed_and_eta():
-    line = cli.progress_line(_progress(done=10, planned=40, seconds_ago=20))
+    line = progress_line(_progress(done=10, planned=40, seconds_ago=20))
     assert "10/40 slots" in line and "elapsed 20s" in line and "ETA 1m00s" in line
-    assert "ETA unknown" in cli.progress_line(_progress(done=0, planned=40, seconds_ago=5))
-    assert "ETA done" in cli.progress_line(_progress(done=40, planned=40, seconds_ago=5))
+    assert "ETA unknown" in progress_line(_progress(done=0, planned=40, seconds_ago=5))
+    assert "ETA done" in progress_line(_progress(done=40, planned=40, seconds_ago=5))
 
 
 def test_progress_prints_plain_lines_when_not_a_terminal():
     buffer = io.StringIO()
-    view = cli.GenerateProgress(Console(file=buffer, force_terminal=False, width=300), every_s=3600)
+    view = GenerateProgress(Console(file=buffer, force_terminal=False, width=300), every_s=3600)
     assert view.live is None
     with view:
         view.update(_progress(1, 4, 1))
@@ -263,7 +250,7 @@ def test_progress_prints_plain_lines_when_not_a_terminal():
     assert lines[0].startswith("examples: 1/4 slots") and lines[1].startswith("examples: 2/4 slots")
     assert "\x1b[" not in buffer.getvalue()
     every_time = io.StringIO()
-    with cli.GenerateProgress(Console(file=every_time, force_terminal=False), every_s=0) as view:
+    with GenerateProgress(Console(file=every_time, force_terminal=False), every_s=0) as view:
         for done in range(3):
             view.update(_progress(done, 4, 1))
     assert len(every_time.getvalue().splitlines()) == 3  # the closing line repeats the last one, so it is not printed again

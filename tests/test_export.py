@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -17,11 +16,12 @@ import polars as pl
 import pytest
 
 from filter_fixtures import make_run
-from workbench import cli
 from workbench.config import RunConfig
 from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
 from workbench.tables import ACCEPTED, REJECTED
+
+from cli_support import workbench
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +30,6 @@ def filtered_run(tmp_path_factory, shared_data):
     run = make_run(tmp_path_factory.mktemp("run") / "r", shared_data, registry, {"sw": 40, "de": 30})
     run_filter(run, RunConfig(), registry)
     return run
-
-
-def workbench(capsys, *args: str) -> tuple[int, str, str]:
-    saved = sys.argv
-    sys.argv = ["workbench", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 0
-    finally:
-        sys.argv = saved
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 class FakeHub:

@@ -18,7 +18,7 @@ import typer
 
 from workbench import cli_data, cli_model, cli_outputs
 from workbench.cli_errors import click_exception_types, is_connection_error, print_error, usage_error_line
-from workbench.cli_render import GenerateProgress, err_console, progress_line  # noqa: F401  (tests reach them here)
+from workbench.cli_render import err_console
 from workbench.errors import WorkbenchError
 from workbench.run import command_scope
 from workbench.stages import STAGE_NAMES
