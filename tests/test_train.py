@@ -287,3 +287,33 @@ def test_estimate_shows_the_schedule(tmp_path, tiny, shared_data):
     again = CliRunner().invoke(app, ["train", str(run.root), "--model", str(tiny), "--deepspeed", "none",
                                      "--estimate", "--batch-size", "16", "--max-length", "32", "--epochs", "3"])
     assert again.exit_code == 0 and "6 (from train.epochs)" in again.output, again.output
+
+
+def _chain_records(n: int, negative=lambda i: f"p{i + 1}") -> pl.DataFrame:
+    """Records whose hard negative is (by default) the next record's positive."""
+    return pl.DataFrame({"query": [f"q{i}" for i in range(n)], "positive": [f"p{i}" for i in range(n)],
+                         "negative": [negative(i) for i in range(n)], "language": ["en"] * n,
+                         "family": ["short_long"] * n, "weight": [1.0] * n})
+
+
+def test_no_text_twice_in_a_batch_while_distinct_records_can_fill_it():
+    records = _chain_records(32)
+    sampler = train_data.BatchSampler(records, 8, random.Random(4))
+    texts = [{records[c][i] for c in ("query", "positive", "negative")} for i in range(records.height)]
+    for _ in range(40):  # ten epochs
+        batch = next(sampler)
+        assert len(batch) == 8 and len(set(batch)) == 8
+        held = [t for i in batch for t in texts[i]]
+        assert len(held) == len(set(held)), batch  # p(i+1) is never both a positive and a negative here
+    assert sampler.repeated_text_batches == 0
+    # every record still drawn about as often as the others
+    counts = pl.Series([i for _ in range(40) for i in next(sampler)]).value_counts()
+    assert counts["count"].max() - counts["count"].min() <= 4
+
+
+def test_batches_that_cannot_avoid_a_repeated_text_are_filled_and_counted():
+    records = _chain_records(12, negative=lambda i: "the same label")  # every record shares its negative
+    sampler = train_data.BatchSampler(records, 4, random.Random(5))
+    batches = [next(sampler) for _ in range(6)]
+    assert all(len(b) == 4 and len(set(b)) == 4 for b in batches)  # full, no record twice
+    assert sampler.repeated_text_batches == 6

@@ -163,14 +163,15 @@ def test_trainer_follows_the_loop_step_by_step_once_eos_is_restored(trained):
     loop, st = torch.tensor(trained.loop.losses), torch.tensor(trained.st_losses)
     assert len(st) == STEPS and loop[0] > 1.0  # a real contrastive loss, not a collapsed one
     # same weights, batches, loss and AdamW (decay 0.1 on every LoRA matrix, linear schedule, no clipping):
-    # measured max |diff| 9.5e-7 over the four steps
-    assert torch.allclose(loop, st, rtol=0, atol=1e-5), (loop.tolist(), st.tolist())
+    # measured max |diff| 2.5e-5 over the four steps (losses near 3; Adam turns fp32 reduction-order noise
+    # into small step differences); EOS missing or the default scale differ by 0.5 to 1.9
+    assert torch.allclose(loop, st, rtol=0, atol=1e-4), (loop.tolist(), st.tolist())
 
 
 def test_the_saved_models_embed_alike_also_past_max_length(trained, tiny):
     ours = _adapter_embeddings(tiny, trained.loop.adapter, TEXTS)
     theirs = trained.reloaded.encode(TEXTS, convert_to_tensor=True)
-    assert (ours - theirs).abs().max() < 1e-5  # measured 7.5e-8
+    assert (ours - theirs).abs().max() < 2e-4  # measured 5.1e-5; without EOS 0.46
     features = trained.reloaded.preprocess(TEXTS)
     lengths = features["attention_mask"].sum(1).tolist()
     eos = trained.reloaded.tokenizer.eos_token_id
@@ -189,7 +190,7 @@ def test_gradcache_loss_follows_the_loops_chunked_steps(tiny, records, tmp_path)
     copy_lora(st, loop.start)
     cached = CachedMultipleNegativesRankingLoss(st, scale=1 / TEMPERATURE, mini_batch_size=4)
     _, st_losses = _st_train(st, records, batches, tmp_path / "st", loss=cached)
-    assert torch.allclose(torch.tensor(loop.losses), torch.tensor(st_losses), rtol=0, atol=1e-5), (
+    assert torch.allclose(torch.tensor(loop.losses), torch.tensor(st_losses), rtol=0, atol=1e-4), (
         loop.losses, st_losses)
 
 
@@ -274,7 +275,7 @@ def test_zero3_trains_alike_but_the_trainer_saves_empty_lora_partitions(tiny, re
 
     config = json.loads((Path(__file__).resolve().parents[1] / "workbench/train/configs/zero3.json").read_text())
     config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
-    config["gradient_clipping"] = 0.0  # DeepSpeed's default is 1.0; the plain loop does not clip
+    config["gradient_clipping"] = 0.0  # = train.max_grad_norm's default (DeepSpeed's own default is 1.0)
     (tmp_path / "zero3.json").write_text(json.dumps(config))
     columns = {name: records[name].to_list() for name in ("query", "positive", "negative")}
     ctx = mp.get_context("spawn")
@@ -285,8 +286,8 @@ def test_zero3_trains_alike_but_the_trainer_saves_empty_lora_partitions(tiny, re
     loop_losses, st_losses = results.get(timeout=240)
     proc.join(60)
     plain = trained.loop.losses
-    assert torch.allclose(torch.tensor(loop_losses), torch.tensor(plain), rtol=0, atol=1e-5), (loop_losses, plain)
-    assert torch.allclose(torch.tensor(st_losses), torch.tensor(plain), rtol=0, atol=1e-5), (st_losses, plain)
+    assert torch.allclose(torch.tensor(loop_losses), torch.tensor(plain), rtol=0, atol=1e-4), (loop_losses, plain)
+    assert torch.allclose(torch.tensor(st_losses), torch.tensor(plain), rtol=0, atol=1e-4), (st_losses, plain)
     ours = load_file(str(tmp_path / "loop_adapter" / "adapter_model.safetensors"))
     assert all(t.numel() > 0 for t in ours.values())
     assert any(float(t.abs().sum()) > 0 for name, t in ours.items() if "lora_B" in name)  # trained, not the zero init
@@ -339,10 +340,10 @@ def test_a_row_without_a_hard_negative_cannot_share_a_batch_with_rows_that_have_
     assert torch.allclose(masked, by_hand, atol=1e-5)
 
 
-def test_no_duplicates_sampler_keeps_apart_texts_the_loops_sampler_puts_in_one_batch(records):
-    """The test data's hard negative is the next record's positive: the loop's sampler (distinct
-    records) lets both into one batch, where that text is one query's positive and another's
-    negative; ``BatchSamplers.NO_DUPLICATES`` compares texts and never does."""
+def test_both_samplers_keep_apart_texts_that_would_be_a_positive_and_a_negative_in_one_batch(records):
+    """The test data's hard negative is the next record's positive: in one batch that text would be one
+    query's positive and another's negative. ``BatchSamplers.NO_DUPLICATES`` compares texts; the loop's
+    sampler does too (before it compared records only, and its first 4 batches held 10 such texts)."""
     import datasets
     from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
@@ -350,7 +351,9 @@ def test_no_duplicates_sampler_keeps_apart_texts_the_loops_sampler_puts_in_one_b
         texts = [text for i in batch for text in (records["query"][i], records["positive"][i], records["negative"][i])]
         return len(texts) - len(set(texts))
 
-    assert sum(repeated(batch) for batch in _batches(records)) > 0  # measured 10 over 4 batches of 16
+    chained = sum(records["positive"].is_in(records["negative"].to_list()))
+    assert chained > 10  # the data does hold such texts
+    assert all(repeated(batch) == 0 for batch in _batches(records))
     dataset = datasets.Dataset.from_dict({name: records[column].to_list() for name, column in
                                           (("anchor", "query"), ("positive", "positive"), ("negative", "negative"))})
     generator = torch.Generator().manual_seed(SEED)

@@ -251,6 +251,9 @@ class TrainSection(Section):
     learning_rate: float = Field(default=1e-4, gt=0.0)
     warmup_steps: int = Field(default=100, ge=0)
     weight_decay: float = Field(default=0.1, ge=0.0)
+    max_grad_norm: float = Field(
+        default=0.0, ge=0.0,
+        description="clip the gradient norm at this before each step, in plain torch and DeepSpeed alike; 0: no clipping")
     one_task_per_batch: bool = False
     language_weights: dict[str, float] = Field(default_factory=dict, description="default 1.0 each")
     family_weights: dict[str, float] = Field(default_factory=dict, description="default 1.0 each")

@@ -176,6 +176,12 @@ class BatchSampler:
     With ``one_task_per_batch`` every batch holds one (language, family) group, groups chosen in
     proportion to their total weight; a group smaller than the batch gives a smaller batch (rounded
     down to a multiple of ``multiple_of``, the number of processes) instead of repeating records.
+
+    Nor one text twice: a record whose query, positive or negative equals a text already in the
+    batch waits for a later batch, since that text would be one query's positive and another's
+    in-batch negative (repeated labels of classification data, a hard negative that is another
+    record's positive). When the records left cannot fill a batch without repeats, the batch is
+    filled anyway and ``repeated_text_batches`` counts it.
     """
 
     def __init__(self, records: pl.DataFrame, batch_size: int, rng: random.Random, one_task_per_batch: bool = False,
@@ -204,6 +210,9 @@ class BatchSampler:
         self.usable = [i for idx in groups.values() for i in idx]  # records with weight > 0
         self.group_keys = sorted(groups)
         self.group_weights = [sum(self.weights[i] for i in groups[k]) for k in self.group_keys]
+        columns = [records[c].to_list() for c in ("query", "positive", "negative") if c in records.columns]
+        self.texts = [frozenset(t.strip() for t in texts if t and t.strip()) for texts in zip(*columns)]
+        self.repeated_text_batches = 0
         self._queue: list[int] = []
 
     def _epoch_order(self, indices: list[int]) -> list[int]:
@@ -213,17 +222,44 @@ class BatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         return self
 
+    def _fill(self, candidates: list[int], size: int) -> tuple[list[int], list[int]]:
+        """(batch, passed over): up to ``size`` distinct records from ``candidates`` in order, first
+        those whose texts meet none already taken, then, if still short, the rest."""
+        batch: list[int] = []
+        taken: set[int] = set()
+        seen: set[str] = set()
+        passed: list[int] = []
+        for i in candidates:
+            if len(batch) < size and i not in taken and not (self.texts[i] & seen):
+                batch.append(i)
+                taken.add(i)
+                seen |= self.texts[i]
+            else:
+                passed.append(i)
+        if len(batch) < size:
+            self.repeated_text_batches += 1
+            rest = []
+            for i in passed:
+                if len(batch) < size and i not in taken:
+                    batch.append(i)
+                    taken.add(i)
+                else:
+                    rest.append(i)
+            passed = rest
+        return batch, passed
+
     def __next__(self) -> list[int]:
         if self.one_task:
             key = self.rng.choices(self.group_keys, weights=self.group_weights)[0]
             members = self.groups[key]
             size = min(self.batch_size, len(members))
-            return self._epoch_order(members)[: size - size % self.multiple_of]
+            batch, _ = self._fill(self._epoch_order(members), size - size % self.multiple_of)
+            return batch
         size = min(self.batch_size, len(self.usable))
-        while len(self._queue) < size:
-            held = set(self._queue)
-            fresh = self._epoch_order(self.usable)
-            # the records this batch already holds wait for the batch after (no duplicates in one batch)
-            self._queue += [i for i in fresh if i not in held] + [i for i in fresh if i in held]
-        batch, self._queue = self._queue[:size], self._queue[size:]
+        # look ahead at most one epoch past the queue for records that repeat no text of the batch
+        while len(self._queue) < size + len(self.usable):
+            self._queue += self._epoch_order(self.usable)
+        batch, passed = self._fill(self._queue, size)
+        # what was passed over keeps its place: records held back for a repeated text come first next time
+        self._queue = passed
         return batch

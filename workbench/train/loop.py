@@ -94,6 +94,11 @@ class Loop:
         else:
             loss.backward()
             if last:
+                if self.tc.max_grad_norm > 0:  # as DeepSpeed's gradient_clipping does on the other path
+                    import torch
+
+                    params = [p for group in self.optimizer.param_groups for p in group["params"]]
+                    torch.nn.utils.clip_grad_norm_(params, self.tc.max_grad_norm)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -175,7 +180,12 @@ def train_loop(run: Run, tc: TrainSection, records: pl.DataFrame, loop: Loop, di
             bar.set_postfix(loss=f"{loss:.3f}")
     seconds = time.perf_counter() - started
     window = max(1, min(10, len(losses) // 4))
+    if sampler.repeated_text_batches:
+        log.warning("%d of %d batches hold one text twice (too few records with distinct texts to fill them): "
+                    "there a text is one query's positive and another's in-batch negative",
+                    sampler.repeated_text_batches, tc.steps)
     return {
+        "repeated_text_batches": sampler.repeated_text_batches,
         "steps": tc.steps,
         "losses": losses,
         "log": log_rows,

@@ -52,6 +52,12 @@ def deepspeed_config(tc: TrainSection, *, micro_batch: int, grad_accum: int, wor
             where=where,
             fix="remove them: the trainer passes AdamW and the warmup/linear schedule from [train]",
         )
+    if "gradient_clipping" in cfg and tc.deepspeed_config is not None and cfg["gradient_clipping"] != tc.max_grad_norm:
+        raise ConfigError(
+            f"field 'gradient_clipping' is {cfg['gradient_clipping']!r} here but train.max_grad_norm is {tc.max_grad_norm:g}",
+            where=where, fix="remove it and set train.max_grad_norm (plain torch and DeepSpeed clip alike)")
+    # DeepSpeed clips at 1.0 unless told otherwise; the plain-torch loop clips at train.max_grad_norm
+    cfg["gradient_clipping"] = tc.max_grad_norm
     cfg.pop("train_batch_size", None)
     cfg["train_micro_batch_size_per_gpu"] = micro_batch
     cfg["gradient_accumulation_steps"] = grad_accum
