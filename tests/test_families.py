@@ -43,8 +43,8 @@ def test_default_instruction_comes_from_the_family_and_the_config_overrides_it()
     assert changed.default_instruction(FAMILIES["bitext"]) == "Find the translation."
 
 
-def test_every_family_declares_its_answer_size_and_it_follows_the_slot():
-    assert all(f.answer is not None for f in FAMILIES.values())
+def test_every_family_declares_its_answer_size_and_field_shapes():
+    assert all(f.answer is not None and len(f.shapes) == len(f.fields) for f in FAMILIES.values())
     short_long = FAMILIES["short_long"].answer
     assert short_long.words({"num_words": "500"}) == 25 + 2 * 500  # a query and two documents
     assert short_long.words({"num_words": "50"}) < short_long.words({"num_words": "300"})

@@ -113,6 +113,10 @@ class Family:
     # instruction when a row has no brainstormed task (overridable as train.<name>_instruction)
     default_instruction: str | None = None
     answer: AnswerSize | None = None  # how long one answer is asked to be (sizes max_tokens)
+    # what each field's text is, in the order of ``fields`` (test-data builders fill fields by it):
+    # "short" a query or sentence, "document" a passage, "long" a long-long text, "label" a short
+    # class label, "sentence" one of a set of distinct sentences
+    shapes: tuple[str, ...] = ()
 
     @property
     def main_field(self) -> str:
@@ -152,6 +156,7 @@ FAMILIES: dict[str, Family] = {
             negative="hard_negative_document",
             query_copy="contained",
             answer=AnswerSize(fixed=SHORT_TEXT_WORDS, num_words_times=2, num_words_default=500),  # query + 2 documents
+            shapes=("short", "document", "document"),
         ),
         Family(
             "long_short",
@@ -164,6 +169,7 @@ FAMILIES: dict[str, Family] = {
             positive="label",
             negative="misleading_label",
             answer=AnswerSize(fixed=LABEL_WORDS, num_words_times=1, num_words_default=200),
+            shapes=("document", "label", "label"),
         ),
         Family(
             "short_short",
@@ -175,6 +181,7 @@ FAMILIES: dict[str, Family] = {
             positive="positive_document",
             query_copy="equal",
             answer=AnswerSize(fixed=2 * SHORT_TEXT_WORDS),
+            shapes=("short", "short"),
         ),
         Family(
             "long_long",
@@ -187,6 +194,7 @@ FAMILIES: dict[str, Family] = {
             query_copy="equal",
             long_texts=True,
             answer=AnswerSize(fixed=2 * LONG_LONG_WORDS),
+            shapes=("long", "long"),
         ),
         Family(
             "sts",
@@ -207,6 +215,7 @@ FAMILIES: dict[str, Family] = {
             query_copy="equal",
             default_instruction="Retrieve semantically similar text.",
             answer=AnswerSize(unit_times=3),
+            shapes=("sentence", "sentence", "sentence"),
         ),
         Family(
             "bitext",
@@ -227,6 +236,7 @@ FAMILIES: dict[str, Family] = {
             cross_lingual=True,
             default_instruction="Retrieve parallel sentences.",
             answer=AnswerSize(unit_times=3),
+            shapes=("short", "sentence", "sentence"),  # S1 in the language; S2, S3 in the target language
         ),
     )
 }

@@ -58,23 +58,34 @@ def _join(sentences: list[str], rng: random.Random, k: int) -> str:
 
 
 def _texts(family: str, own: list[str], target: list[str], rng: random.Random, doc) -> list[str]:
-    """The family's field texts, in the order of ``Family.fields`` (real sentences, real paragraphs)."""
-    if family == "short_long":  # short query, long positive and negative
-        return [rng.choice(own), doc(), doc()]
-    if family == "long_short":  # long input, two short labels
-        label, misleading = rng.sample(own, 2)
-        short = (lambda s: s[:6]) if len(label.split()) == 1 and len(label) > 12 else (lambda s: " ".join(s.split()[:3]))
-        return [doc(), short(label), short(misleading)]
-    if family == "short_short":
-        return [rng.choice(own), rng.choice(own)]
-    if family == "long_long":
-        return [_join(own, rng, 20), _join(own, rng, 20)]
-    if family == "sts":
-        return rng.sample(own, 3)
-    if family == "bitext":  # the query in the language, the other fields in the target language
-        s2, s3 = rng.sample(target, 2)
-        return [rng.choice(own), s2, s3]
-    raise ValueError(f"no real-text recipe for family {family!r}: add one to workbench/testing/samples.py")
+    """The family's field texts, in the order of ``Family.fields``, filled by ``Family.shapes``: real
+    sentences and paragraphs, each field in its language (cross-lingual families: the target
+    language outside the query). Labels and sentences are drawn together, distinct, before the rest."""
+    spec = FAMILIES[family]
+    if len(spec.shapes) != len(spec.fields):
+        raise ValueError(f"family {family!r} declares no shape per field (Family.shapes in workbench/families.py)")
+    shape_of = dict(zip(spec.fields, spec.shapes))
+    pools = {f: (target if spec.cross_lingual and f != spec.query else own) for f in spec.fields}
+    texts: dict[str, str] = {}
+    for kind in ("label", "sentence"):  # drawn together: a set of distinct texts
+        grouped = [f for f in spec.fields if shape_of[f] == kind]
+        if grouped:
+            texts.update(zip(grouped, rng.sample(pools[grouped[0]], len(grouped))))
+    labels = [f for f in spec.fields if shape_of[f] == "label"]
+    if labels:  # a few words; unspaced scripts: a few characters
+        first = texts[labels[0]]
+        cut = (lambda s: s[:6]) if len(first.split()) == 1 and len(first) > 12 else (lambda s: " ".join(s.split()[:3]))
+        texts.update({f: cut(texts[f]) for f in labels})
+    for f in spec.fields:
+        if shape_of[f] == "short":
+            texts[f] = rng.choice(pools[f])
+        elif shape_of[f] == "document":
+            texts[f] = doc()
+        elif shape_of[f] == "long":
+            texts[f] = _join(pools[f], rng, 20)
+        elif f not in texts:
+            raise ValueError(f"family {family!r}: unknown shape {shape_of[f]!r} of field {f!r}")
+    return [texts[f] for f in spec.fields]
 
 
 def synthetic_row(code: str, family: str, index: int, own: list[str], target: list[str],
