@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -77,3 +78,22 @@ def test_a_stage_stopped_by_an_error_is_recorded_partial_with_its_line(tmp_path)
     assert entry["outputs"] == {}
     assert run.stage_entry("plan")["status"] == "complete"  # earlier records untouched
     assert pl.read_parquet(run.table_path("plan", "sw")).height == 4
+
+
+def test_files_outside_the_run_join_the_digest_of_the_stages_that_read_them(tmp_path):
+    registry = load_registry()
+    data = tmp_path / "beir"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "examples" / "data" / "xquad" / "en", data)
+    extra = tmp_path / "extra.parquet"
+    pl.DataFrame({"x": [1]}).write_parquet(extra)
+    config = parse_config({"eval": {"task": "beir", "data_dir": str(data)}, "report": {"results": [str(extra)]}},
+                          where="test")
+    run = Run.create(tmp_path / "run")
+    eval_digest = stage_digest(run, config, registry, "eval")
+    report_digest = stage_digest(run, config, registry, "report")
+    corpus = next(p for p in data.rglob("*") if p.is_file())
+    corpus.write_text(corpus.read_text() + "\n")  # the local eval data changed in place
+    assert stage_digest(run, config, registry, "eval") != eval_digest
+    assert stage_digest(run, config, registry, "report") == report_digest
+    pl.DataFrame({"x": [2]}).write_parquet(extra)  # an extra results table changed
+    assert stage_digest(run, config, registry, "report") != report_digest

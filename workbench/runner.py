@@ -60,8 +60,8 @@ def _jsonable(value: Any) -> Any:
 def stage_digest(run: Run, config: RunConfig, registry: Registry | None, stage: str,
                  options: dict[str, Any] | None = None) -> str:
     """What a stage's outputs depend on, hashed: its declared config sections, the outputs of the
-    stages it reads (as they are on disk now), the language files (when it declares them) and the
-    call's options."""
+    stages it reads (as they are on disk now), the language files (when it declares them), the
+    files outside the run it reads (when it declares them) and the call's options."""
     declared = BY_NAME[stage]
     manifest = run.manifest()["stages"]
     payload = {
@@ -69,6 +69,7 @@ def stage_digest(run: Run, config: RunConfig, registry: Registry | None, stage: 
         "inputs": {up: _on_disk((manifest.get(up) or {}).get("outputs", {}), run) for up in declared.reads},
         "languages": registry.fingerprint() if declared.languages and registry is not None else None,
         "options": _jsonable(options or {}),
+        "outside": _jsonable(_call(declared.outside, DeclaredConfig(config, declared))) if declared.outside else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -98,9 +99,9 @@ def _recorded_result(stage: str, entry: dict[str, Any]) -> StageResult:
     return StageResult(stage, outputs=outputs, stats=entry.get("stats", {}), current=True)
 
 
-def _body(stage: str) -> Callable[[StageInput], StageResult]:
-    module, _, function = BY_NAME[stage].body.partition(":")
-    return getattr(importlib.import_module(module), function)
+def _call(where: str, *args: Any) -> Any:
+    module, _, function = where.partition(":")
+    return getattr(importlib.import_module(module), function)(*args)
 
 
 def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
@@ -130,7 +131,7 @@ def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
                             options=dict(options or {}), progress=progress, notify=notify,
                             show_progress=show_progress)
         try:
-            result = _body(stage)(inputs)
+            result = _call(declared.body, inputs)
         except WorkbenchError as err:
             if recording:  # stopped, not crashed: resumable, and the line says why
                 run.record_stage(stage, status="partial", config_hash=digest, started_at=started,

@@ -38,6 +38,9 @@ class Stage:
     entry: str  # "module:function": the public stage function the single-stage command calls
     body: str  # "module:function": the work, called by the runner with a StageInput
     writes: str  # what it leaves in the run directory
+    # "module:function" (DeclaredConfig -> dict): files outside the run the stage reads, by content
+    # or size and mtime; they join the digest (eval's data folders and models, report's extra tables)
+    outside: str | None = None
 
 
 class UndeclaredSection(AttributeError):
@@ -87,9 +90,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", ("filter",), ("run", "train"), False, "workbench.train.stage:run_train",
           "workbench.train.stage:train_model", "train/ (records, log, model/)"),
     Stage("eval", ("train",), ("eval", "pipeline", "train"), False, "workbench.eval.stage:run_eval",
-          "workbench.eval.stage:evaluate", "eval/ (results.parquet, per_query.parquet, mteb JSON)"),
+          "workbench.eval.stage:evaluate", "eval/ (results.parquet, per_query.parquet, mteb JSON)",
+          outside="workbench.eval.stage:outside_inputs"),
     Stage("report", ("train", "eval", "audit"), ("report",), True, "workbench.report.stage:run_report",
-          "workbench.report.stage:write_report", "report/ (index.html, summary.md, tables)"),
+          "workbench.report.stage:write_report", "report/ (index.html, summary.md, tables)",
+          outside="workbench.report.stage:outside_inputs"),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)

@@ -29,6 +29,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from workbench.config import ReportSection, RunConfig
 from workbench.languages import Registry, load_registry
@@ -68,11 +69,15 @@ log = logging.getLogger(__name__)
 
 def run_report(run: Run, config: RunConfig, registry: Registry) -> StageResult:
     """The report stage over a run, through the runner (skipped when current): the run's
-    ``eval/results.parquet`` (plus ``[report] results``) and its audit -> ``report/``. Tables from
-    outside the run join the digest by content, so an edited one makes the report current no more."""
-    outside = [*config.report.results, *([config.report.audit] if config.report.audit else [])]
-    options = {"outside_inputs": {p: file_sha256(Path(p)) if Path(p).is_file() else None for p in outside}}
-    return run_stage(run, STAGE, config, registry, options=options)
+    ``eval/results.parquet`` (plus ``[report] results``) and its audit -> ``report/``."""
+    return run_stage(run, STAGE, config, registry)
+
+
+def outside_inputs(config: Any) -> dict[str, Any]:
+    """Tables from outside the run the report reads, by content (they join its digest)."""
+    section = config.report
+    paths = [*section.results, *([section.audit] if section.audit else [])]
+    return {p: file_sha256(Path(p)) if Path(p).is_file() else None for p in paths}
 
 
 def write_report(inputs: StageInput) -> StageResult:
