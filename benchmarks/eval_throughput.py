@@ -20,7 +20,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from workbench.eval.encoders import WorkbenchEncoder, minilm_path
+from workbench.encoder import minilm_path
+from workbench.eval.encoders import WorkbenchEncoder
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -137,7 +137,7 @@ def test_read_only_commands_never_write_run_toml(capsys, tmp_path):
     assert code == 0 and "no open batches" in out, err
     code, out, err = workbench(capsys, "status", str(run))
     assert code == 0 and "plan" in out, err
-    from workbench.eval.encoders import minilm_path
+    from workbench.encoder import minilm_path
 
     code, out, err = workbench(capsys, "train", str(run), "--estimate", "--model", str(minilm_path()),
                                "--deepspeed", "none")

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.eval.encoders import WorkbenchEncoder, load_spec, minilm_path, task_instructions
+from workbench.encoder import load_spec, minilm_path, task_instructions
+from workbench.eval.encoders import WorkbenchEncoder
 from mteb.types import PromptType
 
 TEXTS = [

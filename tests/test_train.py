@@ -16,10 +16,10 @@ from workbench.run import Run
 from workbench.tables import ACCEPTED
 from workbench.train import data as train_data
 from workbench.train.loss import info_nce
-from workbench.train.model import last_token_pool, load_model, tokenize
+from workbench.encoder import inspect_model, last_token_pool, tokenize
+from workbench.train.model import load_model
 from workbench.train.stage import run_train
 from workbench.train.zero import check_fits, deepspeed_config, estimate_memory
-from workbench.train.model import inspect_model
 
 from train_support import accepted_run, tiny_model, train_config
 

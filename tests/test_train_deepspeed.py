@@ -94,7 +94,8 @@ def test_saved_adapter_reloads_to_the_same_embeddings(tmp_path, tiny, shared_dat
     from transformers import AutoModel
 
     from workbench.train import data as train_data
-    from workbench.train.model import Embedder, load_model, tokenize
+    from workbench.encoder import tokenize
+    from workbench.train.model import Embedder, load_model
     from workbench.train.distributed import setup_distributed
     from workbench.train.export import save_trainable
     from workbench.train.loop import Batch, Loop

@@ -29,13 +29,12 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 from tqdm.auto import tqdm
 
-from workbench.encoder import (  # noqa: F401  (re-exported for the eval stage and benchmarks)
+from workbench.encoder import (
     INSTRUCTIONS_FILE,
     EncoderSpec,
     check_eos,
     instructs_every_text,
     load_spec,
-    minilm_path,
     pool,
     task_instruction,
     task_instructions,

@@ -151,7 +151,8 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
     if section.model == "bm25":
         systems.append((section.system or "bm25", "bm25s", BM25Search()))
         return systems
-    from workbench.eval.encoders import WorkbenchEncoder, minilm_path
+    from workbench.encoder import minilm_path
+    from workbench.eval.encoders import WorkbenchEncoder
 
     if section.model == "minilm":
         path, default_name = minilm_path(), "minilm"

@@ -217,7 +217,7 @@ def _tatoeba_target(section: Any, registry: Registry) -> Target:
 
 def _beir_target(section: Any, registry: Registry) -> Target:
     from workbench.eval.local_tasks import build_local_task, load_beir_split
-    from workbench.eval.encoders import task_instructions
+    from workbench.encoder import task_instructions
 
     data_dir = Path(section.data_dir)
     if not data_dir.is_dir():

@@ -67,7 +67,7 @@ class Loop:
         self.use_ds = plain_optimizer is None
 
     def _tok(self, texts: list[str]):
-        from workbench.train.model import tokenize
+        from workbench.encoder import tokenize
 
         enc = tokenize(self.loaded.tokenizer, texts, self.tc.max_length, self.loaded.add_eos)
         return enc["input_ids"].to(self.dist.device), enc["attention_mask"].to(self.dist.device)

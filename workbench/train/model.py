@@ -24,17 +24,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from workbench.encoder import (  # noqa: F401  (re-exported: the train side of the one contract)
-    CONTRACT_FILE,
-    ModelInfo,
-    Pooling,
-    check_eos,
-    inspect_model,
-    last_token_pool,
-    mean_pool,
-    pool,
-    tokenize,
-)
+from workbench.encoder import ModelInfo, Pooling, check_eos, inspect_model, pool
 from workbench.errors import WorkbenchError, first_line
 
 log = logging.getLogger(__name__)
