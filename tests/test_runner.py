@@ -14,7 +14,7 @@ from workbench.filter.stage import run_filter
 from workbench.languages import languages_dir, load_registry
 from workbench.plan import run_plan
 from workbench.run import Run
-from workbench.runner import stage_digest
+from workbench.runner import run_pipeline, stage_digest
 from workbench.tables import PLAN
 
 
@@ -97,3 +97,16 @@ def test_files_outside_the_run_join_the_digest_of_the_stages_that_read_them(tmp_
     assert stage_digest(run, config, registry, "report") == report_digest
     pl.DataFrame({"x": [2]}).write_parquet(extra)  # an extra results table changed
     assert stage_digest(run, config, registry, "report") != report_digest
+
+
+def test_the_pipeline_names_a_current_stage_skipped_and_never_running(tmp_path):
+    registry = load_registry()
+    run = Run.create(tmp_path / "run")
+    config = _config().model_copy(update={"pipeline": parse_config({"pipeline": {"stages": ["plan"]}},
+                                                                   where="test").pipeline})
+    lines: list[tuple[str, str]] = []
+    run_pipeline(run, config, registry, on_stage=lambda stage, state: lines.append((stage, state)))
+    assert [state.split(" in ")[0] for stage, state in lines if stage == "plan"] == ["running", "done"]
+    lines.clear()
+    run_pipeline(run, config, registry, on_stage=lambda stage, state: lines.append((stage, state)))
+    assert lines == [("plan", "skipped (current)")]

@@ -111,8 +111,9 @@ def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
     """Run one declared stage over ``run`` unless it is current (see the module docstring).
 
     ``options`` are the call's own settings (they join the digest: e.g. which systems eval runs);
-    ``progress``, ``notify`` and ``show_progress`` are the CLI's hooks; ``force`` runs a current
-    stage again; ``via`` is recorded so ``status`` can name the command that resumes the stage.
+    ``progress``, ``notify`` (state lines, "running" first when the stage runs) and ``show_progress``
+    are the CLI's hooks; ``force`` runs a current stage again; ``via`` is recorded so ``status`` can
+    name the command that resumes the stage.
     """
     declared = BY_NAME[stage]
     recording = int(os.environ.get("RANK", "0") or 0) == 0  # DeepSpeed ranks > 0 belong to rank 0's job
@@ -127,6 +128,8 @@ def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
         start = time.perf_counter()
         if recording:
             run.record_stage(stage, status="running", config_hash=digest, started_at=started, via=via)
+        if notify:
+            notify("running")
         inputs = StageInput(stage=stage, run=run, config=DeclaredConfig(config, declared), registry=registry,
                             options=dict(options or {}), progress=progress, notify=notify,
                             show_progress=show_progress)
@@ -165,8 +168,6 @@ def run_pipeline(
             if stage not in config.pipeline.stages:
                 outcomes.append(StageOutcome(stage, "not selected"))
                 continue
-            if on_stage:
-                on_stage(stage, "running")
             start = time.perf_counter()
             notify = (lambda line, stage=stage: on_stage(stage, line)) if on_stage else None
             result = run_stage(run, stage, config, registry,
