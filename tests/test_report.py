@@ -322,6 +322,24 @@ def test_cli_report_on_a_run_directory_and_errors_in_one_line(inputs, tmp_path):
     assert wrong_ref.returncode == 2 and "primary_reference" in wrong_ref.stderr
 
 
+def test_cli_results_join_the_tables_the_run_config_already_names(inputs, tmp_path):
+    import json
+
+    from workbench.config import RunConfig, load_config
+    from workbench.run import Run
+
+    run = Run.create(tmp_path / "run")
+    (run.root / "eval").mkdir()
+    shutil.copy(inputs["minilm"], run.root / "eval" / "results.parquet")
+    run.config_path.write_text(RunConfig.model_validate({"report": {"results": [str(inputs["multi"])]}}).to_toml())
+    done = _cli("report", run.root, "--results", inputs["bm25"])
+    assert done.returncode == 0, done.stderr
+    read = {i["path"] for i in json.loads((run.root / "report" / "report.json").read_text())["inputs"]
+            if i["role"] == "results"}
+    assert read == {str(run.root / "eval" / "results.parquet"), str(inputs["multi"]), str(inputs["bm25"])}
+    assert load_config(run.config_path).report.results == [str(inputs["multi"]), str(inputs["bm25"])]
+
+
 def test_cli_compare(inputs, tmp_path):
     done = _cli("report", "--compare", inputs["minilm"], f"{inputs['multi']}@multi-minilm (MTEB copy)", "--out", tmp_path / "c")
     assert done.returncode == 0, done.stderr

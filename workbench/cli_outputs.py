@@ -35,8 +35,11 @@ def report(
 
     updates = {k: v for k, v in {"focus": focus, "primary_reference": reference, "title": title}.items() if v is not None}
     if run_dir is not None and not compare and (out is None or out == run_dir / "report"):
-        # the report stage over the run (through the runner); --results and --audit join its [report] section
-        extra = {"results": [str(p) for p in results or []], "audit": str(audit) if audit else None}
+        # the report stage over the run (through the runner); --results and --audit join its [report] section,
+        # after the tables it already names
+        _, named = resolve_run_config(run_dir, config_file, create=False, write=False)
+        joined = list(dict.fromkeys([*named.report.results, *(str(p) for p in results or [])]))
+        extra = {"results": joined if results else None, "audit": str(audit) if audit else None}
         run, config = resolve_run_config(run_dir, config_file, {"report": {**updates, **{
             k: v for k, v in extra.items() if v}}}, create=False)
         if not (run_dir / "eval" / "results.parquet").is_file() and not config.report.results:
