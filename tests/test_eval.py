@@ -278,6 +278,7 @@ def test_minilm_through_mteb_then_rerun_is_fully_cached(
         raise AssertionError(f"re-encoded {len(texts)} texts")
 
     monkeypatch.setattr(encoders._SentenceTransformerBackend, "encode", no_encoding)
-    run_eval(run, config, load_registry())  # everything comes from RUN/eval/embeddings
+    (run.root / "eval" / "results.parquet").unlink()  # the stage runs again (a current one would not)
+    assert not run_eval(run, config, load_registry()).current  # everything comes from RUN/eval/embeddings
     again = run.read_table("eval", "results", EVAL_RESULTS).filter(pl.col("metric") == "ndcg_at_10")
     assert dict(zip(again["system"], again["value"], strict=True)) == values

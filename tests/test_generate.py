@@ -183,10 +183,12 @@ def test_invalid_answers_are_recorded_failed_with_raw_text(double, tmp_path):
     assert set(one_step["attempts"]) == {2} and one_step["error"].str.contains("invalid answer").all()
     assert one_step["raw_response"].str.starts_with("Sure! Here is").all()  # raw text kept
     assert two_step["error"].str.contains("brainstorm step failed.*invalid answer").all()
-    # failed is final: a re-run sends nothing unless --retry-failed
+    # failed is final: a re-run sends nothing unless --retry-failed (the table is lost, so the stage runs)
     sent = double.stats.total
-    run_generate(run, config, registry)
-    assert double.stats.total == sent
+    run.table_path("generated", "sw").unlink()
+    rerun = run_generate(run, config, registry)
+    assert not rerun.current and double.stats.total == sent
+    assert generated(run, "sw").equals(table)
     double.set_faults(Faults())
     run_generate(run, config, registry, retry_failed=True)
     assert set(generated(run, "sw")["status"]) == {"ok"}
@@ -361,8 +363,10 @@ def test_auto_structured_output_falls_back_when_the_endpoint_rejects_schemas(dou
     assert result.stats["structured_output"] == "llamacpp"
     assert set(generated(run, "sw")["status"]) == {"ok"}
     sent = double.stats.total
-    run_generate(run, config, registry)  # the detected mode is remembered: no new probe, no request
-    assert double.stats.total == sent
+    run.table_path("generated", "sw").unlink()  # the stage runs again, from the cache
+    rerun = run_generate(run, config, registry)  # the detected mode is remembered: no new probe, no request
+    assert not rerun.current and double.stats.total == sent
+    assert rerun.stats["structured_output"] == "llamacpp"
 
 
 def test_corrupt_cache_is_one_clear_error_and_is_left_alone(double, tmp_path):
@@ -495,8 +499,10 @@ def test_brainstorm_rounds_keep_each_task_to_a_few_examples(double, tmp_path):
         assert group["task"].value_counts()["count"].max() <= 2, family
     # the dry run and a re-run agree with what was sent: every round is cached, nothing is sent again
     sent = double.stats.total
-    run_generate(run, config, registry)
-    assert double.stats.total == sent
+    run.table_path("generated", "de").unlink()  # the stage runs again, from the cache
+    rerun = run_generate(run, config, registry)
+    assert not rerun.current and double.stats.total == sent
+    assert generated(run, "de").equals(table)
 
 
 def test_dry_run_is_sized_per_family_and_priced_for_the_batch_api(tmp_path):
