@@ -110,3 +110,25 @@ def test_the_pipeline_names_a_current_stage_skipped_and_never_running(tmp_path):
     lines.clear()
     run_pipeline(run, config, registry, on_stage=lambda stage, state: lines.append((stage, state)))
     assert lines == [("plan", "skipped (current)")]
+
+
+def test_the_model_folders_train_and_filter_read_from_outside_the_run_join_their_digests(tmp_path):
+    registry = load_registry()
+    model, ds_config, lid = tmp_path / "base-model", tmp_path / "ds.json", tmp_path / "glotlid.bin"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    ds_config.write_text("{}")
+    lid.write_bytes(b"lid model")
+    config = parse_config({"train": {"model": str(model), "deepspeed_config": str(ds_config)},
+                           "filter": {"extra_fasttext_path": str(lid)}}, where="test")
+    run = Run.create(tmp_path / "run")
+    train_digest = stage_digest(run, config, registry, "train")
+    filter_digest = stage_digest(run, config, registry, "filter")
+    (model / "model.safetensors").write_bytes(b"other weights")  # another checkpoint in the same folder
+    assert stage_digest(run, config, registry, "train") != train_digest
+    train_digest = stage_digest(run, config, registry, "train")
+    ds_config.write_text('{"gradient_clipping": 1.0}')
+    assert stage_digest(run, config, registry, "train") != train_digest
+    assert stage_digest(run, config, registry, "filter") == filter_digest
+    lid.write_bytes(b"a newer lid model")
+    assert stage_digest(run, config, registry, "filter") != filter_digest

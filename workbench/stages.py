@@ -39,7 +39,8 @@ class Stage:
     body: str  # "module:function": the work, called by the runner with a StageInput
     writes: str  # what it leaves in the run directory
     # "module:function" (DeclaredConfig -> dict): files outside the run the stage reads, by content
-    # or size and mtime; they join the digest (eval's data folders and models, report's extra tables)
+    # or size and mtime; they join the digest (the filter's LID models, train's base model and
+    # DeepSpeed JSON, eval's data folders and models, report's extra tables)
     outside: str | None = None
 
 
@@ -84,11 +85,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("generate", ("plan",), ("run", "generate"), True, "workbench.generate.stage:run_generate",
           "workbench.generate.stage:generate", "tasks/, generated/<lang>.parquet, cache.sqlite"),
     Stage("filter", ("generate",), ("filter",), True, "workbench.filter.stage:run_filter",
-          "workbench.filter.stage:filter_generated", "accepted/<lang>.parquet, rejected/<lang>.parquet"),
+          "workbench.filter.stage:filter_generated", "accepted/<lang>.parquet, rejected/<lang>.parquet",
+          outside="workbench.filter.stage:outside_inputs"),
     Stage("audit", ("plan", "generate", "filter"), (), True, "workbench.audit:run_audit",
           "workbench.audit:write_audit", "audit/ (summary.parquet, audit.json, index.html)"),
     Stage("train", ("filter",), ("run", "train"), False, "workbench.train.stage:run_train",
-          "workbench.train.stage:train_model", "train/ (records, log, model/)"),
+          "workbench.train.stage:train_model", "train/ (records, log, model/)",
+          outside="workbench.train.stage:outside_inputs"),
     Stage("eval", ("train",), ("eval", "pipeline", "train"), False, "workbench.eval.stage:run_eval",
           "workbench.eval.stage:evaluate", "eval/ (results.parquet, per_query.parquet, mteb JSON)",
           outside="workbench.eval.stage:outside_inputs"),

@@ -39,7 +39,7 @@ from workbench.filter.lid import Ensemble
 from workbench.filter.rules import Verdict, check_row
 from workbench.languages import Registry
 from workbench.processes import init_pool_worker, terminate_children
-from workbench.run import Run, StageResult
+from workbench.run import Run, StageResult, outside_state
 from workbench.runner import run_stage
 from workbench.stages import StageInput
 from workbench.tables import FILTERED, GENERATED
@@ -152,6 +152,13 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
     """Filter every ``generated/<lang>.parquet`` of ``run`` through the runner (skipped when current);
     ``progress(done, total)`` is optional."""
     return run_stage(run, STAGE, config, registry, progress=progress)
+
+
+def outside_inputs(config) -> dict:
+    """The LID model files the filter reads from outside the run (they join its digest)."""
+    section = config.filter
+    paths = [p for p in (section.lid176_path, section.extra_fasttext_path) if p]
+    return {p: outside_state(p) for p in sorted(set(paths))}
 
 
 def filter_generated(inputs: StageInput) -> StageResult:
