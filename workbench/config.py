@@ -18,8 +18,6 @@ Example ``run.toml``::
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -35,11 +33,6 @@ from workbench.stages import STAGE_NAMES
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def fingerprint(self) -> str:
-        """A short hash of the section, used to tell whether a stage's outputs are current."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _check_family(name: str) -> None:
