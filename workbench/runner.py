@@ -6,8 +6,9 @@ The stages are declared once, in :mod:`workbench.stages`. For one stage the runn
 * holds the run's writer lock (one writer per run directory);
 * decides whether the stage is current: its manifest entry is ``complete``, was recorded with the
   same digest (the config sections the stage declares, the recorded outputs of the stages it reads,
-  the language files when it declares them, and the call's options), and every output it recorded
-  is still on disk with its sha256. A current stage is not run again and rewrites nothing;
+  the language files and the files outside the run when it declares them, and the call's options),
+  and every output it recorded is still on disk with its sha256. A current stage is not run again
+  and rewrites nothing;
 * otherwise records the stage ``running``, calls its body with only the config sections it
   declared, times it, and records what the body returned (status, outputs with rows and sha256,
   stats) in ``manifest.json``. A body that stops with a :class:`WorkbenchError` leaves the stage
