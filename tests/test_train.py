@@ -317,3 +317,33 @@ def test_batches_that_cannot_avoid_a_repeated_text_are_filled_and_counted():
     batches = [next(sampler) for _ in range(6)]
     assert all(len(b) == 4 and len(set(b)) == 4 for b in batches)  # full, no record twice
     assert sampler.repeated_text_batches == 6
+
+
+def _labelled_records(distinct: int, labelled: int, labels: int) -> pl.DataFrame:
+    """``distinct`` records with texts of their own, then ``labelled`` whose positive is one of ``labels``
+    class labels (classification data: the label repeats across records)."""
+    n = distinct + labelled
+    positives = [f"p{i}" for i in range(distinct)] + [f"label {i % labels}" for i in range(labelled)]
+    return pl.DataFrame({"query": [f"q{i}" for i in range(n)], "positive": positives, "negative": [None] * n,
+                         "language": ["en"] * n, "family": ["long_short"] * n, "weight": [1.0] * n})
+
+
+def test_one_epoch_of_steps_still_draws_records_with_a_common_label_about_once():
+    records = _labelled_records(800, 200, labels=2)  # a batch of 20 wants 4 labelled records; 2 keep texts apart
+    sampler = train_data.BatchSampler(records, 20, random.Random(0))
+    drawn = pl.Series([i for _ in range(50) for i in next(sampler)]).value_counts()  # one epoch of steps
+    never = records.height - drawn.height
+    # a record held back for its label waits a few batches, not until other records were drawn twice:
+    # looking a whole epoch ahead left 100 of the 200 labelled records undrawn (and 100 others drawn twice)
+    assert never <= (1 + train_data.LOOKAHEAD_BATCHES) * 20, never
+    assert drawn["count"].max() <= 2
+    assert sampler.repeated_text_batches > 0  # the labels could not be kept apart, and that is counted
+
+
+def test_batches_stay_full_when_records_held_back_for_their_labels_pile_up():
+    records = _labelled_records(0, 4, labels=3)  # "label 0" twice: those two never share a batch of 3 willingly
+    for seed in range(5):
+        sampler = train_data.BatchSampler(records, 3, random.Random(seed))
+        for _ in range(100):
+            batch = next(sampler)
+            assert len(batch) == 3 and len(set(batch)) == 3, (seed, batch)  # copies of one record once filled the queue
