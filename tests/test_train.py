@@ -347,3 +347,18 @@ def test_batches_stay_full_when_records_held_back_for_their_labels_pile_up():
         for _ in range(100):
             batch = next(sampler)
             assert len(batch) == 3 and len(set(batch)) == 3, (seed, batch)  # copies of one record once filled the queue
+
+
+def test_the_sampler_keeps_no_second_copy_of_the_texts():
+    import tracemalloc
+
+    body = "word " * 2_000  # 10,000 characters a document
+    records = _chain_records(2_000).with_columns(pl.col("positive") + body, pl.col("negative") + body)
+    tracemalloc.start()
+    try:
+        sampler = train_data.BatchSampler(records, 8, random.Random(6))
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept < 4_000_000, kept  # the documents alone are 40 MB; the texts are compared by digest
+    assert len(next(sampler)) == 8

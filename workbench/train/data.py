@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import Counter
@@ -166,6 +167,10 @@ def save_hf_dataset(records: pl.DataFrame, folder: Path) -> Path:
     return folder
 
 
+def _text_digest(text: str) -> bytes:
+    return hashlib.blake2b(text.strip().encode(), digest_size=8).digest()
+
+
 # How far past its own batch the sampler looks for records that repeat no text of the batch, in
 # batches: a record held back for a repeated text is drawn about this many batches late at most.
 # 2 keeps the hard negatives that are other records' positives apart even in epochs of 4 batches.
@@ -220,7 +225,9 @@ class BatchSampler:
         self.group_keys = sorted(groups)
         self.group_weights = [sum(self.weights[i] for i in groups[k]) for k in self.group_keys]
         columns = [records[c].to_list() for c in ("query", "positive", "negative") if c in records.columns]
-        self.texts = [frozenset(t.strip() for t in texts if t and t.strip()) for texts in zip(*columns)]
+        # each text by an 8-byte digest, not the text (a second copy of every document for the whole run),
+        # and the same on every rank (str's hash is not)
+        self.texts = [frozenset(_text_digest(t) for t in texts if t and t.strip()) for texts in zip(*columns)]
         self.repeated_text_batches = 0
         self._queue: list[int] = []
 
@@ -239,7 +246,7 @@ class BatchSampler:
         distinct records. Scans only as far as the batch needs."""
         batch: list[int] = []
         taken: set[int] = set()
-        seen: set[str] = set()
+        seen: set[bytes] = set()
         passed: list[int] = []
         end, k = min(lookahead, len(candidates)), 0
         while k < end and len(batch) < size:
