@@ -148,6 +148,16 @@ def test_bad_deepspeed_config_is_one_clear_error(tmp_path, tiny):
     bad.write_text(json.dumps({"zero_optimization": {"stage": 2}, "optimizer": {"type": "Adam"}}))
     with pytest.raises(ConfigError, match="optimizer"):
         deepspeed_config(tc, micro_batch=1, grad_accum=1, world_size=1, bf16=False)
+    # clipping is train.max_grad_norm's, on both paths: a custom file may only repeat it
+    bad.write_text(json.dumps({"zero_optimization": {"stage": 2}, "gradient_clipping": 1.0}))
+    with pytest.raises(ConfigError, match="gradient_clipping.*train.max_grad_norm is 0"):
+        deepspeed_config(tc, micro_batch=1, grad_accum=1, world_size=1, bf16=False)
+    same = tc.model_copy(update={"max_grad_norm": 1.0})
+    assert deepspeed_config(same, micro_batch=1, grad_accum=1, world_size=1, bf16=False)["gradient_clipping"] == 1.0
+    bundled = TrainSection(model=str(tiny), deepspeed="zero2", max_grad_norm=0.5)
+    assert deepspeed_config(bundled, micro_batch=1, grad_accum=1, world_size=1, bf16=False)["gradient_clipping"] == 0.5
+    assert deepspeed_config(TrainSection(model=str(tiny), deepspeed="zero3"), micro_batch=1, grad_accum=1,
+                            world_size=1, bf16=False)["gradient_clipping"] == 0.0  # not DeepSpeed's default 1.0
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -362,3 +372,16 @@ def test_the_sampler_keeps_no_second_copy_of_the_texts():
         tracemalloc.stop()
     assert kept < 4_000_000, kept  # the documents alone are 40 MB; the texts are compared by digest
     assert len(next(sampler)) == 8
+
+
+def test_plain_torch_clips_once_per_step_after_all_gradcache_chunks(tmp_path, tiny, shared_data):
+    losses = {}
+    for norm, chunk in ((0.0, 0), (0.05, 0), (0.05, 4)):
+        run = accepted_run(tmp_path / f"n{norm}c{chunk}", shared_data, n=64)
+        run_train(run, train_config(tiny, deepspeed="none", steps=3, chunk_size=chunk, lora_dropout=0.0,
+                                    max_grad_norm=norm), None)
+        losses[norm, chunk] = torch.tensor(pl.read_parquet(run.root / "train" / "log.parquet")["loss"].to_list())
+    # clipping at 0.05 moves the third step by about 3e-3 (so the comparison below can see a clip per chunk)
+    assert (losses[0.0, 0] - losses[0.05, 0]).abs().max() > 1e-3, losses
+    # the chunks' gradients add up to the whole batch's before the one clip and step
+    assert torch.allclose(losses[0.05, 0], losses[0.05, 4], rtol=1e-5, atol=1e-5), losses
