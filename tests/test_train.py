@@ -148,6 +148,16 @@ def test_bad_deepspeed_config_is_one_clear_error(tmp_path, tiny):
     bad.write_text(json.dumps({"zero_optimization": {"stage": 2}, "optimizer": {"type": "Adam"}}))
     with pytest.raises(ConfigError, match="optimizer"):
         deepspeed_config(tc, micro_batch=1, grad_accum=1, world_size=1, bf16=False)
+    # clipping is train.max_grad_norm's, on both paths: a custom file may only repeat it
+    bad.write_text(json.dumps({"zero_optimization": {"stage": 2}, "gradient_clipping": 1.0}))
+    with pytest.raises(ConfigError, match="gradient_clipping.*train.max_grad_norm is 0"):
+        deepspeed_config(tc, micro_batch=1, grad_accum=1, world_size=1, bf16=False)
+    same = tc.model_copy(update={"max_grad_norm": 1.0})
+    assert deepspeed_config(same, micro_batch=1, grad_accum=1, world_size=1, bf16=False)["gradient_clipping"] == 1.0
+    bundled = TrainSection(model=str(tiny), deepspeed="zero2", max_grad_norm=0.5)
+    assert deepspeed_config(bundled, micro_batch=1, grad_accum=1, world_size=1, bf16=False)["gradient_clipping"] == 0.5
+    assert deepspeed_config(TrainSection(model=str(tiny), deepspeed="zero3"), micro_batch=1, grad_accum=1,
+                            world_size=1, bf16=False)["gradient_clipping"] == 0.0  # not DeepSpeed's default 1.0
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -317,3 +327,61 @@ def test_batches_that_cannot_avoid_a_repeated_text_are_filled_and_counted():
     batches = [next(sampler) for _ in range(6)]
     assert all(len(b) == 4 and len(set(b)) == 4 for b in batches)  # full, no record twice
     assert sampler.repeated_text_batches == 6
+
+
+def _labelled_records(distinct: int, labelled: int, labels: int) -> pl.DataFrame:
+    """``distinct`` records with texts of their own, then ``labelled`` whose positive is one of ``labels``
+    class labels (classification data: the label repeats across records)."""
+    n = distinct + labelled
+    positives = [f"p{i}" for i in range(distinct)] + [f"label {i % labels}" for i in range(labelled)]
+    return pl.DataFrame({"query": [f"q{i}" for i in range(n)], "positive": positives, "negative": [None] * n,
+                         "language": ["en"] * n, "family": ["long_short"] * n, "weight": [1.0] * n})
+
+
+def test_one_epoch_of_steps_still_draws_records_with_a_common_label_about_once():
+    records = _labelled_records(800, 200, labels=2)  # a batch of 20 wants 4 labelled records; 2 keep texts apart
+    sampler = train_data.BatchSampler(records, 20, random.Random(0))
+    drawn = pl.Series([i for _ in range(50) for i in next(sampler)]).value_counts()  # one epoch of steps
+    never = records.height - drawn.height
+    # a record held back for its label waits a few batches, not until other records were drawn twice:
+    # looking a whole epoch ahead left 100 of the 200 labelled records undrawn (and 100 others drawn twice)
+    assert never <= (1 + train_data.LOOKAHEAD_BATCHES) * 20, never
+    assert drawn["count"].max() <= 2
+    assert sampler.repeated_text_batches > 0  # the labels could not be kept apart, and that is counted
+
+
+def test_batches_stay_full_when_records_held_back_for_their_labels_pile_up():
+    records = _labelled_records(0, 4, labels=3)  # "label 0" twice: those two never share a batch of 3 willingly
+    for seed in range(5):
+        sampler = train_data.BatchSampler(records, 3, random.Random(seed))
+        for _ in range(100):
+            batch = next(sampler)
+            assert len(batch) == 3 and len(set(batch)) == 3, (seed, batch)  # copies of one record once filled the queue
+
+
+def test_the_sampler_keeps_no_second_copy_of_the_texts():
+    import tracemalloc
+
+    body = "word " * 2_000  # 10,000 characters a document
+    records = _chain_records(2_000).with_columns(pl.col("positive") + body, pl.col("negative") + body)
+    tracemalloc.start()
+    try:
+        sampler = train_data.BatchSampler(records, 8, random.Random(6))
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept < 4_000_000, kept  # the documents alone are 40 MB; the texts are compared by digest
+    assert len(next(sampler)) == 8
+
+
+def test_plain_torch_clips_once_per_step_after_all_gradcache_chunks(tmp_path, tiny, shared_data):
+    losses = {}
+    for norm, chunk in ((0.0, 0), (0.05, 0), (0.05, 4)):
+        run = accepted_run(tmp_path / f"n{norm}c{chunk}", shared_data, n=64)
+        run_train(run, train_config(tiny, deepspeed="none", steps=3, chunk_size=chunk, lora_dropout=0.0,
+                                    max_grad_norm=norm), None)
+        losses[norm, chunk] = torch.tensor(pl.read_parquet(run.root / "train" / "log.parquet")["loss"].to_list())
+    # clipping at 0.05 moves the third step by about 3e-3 (so the comparison below can see a clip per chunk)
+    assert (losses[0.0, 0] - losses[0.05, 0]).abs().max() > 1e-3, losses
+    # the chunks' gradients add up to the whole batch's before the one clip and step
+    assert torch.allclose(losses[0.05, 0], losses[0.05, 4], rtol=1e-5, atol=1e-5), losses

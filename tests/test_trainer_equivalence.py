@@ -320,7 +320,7 @@ def test_stock_tokenising_of_a_decoder_ends_without_eos_and_changes_the_loss(tin
             loss = MultipleNegativesRankingLoss(model, scale=1 / TEMPERATURE)
             losses[name] = float(loss([model.preprocess(t) for t in (queries, positives, negatives)], None))
     assert abs(losses["restored"] - ours) < 1e-5, (losses, ours)
-    assert abs(losses["stock"] - ours) > 0.5, (losses, ours)  # measured 4.18 against 2.81
+    assert abs(losses["stock"] - ours) > 0.5, (losses, ours)  # measured 5.12 against 3.31
 
 
 def test_a_row_without_a_hard_negative_cannot_share_a_batch_with_rows_that_have_one(tiny):
@@ -372,4 +372,4 @@ def test_eval_reads_a_trainer_folder_without_the_contract_and_adds_a_second_eos(
     eos = encoder.backend.tokenizer.eos_token_id
     assert batch["input_ids"][0].tolist()[-2:] == [eos, eos]  # the tokenizer's EOS, then the contract's
     drift = torch.tensor(encoder.backend.encode(TEXTS, 8)) - trained.reloaded.encode(TEXTS, convert_to_tensor=True)
-    assert drift.abs().max() > 1e-3  # measured 0.052: eval would not see the model that was trained
+    assert drift.abs().max() > 1e-3  # measured 0.049: eval would not see the model that was trained

@@ -132,6 +132,7 @@ def eval_command(
     import logging
 
     from workbench.eval.stage import eval_rows, run_eval
+    from workbench.eval.targets import EVAL_TASKS
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
 
@@ -152,8 +153,8 @@ def eval_command(
                        ("batch_size", batch_size), ("pooling", pooling), ("device", device)):
         if value is not None:
             updates[key] = value
-    if task is not None and task not in ("miracl", "xquad", "beir", "tatoeba"):
-        raise WorkbenchError(f"unknown task '{task}'", where="--task", fix="use miracl, xquad, beir or tatoeba")
+    if task is not None and task not in EVAL_TASKS:
+        raise WorkbenchError(f"unknown task '{task}'", where="--task", fix=f"use one of {', '.join(EVAL_TASKS)}")
     if languages:
         updates["languages"] = split_values(languages)
     if hard_negatives is not None:

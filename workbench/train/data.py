@@ -35,10 +35,11 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,6 +167,16 @@ def save_hf_dataset(records: pl.DataFrame, folder: Path) -> Path:
     return folder
 
 
+def _text_digest(text: str) -> bytes:
+    return hashlib.blake2b(text.strip().encode(), digest_size=8).digest()
+
+
+# How far past its own batch the sampler looks for records that repeat no text of the batch, in
+# batches: a record held back for a repeated text is drawn about this many batches late at most.
+# 2 keeps the hard negatives that are other records' positives apart even in epochs of 4 batches.
+LOOKAHEAD_BATCHES = 2
+
+
 class BatchSampler:
     """Endless global batches of record indices, drawn by weight, from a seeded ``random.Random``.
 
@@ -180,8 +191,11 @@ class BatchSampler:
     Nor one text twice: a record whose query, positive or negative equals a text already in the
     batch waits for a later batch, since that text would be one query's positive and another's
     in-batch negative (repeated labels of classification data, a hard negative that is another
-    record's positive). When the records left cannot fill a batch without repeats, the batch is
-    filled anyway and ``repeated_text_batches`` counts it.
+    record's positive). It waits for the records of the next :data:`LOOKAHEAD_BATCHES` batches at
+    most: when the records that far ahead cannot fill a batch without repeats, the batch is filled
+    anyway, in order, and ``repeated_text_batches`` counts it. A longer wait keeps texts apart by
+    training on other records first: looking a whole epoch ahead, one epoch's steps drew records
+    with a common class label at a fraction of their share and other records twice.
     """
 
     def __init__(self, records: pl.DataFrame, batch_size: int, rng: random.Random, one_task_per_batch: bool = False,
@@ -211,7 +225,9 @@ class BatchSampler:
         self.group_keys = sorted(groups)
         self.group_weights = [sum(self.weights[i] for i in groups[k]) for k in self.group_keys]
         columns = [records[c].to_list() for c in ("query", "positive", "negative") if c in records.columns]
-        self.texts = [frozenset(t.strip() for t in texts if t and t.strip()) for texts in zip(*columns)]
+        # each text by an 8-byte digest, not the text (a second copy of every document for the whole run),
+        # and the same on every rank (str's hash is not)
+        self.texts = [frozenset(_text_digest(t) for t in texts if t and t.strip()) for texts in zip(*columns)]
         self.repeated_text_batches = 0
         self._queue: list[int] = []
 
@@ -222,44 +238,69 @@ class BatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         return self
 
-    def _fill(self, candidates: list[int], size: int) -> tuple[list[int], list[int]]:
-        """(batch, passed over): up to ``size`` distinct records from ``candidates`` in order, first
-        those whose texts meet none already taken, then, if still short, the rest."""
+    def _fill(self, candidates: list[int], size: int, lookahead: int,
+              more: Callable[[], list[int]] | None = None) -> tuple[list[int], list[int]]:
+        """(batch, the candidates left, in order): ``size`` distinct records from ``candidates`` in
+        order, first those among the first ``lookahead`` whose texts meet none already taken, then,
+        if still short, the earliest others; ``more()`` extends the candidates when they hold too few
+        distinct records. Scans only as far as the batch needs."""
         batch: list[int] = []
         taken: set[int] = set()
-        seen: set[str] = set()
+        seen: set[bytes] = set()
         passed: list[int] = []
-        for i in candidates:
-            if len(batch) < size and i not in taken and not (self.texts[i] & seen):
+        end, k = min(lookahead, len(candidates)), 0
+        while k < end and len(batch) < size:
+            i = candidates[k]
+            k += 1
+            if i not in taken and not (self.texts[i] & seen):
                 batch.append(i)
                 taken.add(i)
                 seen |= self.texts[i]
             else:
                 passed.append(i)
         if len(batch) < size:
-            self.repeated_text_batches += 1
+            repeated = False
             rest = []
             for i in passed:
                 if len(batch) < size and i not in taken:
                     batch.append(i)
                     taken.add(i)
+                    repeated = repeated or bool(self.texts[i] & seen)
+                    seen |= self.texts[i]
                 else:
                     rest.append(i)
             passed = rest
-        return batch, passed
+            while len(batch) < size:
+                if k == len(candidates):
+                    if more is None:
+                        break
+                    candidates = candidates + more()
+                i = candidates[k]
+                k += 1
+                if i not in taken:
+                    batch.append(i)
+                    taken.add(i)
+                    repeated = repeated or bool(self.texts[i] & seen)
+                    seen |= self.texts[i]
+                else:
+                    passed.append(i)
+            self.repeated_text_batches += repeated
+        return batch, passed + candidates[k:]
 
     def __next__(self) -> list[int]:
         if self.one_task:
             key = self.rng.choices(self.group_keys, weights=self.group_weights)[0]
             members = self.groups[key]
             size = min(self.batch_size, len(members))
-            batch, _ = self._fill(self._epoch_order(members), size - size % self.multiple_of)
+            order = self._epoch_order(members)  # a fresh draw per batch: any member may stand in
+            batch, _ = self._fill(order, size - size % self.multiple_of, len(order))
             return batch
         size = min(self.batch_size, len(self.usable))
-        # look ahead at most one epoch past the queue for records that repeat no text of the batch
         while len(self._queue) < size + len(self.usable):
             self._queue += self._epoch_order(self.usable)
-        batch, passed = self._fill(self._queue, size)
         # what was passed over keeps its place: records held back for a repeated text come first next time
-        self._queue = passed
+        # (a queue of many copies of held-back records may hold fewer distinct ones than a batch: a
+        # fresh epoch completes it)
+        batch, self._queue = self._fill(self._queue, size, size * (1 + LOOKAHEAD_BATCHES),
+                                        more=lambda: self._epoch_order(self.usable))
         return batch

@@ -181,8 +181,8 @@ def train_loop(run: Run, tc: TrainSection, records: pl.DataFrame, loop: Loop, di
     seconds = time.perf_counter() - started
     window = max(1, min(10, len(losses) // 4))
     if sampler.repeated_text_batches:
-        log.warning("%d of %d batches hold one text twice (too few records with distinct texts to fill them): "
-                    "there a text is one query's positive and another's in-batch negative",
+        log.warning("%d of %d batches hold one text twice (the records next in line share texts, e.g. class "
+                    "labels): there a text is one query's positive and another's in-batch negative",
                     sampler.repeated_text_batches, tc.steps)
     return {
         "repeated_text_batches": sampler.repeated_text_batches,
