@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from workbench.config import parse_config
-from workbench.errors import TableError
+from workbench.errors import TableError, UnknownLanguageError
 from workbench.filter.stage import run_filter
 from workbench.languages import languages_dir, load_registry
 from workbench.plan import run_plan
@@ -132,3 +132,18 @@ def test_the_model_folders_train_and_filter_read_from_outside_the_run_join_their
     assert stage_digest(run, config, registry, "filter") == filter_digest
     lid.write_bytes(b"a newer lid model")
     assert stage_digest(run, config, registry, "filter") != filter_digest
+
+
+def test_a_stage_stopped_after_an_earlier_run_keeps_that_run_s_outputs_and_stats(tmp_path):
+    registry = load_registry()
+    run = Run.create(tmp_path / "run")
+    run_plan(run, _config(), registry)
+    before = run.stage_entry("plan")
+    with pytest.raises(UnknownLanguageError):
+        run_plan(run, _config(quotas={"xx": 3}), registry)  # stopped by a bad quota, nothing rewritten
+    entry = run.stage_entry("plan")
+    assert entry["status"] == "partial" and "unknown language code 'xx'" in entry["stats"]["stopped_by"]
+    assert entry["outputs"] == before["outputs"]  # same files, same rows and sha256
+    assert entry["stats"]["left_out"] == before["stats"]["left_out"]
+    assert run_plan(run, _config(), registry).current is False  # partial is never current: it runs again
+

@@ -23,7 +23,8 @@ import torch
 from workbench.config import TrainSection
 from workbench.encoder import CONTRACT_FILE, load_spec, pool, tokenize
 from workbench.train import data as train_data
-from workbench.train.distributed import DistState, free_port, setup_distributed
+from workbench.processes import free_port
+from workbench.train.distributed import DistState, setup_distributed
 from workbench.train.export import save_trainable
 from workbench.train.loop import Batch, Loop
 from workbench.train.loss import info_nce

@@ -137,9 +137,11 @@ def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
         try:
             result = _call(declared.body, inputs)
         except WorkbenchError as err:
-            if recording:  # stopped, not crashed: resumable, and the line says why
+            if recording:  # stopped, not crashed: resumable, and the line says why; what an earlier run
+                # recorded (its outputs, hashed as they are now, and its stats) stays in the entry
+                earlier = {rel: (info or {}).get("rows") or 0 for rel, info in entry.get("outputs", {}).items()}
                 run.record_stage(stage, status="partial", config_hash=digest, started_at=started,
-                                 stats={"stopped_by": err.line()}, via=via)
+                                 outputs=earlier, stats={**entry.get("stats", {}), "stopped_by": err.line()}, via=via)
             raise
         result.stats.setdefault("seconds", round(time.perf_counter() - start, 3))
         if recording:
