@@ -72,19 +72,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def outside_state(path: Path | str) -> Any:
-    """How a file or folder outside the run stands now, for a stage's digest: a file's size and mtime,
-    a folder's files with theirs (a model or a corpus is not hashed byte by byte); None if absent."""
-    path = Path(path)
-    if path.is_file():
-        stat = path.stat()
-        return [stat.st_size, stat.st_mtime_ns]
-    if path.is_dir():
-        return {str(f.relative_to(path)): [f.stat().st_size, f.stat().st_mtime_ns]
-                for f in sorted(path.rglob("*")) if f.is_file()}
-    return None
-
-
 @dataclass
 class StageResult:
     """What one stage did: its status, rows written per output, free-form stats.

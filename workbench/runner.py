@@ -34,13 +34,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
 from workbench.run import Run, StageResult, file_sha256, now
-from workbench.stages import BY_NAME, STAGES, DeclaredConfig, StageInput
+from workbench.stages import BY_NAME, STAGES, DeclaredConfig, Stage, StageInput
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,34 @@ def stage_digest(run: Run, config: RunConfig, registry: Registry | None, stage: 
         "inputs": {up: _on_disk((manifest.get(up) or {}).get("outputs", {}), run) for up in declared.reads},
         "languages": registry.fingerprint() if declared.languages and registry is not None else None,
         "options": _jsonable(options or {}),
-        "outside": _jsonable(_call(declared.outside, DeclaredConfig(config, declared))) if declared.outside else None,
+        "outside": _outside(declared, config),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Files outside the run up to this size join a digest by content, larger ones (models) by size and mtime.
+OUTSIDE_HASH_LIMIT = 64 << 20
+
+
+def _outside_state(path: Path) -> Any:
+    """How a file or folder outside the run stands now: a file's sha256 (size and mtime when larger
+    than OUTSIDE_HASH_LIMIT), a folder's files with their size and mtime (a model or a corpus is not
+    hashed byte by byte); None if absent."""
+    if path.is_file():
+        stat = path.stat()
+        return file_sha256(path) if stat.st_size <= OUTSIDE_HASH_LIMIT else [stat.st_size, stat.st_mtime_ns]
+    if path.is_dir():
+        return {str(f.relative_to(path)): [f.stat().st_size, f.stat().st_mtime_ns]
+                for f in sorted(path.rglob("*")) if f.is_file()}
+    return None
+
+
+def _outside(declared: Stage, config: RunConfig) -> dict[str, Any] | None:
+    """The state of every file outside the run the stage declares it reads (``Stage.outside``)."""
+    if declared.outside is None:
+        return None
+    paths = _call(declared.outside, DeclaredConfig(config, declared))
+    return {p: _outside_state(Path(p)) for p in sorted(set(paths))}
 
 
 def _on_disk(outputs: dict[str, Any], run: Run) -> dict[str, str | None]:

@@ -38,9 +38,9 @@ class Stage:
     entry: str  # "module:function": the public stage function the single-stage command calls
     body: str  # "module:function": the work, called by the runner with a StageInput
     writes: str  # what it leaves in the run directory
-    # "module:function" (DeclaredConfig -> dict): files outside the run the stage reads, by content
-    # or size and mtime; they join the digest (the filter's LID models, train's base model and
-    # DeepSpeed JSON, eval's data folders and models, report's extra tables)
+    # "module:function" (DeclaredConfig -> paths): files and folders outside the run the stage reads
+    # (the filter's LID models, train's base model and DeepSpeed JSON, eval's data folders and models,
+    # report's extra tables); the runner puts their state in the digest
     outside: str | None = None
 
 

@@ -31,7 +31,7 @@ from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
 from workbench.eval.targets import Target, build_target
-from workbench.run import Run, StageResult, atomic_write_bytes, now, outside_state
+from workbench.run import Run, StageResult, atomic_write_bytes, now
 from workbench.runner import run_stage
 from workbench.stages import StageInput
 from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
@@ -56,11 +56,10 @@ def run_eval(run: Run, config: RunConfig, registry: Registry, *, systems: str = 
     return run_stage(run, STAGE, config, registry, options={"systems": systems})
 
 
-def outside_inputs(config: Any) -> dict[str, Any]:
+def outside_inputs(config: Any) -> list[str]:
     """The data folders and model folders eval reads from outside the run (they join its digest)."""
     paths = [t.data_dir for t in (config.eval, *config.pipeline.eval_also) if t.data_dir]
-    paths += [m for m in (config.eval.model, config.train.model) if m and m not in ("minilm", "bm25")]
-    return {p: outside_state(p) for p in sorted(set(paths))}
+    return paths + [m for m in (config.eval.model, config.train.model) if m and m not in ("minilm", "bm25")]
 
 
 def eval_sections(run: Run, config: Any, systems: str) -> list[Any]:

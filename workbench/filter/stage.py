@@ -39,7 +39,7 @@ from workbench.filter.lid import Ensemble
 from workbench.filter.rules import Verdict, check_row
 from workbench.languages import Registry
 from workbench.processes import init_pool_worker, terminate_children
-from workbench.run import Run, StageResult, outside_state
+from workbench.run import Run, StageResult
 from workbench.runner import run_stage
 from workbench.stages import StageInput
 from workbench.tables import FILTERED, GENERATED
@@ -154,11 +154,10 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
     return run_stage(run, STAGE, config, registry, progress=progress)
 
 
-def outside_inputs(config) -> dict:
+def outside_inputs(config) -> list[str]:
     """The LID model files the filter reads from outside the run (they join its digest)."""
     section = config.filter
-    paths = [p for p in (section.lid176_path, section.extra_fasttext_path) if p]
-    return {p: outside_state(p) for p in sorted(set(paths))}
+    return [p for p in (section.lid176_path, section.extra_fasttext_path) if p]
 
 
 def filter_generated(inputs: StageInput) -> StageResult:

@@ -73,11 +73,10 @@ def run_report(run: Run, config: RunConfig, registry: Registry) -> StageResult:
     return run_stage(run, STAGE, config, registry)
 
 
-def outside_inputs(config: Any) -> dict[str, Any]:
-    """Tables from outside the run the report reads, by content (they join its digest)."""
+def outside_inputs(config: Any) -> list[str]:
+    """Tables from outside the run the report reads (they join its digest, by content)."""
     section = config.report
-    paths = [*section.results, *([section.audit] if section.audit else [])]
-    return {p: file_sha256(Path(p)) if Path(p).is_file() else None for p in paths}
+    return [*section.results, *([section.audit] if section.audit else [])]
 
 
 def write_report(inputs: StageInput) -> StageResult:

@@ -40,7 +40,7 @@ import polars as pl
 from workbench.config import RunConfig, TrainSection
 from workbench.encoder import inspect_model, write_spec
 from workbench.errors import WorkbenchError
-from workbench.run import Run, StageResult, atomic_write_bytes, outside_state
+from workbench.run import Run, StageResult, atomic_write_bytes
 from workbench.runner import run_stage
 from workbench.stages import StageInput
 from workbench.tables import TRAIN_LOG, TRAIN_RECORDS
@@ -114,11 +114,10 @@ def run_train(run: Run, config: RunConfig, registry=None, *, show_progress: bool
     return run_stage(run, STAGE, config, registry, show_progress=show_progress)
 
 
-def outside_inputs(config) -> dict:
+def outside_inputs(config) -> list[str]:
     """The model folder and the DeepSpeed JSON train reads from outside the run (they join its digest)."""
     section = config.train
-    paths = [p for p in (section.model, section.deepspeed_config) if p and p != "minilm"]
-    return {p: outside_state(p) for p in sorted(set(paths))}
+    return [p for p in (section.model, section.deepspeed_config) if p and p != "minilm"]
 
 
 def train_model(inputs: StageInput) -> StageResult:
