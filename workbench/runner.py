@@ -121,9 +121,13 @@ def outputs_intact(run: Run, entry: dict[str, Any]) -> bool:
     return True
 
 
+def _recorded_rows(entry: dict[str, Any]) -> dict[str, int]:
+    """The outputs a manifest entry records, with their rows."""
+    return {rel: (info or {}).get("rows") or 0 for rel, info in entry.get("outputs", {}).items()}
+
+
 def _recorded_result(stage: str, entry: dict[str, Any]) -> StageResult:
-    outputs = {rel: (info or {}).get("rows") or 0 for rel, info in entry.get("outputs", {}).items()}
-    return StageResult(stage, outputs=outputs, stats=entry.get("stats", {}), current=True)
+    return StageResult(stage, outputs=_recorded_rows(entry), stats=entry.get("stats", {}), current=True)
 
 
 def _call(where: str, *args: Any) -> Any:
@@ -165,9 +169,8 @@ def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
         except WorkbenchError as err:
             if recording:  # stopped, not crashed: resumable, and the line says why; what an earlier run
                 # recorded (its outputs, hashed as they are now, and its stats) stays in the entry
-                earlier = {rel: (info or {}).get("rows") or 0 for rel, info in entry.get("outputs", {}).items()}
                 run.record_stage(stage, status="partial", config_hash=digest, started_at=started,
-                                 outputs=earlier, stats={**entry.get("stats", {}), "stopped_by": err.line()}, via=via)
+                                 outputs=_recorded_rows(entry), stats={**entry.get("stats", {}), "stopped_by": err.line()}, via=via)
             raise
         result.stats.setdefault("seconds", round(time.perf_counter() - start, 3))
         if recording:
