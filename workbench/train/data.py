@@ -248,25 +248,28 @@ class BatchSampler:
         taken: set[int] = set()
         seen: set[bytes] = set()
         passed: list[int] = []
+        repeated = False
+
+        def take(i: int) -> None:
+            nonlocal repeated
+            repeated = repeated or bool(self.texts[i] & seen)
+            batch.append(i)
+            taken.add(i)
+            seen.update(self.texts[i])
+
         end, k = min(lookahead, len(candidates)), 0
         while k < end and len(batch) < size:
             i = candidates[k]
             k += 1
             if i not in taken and not (self.texts[i] & seen):
-                batch.append(i)
-                taken.add(i)
-                seen |= self.texts[i]
+                take(i)
             else:
                 passed.append(i)
         if len(batch) < size:
-            repeated = False
             rest = []
             for i in passed:
                 if len(batch) < size and i not in taken:
-                    batch.append(i)
-                    taken.add(i)
-                    repeated = repeated or bool(self.texts[i] & seen)
-                    seen |= self.texts[i]
+                    take(i)
                 else:
                     rest.append(i)
             passed = rest
@@ -278,10 +281,7 @@ class BatchSampler:
                 i = candidates[k]
                 k += 1
                 if i not in taken:
-                    batch.append(i)
-                    taken.add(i)
-                    repeated = repeated or bool(self.texts[i] & seen)
-                    seen |= self.texts[i]
+                    take(i)
                 else:
                     passed.append(i)
             self.repeated_text_batches += repeated
