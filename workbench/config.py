@@ -160,6 +160,8 @@ class FilterSection(Section):
     weights: dict[str, float] = Field(
         default_factory=lambda: {name: member.default_weight for name, member in MEMBERS.items()}
     )
+    lingua_low_accuracy: bool = Field(default=False, description="lingua member: trigram models only (~120 MB, "
+                                      "faster) instead of 1-5-grams (~1 GB)")
     lid_threshold: float = Field(default=0.5, gt=0, le=1, description="weighted share of voting members that must name the language")
     member_min_prob: float = Field(default=0.3, ge=0, le=1, description="a member's vote counts only at this confidence")
     allow_confusable: bool = Field(default=False, description="lenient: accept a language's whole confusable group "

@@ -225,10 +225,76 @@ class LangdetectMember(LidMember):
         return set(os.listdir(PROFILES_DIRECTORY))
 
 
+class Cld3Member(LidMember):
+    """CLD3 (``cld3-py``, imported as ``gcld3``): Google's small neural model, 107 labels, model in the wheel."""
+
+    name = "cld3"
+    label_field = "cld3"
+    cost = 40.0
+    summary = "CLD3 (cld3-py; 107 labels, some by script such as 'ru-Latn')"
+
+    def __init__(self, section) -> None:
+        import gcld3
+
+        self._model = gcld3.NNetLanguageIdentifier(min_num_bytes=0, max_num_bytes=section.lid_max_chars * 4)
+
+    def predict(self, text: str) -> tuple[str, float]:
+        result = self._model.FindLanguage(text=text)
+        if result.language == "und":
+            return "", 0.0
+        return result.language, float(result.probability)
+
+    @classmethod
+    def known_labels(cls) -> set[str]:
+        # gcld3 has no call that lists its labels; its wheel's description holds the table
+        from importlib.metadata import metadata
+
+        text = metadata("cld3-py").get_payload()
+        table = text[text.index("Output Code"):]
+        rows = [line.split("|") for line in table.splitlines()[2:]]
+        return {cells[0].strip() for cells in rows[: next(i for i, c in enumerate(rows) if len(c) < 3)]}
+
+
+@lru_cache(maxsize=2)
+def _lingua_detector(low_accuracy: bool):
+    """lingua's detector over all its 75 languages (models inside the wheel, loaded lazily per language)."""
+    from lingua import LanguageDetectorBuilder
+
+    builder = LanguageDetectorBuilder.from_all_languages()
+    if low_accuracy:
+        builder = builder.with_low_accuracy_mode()
+    return builder.build()
+
+
+class LinguaMember(LidMember):
+    """lingua (``lingua-language-detector``): n-gram models up to 5-grams built for short text, 75 languages."""
+
+    name = "lingua"
+    label_field = "lingua"
+    cost = 1200.0
+    summary = "lingua (75 languages; built for short text; ~1 GB of models in high-accuracy mode)"
+
+    def __init__(self, section) -> None:
+        self._detector = _lingua_detector(section.lingua_low_accuracy)
+
+    def predict(self, text: str) -> tuple[str, float]:
+        values = self._detector.compute_language_confidence_values(text)
+        if not values or values[0].value <= 0:
+            return "", 0.0
+        return values[0].language.iso_code_639_1.name.lower(), float(values[0].value)
+
+    @classmethod
+    def known_labels(cls) -> set[str]:
+        from lingua import Language
+
+        return {language.iso_code_639_1.name.lower() for language in Language.all()}
+
+
 # The registry: every LID model the filter knows, by name. Order = the column order of [lid].
 MEMBERS: dict[str, type[LidMember]] = {
     cls.name: cls
-    for cls in (FastTextLid176Member, Cld2Member, LangidMember, LangdetectMember, ExtraFastTextMember)
+    for cls in (FastTextLid176Member, Cld2Member, LangidMember, LangdetectMember, LinguaMember, Cld3Member,
+                ExtraFastTextMember)
 }
 # Members whose labels live in the language files ([lid] columns), in MEMBERS order.
 LABELLED_MEMBERS: tuple[str, ...] = tuple(name for name, cls in MEMBERS.items() if cls.label_field)
