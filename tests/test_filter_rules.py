@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from filter_fixtures import ensemble, make_row, registry, section  # noqa: F401  (pytest fixtures)
@@ -126,16 +128,59 @@ def test_bitext_sides_must_each_be_in_their_own_language(text, registry, ensembl
     assert "wrong_language:S2" in _reasons(swapped, registry, ensemble, section)
 
 
-def test_short_fields_are_voted_on_together_and_numbers_use_the_script_check(registry, ensemble, section):
-    row = make_row("am", "long_short", input_text="ቶም ብዙ ጊዜ ከውሻው ጋር ይናገራል። ተማሪ አይደለሁም።", label="ስፖርት", misleading_label="2024")
+def test_short_fields_are_voted_on_together_and_numbers_are_not_text(registry, ensemble, section, monkeypatch):
+    row = make_row("am", "long_short", input_text="ቶም ብዙ ጊዜ ከውሻው ጋር ይናገራል። ተማሪ አይደለሁም።", label="ስፖርት", misleading_label="ዜና")
     verdict = check_row(row, registry, ensemble, section)
     assert verdict.reasons == ()
     assert {field for field, *_ in verdict.votes} == {"input_text", "label+misleading_label"}
-    row.update(label="2023", misleading_label="2024")  # no letters: no LID vote, the script check decides
+    row.update(label="2023", misleading_label="2024")  # no letters: no text, no LID vote
     verdict = check_row(row, registry, ensemble, section)
-    assert verdict.reasons == () and {field for field, *_ in verdict.votes} == {"input_text"}
+    assert verdict.reasons == ("no_text:label", "no_text:misleading_label")
+    assert {field for field, *_ in verdict.votes} == {"input_text"}
+    # a family that declares numeric labels (year classes) keeps them, unchecked
+    numeric = dataclasses.replace(FAMILIES["long_short"], numeric_fields=("label", "misleading_label"))
+    monkeypatch.setitem(FAMILIES, "long_short", numeric)
+    assert check_row(row, registry, ensemble, section).reasons == ()
     row["label"] = "sport"
     assert "wrong_script:label" in _reasons(row, registry, ensemble, section)
+
+
+# What the quickstart accepted as Swahili (issue 23), and what a generator leaks instead of text.
+LETTERLESS_ROWS = [
+    dict(S1="{", S2="{", S3="{'Worst'}"),
+    dict(S1="N/A", S2="3559", S3="4678,2042"),
+]
+NOT_TEXT = ["{", "}", "[]", "{}", "3559", "4678,2042", "{'Worst'}", '{"label": "Michezo"}', '["a", "b"]', "N/A",
+            "n/a", "NULL", "None", "1.", "2)", "—", "...", "?!", "12:45", "$100", "50%", "#1", "***", "```",
+            '"', "''", "1, 2, 3", "(1)", "2024-01-01", "+1 555 0100", "{'S1': '", "१२३", "٣٥٥٩", "١٢:٤٥", "1a",
+            "x", "4678,2042 km"]
+
+
+def test_letterless_fields_are_rejected_as_no_text(text, registry, ensemble, section):
+    for fields in LETTERLESS_ROWS:
+        reasons = _reasons(make_row("sw", "sts", **fields), registry, ensemble, section)
+        assert {"no_text:S1", "no_text:S2", "no_text:S3"} <= set(reasons), (fields, reasons)
+    sw = text["sw"]
+    for junk in NOT_TEXT:
+        for family, name, base in (("sts", "S2", dict(S1=sw[100], S2=sw[101], S3=sw[102])),
+                                   ("long_short", "label", dict(input_text=" ".join(sw[300:310]), label="Michezo",
+                                                                misleading_label="Siasa"))):
+            row = make_row("sw", family, **{**base, name: junk})
+            assert f"no_text:{name}" in _reasons(row, registry, ensemble, section), (junk, family)
+
+
+def test_real_human_text_always_carries_text(shared_data, registry, section):
+    """No real sentence, query or paragraph (every Tatoeba language, MIRACL queries, XQuAD) is no_text."""
+    from workbench.filter.rules import is_text
+
+    texts = [s for lang in registry.generation for s in tatoeba_sentences(shared_data, lang)]
+    for path in sorted((shared_data / "miracl").glob("topics.*.tsv")):
+        texts += [line.split("\t", 1)[1] for line in path.read_text(encoding="utf-8").splitlines()]
+    for code in ("ar", "de", "hi", "th", "zh"):
+        texts += xquad_paragraphs(shared_data, code)
+    assert len(texts) > 75_000
+    failing = [t for t in texts if not is_text(t, section)]
+    assert len(failing) <= 1, failing[:5]  # the one: a one-character Chinese sentence ("行。")
 
 
 def _confident_indonesian(text, registry) -> list[str]:

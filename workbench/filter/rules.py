@@ -20,7 +20,7 @@ import regex
 
 from workbench.families import FAMILIES
 from workbench.filter.lid import Ensemble
-from workbench.filter.script import letter_count, script_share, words
+from workbench.filter.script import letter_count, script_share, text_letters, words
 from workbench.languages import Registry
 
 # The closed vocabulary of reason codes (the part before ':').
@@ -33,6 +33,9 @@ REASONS: dict[str, str] = {
     "query_copied": "the query/input appears verbatim in its positive document (or equals it)",
     "placeholder": "a leftover template placeholder such as {query} or [insert ...]",
     "refusal": "refusal or assistant boilerplate instead of content",
+    "no_text": "a field that carries no text: fewer than filter.min_text_letters letters, letters under "
+               "filter.min_text_share of its characters, a bare {...}/[...] structure or a non-answer such as N/A "
+               "(fields the family declares numeric are exempt)",
     "wrong_script": "too few letters in the expected script (filter.script_threshold)",
     "wrong_language": "a majority of the LID ensemble names another language (neighbours too, unless accept_also)",
     "lid_uncertain": "no clear LID majority for the expected language (a tie or split vote); the votes are kept",
@@ -53,6 +56,10 @@ _REFUSAL = regex.compile(
     regex.IGNORECASE,
 )
 _NON_WORD = regex.compile(r"[\p{P}\p{S}\s]+")
+# A field that is a data structure or a quote/bracket, not text: {...}, [...], a lone "{" or "'".
+_STRUCTURE = regex.compile(r"\A\s*(?:[\[{].*[\]}]|[\[{(\"'`<]+|[\]})\"'`>]+)\s*\Z", regex.DOTALL)
+# Whole-field non-answers a generator writes when it has nothing to say (matched case-insensitively).
+NON_ANSWERS = frozenset({"n/a", "n.a.", "null", "none", "nil", "nan", "undefined", "tbd"})
 
 
 def normalise(text: str) -> str:
@@ -142,15 +149,38 @@ def rule_boilerplate(row: dict, family: str) -> list[str]:
     return out
 
 
+def is_text(text: str, section) -> bool:
+    """Does a (non-empty) field carry text? At least ``min_text_letters`` letters, letters at least
+    ``min_text_share`` of its visible characters, not a bare structure, not a non-answer (``N/A``).
+
+    Thresholds measured on 89,226 real texts (benchmarks/lid_accuracy.py --text-floor): no Tatoeba
+    sentence, MIRACL query or XQuAD question/paragraph has a letter share below 0.37 or matches
+    the structure/non-answer patterns; one has fewer than 2 letters (a one-character Chinese sentence).
+    """
+    letters, visible = text_letters(text)
+    if letters < section.min_text_letters or letters < section.min_text_share * visible:
+        return False
+    return _STRUCTURE.match(text) is None and text.strip().casefold() not in NON_ANSWERS
+
+
+def rule_carries_text(row: dict, family: str, section) -> list[str]:
+    numeric = FAMILIES[family].numeric_fields
+    return [f"no_text:{f}" for f in FAMILIES[family].fields
+            if f not in numeric and (row.get(f) or "").strip() and not is_text(row[f], section)]
+
+
 def lid_reasons(decision, names: list[str], short: bool) -> list[str]:
     """Reject reasons of one LID decision over ``names`` (one field, or the joined short fields).
 
-    Short fields are too short for a reliable vote (a split vote on two Swahili words is the norm,
-    benchmarks/lid_accuracy.py --short), so for them only a majority for another language (an
-    English query, a Russian label) rejects; a split vote leaves it to the script check.
+    Short fields are too short for a clear vote (a split vote on two Swahili words is the norm,
+    benchmarks/lid_accuracy.py --short), so a split vote alone does not reject them; they are
+    rejected when one other language holds a majority, or when the votes for a likely wrong answer
+    (English or a confusable neighbour) are at least as many as the votes for the language.
     """
     if decision.accepted is None or decision.accepted:
         return []
+    if short and decision.likely_wrong > 0 and decision.likely_wrong >= decision.support:
+        return [f"wrong_language:{name}" for name in names]
     if decision.uncertain:
         return [] if short else [f"lid_uncertain:{name}" for name in names]
     return [f"wrong_language:{name}" for name in names]
@@ -173,6 +203,9 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
     reasons += rule_distinct_pairs(row, family)
     reasons += rule_query_copied(row, family, section, unspaced[FAMILIES[family].query])
     reasons += rule_boilerplate(row, family)
+    not_text = rule_carries_text(row, family, section)
+    reasons += not_text
+    skip = {reason.partition(":")[2] for reason in not_text}
     votes: list[tuple[str, str, str, float]] = []
     lid_language = accepted_as = None
     supports: list[float] = []
@@ -181,8 +214,8 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
     voted: list[tuple[list[str], str, str, bool]] = []  # (fields, language, text, short) to vote on
     for name, code in languages.items():
         text = row.get(name) or ""
-        if not text.strip():
-            continue
+        if not text.strip() or name in skip:
+            continue  # missing or not text: no language to check
         share = script_share(text, registry.get(code).scripts)
         if share is not None and share < section.script_threshold:
             reasons.append(f"wrong_script:{name}")
