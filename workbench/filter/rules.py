@@ -20,7 +20,7 @@ import regex
 
 from workbench.families import FAMILIES
 from workbench.filter.lid import Ensemble
-from workbench.filter.script import letter_count, script_share, text_letters, words
+from workbench.filter.script import letter_count, letters_of, script_share, text_letters, words
 from workbench.languages import Registry
 
 # The closed vocabulary of reason codes (the part before ':').
@@ -149,24 +149,30 @@ def rule_boilerplate(row: dict, family: str) -> list[str]:
     return out
 
 
-def is_text(text: str, section) -> bool:
+def is_text(text: str, section, letters: str | None = None) -> bool:
     """Does a (non-empty) field carry text? At least ``min_text_letters`` letters, letters at least
     ``min_text_share`` of its visible characters, not a bare structure, not a non-answer (``N/A``).
 
     Thresholds measured on 89,226 real texts (benchmarks/lid_accuracy.py --text-floor): no Tatoeba
     sentence, MIRACL query or XQuAD question/paragraph has a letter share below 0.37 or matches
     the structure/non-answer patterns; one has fewer than 2 letters (a one-character Chinese sentence).
+    ``letters``: :func:`letters_of` ``text`` when already known (most texts pass on it alone).
     """
-    letters, visible = text_letters(text)
-    if letters < section.min_text_letters or letters < section.min_text_share * visible:
-        return False
+    plain = len(letters_of(text) if letters is None else letters)
+    # letters alone already reach both bounds (marks only add, visible characters <= len(text))
+    if not (plain >= section.min_text_letters and plain >= section.min_text_share * len(text)):
+        with_marks, visible = text_letters(text)
+        if with_marks < section.min_text_letters or with_marks < section.min_text_share * visible:
+            return False
     return _STRUCTURE.match(text) is None and text.strip().casefold() not in NON_ANSWERS
 
 
-def rule_carries_text(row: dict, family: str, section) -> list[str]:
+def rule_carries_text(row: dict, family: str, section, letters: dict[str, str] | None = None) -> list[str]:
+    """``no_text:F`` for each field that carries no text (:func:`is_text`), except numeric fields."""
     numeric = FAMILIES[family].numeric_fields
+    letters = letters or {}
     return [f"no_text:{f}" for f in FAMILIES[family].fields
-            if f not in numeric and (row.get(f) or "").strip() and not is_text(row[f], section)]
+            if f not in numeric and (row.get(f) or "").strip() and not is_text(row[f], section, letters.get(f))]
 
 
 def lid_reasons(decision, names: list[str], short: bool) -> list[str]:
@@ -203,7 +209,8 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
     reasons += rule_distinct_pairs(row, family)
     reasons += rule_query_copied(row, family, section, unspaced[FAMILIES[family].query])
     reasons += rule_boilerplate(row, family)
-    not_text = rule_carries_text(row, family, section)
+    letters = {name: letters_of(row.get(name) or "") for name in languages}  # one pass per field
+    not_text = rule_carries_text(row, family, section, letters)
     reasons += not_text
     skip = {reason.partition(":")[2] for reason in not_text}
     votes: list[tuple[str, str, str, float]] = []
@@ -216,10 +223,11 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
         text = row.get(name) or ""
         if not text.strip() or name in skip:
             continue  # missing or not text: no language to check
-        share = script_share(text, registry.get(code).scripts)
+        share = script_share(text, registry.get(code).scripts, letters[name])
         if share is not None and share < section.script_threshold:
             reasons.append(f"wrong_script:{name}")
-        if letter_count(text[: section.lid_max_chars]) < section.min_lid_letters:
+        seen = len(letters[name]) if len(text) <= section.lid_max_chars else letter_count(text[: section.lid_max_chars])
+        if seen < section.min_lid_letters:
             short.setdefault(code, []).append(name)
         else:
             voted.append(([name], code, text, False))
@@ -241,3 +249,22 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
         supports.append(decision.support)
         reasons += lid_reasons(decision, names, is_short)
     return Verdict(tuple(reasons), lid_language, min(supports) if supports else None, tuple(votes), accepted_as)
+
+
+def lone_field_reasons(text: str, code: str, registry: Registry, ensemble: Ensemble, section,
+                       votes=None) -> list[str]:
+    """The language reasons :func:`check_row` gives a field that is its example's only field in
+    ``code`` (no_text, wrong_script, then the LID vote, short or long): what the benchmarks judge.
+    ``votes`` are every member's votes (:meth:`Ensemble.votes`); without them members are asked lazily."""
+    if not text.strip():
+        return []
+    if not is_text(text, section):
+        return ["no_text:field"]
+    reasons = []
+    share = script_share(text, registry.get(code).scripts)
+    if share is not None and share < section.script_threshold:
+        reasons.append("wrong_script:field")
+    short = letter_count(text[: section.lid_max_chars]) < section.min_lid_letters
+    if short and letter_count(text) < section.min_short_lid_letters:
+        return reasons
+    return reasons + lid_reasons(ensemble.decide(text.strip() if short else text, code, votes), ["field"], short)

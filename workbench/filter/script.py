@@ -42,6 +42,12 @@ def _script_pattern(scripts: tuple[str, ...]) -> regex.Pattern:
     return regex.compile(rf"[^{alternatives}]+")  # runs of letters outside the scripts
 
 
+def letters_of(text: str) -> str:
+    """The text's letters (``\\p{L}``) alone, in order: one pass the letter count, the script share
+    and the no_text check all read (the filter computes it once per field)."""
+    return _NON_LETTERS.sub("", text)
+
+
 def letter_count(text: str) -> int:
     return len(_NON_LETTERS.sub("", text))
 
@@ -51,9 +57,10 @@ def text_letters(text: str) -> tuple[int, int]:
     return len(_TEXT_LETTER.findall(text)), len(_VISIBLE.findall(text))
 
 
-def script_share(text: str, scripts: tuple[str, ...]) -> float | None:
-    """Share of letters (``\\p{L}``) that belong to one of ``scripts``; None when there are none."""
-    letters = _NON_LETTERS.sub("", text)
+def script_share(text: str, scripts: tuple[str, ...], letters: str | None = None) -> float | None:
+    """Share of letters (``\\p{L}``) that belong to one of ``scripts``; None when there are none.
+    ``letters``: :func:`letters_of` ``text`` when already known."""
+    letters = _NON_LETTERS.sub("", text) if letters is None else letters
     if not letters:
         return None
     inside = _script_pattern(tuple(scripts)).sub("", letters)
