@@ -166,6 +166,8 @@ class FilterSection(Section):
     member_min_prob: float = Field(default=0.3, ge=0, le=1, description="a member's vote counts only at this confidence")
     allow_confusable: bool = Field(default=False, description="lenient: accept a language's whole confusable group "
                                    "(uk for ru, ...); strict by default: only the language file's accept_also")
+    lid_cache_size: int = Field(default=50_000, ge=0, description="texts whose LID votes each filter worker keeps "
+                                "(by digest; repeated labels and documents are voted on once); 0 = no cache")
     lid_max_chars: int = Field(default=400, ge=20, description="LID looks at the first N characters of a field")
     min_lid_letters: int = Field(default=20, ge=0, description="fewer letters: the field is voted on together with the example's other short fields")
     min_short_lid_letters: int = Field(default=4, ge=0, description="short fields joined still fewer letters: no LID vote, the script check decides")

@@ -42,6 +42,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -81,7 +82,7 @@ class Ensemble:
 
     def __init__(self, members: list[LidMember], labels: dict[str, dict[str, str]], registry: Registry,
                  weights: dict[str, float], threshold: float, member_min_prob: float,
-                 allow_confusable: bool, max_chars: int):
+                 allow_confusable: bool, max_chars: int, cache_size: int = 0):
         self.members = members
         self.registry = registry
         self.weights = weights
@@ -98,6 +99,12 @@ class Ensemble:
         }
         self._accept_sets: dict[str, frozenset[str]] = {}
         self._wrong_sets: dict[str, frozenset[str]] = {}
+        self._covering_members: dict[str, list[LidMember]] = {}
+        # votes by text digest: a member's vote depends on the text alone, and generated data
+        # repeats texts (labels, hard negatives, duplicates dedup drops later); FIFO, bounded
+        self.cache_size = cache_size
+        self._cache: dict[bytes, dict[str, Vote]] = {}
+        self._hits = self._misses = 0
 
     @classmethod
     def load(cls, registry: Registry, section) -> "Ensemble":
@@ -116,7 +123,7 @@ class Ensemble:
             raise ConfigError("no LID member has a positive weight", where="filter.weights")
         built.sort(key=lambda m: m.cost)  # cheapest first, for lazy voting
         return cls(built, labels, registry, dict(section.weights), section.lid_threshold,
-                   section.member_min_prob, section.allow_confusable, section.lid_max_chars)
+                   section.member_min_prob, section.allow_confusable, section.lid_max_chars, section.lid_cache_size)
 
     def likely_wrong_set(self, code: str) -> frozenset[str]:
         """English and the confusable neighbours, less the accept set: the answers a generator that
@@ -148,17 +155,48 @@ class Ensemble:
         code = self._code_of[member.name].get(label) if label else None
         return Vote(member.name, code or (f"?{label}" if label else UNKNOWN), round(prob, 4))
 
+    def _cached(self, snippet: str) -> dict[str, Vote]:
+        """The votes already known for ``snippet`` (a dict to add to; a fresh one when caching is off)."""
+        if not self.cache_size:
+            return {}
+        key = hashlib.blake2b(snippet.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        known = self._cache.get(key)
+        if known is None:
+            if len(self._cache) >= self.cache_size:
+                del self._cache[next(iter(self._cache))]  # the oldest entry
+            known = self._cache[key] = {}
+        return known
+
+    def _vote_cached(self, member: LidMember, snippet: str, known: dict[str, Vote]) -> Vote:
+        vote = known.get(member.name)
+        if vote is None:
+            self._misses += 1
+            vote = known[member.name] = self._vote(member, snippet)
+        else:
+            self._hits += 1
+        return vote
+
+    def cache_info(self) -> str:
+        asked = self._hits + self._misses
+        share = f"{self._hits / asked:.1%}" if asked else "-"
+        return f"{self._hits:,} of {asked:,} member votes from the cache ({share}), {len(self._cache):,} texts held"
+
     def votes(self, text: str) -> tuple[Vote, ...]:
         """Every member's vote on ``text`` (used by benchmarks; the filter uses :meth:`decide`)."""
         snippet = text[: self.max_chars]
-        return tuple(self._vote(member, snippet) for member in self.members)
+        known = self._cached(snippet)
+        return tuple(self._vote_cached(member, snippet, known) for member in self.members)
 
     def _covering(self, code: str) -> list[LidMember]:
-        return [m for m in self.members if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
+        if code not in self._covering_members:
+            self._covering_members[code] = [m for m in self.members
+                                            if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
+        return self._covering_members[code]
 
     def _lazy_votes(self, text: str, code: str) -> tuple[Vote, ...]:
         """Votes of the covering members, cheapest first, until the language's own votes settle an acceptance."""
         snippet = text[: self.max_chars]
+        known = self._cached(snippet)
         threshold, min_prob = self.threshold_for(code), self.min_prob_for(code)
         covering = self._covering(code)
         remaining = sum(self.weights.get(m.name, 0.0) for m in covering)
@@ -175,7 +213,7 @@ class Ensemble:
             # settled wrong_language: one other language holds a majority whatever the rest say
             if others and max(others.values()) > 0.5 * bound:
                 break
-            vote = self._vote(member, snippet)
+            vote = self._vote_cached(member, snippet, known)
             out.append(vote)
             weight = self.weights.get(member.name, 0.0)
             remaining -= weight
