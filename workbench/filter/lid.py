@@ -77,6 +77,18 @@ class Decision:
     likely_wrong: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Policy:
+    """What deciding for one expected language needs, looked up once per language."""
+
+    threshold: float
+    min_prob: float
+    accept: frozenset[str]
+    wrong: frozenset[str]
+    covering: tuple  # (member, weight) of the members that can name the language, cheapest first
+    covering_names: frozenset[str]
+
+
 class Ensemble:
     """Weighted vote of LID members whose labels are mapped to registry codes."""
 
@@ -100,6 +112,7 @@ class Ensemble:
         self._accept_sets: dict[str, frozenset[str]] = {}
         self._wrong_sets: dict[str, frozenset[str]] = {}
         self._covering_members: dict[str, list[LidMember]] = {}
+        self._policies: dict[str, _Policy] = {}
         # votes by text digest: a member's vote depends on the text alone, and generated data
         # repeats texts (labels, hard negatives, duplicates dedup drops later); FIFO, bounded
         self.cache_size = cache_size
@@ -193,18 +206,26 @@ class Ensemble:
                                             if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
         return self._covering_members[code]
 
+    def _policy(self, code: str) -> _Policy:
+        policy = self._policies.get(code)
+        if policy is None:
+            covering = self._covering(code)
+            policy = self._policies[code] = _Policy(
+                self.threshold_for(code), self.min_prob_for(code), self.accept_set(code), self.likely_wrong_set(code),
+                tuple((m, self.weights.get(m.name, 0.0)) for m in covering), frozenset(m.name for m in covering))
+        return policy
+
     def _lazy_votes(self, text: str, code: str) -> tuple[Vote, ...]:
         """Votes of the covering members, cheapest first, until the language's own votes settle an acceptance."""
         snippet = text[: self.max_chars]
         known = self._cached(snippet)
-        threshold, min_prob = self.threshold_for(code), self.min_prob_for(code)
-        covering = self._covering(code)
-        remaining = sum(self.weights.get(m.name, 0.0) for m in covering)
-        accept = self.accept_set(code)
+        policy = self._policy(code)
+        threshold, min_prob, accept = policy.threshold, policy.min_prob, policy.accept
+        remaining = sum(weight for _, weight in policy.covering)
         own = answered = 0.0
         others: dict[str, float] = {}  # label outside the accept set -> weight
         out = []
-        for member in covering:
+        for member, weight in policy.covering:
             bound = answered + remaining
             # settled accept: even if every remaining member answers something else, the expected
             # language alone keeps a clear majority (so accepted_as is the same as with all votes)
@@ -215,7 +236,6 @@ class Ensemble:
                 break
             vote = self._vote_cached(member, snippet, known)
             out.append(vote)
-            weight = self.weights.get(member.name, 0.0)
             remaining -= weight
             if vote.label == UNKNOWN:
                 continue  # no answer (CLD2 'un', langdetect failure): the member abstains
@@ -229,8 +249,8 @@ class Ensemble:
     def decide(self, text: str, code: str, votes: tuple[Vote, ...] | None = None) -> Decision:
         """Accept ``text`` as ``code``? Without ``votes``, members are asked lazily (same verdict)."""
         votes = votes if votes is not None else self._lazy_votes(text, code)
-        accept = self.accept_set(code)
-        threshold, min_prob = self.threshold_for(code), self.min_prob_for(code)
+        policy = self._policy(code)
+        accept, threshold, min_prob, covering = policy.accept, policy.threshold, policy.min_prob, policy.covering_names
         tally: dict[str, float] = {}
         voting: dict[str, float] = {}  # label -> weight, covering members only
         supporting: dict[str, float] = {}  # accept-set label -> weight of confident votes
@@ -240,7 +260,7 @@ class Ensemble:
             if vote.label == UNKNOWN:
                 continue  # no answer: abstains
             tally[vote.label] = tally.get(vote.label, 0.0) + weight * max(vote.prob, 1e-3)
-            if self._label_of[vote.member].get(code, UNSUPPORTED) == UNSUPPORTED:
+            if vote.member not in covering:
                 continue  # this member cannot name the expected language: it abstains
             total += weight
             voting[vote.label] = voting.get(vote.label, 0.0) + weight
@@ -250,8 +270,7 @@ class Ensemble:
         if total == 0:
             return Decision(None, 0.0, seen_as, votes)
         share = sum(supporting.values()) / total
-        wrong = self.likely_wrong_set(code)
-        likely_wrong = round(sum(w for label, w in voting.items() if label in wrong) / total, 4)
+        likely_wrong = round(sum(w for label, w in voting.items() if label in policy.wrong) / total, 4)
         if share >= threshold and share > 0.5:
             top = max(supporting, key=lambda label: (supporting[label], label == code))
             return Decision(True, round(share, 4), seen_as, votes, accepted_as=None if top == code else top,
