@@ -251,3 +251,33 @@ def test_lazy_voting_gives_the_same_verdict_as_asking_every_member(text, registr
         assert (lazy.accepted, lazy.uncertain, lazy.accepted_as) == (full.accepted, full.uncertain, full.accepted_as)
         asked += len(lazy.votes)
     assert asked < 3 * len(cases)  # some members were skipped
+
+
+def test_member_registry_drives_config_and_labels(registry):
+    with pytest.raises(ConfigError, match="filter.members.*'fasttext' is not an LID member"):
+        parse_config({"filter": {"members": ["fasttext", "cld2"]}}, where="run.toml")
+    section = FilterSection(members=["cld2", "cld3", "lingua"], lingua_low_accuracy=True)
+    ensemble = Ensemble.load(registry, section)
+    assert [m.name for m in ensemble.members] == ["cld2", "cld3", "lingua"]  # cheapest first, by MEMBERS' cost
+    assert "lingua" not in ensemble.covers("gl") and "lingua" in ensemble.covers("sw")  # lingua has no Galician
+
+
+def test_lingua_and_cld3_vote_on_real_text(text, registry):
+    ensemble = Ensemble.load(registry, FilterSection(members=["cld3", "lingua"], lingua_low_accuracy=True))
+    sentence = " ".join(text["sw"][100:103])
+    assert {(v.member, v.label) for v in ensemble.votes(sentence)} == {("cld3", "sw"), ("lingua", "sw")}
+    assert ensemble.decide(sentence, "sw").accepted
+    english = " ".join(text["en"][100:103])
+    assert ensemble.decide(english, "sw").accepted is False
+
+
+def test_vote_cache_gives_the_same_verdicts_and_votes_a_repeated_text_once(text, registry):
+    rows = [make_row("sw", "long_short", input_text=" ".join(text["sw"][i:i + 6]), label="Michezo", misleading_label="Siasa")
+            for i in range(0, 120, 6)]
+    cached = Ensemble.load(registry, FilterSection())
+    uncached = Ensemble.load(registry, FilterSection(lid_cache_size=0))
+    section = FilterSection()
+    for row in rows:
+        assert check_row(row, registry, cached, section) == check_row(row, registry, uncached, section)
+    assert cached._hits >= 2 * (len(rows) - 1)  # the joined labels: voted on once, then from the cache
+    assert uncached._hits == 0

