@@ -565,6 +565,7 @@ def second_source_report(judge: Judge, args, members, registry: Registry) -> Non
     print("| source | lang | right kept |")
     print("|---|---|---|")
     kept_total: dict[str, Counts] = defaultdict(Counts)
+    per_language: dict[tuple[str, str], Counts] = defaultdict(Counts)  # (source, asked) -> counts
     for kind, by_code in sources.items():
         for code, texts in sorted(by_code.items()):
             if code not in registry:
@@ -574,6 +575,7 @@ def second_source_report(judge: Judge, args, members, registry: Registry) -> Non
                 verdict = judge.accepts(text, code, members)
                 cell.add("positive", verdict)
                 kept_total[kind].add("positive", verdict)
+                per_language[(kind, code)].add("positive", verdict)
             print(f"| {kind} | {code} | {rate(*cell.get('positive'))} |")
     for kind, cell in kept_total.items():
         print(f"| {kind} | all (pooled) | {rate(*cell.get('positive'))} |")
@@ -590,7 +592,9 @@ def second_source_report(judge: Judge, args, members, registry: Registry) -> Non
         asked = [c for c in generation if c != "en"] if not args.smoke else ["sw", "de"]
         for code in asked:
             for text in texts:
-                english_total[kind].add("english", judge.accepts(text, code, members))
+                verdict = judge.accepts(text, code, members)
+                english_total[kind].add("english", verdict)
+                per_language[(kind, code)].add("english", verdict)
         if texts:
             print(f"| {kind} | {len(asked)} languages | en | {rate(*english_total[kind].get('english'))} |")
         for written, items in sorted(by_code.items()):
@@ -603,6 +607,16 @@ def second_source_report(judge: Judge, args, members, registry: Registry) -> Non
                 for text in items:
                     cell.add("neighbour", judge.accepts(text, code, members))
                 print(f"| {kind} | {code} | {written} | {rate(*cell.get('neighbour'))} |")
+    print()
+    print("Expected precision (%, conservative 95% interval) if this share of a language's answers is in English, "
+          "from this source's own rates (right language kept, English texts of the same source accepted)")
+    print()
+    print("| source | lang | " + " | ".join(f"{int(100 * s)}% English" for s in SHARES) + " |")
+    print("|---|---|" + "---|" * len(SHARES))
+    for (kind, code), cell in sorted(per_language.items()):
+        if cell.get("positive")[1] and cell.get("english")[1]:
+            cells = [precision_at(cell.get("positive"), cell.get("english"), share) for share in SHARES]
+            print(f"| {kind} | {code} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
