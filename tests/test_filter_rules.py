@@ -281,3 +281,18 @@ def test_vote_cache_gives_the_same_verdicts_and_votes_a_repeated_text_once(text,
         assert check_row(row, registry, cached, section) == check_row(row, registry, uncached, section)
     assert cached._hits >= 2 * (len(rows) - 1)  # the joined labels: voted on once, then from the cache
     assert uncached._hits == 0
+
+
+def test_the_benchmarks_lone_field_verdict_is_the_filters(text, registry, ensemble, section):
+    """benchmarks/lid_accuracy.py judges a text with lone_field_reasons: the reasons check_row gives a
+    bitext S1, the only field of its example in the row's language (long, short, English, letterless)."""
+    from workbench.filter.rules import lone_field_reasons
+
+    en = text["en"]
+    candidates = text["sw"][:40] + [" ".join(s.split()[:3]) for s in text["sw"][40:80]] + en[:20]
+    candidates += [" ".join(s.split()[:2]) for s in en[20:40]] + ["3559", "N/A", "ሰላም ለሁሉም"]
+    for s1 in candidates:
+        row = make_row("sw", "bitext", S1=s1, S2=en[100], S3=en[300])
+        language_reasons = [r.replace(":S1", ":field") for r in check_row(row, registry, ensemble, section).reasons
+                            if r.endswith(":S1") and r.split(":")[0] in ("no_text", "wrong_script", "wrong_language", "lid_uncertain")]
+        assert lone_field_reasons(s1, "sw", registry, ensemble, section) == language_reasons, s1
