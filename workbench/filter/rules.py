@@ -153,9 +153,10 @@ def is_text(text: str, section, letters: str | None = None) -> bool:
     """Does a (non-empty) field carry text? At least ``min_text_letters`` letters, letters at least
     ``min_text_share`` of its visible characters, not a bare structure, not a non-answer (``N/A``).
 
-    Thresholds measured on 89,226 real texts (benchmarks/lid_accuracy.py --text-floor): no Tatoeba
-    sentence, MIRACL query or XQuAD question/paragraph has a letter share below 0.37 or matches
-    the structure/non-answer patterns; one has fewer than 2 letters (a one-character Chinese sentence).
+    Thresholds measured on 124,158 real texts (benchmarks/lid_accuracy.py --text-floor: Tatoeba in 75
+    languages, MIRACL queries and Yoruba passages, XQuAD questions and paragraphs): the lowest letter
+    share is 0.363, none is below 0.3; 12 are rejected: a one-character Chinese sentence ("行。") and
+    11 Yoruba Wikipedia passages that are only ``[[Category:...]]`` markup.
     ``letters``: :func:`letters_of` ``text`` when already known (most texts pass on it alone).
     """
     plain = len(letters_of(text) if letters is None else letters)
