@@ -508,10 +508,10 @@ def short_fields(judge: Judge, reporting, asked, deciders, args) -> None:
     ensemble = judge.ensemble
     before = _BeforeShortRule(ensemble.members, ensemble._label_of, registry, ensemble.weights, ensemble.threshold,
                               ensemble.member_min_prob, ensemble.allow_confusable, ensemble.max_chars)
-    rng = random.Random(args.seed + 1)
     spaced = [c for c in asked if not registry.get(c).unspaced]  # no spaces: a "2-4-word" snippet is undefined
-    snippets = {c: [snippet(s, rng) for s in reporting[c][: args.english]] for c in set(spaced) | {"en"} |
-                {n for c in spaced for n in registry.confusables(c) if n in reporting}}
+    needed = sorted(set(spaced) | {"en"} | {n for c in spaced for n in registry.confusables(c) if n in reporting})
+    snippets = {c: [snippet(s, rng) for s in reporting[c][: args.english]]
+                for c in needed for rng in [random.Random(f"{args.seed}-short-{c}")]}
     counts: dict[str, dict[str, Counts]] = defaultdict(lambda: defaultdict(Counts))
     for code in spaced:
         cases = [("positive", t) for t in snippets[code]]
