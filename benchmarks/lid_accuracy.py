@@ -196,7 +196,7 @@ class _BeforeShortRule(Ensemble):
     majority rejected (the likely-wrong-answer tie rule off)."""
 
     def decide(self, text, code, votes=None):
-        return dataclasses.replace(super().decide(text, code, votes), likely_wrong=0.0)
+        return dataclasses.replace(super().decide(text, code, votes), english=0.0, neighbour=0.0)
 
 
 class Judge:

@@ -109,16 +109,21 @@ def test_tie_becomes_lid_uncertain_with_votes_kept(registry, section, monkeypatc
     verdict = check_row(row, registry, ensemble, section)
     assert {"lid_uncertain:input", "lid_uncertain:positive_document"} <= set(verdict.reasons)
     assert ("input", "fasttext_lid176", "en", 0.9) in verdict.votes
-    # short fields: a tie with English (the likely wrong answer) rejects them ...
+    # short fields: a split vote is no evidence: the script check decides them ...
     short = make_row("sw", "short_short", input="Habari yako", positive_document="Asante sana")
     verdict = check_row(short, registry, ensemble, section)
-    assert {"wrong_language:input", "wrong_language:positive_document"} <= set(verdict.reasons)
-    assert ("input+positive_document", "cld2", "sw", 0.9) in verdict.votes
-    # ... a split with an unlikely answer is no evidence: the script check decides them
-    split = (Vote("cld2", "sw", 0.9), Vote("fasttext_lid176", "de", 0.9))
-    monkeypatch.setattr(ensemble, "_lazy_votes", lambda text, code: split)
-    verdict = check_row(short, registry, ensemble, section)
     assert not any(r.startswith(("lid_uncertain", "wrong_language")) for r in verdict.reasons)
+    assert ("input+positive_document", "cld2", "sw", 0.9) in verdict.votes
+    # ... unless English out-votes the language (here: the Swahili vote is below member_min_prob)
+    unsure = (Vote("cld2", "sw", 0.1), Vote("fasttext_lid176", "en", 0.9), Vote("langid", "de", 0.9))
+    monkeypatch.setattr(ensemble, "_lazy_votes", lambda text, code: unsure)
+    verdict = check_row(short, registry, ensemble, section)
+    assert {"wrong_language:input", "wrong_language:positive_document"} <= set(verdict.reasons)
+    # ... or a neighbour ties it: Russian against Belarusian
+    belarusian = make_row("be", "short_short", input="Добры дзень", positive_document="Дзякуй вам")
+    tie = (Vote("cld2", "be", 0.9), Vote("fasttext_lid176", "ru", 0.9))
+    monkeypatch.setattr(ensemble, "_lazy_votes", lambda text, code: tie)
+    assert "wrong_language:input" in check_row(belarusian, registry, ensemble, section).reasons
 
 
 def test_per_language_threshold_from_the_language_file(languages_copy, text):

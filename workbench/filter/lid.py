@@ -72,9 +72,10 @@ class Decision:
     votes: tuple[Vote, ...]
     uncertain: bool = False  # rejected without a majority for any single other label (split vote)
     accepted_as: str | None = None  # accepted, but the majority named this accept-also language
-    # weighted share of voting members naming a likely wrong answer: English or a confusable
-    # neighbour outside the accept set (what a generator slides into; the short-field rule uses it)
-    likely_wrong: float = 0.0
+    # weighted shares of voting members naming the likely wrong answers, what a generator slides
+    # into: English, and a confusable neighbour, each outside the accept set (the short-field rule)
+    english: float = 0.0
+    neighbour: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -270,11 +271,12 @@ class Ensemble:
         if total == 0:
             return Decision(None, 0.0, seen_as, votes)
         share = sum(supporting.values()) / total
-        likely_wrong = round(sum(w for label, w in voting.items() if label in policy.wrong) / total, 4)
+        english = round(voting.get("en", 0.0) / total, 4) if "en" in policy.wrong else 0.0
+        neighbour = round(sum(w for label, w in voting.items() if label in policy.wrong and label != "en") / total, 4)
         if share >= threshold and share > 0.5:
             top = max(supporting, key=lambda label: (supporting[label], label == code))
             return Decision(True, round(share, 4), seen_as, votes, accepted_as=None if top == code else top,
-                            likely_wrong=likely_wrong)
+                            english=english, neighbour=neighbour)
         other_majority = any(w > 0.5 * total for label, w in voting.items() if label not in accept)
         return Decision(False, round(share, 4), seen_as, votes, uncertain=not other_majority,
-                        likely_wrong=likely_wrong)
+                        english=english, neighbour=neighbour)

@@ -181,12 +181,16 @@ def lid_reasons(decision, names: list[str], short: bool) -> list[str]:
 
     Short fields are too short for a clear vote (a split vote on two Swahili words is the norm,
     benchmarks/lid_accuracy.py --short), so a split vote alone does not reject them; they are
-    rejected when one other language holds a majority, or when the votes for a likely wrong answer
-    (English or a confusable neighbour) are at least as many as the votes for the language.
+    rejected when one other language holds a majority, when English gets more votes than the
+    language, or when a confusable neighbour gets votes and the two likely wrong answers together
+    (neighbour and English) get at least as many as the language. (Chosen on the Tatoeba fitting
+    half among: "at least as many" for both, this, "more" for both.)
     """
     if decision.accepted is None or decision.accepted:
         return []
-    if short and decision.likely_wrong > 0 and decision.likely_wrong >= decision.support:
+    tie = 1e-3  # the shares are rounded to 4 decimals: equal within it is a tie
+    if short and (decision.english > decision.support + tie
+                  or (decision.neighbour > 0 and decision.english + decision.neighbour > decision.support - tie)):
         return [f"wrong_language:{name}" for name in names]
     if decision.uncertain:
         return [] if short else [f"lid_uncertain:{name}" for name in names]
