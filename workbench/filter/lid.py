@@ -1,4 +1,6 @@
-"""Language-ID ensemble: fastText lid.176, CLD2, langid.py, optional langdetect, optional extra fastText.
+"""Language-ID ensemble: a weighted vote of the members in :data:`workbench.filter.members.MEMBERS`
+(by default fastText lid.176, CLD2 and langid.py; langdetect, lingua, cld3 and an extra fastText
+model on request).
 
 Each member maps its own labels to registry codes through the ``[lid]`` table of every language
 file (``languages/*.toml``); a member whose label for the expected language is ``"unsupported"``
@@ -25,9 +27,12 @@ majority names an accept-also language rather than the expected one, the decisio
 Members are asked cheapest first, until the verdict is settled: once the expected language's own
 votes hold a clear majority whatever the rest say (a Swahili text that CLD2 and fastText both call
 Swahili never reaches langid), or one other language does (CLD2 and fastText both say English).
-Split votes ask every covering member, so an ``lid_uncertain`` row keeps every vote. Texts too short for statistical LID (fewer than ``min_lid_letters``
-letters) are judged by the caller together with the other short fields of their example (see
-:mod:`workbench.filter.rules`).
+Split votes ask every covering member, so an ``lid_uncertain`` row keeps every vote. Texts too
+short for statistical LID (fewer than ``min_lid_letters`` letters) are judged by the caller
+together with the other short fields of their example (see :mod:`workbench.filter.rules`); for
+them the decision also carries the vote shares of English and of the confusable neighbours.
+Votes are cached by the digest of the text LID sees (``filter.lid_cache_size``): a member's vote
+depends on the text alone.
 
 Every member's vote is returned as a :class:`Vote` (member, label, prob) so rejects can show why.
 Labels a member outputs that no registry language uses keep the member's own label prefixed with
@@ -129,7 +134,8 @@ class Ensemble:
             if section.weights.get(name, 0.0) <= 0:
                 continue
             if name not in MEMBERS:
-                raise ConfigError(f"unknown LID member '{name}'", where="filter.members", fix=f"use {', '.join(MEMBERS)}")
+                raise ConfigError(f"unknown LID member '{name}'", where="filter.members",
+                                  fix=f"use {', '.join(MEMBERS)}")
             member = MEMBERS[name](section)
             built.append(member)
             labels[name] = member.labels(registry, section)
