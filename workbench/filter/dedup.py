@@ -58,8 +58,7 @@ def signature(text: str, num_perm: int = 64, shingle_chars: int = 5, seed: int =
     a, b = _permutations(num_perm, seed)
     values = hashes[None, :] * a  # in place from here: one num_perm x shingles array, not three
     values += b
-    values >>= _SHIFT
-    return values.min(axis=1)
+    return values.min(axis=1) >> _SHIFT  # x >> 32 is monotonic: the minimum first, then the shift
 
 
 def find_duplicates(
