@@ -94,7 +94,8 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=5_000, help="examples for the one-core component timings")
     parser.add_argument("--langdetect-texts", type=int, default=500, help="langdetect is slow: time it on this many")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny input, one round, no baseline: seconds")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny input, one round, no baseline, no lingua/langdetect: seconds")
     args = parser.parse_args()
     if args.smoke:
         args.examples, args.subset, args.repeats, args.langdetect_texts, args.baseline = 240, 120, 1, 20, ""
@@ -129,8 +130,9 @@ def main() -> None:
         for code, rows in tables.items():
             generated_table(rows).write_parquet(generated / f"{code}.parquet")
         workers = {"workers": args.workers}
-        versions = {"this checkout": (REPO, workers),
-                    "this checkout, LID cache off": (REPO, {**workers, "lid_cache_size": 0})}
+        versions = {"this checkout": (REPO, workers)}
+        if not args.smoke:
+            versions["this checkout, LID cache off"] = (REPO, {**workers, "lid_cache_size": 0})
         if args.baseline:
             old = _export(args.baseline, Path(tmp) / "baseline")
             versions = {f"baseline {args.baseline}": (old, workers), **versions}
@@ -183,7 +185,7 @@ def main() -> None:
             if letter_count(text[: section.lid_max_chars]) >= section.min_lid_letters:
                 lid_texts.append(text[: section.lid_max_chars])
     texts_per_example = len(lid_texts) / len(subset)
-    members = ["fasttext_lid176", "cld2", "langid", "cld3", "lingua", "langdetect"]
+    members = ["fasttext_lid176", "cld2", "langid", "cld3"] + ([] if args.smoke else ["lingua", "langdetect"])
     every = Ensemble.load(registry, section.model_copy(update={"members": members}))
     results: list[tuple[str, float, str]] = []
     for member in every.members:
