@@ -6,7 +6,7 @@ else a known alias (ISO 639 codes some models still use: he = iw, tl = fil, no =
 ``[lid]`` table and the ``[sources] lid`` line names where the labels were read. Files that
 already have the column are left as they are. Prints what it wrote, per label kind.
 
-Run:  PYTHONPATH=. python tools/lid_labels.py lingua [--languages DIR] [--dry-run]
+Run:  PYTHONPATH=. python tools/lid_labels.py lingua [--languages DIR]
 """
 
 from __future__ import annotations
