@@ -83,6 +83,10 @@ def rate(k: int, n: int) -> str:
     return f"{k}/{n} {100 * k / n:.1f}% [{100 * low:.1f}-{100 * high:.1f}]"
 
 
+def _percent(k: int, n: int) -> str:
+    return f"{100 * k / n:.0f}" if n else "-"
+
+
 def precision_at(recall: tuple[int, int], wrong: tuple[int, int], share: float) -> str:
     """Expected precision if ``share`` of the answers are of the wrong kind: (1-s)R / ((1-s)R + sF),
     with a conservative interval from the two Clopper-Pearson intervals (R low with F high, and back)."""
@@ -540,17 +544,20 @@ def short_fields(judge: Judge, reporting, asked, deciders, args) -> None:
     print()
     print("Per language (filter); languages missing a target are marked !")
     print()
-    print("| lang | right kept | English acc. | neighbour acc. |")
-    print("|---|---|---|---|")
+    print("| lang | right kept | English acc. | neighbour acc. | before: right / English / neighbour |")
+    print("|---|---|---|---|---|")
     misses = []
+    before_name = next(name for name in counts if name.startswith("filter, before"))
     for code in plain:
         cell = counts["filter"][code]
+        old = counts[before_name][code]
+        was = " / ".join(_percent(*old.get(k)) for k in ("positive", "english", "neighbour"))
         (kr, nr), (ke, ne), (kn, nn) = cell.get("positive"), cell.get("english"), cell.get("neighbour")
         miss = [what for what, bad in (("right", nr and kr / nr < 0.9), ("English", ne and ke / ne > 0.01),
                                         ("neighbour", nn and kn / nn > 0.05)) if bad]
         if miss:
             misses.append(f"{code} ({', '.join(miss)})")
-        print(f"| {code}{' !' if miss else ''} | {rate(kr, nr)} | {rate(ke, ne)} | {rate(kn, nn)} |")
+        print(f"| {code}{' !' if miss else ''} | {rate(kr, nr)} | {rate(ke, ne)} | {rate(kn, nn)} | {was} |")
     print()
     print(f"languages missing a short-field target: {len(misses)}: {'; '.join(misses) or '-'}")
 
