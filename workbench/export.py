@@ -130,9 +130,11 @@ Load one language with `datasets.load_dataset(PATH, "<code>")`, all with `load_d
 
 ## Filter policy
 
-An example is kept only if every voted field is in the expected language (weighted vote of the
-language-ID ensemble), written in the expected script, within the length bounds of its field, and
-not a near-duplicate. Rejected examples are not in this export; their reasons were: {reason_list}.
+An example is kept only if every field carries text (letters, not a number, a bare `{...}` or
+`N/A`), is written in the expected script and is within the length bounds of its field; every field
+of 20 or more letters was voted to be in the expected language by a clear majority of the
+language-ID ensemble, and shorter fields were dropped when the vote named another language, English
+or a confusable neighbour at least as often as the expected one; and it is not a near-duplicate. Rejected examples are not in this export; their reasons were: {reason_list}.
 The exact settings:
 
 ```toml
