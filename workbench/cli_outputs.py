@@ -98,7 +98,12 @@ def export_command(
     folder = out or run.root / "export" / "dataset"
     info = export_dataset(run, config, load_registry(), folder)
     total = sum(c["accepted"] for c in info["languages"].values())
-    console.print(f"exported {total} examples in {len(info['languages'])} language(s): {folder}", highlight=False)
+    kept = len(info["languages"]) - len(info["left_out"])
+    console.print(f"exported {total} examples in {kept} language(s), configs {', '.join(info['configs'])}: {folder}",
+                  highlight=False)
+    if info["left_out"]:
+        console.print(f"left out {', '.join(info['left_out'])}: no accepted rows (no file, not in the card's languages)",
+                      highlight=False)
     if push_to_hub:
         console.print(f"dataset pushed: {push(folder, push_to_hub, 'dataset', private=private)}", highlight=False)
     if model_dir is not None:
