@@ -11,8 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from workbench.cli_render import GenerateProgress, console, err_console
+from workbench.cli_render import GenerateProgress, console, err_console, print_left_out
 from workbench.errors import WorkbenchError
 
 # --- report ----------------------------------------------------------------------------------
@@ -132,8 +133,13 @@ def run_command(
     except UnknownLanguageError as err:
         raise UnknownLanguageError(err.message, where=f"{config_file}: field 'run.languages'", fix=err.fix) from None
     target = run_dir or Path("runs") / requested.run.name
-    run, config = resolve_run_config(target, config_file)
+    from workbench.plan import planned_languages
+
+    # languages the plan leaves out (eval-only, no quota) never reach run.toml's list
+    kept, left_out = planned_languages(requested, registry, f"{config_file}: field 'run.languages'") if "plan" in requested.pipeline.stages else (None, {})
+    run, config = resolve_run_config(target, config_file, {"run": {"languages": kept}} if kept is not None else None)
     console.print(f"run directory: {run.root}")
+    print_left_out(left_out)
     from workbench.generate.engine import generation_notice
 
     if "generate" in config.pipeline.stages and (notice := generation_notice(config)):
@@ -143,7 +149,7 @@ def run_command(
     def on_stage(stage: str, state: str) -> None:
         if view.state is not None and (stage != "generate" or state.startswith("done")):
             view.close()  # generation is over: the live view gives way to the stage lines
-        console.print(f"[bold]{stage}[/]: {state}", highlight=False)
+        console.print(Text.assemble((stage, "bold"), f": {state}"), highlight=False)
 
     try:
         run_pipeline(run, config, registry, on_stage=on_stage, generate_progress=view.update)

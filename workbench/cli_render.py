@@ -9,8 +9,16 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+# markup off: messages quote user input and config syntax ([run.quotas], PATH[@SYSTEM]) that rich would
+# take for style tags and drop; soft wrap: a long line stays one line in a log file (tables still fit)
+console = Console(markup=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, soft_wrap=True)
+
+
+def print_left_out(left_out: dict[str, str]) -> None:
+    """Each language the plan leaves out, with the reason, once."""
+    for code, reason in left_out.items():
+        err_console.print(f"left out {code}: {reason}", highlight=False)
 
 
 def print_plan_summary(run) -> None:
