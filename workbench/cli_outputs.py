@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from workbench.cli_render import GenerateProgress, console, err_console, print_left_out
+from workbench.cli_render import GenerateProgress, StageProgress, console, err_console, print_left_out
 from workbench.errors import WorkbenchError
 
 # --- report ----------------------------------------------------------------------------------
@@ -144,17 +144,19 @@ def run_command(
 
     if "generate" in config.pipeline.stages and (notice := generation_notice(config)):
         err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
-    view = GenerateProgress()
+    views = {"generate": GenerateProgress(), "train": StageProgress(), "eval": StageProgress()}
 
     def on_stage(stage: str, state: str) -> None:
-        if view.state is not None and (stage != "generate" or state.startswith("done")):
-            view.close()  # generation is over: the live view gives way to the stage lines
+        for name, view in views.items():
+            if view.state is not None and (name != stage or state.startswith(("done", "skipped"))):
+                view.close()  # that stage is over: its live view gives way to the stage lines
         console.print(Text.assemble((stage, "bold"), f": {state}"), highlight=False)
 
     try:
-        run_pipeline(run, config, registry, on_stage=on_stage, generate_progress=view.update)
+        run_pipeline(run, config, registry, on_stage=on_stage, progress={name: v.update for name, v in views.items()})
     finally:
-        view.close()
+        for view in views.values():
+            view.close()
     status(run.root)
     report = run.stage_dir("report") / "index.html"
     if report.is_file():

@@ -21,6 +21,7 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -162,6 +163,8 @@ class WorkbenchEncoder(AbsEncoder):
         self.batch_size = batch_size
         self.instructions = task_instructions() if instructions is None else instructions
         self.show_progress = show_progress
+        # (desc, texts finished) after each chunk; set by the eval stage for the CLI's view (then no tqdm bar)
+        self.progress: Callable[[str, int], None] | None = None
         self.cache_root = cache_root
         self.chunk_size = max(batch_size, chunk_size)  # texts per backend call (and per cache write)
         self.flush_every = flush_every
@@ -240,8 +243,13 @@ class WorkbenchEncoder(AbsEncoder):
         todo = sorted((i for i in range(len(texts)) if i not in found), key=lambda i: -len(rendered[i]))
         if found:
             log.info("%s: %d of %d vectors from the cache", desc, len(found), len(texts))
-        chunk = self.chunk_size
-        with tqdm(total=len(todo), desc=desc, unit="text", disable=not self.show_progress or not todo) as bar:
+            if self.progress is not None:
+                self.progress(desc, len(found))
+        # a view wants news more often than every 512 texts (a minute on a loaded CPU); the texts are
+        # sorted by length, so smaller chunks still make the same batches
+        chunk = self.chunk_size if self.progress is None else min(self.chunk_size, 4 * self.batch_size)
+        bar_off = not self.show_progress or not todo or self.progress is not None
+        with tqdm(total=len(todo), desc=desc, unit="text", disable=bar_off) as bar:
             for start in range(0, len(todo), chunk):
                 positions = todo[start : start + chunk]
                 vectors = self.backend.encode([rendered[i] for i in positions], self.batch_size)
@@ -249,6 +257,8 @@ class WorkbenchEncoder(AbsEncoder):
                 if cache is not None:
                     cache.add([keys[i] for i in positions], vectors)
                 bar.update(len(positions))
+                if self.progress is not None:
+                    self.progress(desc, len(positions))
         if cache is not None:
             cache.flush()
         return result
