@@ -14,6 +14,7 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -24,11 +25,12 @@ from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
 from workbench.run import Run
 from workbench.runner import run_pipeline
-from workbench.tables import ACCEPTED, REJECTED
+from workbench.tables import ACCEPTED, EVAL_RESULTS, REJECTED
 from workbench.testing.openai_double import OpenAIDouble
 
 from cli_support import workbench
 
+REPO = Path(__file__).resolve().parent.parent
 LANGUAGES = ("sw", "de", "so")  # so: no accepted rows (see the module docstring)
 
 
@@ -234,3 +236,39 @@ def test_push_model_without_a_trained_model_fails_before_writing(capsys, tmp_pat
     assert "no trained model in this run" in err and len(err.strip().splitlines()) == 1
     assert not (run.root / "export").exists()
     assert pl.read_parquet(run.table_path("accepted", "sw")).height >= 0
+
+
+@pytest.mark.slow
+def test_model_card_names_no_local_path_is_refreshed_by_eval_and_is_what_push_publishes(capsys, tmp_path,
+                                                                                          shared_data, monkeypatch):
+    """MiniLM trained on a real run; eval after training rewrites the card's Evaluation section, and
+    --push-model-to-hub uploads that card (the upload itself is the fake Hub's)."""
+    from train_support import accepted_run, train_config
+    from workbench.encoder import minilm_path
+    from workbench.train.stage import run_train
+
+    run = accepted_run(tmp_path / "run", shared_data, n=12)
+    run_train(run, train_config("minilm", deepspeed="none", lora=False, steps=2, batch_size=4, max_length=32,
+                                gradient_checkpointing=False), None)
+    model_dir = run.root / "train" / "model"
+    assert "Not evaluated yet" in (model_dir / "README.md").read_text(encoding="utf-8")
+    xquad = REPO / "examples" / "data" / "xquad"
+    code, _, err = workbench(capsys, "eval", str(run.root), "--model", "bm25", "--task", "xquad", "--data-dir",
+                             str(xquad), "-l", "de")
+    assert code == 0, err
+    card = (model_dir / "README.md").read_text(encoding="utf-8")
+    ndcg = run.read_table("eval", "results", EVAL_RESULTS).filter(pl.col("metric") == "ndcg_at_10").row(0, named=True)
+    assert "Not evaluated" not in card
+    assert f"| bm25 | XQuADRetrieval | xquad-de | de | test | nDCG@10 | {ndcg['value']:.1f} | 318 |" in card
+    contract = json.loads((model_dir / "workbench_encoder.json").read_text())
+    for text in (card, json.dumps(contract)):  # no local path anywhere a push publishes in words
+        assert str(minilm_path()) not in text and str(tmp_path) not in text and "site-packages" not in text
+        assert not re.search(r"(^|[\s`'\"(])/(tmp|home|root|work|usr|var|Users)/", text)
+    assert (model_dir / contract["trained_on"]).resolve() == run.root.resolve()  # the run, relative to the model
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        code, out, err = workbench(capsys, "export", str(run.root), "--push-model-to-hub", "me/e5-minilm")
+        assert code == 0, err
+        uploaded = hub.files["models/me/e5-minilm"]
+    assert uploaded["README.md"].decode() == card and "workbench_encoder.json" in uploaded

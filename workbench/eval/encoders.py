@@ -52,10 +52,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def adapter_base(spec: EncoderSpec) -> str | None:
+    """Where an adapter folder's base weights are: the local folder peft's ``adapter_config.json``
+    names, else the contract's ``base_model`` (a Hub id in exports: the card's name for it)."""
+    config = Path(spec.path) / "adapter_config.json"
+    local = json.loads(config.read_text()).get("base_model_name_or_path") if config.is_file() else None
+    return local if local and Path(local).is_dir() else spec.base_model
+
+
 def fingerprint(spec: EncoderSpec) -> str:
     """A short hash of the spec and the weight files: the embedding cache's model key."""
     digest = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode())
-    folders = [Path(spec.path)] + ([Path(spec.base_model)] if spec.base_model and Path(spec.base_model).is_dir() else [])
+    base = adapter_base(spec)
+    folders = [Path(spec.path)] + ([Path(base)] if base and Path(base).is_dir() else [])
     for folder in folders:
         for file in sorted(folder.rglob("*")):
             if not file.is_file() or file.suffix not in (".safetensors", ".bin", ".json", ".pt"):
@@ -105,7 +114,7 @@ class _HFBackend:
         if (folder / "adapter_config.json").is_file():
             from peft import PeftModel
 
-            base = spec.base_model or json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+            base = adapter_base(spec)
             model = AutoModel.from_pretrained(base, torch_dtype=dtype, local_files_only=True)
             model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
             tok_source = str(folder) if (folder / "tokenizer_config.json").is_file() else base

@@ -32,6 +32,7 @@ from workbench.errors import WorkbenchError
 from workbench.languages import Registry
 from workbench.eval.targets import Target, build_target
 from workbench.progress import EvalWatch
+from workbench.train.card import refresh_model_cards
 from workbench.run import Run, StageResult, atomic_write_bytes, now
 from workbench.runner import run_stage
 from workbench.stages import StageInput
@@ -128,6 +129,7 @@ def evaluate(inputs: StageInput) -> StageResult:
         previous = json.loads(path.read_text()) if path.is_file() else {}
         previous.update(update)
         atomic_write_bytes(path, json.dumps(previous, indent=2, sort_keys=True, ensure_ascii=False).encode())
+    refresh_model_cards(run)  # the model card of this run's trained model: its Evaluation section, now
     outputs = {"eval/results.parquet": table.height, "eval/per_query.parquet": per_query_table.height}
     return StageResult(STAGE, outputs=outputs,
                        stats={"query_counts": query_counts, "systems": list(dict.fromkeys(system_names))})

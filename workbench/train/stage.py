@@ -176,7 +176,8 @@ def train_model(inputs: StageInput) -> StageResult:
     outputs: dict[str, int] = {}
     if is_main:
         spec = encoder_spec(tc, loaded)
-        facts = {"trained_on": str(run.root.resolve()), "steps": stats["steps"], "epochs": schedule.epochs,
+        # the run, relative to the model folder (train/model, train/adapter): no local path is published
+        facts = {"trained_on": "../..", "run_name": run.root.name, "steps": stats["steps"], "epochs": schedule.epochs,
                  "batch_size": schedule.batch_size}
         card = model_card_text(tc, loaded, built.records, schedule, {**stats, "deepspeed": tc.deepspeed, "world_size": dist.world_size,
                                                                    "precision": "bf16" if bf16 else "fp32"}, run,
