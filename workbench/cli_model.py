@@ -98,8 +98,6 @@ def train(
         console.print(f"note: {note}", highlight=False)
     if stats.get("skipped"):
         err_console.print("records not built: " + "; ".join(f"{k}: {v}" for k, v in stats["skipped"].items()))
-    for warning in stats.get("schedule_warnings") or []:
-        err_console.print(f"warning: {warning}")
     console.print(
         f"trained {stats.get('steps')} steps on {stats.get('records')} records in {stats.get('seconds')} s "
         f"({stats.get('epochs', 0):.2f} epochs, batch {stats.get('batch_size')}) "
