@@ -133,3 +133,9 @@ def test_stage_view_prints_plain_lines_off_a_terminal():
 def test_lines_say_unknown_before_the_first_unit():
     assert train_line(TrainProgress(steps=3)).endswith("ETA unknown")
     assert "ETA unknown" in eval_line(EvalProgress(sections=1, section=1, task="t", system="s", total=10))
+
+
+def test_bitext_line_counts_sentences_without_a_side():
+    state = EvalProgress(sections=8, section=7, task="Tatoeba", system="minilm", subset="deu-eng", side="texts",
+                         done=464, total=5116, started=time.monotonic() - 66)
+    assert eval_line(state).startswith("eval 7/8: Tatoeba · deu-eng · minilm · 464/5,116 texts · 7.0 passages/s")

@@ -206,7 +206,7 @@ def eval_line(state) -> str:
     if not state.total:
         return f"{where} · elapsed {duration(elapsed)} (ranks without embedding: no passage count)"
     rate = state.done / elapsed if elapsed > 0 else 0.0
-    side = f" {state.side}" if state.side else ""
+    side = f" {state.side}" if state.side in ("queries", "documents") else ""  # bitext: every text is a sentence
     return (f"{where} ·{side} {state.done:,}/{state.total:,} texts · {rate:.1f} passages/s · "
             f"elapsed {duration(elapsed)} · ETA {_eta(state.done, state.total, elapsed)}")
 
