@@ -112,8 +112,10 @@ def test_stage_view_prints_plain_lines_off_a_terminal():
         state.step, state.loss = 5, 0.25
         view.update(state)  # within every_s: nothing new printed
     lines = buffer.getvalue().splitlines()
-    assert lines[0] == "train: step 0/10 · loss — · elapsed 20s · — s/step · ETA unknown"
-    assert lines[1] == "train: step 5/10 · loss 0.2500 · elapsed 20s · 4.00 s/step · ETA 20s" and len(lines) == 2
+    # the clock runs on between the lines (a loaded machine): the pace and ETA are matched, not timed
+    assert re.fullmatch(r"train: step 0/10 · loss — · elapsed 2\ds · — s/step · ETA unknown", lines[0])
+    assert re.fullmatch(r"train: step 5/10 · loss 0\.2500 · elapsed 2\ds · 4\.\d\d s/step · ETA 2\ds", lines[1])
+    assert len(lines) == 2
 
     buffer = io.StringIO()
     with StageProgress(Console(file=buffer, force_terminal=False, width=300), every_s=3600) as view:
@@ -125,7 +127,8 @@ def test_stage_view_prints_plain_lines_off_a_terminal():
         view.update(EvalProgress(sections=2, section=2, task="TatoebaBitextMining", system="minilm", subset="amh-eng",
                                  total=0, started=time.monotonic()))  # a new target: the last one's line, then its own
     lines = buffer.getvalue().splitlines()
-    assert lines[0] == "eval 1/2: XQuADRetrieval · de · minilm · documents 100/400 texts · 10.0 passages/s · elapsed 10s · ETA 30s"
+    assert re.fullmatch(r"eval 1/2: XQuADRetrieval · de · minilm · documents 100/400 texts · \d+\.\d passages/s · "
+                        r"elapsed 1\ds · ETA \d\ds", lines[0])
     assert lines[1].startswith("eval 1/2: XQuADRetrieval · de · minilm · documents 400/400 texts") and lines[1].endswith("ETA done")
     assert lines[2].startswith("eval 2/2: TatoebaBitextMining · amh-eng · minilm · elapsed 0s") and len(lines) == 3
 
@@ -138,4 +141,4 @@ def test_lines_say_unknown_before_the_first_unit():
 def test_bitext_line_counts_sentences_without_a_side():
     state = EvalProgress(sections=8, section=7, task="Tatoeba", system="minilm", subset="deu-eng", side="texts",
                          done=464, total=5116, started=time.monotonic() - 66)
-    assert eval_line(state).startswith("eval 7/8: Tatoeba · deu-eng · minilm · 464/5,116 texts · 7.0 passages/s")
+    assert re.match(r"eval 7/8: Tatoeba · deu-eng · minilm · 464/5,116 texts · \d\.\d passages/s", eval_line(state))
