@@ -6,8 +6,8 @@ UserWarnings, FutureWarnings about renamed methods, DeepSpeed's "Setting acceler
 they go only to the log, counted by source, and the CLI says the count once
 (:func:`logged_note`). The workbench's own warnings are still printed on stderr. Libraries that
 print through their own console handler (DeepSpeed on stdout, transformers on stderr) are routed
-to the log for the duration of the stage, and the progress bars of ``datasets``,
-``huggingface_hub`` and ``transformers`` are turned off (the CLI shows the stage's own progress).
+to the log for the duration of the stage, and every tqdm progress bar (mteb's, ``datasets``',
+``transformers``') is off: the CLI shows the stage's own progress.
 
 One file per stage, appended to (a header line per run of the stage); under torchrun, ranks
 other than 0 write ``logs/<stage>.rank<N>.log``.
@@ -29,7 +29,6 @@ from typing import Any
 from workbench.run import now
 
 OWN_LOGGER = "workbench"
-QUIET_BARS = ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS")
 
 
 def _own(name: str) -> bool:
@@ -125,12 +124,10 @@ def stage_log(root: Path, stage: str) -> Iterator[StageLog]:
         to_log.file.handle(record)
         log.library_warnings[category.__name__] += 1
 
-    saved_env = {name: os.environ.get(name) for name in QUIET_BARS}
     saved_level = own_logger.level
     logging.Logger.addHandler = add_handler  # type: ignore[method-assign]
-    _quiet_progress_bars()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _no_progress_bars():
             warnings.showwarning = show_warning
             root_logger.addHandler(to_log)
             if own_console is not None:
@@ -146,28 +143,29 @@ def stage_log(root: Path, stage: str) -> Iterator[StageLog]:
         for logger, handler in swapped:
             logger.removeHandler(to_log)
             logger.addHandler(handler)
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         file.close()
 
 
-def _quiet_progress_bars() -> None:
-    """The libraries' own tqdm bars off: through the environment for those not imported yet, their
-    switches for those already imported (a user's explicit setting is left alone)."""
-    for name in QUIET_BARS:
-        os.environ.setdefault(name, "1")
-    if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0":  # asked for: keep every library's bars
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Every tqdm bar off while the block runs (mteb's bitext "Matching sentences", datasets' "Map",
+    transformers' "Loading weights" all derive from ``tqdm.std.tqdm``); the stage's own progress goes
+    to the CLI's view instead."""
+    try:
+        from tqdm import std
+    except ImportError:
+        yield
         return
-    for module, switch in (("datasets.utils.tqdm", "disable_progress_bars"),
-                           ("huggingface_hub.utils", "disable_progress_bars"),
-                           ("transformers.utils.logging", "disable_progress_bar")):
-        if module in sys.modules:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "cannot disable: the environment says 0" is the user's choice
-                getattr(sys.modules[module], switch)()
+    original = std.tqdm.__init__
+
+    def quiet(self, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **{**kwargs, "disable": True})
+
+    std.tqdm.__init__ = quiet  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        std.tqdm.__init__ = original  # type: ignore[method-assign]
 
 
 def logged_note(stats: dict[str, Any] | None, root: Path | None = None) -> str | None:
