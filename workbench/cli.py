@@ -13,15 +13,18 @@ import errno
 import signal
 import sqlite3
 import sys
+from typing import Annotated
 
 import typer
 
 from workbench import cli_data, cli_model, cli_outputs
 from workbench.cli_errors import click_exception_types, is_connection_error, print_error, usage_error_line
-from workbench.cli_render import err_console
+from workbench.cli_render import console, err_console
 from workbench.errors import WorkbenchError
 from workbench.run import command_scope
 from workbench.stages import STAGE_NAMES
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # subcommands inherit it from the app's context
 
 app = typer.Typer(
     name="workbench",
@@ -30,7 +33,38 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode=None,  # help renders literally: PATH[@SYSTEM], runs/<[run] name>
+    context_settings=HELP_OPTIONS,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from workbench import __version__
+
+        console.print(f"workbench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Multilingual E5 synthetic-data workbench: plan, generate, filter, audit, train, eval, report."""
+
+
+def _first_paragraph(doc: object) -> str | None:
+    return " ".join(doc.strip().split("\n\n")[0].split()) if isinstance(doc, str) and doc.strip() else None
+
+
+def _untruncated_command_help(typer_app: typer.Typer) -> None:
+    """The command list in ``--help`` shows each command's whole first paragraph (click cuts it to the
+    terminal width with "...")."""
+    for command in typer_app.registered_commands:
+        command.short_help = command.short_help or _first_paragraph(command.help or command.callback.__doc__)
+    for group in typer_app.registered_groups:
+        group.short_help = group.short_help or _first_paragraph(group.help) or _first_paragraph(group.typer_instance.info.help)
+        _untruncated_command_help(group.typer_instance)
 
 
 def _stop_like_ctrl_c_on_sigterm() -> None:
@@ -90,7 +124,7 @@ app.command()(cli_data.languages)
 app.command()(cli_data.plan)
 app.command()(cli_data.generate)
 batch_app = typer.Typer(help="OpenAI Batch API jobs of a run: status, collect.", no_args_is_help=True,
-                        rich_markup_mode=None)
+                        rich_markup_mode=None, context_settings=HELP_OPTIONS)
 app.add_typer(batch_app, name="batch")
 batch_app.command("status")(cli_data.batch_status_command)
 batch_app.command("collect")(cli_data.batch_collect_command)
@@ -104,6 +138,7 @@ app.command("export")(cli_outputs.export_command)
 app.command("run", help="Run the whole pipeline from one config ("
             + " → ".join(STAGE_NAMES) + "); stages whose inputs are unchanged are skipped.")(cli_outputs.run_command)
 app.command()(cli_outputs.status)
+_untruncated_command_help(app)
 
 
 if __name__ == "__main__":

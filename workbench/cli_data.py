@@ -21,6 +21,7 @@ from workbench.cli_render import (
     err_console,
     print_dry_run,
     print_generate_summary,
+    print_left_out,
     print_plan_summary,
     print_proposal,
 )
@@ -124,7 +125,7 @@ def plan(
 ) -> None:
     """Write the generation plan: per language, slots per task family with sampled placeholders."""
     from workbench.languages import load_registry
-    from workbench.plan import run_plan
+    from workbench.plan import planned_languages, run_plan
     from workbench.runconfig import resolve_run_config
 
     updates: dict[str, object] = {}
@@ -147,12 +148,16 @@ def plan(
         updates["families"] = split_values(families)
     if seed is not None:
         updates["seed"] = seed
-    run, config = resolve_run_config(run_dir, config_file, {"run": updates})
     registry = load_registry()
+    # languages the plan leaves out (eval-only, no quota) never reach run.toml's list
+    preview = resolve_run_config(run_dir, config_file, {"run": updates}, write=False)[1]
+    kept, left_out = planned_languages(preview, registry, "--languages" if language else "run.languages")
+    if kept is not None:
+        updates["languages"] = kept
+    run, config = resolve_run_config(run_dir, config_file, {"run": updates})
+    print_left_out(left_out)
     result = run_plan(run, config, registry)
     print_plan_summary(run)
-    for code, reason in result.stats.get("left_out", {}).items():
-        err_console.print(f"left out {code}: {reason}")
     state = "already current, nothing rewritten" if result.current else "written"
     console.print(f"plan {state}: {sum(result.outputs.values())} slots in {run.root / 'plan'}")
 

@@ -12,8 +12,9 @@ import typer
 from rich.table import Table
 
 from workbench.cli_data import split_values
-from workbench.cli_render import console, err_console
+from workbench.cli_render import StageProgress, console, err_console
 from workbench.errors import WorkbenchError
+from workbench.stagelog import logged_note
 
 # --- train -----------------------------------------------------------------------------------
 def train(
@@ -87,15 +88,16 @@ def train(
         check_fits(estimate_result, config.train)
         console.print(f"fits in {config.train.gpu_memory_gib:g} GiB per GPU")
         return
-    result = run_train(run, config, None, show_progress=True)
+    with StageProgress() as view:
+        result = run_train(run, config, None, progress=view.update)
     if result.current:
         console.print(f"train already current, nothing rewritten: {run.root / 'train'}")
         return
     stats = result.stats
+    if note := logged_note(stats, run.root):
+        console.print(f"note: {note}", highlight=False)
     if stats.get("skipped"):
         err_console.print("records not built: " + "; ".join(f"{k}: {v}" for k, v in stats["skipped"].items()))
-    for warning in stats.get("schedule_warnings") or []:
-        err_console.print(f"warning: {warning}")
     console.print(
         f"trained {stats.get('steps')} steps on {stats.get('records')} records in {stats.get('seconds')} s "
         f"({stats.get('epochs', 0):.2f} epochs, batch {stats.get('batch_size')}) "
@@ -129,14 +131,11 @@ def eval_command(
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
 ) -> None:
     """Evaluate a model (and/or BM25) with mteb on MIRACL, XQuAD or any BEIR folder; writes RUN/eval/results.parquet."""
-    import logging
-
     from workbench.eval.stage import eval_rows, run_eval
     from workbench.eval.targets import EVAL_TASKS
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if run_arg is not None and run_option is not None:
         raise WorkbenchError("RUN given twice", where="--run", fix="drop --run; give RUN as the first argument")
     if run_arg is None and run_option is None:
@@ -170,7 +169,10 @@ def eval_command(
 
         updates = {**EvalSection().model_dump(mode="json"), **updates}
     run, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=create)
-    result = run_eval(run, config, load_registry())
+    with StageProgress() as view:
+        result = run_eval(run, config, load_registry(), progress=view.update)
+    if note := logged_note(result.stats if not result.current else None, run.root):
+        console.print(f"note: {note}", highlight=False)
     table = Table(title=f"eval: {run.root / 'eval' / 'results.parquet'}")
     for column in ("system", "dataset", "nDCG@10 | F1", "R@100 | acc", "queries", "docs"):
         table.add_column(column, justify="left" if column in ("system", "dataset") else "right")

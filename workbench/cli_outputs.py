@@ -11,8 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from workbench.cli_render import GenerateProgress, console, err_console
+from workbench.cli_render import GenerateProgress, StageProgress, console, err_console, print_left_out
 from workbench.errors import WorkbenchError
 
 # --- report ----------------------------------------------------------------------------------
@@ -98,7 +99,12 @@ def export_command(
     folder = out or run.root / "export" / "dataset"
     info = export_dataset(run, config, load_registry(), folder)
     total = sum(c["accepted"] for c in info["languages"].values())
-    console.print(f"exported {total} examples in {len(info['languages'])} language(s): {folder}", highlight=False)
+    kept = len(info["languages"]) - len(info["left_out"])
+    console.print(f"exported {total} examples in {kept} language(s), configs {', '.join(info['configs'])}: {folder}",
+                  highlight=False)
+    if info["left_out"]:
+        console.print(f"left out {', '.join(info['left_out'])}: no accepted rows (no file, not in the card's languages)",
+                      highlight=False)
     if push_to_hub:
         console.print(f"dataset pushed: {push(folder, push_to_hub, 'dataset', private=private)}", highlight=False)
     if model_dir is not None:
@@ -127,23 +133,30 @@ def run_command(
     except UnknownLanguageError as err:
         raise UnknownLanguageError(err.message, where=f"{config_file}: field 'run.languages'", fix=err.fix) from None
     target = run_dir or Path("runs") / requested.run.name
-    run, config = resolve_run_config(target, config_file)
+    from workbench.plan import planned_languages
+
+    # languages the plan leaves out (eval-only, no quota) never reach run.toml's list
+    kept, left_out = planned_languages(requested, registry, f"{config_file}: field 'run.languages'") if "plan" in requested.pipeline.stages else (None, {})
+    run, config = resolve_run_config(target, config_file, {"run": {"languages": kept}} if kept is not None else None)
     console.print(f"run directory: {run.root}")
+    print_left_out(left_out)
     from workbench.generate.engine import generation_notice
 
     if "generate" in config.pipeline.stages and (notice := generation_notice(config)):
         err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
-    view = GenerateProgress()
+    views = {"generate": GenerateProgress(), "train": StageProgress(), "eval": StageProgress()}
 
     def on_stage(stage: str, state: str) -> None:
-        if view.state is not None and (stage != "generate" or state.startswith("done")):
-            view.close()  # generation is over: the live view gives way to the stage lines
-        console.print(f"[bold]{stage}[/]: {state}", highlight=False)
+        for name, view in views.items():
+            if view.state is not None and (name != stage or state.startswith(("done", "skipped"))):
+                view.close()  # that stage is over: its live view gives way to the stage lines
+        console.print(Text.assemble((stage, "bold"), f": {state}"), highlight=False)
 
     try:
-        run_pipeline(run, config, registry, on_stage=on_stage, generate_progress=view.update)
+        run_pipeline(run, config, registry, on_stage=on_stage, progress={name: v.update for name, v in views.items()})
     finally:
-        view.close()
+        for view in views.values():
+            view.close()
     status(run.root)
     report = run.stage_dir("report") / "index.html"
     if report.is_file():

@@ -9,8 +9,16 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+# markup off: messages quote user input and config syntax ([run.quotas], PATH[@SYSTEM]) that rich would
+# take for style tags and drop; soft wrap: a long line stays one line in a log file (tables still fit)
+console = Console(markup=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, soft_wrap=True)
+
+
+def print_left_out(left_out: dict[str, str]) -> None:
+    """Each language the plan leaves out, with the reason, once."""
+    for code, reason in left_out.items():
+        err_console.print(f"left out {code}: {reason}", highlight=False)
 
 
 def print_plan_summary(run) -> None:
@@ -109,10 +117,13 @@ class GenerateProgress:
         import time
 
         self.last_line_at = time.monotonic()
-        line = progress_line(self.state)
+        line = self.line(self.state)
         if line != self.last_line:  # the closing line repeats nothing already printed
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
             self.last_line = line
+
+    def line(self, state) -> str:
+        return progress_line(state)
 
     def _render(self):
         from rich.console import Group
@@ -132,6 +143,72 @@ class GenerateProgress:
             table.add_row(code, ProgressBar(total=max(1, planned), completed=state.done[code], width=30),
                           f"{state.done[code]}/{planned}", str(state.ok[code]), str(state.failed[code]))
         return Group(table, Text(progress_line(state)))
+
+
+class StageProgress(GenerateProgress):
+    """Train and eval in the generate view's style: on a terminal a bar and one live line (stderr);
+    elsewhere the line as plain text on stdout at the first update, every ``every_s`` seconds and at
+    the end. The states are :class:`workbench.progress.TrainProgress` and ``EvalProgress``."""
+
+    def update(self, state) -> None:
+        if self.live is None and not self.closed and self.state is not None and state is not self.state:
+            self._print_line()  # eval moved to the next target or system: the last line of the one before,
+            self.last_line_at = None  # and the new one's first line at once
+        super().update(state)
+
+    def line(self, state) -> str:
+        from workbench.progress import TrainProgress
+
+        return train_line(state) if isinstance(state, TrainProgress) else eval_line(state)
+
+    def _render(self):
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
+
+        state = self.state
+        if state is None:
+            return Text("starting…")
+        done, total = (state.step, state.steps) if hasattr(state, "steps") else (state.done, state.total)
+        bar = ProgressBar(total=max(1, total), completed=done, width=40) if total else ProgressBar(total=None, width=40)
+        return Group(bar, Text(self.line(state)))
+
+
+def _eta(done: float, total: float, elapsed: float) -> str:
+    """Time left at the rate so far: the rest divided by done per second; unknown before the first unit."""
+    if total and done >= total:
+        return "done"
+    if done and elapsed > 0 and total:
+        return duration((total - done) / (done / elapsed))
+    return "unknown"
+
+
+def train_line(state) -> str:
+    """One line of training progress: steps, the last loss, elapsed time, seconds per step, ETA."""
+    import time
+
+    elapsed = time.monotonic() - state.started
+    loss = "—" if state.loss is None else f"{state.loss:.4f}"
+    pace = f"{elapsed / state.step:.2f} s/step" if state.step else "— s/step"
+    return (f"train: step {state.step}/{state.steps} · loss {loss} · elapsed {duration(elapsed)} · {pace} · "
+            f"ETA {_eta(state.step, state.steps, elapsed)}")
+
+
+def eval_line(state) -> str:
+    """One line of eval progress: target k of n, task, language, system, texts embedded, passages/s, ETA
+    (of this system on this target; the targets after it are counted, not timed)."""
+    import time
+
+    elapsed = time.monotonic() - state.started
+    where = f"eval {state.section}/{state.sections}: {state.task}"
+    where += f" · {state.subset}" if state.subset else ""
+    where += f" · {state.system}"
+    if not state.total:
+        return f"{where} · elapsed {duration(elapsed)} (ranks without embedding: no passage count)"
+    rate = state.done / elapsed if elapsed > 0 else 0.0
+    side = f" {state.side}" if state.side in ("queries", "documents") else ""  # bitext: every text is a sentence
+    return (f"{where} ·{side} {state.done:,}/{state.total:,} texts · {rate:.1f} passages/s · "
+            f"elapsed {duration(elapsed)} · ETA {_eta(state.done, state.total, elapsed)}")
 
 
 def duration(seconds: float) -> str:

@@ -91,6 +91,32 @@ def resolve_quotas(config: RunConfig, registry: Registry) -> tuple[dict[str, int
     return quotas, left_out
 
 
+def planned_languages(config: RunConfig, registry: Registry,
+                      where: str = "run.languages") -> tuple[list[str] | None, dict[str, str]]:
+    """``[run] languages`` without the languages the plan would leave out (None: nothing to drop, or a
+    code the registry does not know, which the config check reports), and why each is left out.
+
+    A language named by its code (``-l sw,yo``) is dropped from the list, so ``run.toml`` never
+    carries it as if it were planned; one taken in by a selector (``miracl``) stays, with its reason.
+    A list that would be left empty is an error naming the reasons, before anything is written.
+    """
+    from workbench.errors import UnknownLanguageError, WorkbenchError
+
+    try:
+        _, left_out = resolve_quotas(config, registry)
+    except UnknownLanguageError:
+        return None, {}
+    tokens = [t for value in config.run.languages for t in str(value).replace(",", " ").split()]
+    kept = [t for t in tokens if t not in left_out]
+    if left_out and not kept:
+        reasons = "; ".join(f"{code}: {why}" for code, why in left_out.items())
+        raise WorkbenchError(f"no language to generate ({reasons})", where=where,
+                             fix="add a generation language, or give each of these a quota in [run.quotas]")
+    if kept == tokens:
+        return None, left_out
+    return kept, {code: f"{why}; dropped from [run] languages" if code in tokens else why for code, why in left_out.items()}
+
+
 def run_plan(run: Run, config: RunConfig, registry: Registry) -> StageResult:
     """Write ``plan/<lang>.parquet`` for every selected language, through the runner (skipped when current)."""
     return run_stage(run, STAGE, config, registry)

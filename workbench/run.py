@@ -367,7 +367,7 @@ def read_parquet_unchecked(
     if not path.is_file():
         raise TableError("table not found", where=str(path), fix="run the stage that writes it first")
     try:
-        return pl.read_parquet(path)
+        return pl.read_parquet(path, glob=False)  # a run path may hold [ ] or *, which are not patterns
     except Exception as err:  # polars raises several types for damaged files
         first = first_line(err, 200)
         raise TableError(f"cannot read Parquet ({first})", where=str(path), fix=fix) from None

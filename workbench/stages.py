@@ -74,9 +74,9 @@ class StageInput:
     config: DeclaredConfig  # the declared sections only
     registry: Registry
     options: dict[str, Any] = field(default_factory=dict)  # the call's own settings (part of the digest)
-    progress: Callable[..., None] | None = None  # the CLI's live view (generate: counters; filter: done, total)
+    # the CLI's live view (generate: counters; filter: done, total; train, eval: workbench.progress states)
+    progress: Callable[..., None] | None = None
     notify: Callable[[str], None] | None = None  # one state line for the CLI (e.g. batch polling)
-    show_progress: bool = False  # progress bars on the terminal (train)
 
 
 STAGES: tuple[Stage, ...] = (

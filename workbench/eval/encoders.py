@@ -21,6 +21,7 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,10 +52,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def adapter_base(spec: EncoderSpec) -> str | None:
+    """Where an adapter folder's base weights are: the local folder peft's ``adapter_config.json``
+    names, else the contract's ``base_model`` (a Hub id in exports: the card's name for it)."""
+    config = Path(spec.path) / "adapter_config.json"
+    local = json.loads(config.read_text()).get("base_model_name_or_path") if config.is_file() else None
+    return local if local and Path(local).is_dir() else spec.base_model
+
+
 def fingerprint(spec: EncoderSpec) -> str:
     """A short hash of the spec and the weight files: the embedding cache's model key."""
     digest = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode())
-    folders = [Path(spec.path)] + ([Path(spec.base_model)] if spec.base_model and Path(spec.base_model).is_dir() else [])
+    base = adapter_base(spec)
+    folders = [Path(spec.path)] + ([Path(base)] if base and Path(base).is_dir() else [])
     for folder in folders:
         for file in sorted(folder.rglob("*")):
             if not file.is_file() or file.suffix not in (".safetensors", ".bin", ".json", ".pt"):
@@ -104,7 +114,7 @@ class _HFBackend:
         if (folder / "adapter_config.json").is_file():
             from peft import PeftModel
 
-            base = spec.base_model or json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+            base = adapter_base(spec)
             model = AutoModel.from_pretrained(base, torch_dtype=dtype, local_files_only=True)
             model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
             tok_source = str(folder) if (folder / "tokenizer_config.json").is_file() else base
@@ -162,6 +172,8 @@ class WorkbenchEncoder(AbsEncoder):
         self.batch_size = batch_size
         self.instructions = task_instructions() if instructions is None else instructions
         self.show_progress = show_progress
+        # (desc, texts finished) after each chunk; set by the eval stage for the CLI's view (then no tqdm bar)
+        self.progress: Callable[[str, int], None] | None = None
         self.cache_root = cache_root
         self.chunk_size = max(batch_size, chunk_size)  # texts per backend call (and per cache write)
         self.flush_every = flush_every
@@ -240,8 +252,13 @@ class WorkbenchEncoder(AbsEncoder):
         todo = sorted((i for i in range(len(texts)) if i not in found), key=lambda i: -len(rendered[i]))
         if found:
             log.info("%s: %d of %d vectors from the cache", desc, len(found), len(texts))
-        chunk = self.chunk_size
-        with tqdm(total=len(todo), desc=desc, unit="text", disable=not self.show_progress or not todo) as bar:
+            if self.progress is not None:
+                self.progress(desc, len(found))
+        # a view wants news more often than every 512 texts (a minute on a loaded CPU); the texts are
+        # sorted by length, so smaller chunks still make the same batches
+        chunk = self.chunk_size if self.progress is None else min(self.chunk_size, 4 * self.batch_size)
+        bar_off = not self.show_progress or not todo or self.progress is not None
+        with tqdm(total=len(todo), desc=desc, unit="text", disable=bar_off) as bar:
             for start in range(0, len(todo), chunk):
                 positions = todo[start : start + chunk]
                 vectors = self.backend.encode([rendered[i] for i in positions], self.batch_size)
@@ -249,6 +266,8 @@ class WorkbenchEncoder(AbsEncoder):
                 if cache is not None:
                     cache.add([keys[i] for i in positions], vectors)
                 bar.update(len(positions))
+                if self.progress is not None:
+                    self.progress(desc, len(positions))
         if cache is not None:
             cache.flush()
         return result

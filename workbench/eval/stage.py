@@ -31,6 +31,8 @@ from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
 from workbench.eval.targets import Target, build_target
+from workbench.progress import EvalWatch
+from workbench.train.card import refresh_model_cards
 from workbench.run import Run, StageResult, atomic_write_bytes, now
 from workbench.runner import run_stage
 from workbench.stages import StageInput
@@ -49,11 +51,13 @@ ONE_SECTION = "[eval]"  # run_eval's systems: [eval]'s model (and BM25 when [eva
 PIPELINE_SYSTEMS = "[pipeline]"  # the pipeline's: every [pipeline] eval_systems entry on [eval] and each eval_also target
 
 
-def run_eval(run: Run, config: RunConfig, registry: Registry, *, systems: str = ONE_SECTION) -> StageResult:
+def run_eval(run: Run, config: RunConfig, registry: Registry, *, systems: str = ONE_SECTION,
+             progress=None) -> StageResult:
     """Evaluate through the runner and upsert ``eval/results.parquet``: by default ``config.eval.model``
     (and BM25 when asked) on ``[eval]``'s task; ``systems=PIPELINE_SYSTEMS`` is what ``workbench run``
-    evaluates (see :func:`eval_sections`)."""
-    return run_stage(run, STAGE, config, registry, options={"systems": systems})
+    evaluates (see :func:`eval_sections`). ``progress`` gets a :class:`~workbench.progress.EvalProgress`
+    as systems start and texts are embedded (the CLI's view)."""
+    return run_stage(run, STAGE, config, registry, options={"systems": systems}, progress=progress)
 
 
 def outside_inputs(config: Any) -> list[str]:
@@ -96,7 +100,9 @@ def evaluate(inputs: StageInput) -> StageResult:
     query_counts: dict[str, Any] = {}
     sources: dict[str, Any] = {}
     system_names: list[str] = []
-    for section in eval_sections(run, inputs.config, inputs.options.get("systems", PIPELINE_SYSTEMS)):
+    sections = eval_sections(run, inputs.config, inputs.options.get("systems", PIPELINE_SYSTEMS))
+    watch = EvalWatch(inputs.progress, len(sections))  # the CLI's view: task, system, texts/s, ETA
+    for index, section in enumerate(sections, 1):
         target = build_target(section, registry)
         systems = _build_systems(section, run)
         section_rows = []
@@ -105,6 +111,7 @@ def evaluate(inputs: StageInput) -> StageResult:
                 log.warning("bm25 cannot mine bitext (it ranks passages, it has no sentence vectors): skipped on %s", target.task_name)
                 continue
             log.info("eval %s on %s (%s)", system, target.task_name, ", ".join(target.datasets))
+            watch.start(index, target, system, model)
             aggregate, scores = _evaluate(run, target, system, model_label, model)
             section_rows.extend(aggregate)
             per_query.extend(scores)
@@ -122,6 +129,7 @@ def evaluate(inputs: StageInput) -> StageResult:
         previous = json.loads(path.read_text()) if path.is_file() else {}
         previous.update(update)
         atomic_write_bytes(path, json.dumps(previous, indent=2, sort_keys=True, ensure_ascii=False).encode())
+    refresh_model_cards(run)  # the model card of this run's trained model: its Evaluation section, now
     outputs = {"eval/results.parquet": table.height, "eval/per_query.parquet": per_query_table.height}
     return StageResult(STAGE, outputs=outputs,
                        stats={"query_counts": query_counts, "systems": list(dict.fromkeys(system_names))})

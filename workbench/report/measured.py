@@ -159,8 +159,9 @@ def _training_run(model: str, results_file: str) -> tuple[Path | None, dict]:
             contract = json.loads(contract_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             contract = {}
-        if contract.get("trained_on") and Path(contract["trained_on"]).is_dir():
-            return Path(contract["trained_on"]), contract
+        trained_on = Path(model) / contract.get("trained_on", "")  # relative to the model folder (or absolute)
+        if contract.get("trained_on") and (trained_on / "manifest.json").is_file():
+            return trained_on.resolve(), contract
     run = Path(results_file).resolve().parent.parent
     manifest = _manifest(run)
     train = manifest.get("stages", {}).get("train", {})

@@ -110,6 +110,12 @@ class _Sentences:
         match = self.pattern.search(text)
         return self.names[match.group(1)] if match else "eng"
 
+    def target_of(self, prompt: str, key: str, default: str) -> str:
+        """The language the prompt's line for ``key`` asks to translate "into", else ``default``."""
+        line = next((line for line in prompt.splitlines() if line.lstrip().startswith(f'- "{key}":')), "")
+        _, into, rest = line.partition(" into ")
+        return self.language_of(rest) if into and self.pattern.search(rest) else default
+
     def get(self, code: str) -> list[str]:
         if code not in self.cache:
             path = self.dir / f"tatoeba.{code}-eng.{code}" if code != "eng" else self.dir / "tatoeba.deu-eng.eng"
@@ -317,9 +323,10 @@ class OpenAIDouble:
                 code = "deu" if code == "eng" else "eng"
         salt = key if self.deterministic else str(self.stats.total)
         rng = random.Random(hashlib.sha256(prompt.encode() + salt.encode()).digest())
-        pool = self.sentences.get(code)
         answer: dict[str, Any] = {}
         for key in keys:
+            # a key the prompt asks for "into" another language (bitext's S2, S3) is answered in that one
+            pool = self.sentences.get(code if fault == "wrong_language" else self.sentences.target_of(prompt, key, code))
             if key == "tasks":
                 answer[key] = [rng.choice(pool) for _ in range(20)]
             elif key in ("positive_document", "hard_negative_document", "input_text") or "document" in key:

@@ -108,10 +108,11 @@ def estimate_training(config: RunConfig):
     return estimate_memory(tc, inspect_model(tc.model), world_hint)
 
 
-def run_train(run: Run, config: RunConfig, registry=None, *, show_progress: bool = False) -> StageResult:
+def run_train(run: Run, config: RunConfig, registry=None, *, progress=None) -> StageResult:
     """Train an embedder on ``accepted/`` and export it under ``train/`` (see the module docstring),
-    through the runner (skipped when current)."""
-    return run_stage(run, STAGE, config, registry, show_progress=show_progress)
+    through the runner (skipped when current). ``progress`` gets a :class:`~workbench.progress.TrainProgress`
+    after every step (the CLI's view)."""
+    return run_stage(run, STAGE, config, registry, progress=progress)
 
 
 def outside_inputs(config) -> list[str]:
@@ -169,13 +170,14 @@ def train_model(inputs: StageInput) -> StageResult:
     )
     engine, optimizer, scheduler = build_engine(tc, loaded, dist, bf16)
     loop = Loop(tc, loaded, dist, engine, optimizer, scheduler)
-    stats = train_loop(run, tc, built.records, loop, dist, seed, inputs.show_progress)
+    stats = train_loop(run, tc, built.records, loop, dist, seed, inputs.progress)
     adapter_dir = save_trainable(loaded, out / "adapter", is_main)
     barrier()
     outputs: dict[str, int] = {}
     if is_main:
         spec = encoder_spec(tc, loaded)
-        facts = {"trained_on": str(run.root.resolve()), "steps": stats["steps"], "epochs": schedule.epochs,
+        # the run, relative to the model folder (train/model, train/adapter): no local path is published
+        facts = {"trained_on": "../..", "run_name": run.root.name, "steps": stats["steps"], "epochs": schedule.epochs,
                  "batch_size": schedule.batch_size}
         card = model_card_text(tc, loaded, built.records, schedule, {**stats, "deepspeed": tc.deepspeed, "world_size": dist.world_size,
                                                                    "precision": "bf16" if bf16 else "fp32"}, run,
