@@ -34,14 +34,15 @@ from workbench.eval.targets import Target, build_target
 from workbench.run import Run, StageResult, atomic_write_bytes, now
 from workbench.runner import run_stage
 from workbench.stages import StageInput
-from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
+from workbench.tables import EVAL_CELL_KEY, EVAL_PER_QUERY, EVAL_RESULTS
 
 log = logging.getLogger(__name__)
 STAGE = "eval"
 
 METRICS = ("ndcg_at_10", "recall_at_100", "recall_at_10", "mrr_at_10", "ndcg_at_100")
 BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
-RESULT_KEY = ("system", "model", "task", "dataset", "language", "split", "metric")
+# the cell columns (passkey length, depth, RoPE overrides) are null for every other task
+RESULT_KEY = ("system", "model", "task", "dataset", "language", "split", "metric", *EVAL_CELL_KEY)
 RUN_DEPTH = 100
 
 
@@ -82,7 +83,7 @@ def eval_sections(run: Run, config: Any, systems: str) -> list[Any]:
     for target in [{}, *(t.model_dump() for t in config.pipeline.eval_also)]:
         for key in config.pipeline.eval_systems:
             system, model = named[key]
-            if model == "bm25" and target.get("task", config.eval.task) == "tatoeba":
+            if model == "bm25" and target.get("task", config.eval.task) in ("tatoeba", "passkey"):
                 continue
             sections.append(config.eval.model_copy(update={**target, "model": model, "system": system, "bm25": False}))
     return sections
@@ -152,6 +153,7 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
         return systems
     from workbench.encoder import minilm_path
     from workbench.eval.encoders import WorkbenchEncoder
+    from workbench.eval.passkey import encoder_overrides
 
     if section.model == "minilm":
         path, default_name = minilm_path(), "minilm"
@@ -166,6 +168,7 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
         batch_size=section.batch_size,
         device=section.device,
         name=name,
+        **encoder_overrides(section),
     )
     systems.append((name, section.model if section.model == "minilm" else str(path), encoder))
     if section.bm25:
@@ -181,6 +184,8 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
 
     from workbench.eval.per_query import bitext_scores, retrieval_scores
 
+    if target.kind == "passkey":  # a direct top-1 computation over its own documents (workbench/eval/passkey.py)
+        return target.task.evaluate(run, system, model_label, model)
     eval_dir = run.stage_dir("eval")
     predictions = eval_dir / "predictions" / system
     predictions_file = predictions / f"{target.task_name}_predictions.json"
@@ -259,7 +264,7 @@ def _upsert(run: Run, rows: list[dict[str, Any]]) -> pl.DataFrame:
     new = pl.DataFrame(rows, schema=EVAL_RESULTS)
     if run.has_table("eval", "results"):
         old = run.read_table("eval", "results", EVAL_RESULTS)
-        new = pl.concat([old.join(new.select(RESULT_KEY), on=list(RESULT_KEY), how="anti"), new])
+        new = pl.concat([old.join(new.select(RESULT_KEY), on=list(RESULT_KEY), how="anti", nulls_equal=True), new])
     new = new.sort(["task", "dataset", "system", "metric"])
     run.write_table("eval", "results", new, EVAL_RESULTS)
     return new
@@ -270,7 +275,7 @@ def _upsert_per_query(run: Run, rows: list[dict[str, Any]]) -> pl.DataFrame:
     new = pl.DataFrame(rows, schema=EVAL_PER_QUERY)
     if run.has_table("eval", "per_query"):
         old = run.read_table("eval", "per_query", EVAL_PER_QUERY)
-        new = pl.concat([old.join(new.select(RESULT_KEY).unique(), on=list(RESULT_KEY), how="anti"), new])
+        new = pl.concat([old.join(new.select(RESULT_KEY).unique(), on=list(RESULT_KEY), how="anti", nulls_equal=True), new])
     new = new.sort(["task", "dataset", "system", "metric", "query_id"])
     run.write_table("eval", "per_query", new, EVAL_PER_QUERY)
     return new
