@@ -7,9 +7,9 @@ language** and the length is set in the **evaluated encoder's own tokens**, so a
 much text (characters, words) a token window holds per language and where retrieval breaks down.
 
 For each language, length (tokens) and needle depth (percent of the document) — one *cell* — the
-probe builds ``candidates`` documents, each with its own filler drawn from the language's text and
-its own person (a distinct name, a distinct 5-digit passkey), the needle at that depth; ``queries``
-of them are asked for. A query scores 100 when its document has the highest cosine similarity of all
+probe draws one filler from the language's text and builds ``candidates`` documents from it, each
+with its own person (a distinct name, a distinct 5-digit passkey) in the needle at that depth: as in
+the paper, the candidates differ only in their needle. ``queries`` of them are asked for. A query scores 100 when its document has the highest cosine similarity of all
 candidates (a tie is a miss), else 0. Randomness comes from one ``random.Random`` per cell, seeded
 from ``[eval.passkey] seed`` and the cell, so a cell's documents never depend on the other cells.
 
@@ -17,9 +17,10 @@ Filler: the run's accepted examples (every text field) by default; ``--data-dir 
 ``<code>.txt`` (one text a line) or the LASER Tatoeba layout (``tatoeba.<xxx>-eng.<xxx>``; English
 from the ``.eng`` sides), as shipped in ``examples/data/tatoeba``.
 
-Needles and names: ``passkey_needles.toml`` (template, query, names, each with its provenance); a
-language without a template there gets the neutral needle ``{name}: {passkey}``, one without names
-gets romanized synthetic names; the rows say which (``needle_template``, ``needle_names``).
+Needles and names: ``passkey_needles.toml`` (templates with their provenance; syllables per script
+for synthetic two-part names, so that no two candidates share a name part); a language without a
+template there gets the neutral needle ``{name}: {passkey}``, a script without syllables gets
+romanized names; the rows say which (``needle_template``, ``needle_names``).
 
 Lengths are capped by what the encoder reads (``max_length`` when given, else its window, less its
 special tokens): a longer length is measured at the cap and the rows say the cap. Rows go to
@@ -55,9 +56,6 @@ NEEDLES_FILE = Path(__file__).with_name("passkey_needles.toml")
 NEUTRAL = "neutral ({name}: {passkey})"
 ROMANIZED = "romanized (synthetic)"
 PASSKEY_DIGITS = 5
-# syllables of the romanized synthetic names: pronounceable in most Latin-script readings, no real words
-_ONSETS = "b d f g h k l m n p r s t v y z".split()
-_VOWELS = "a e i o u".split()
 _TEXT_FIELDS = ("user_query", "positive_document", "hard_negative_document", "input_text", "input", "S1", "S2", "S3")
 
 
@@ -68,7 +66,8 @@ class Needle:
     template: str
     query: str
     template_label: str  # needle_template column
-    names: tuple[str, ...]  # empty: romanized synthetic names
+    syllables: tuple[str, ...]  # what the synthetic names are built from (the script's, else Latin)
+    separator: str  # between the two parts of a name
     names_label: str  # needle_names column
 
 
@@ -88,10 +87,14 @@ def load_needles(path: Path = NEEDLES_FILE) -> dict[str, Any]:
             raise WorkbenchError("field 'query' must contain {name}", where=f"{path}: [{where}]")
         if "template" in entry and not entry.get("template_provenance") and where != "neutral":
             raise WorkbenchError("a template needs 'template_provenance'", where=f"{path}: [{where}]")
-        if ("given" in entry) != ("family" in entry) or ("given" in entry and not entry.get("names_provenance")):
-            raise WorkbenchError("names need 'given', 'family' and 'names_provenance'", where=f"{path}: [{where}]")
     if "template" not in neutral or "query" not in neutral:
         raise WorkbenchError("missing [neutral] template and query", where=str(path))
+    names = data.get("names") or {}
+    for script, entry in names.items():
+        if len(entry.get("syllables") or []) < 20 or not entry.get("provenance"):
+            raise WorkbenchError("names need 20 or more 'syllables' and a 'provenance'", where=f"{path}: [names.{script}]")
+    if "Latn" not in names:
+        raise WorkbenchError("missing [names.Latn] (the romanized names of every other script)", where=str(path))
     return data
 
 
@@ -104,23 +107,22 @@ def needle_for(language: Language, data: dict[str, Any] | None = None) -> Needle
         template_label = f"language: {entry['template_provenance']}"
     else:
         template, query, template_label = neutral["template"], neutral["query"], NEUTRAL
-    names: tuple[str, ...] = ()
-    names_label = ROMANIZED
-    if "given" in entry:
-        fmt = entry.get("name_format", "{given} {family}")
-        names = tuple(dict.fromkeys(fmt.format(given=g, family=f) for f in entry["family"] for g in entry["given"]))
-        names_label = f"{language.scripts[0]}: {entry['names_provenance']}"
-    return Needle(template, query, template_label, names, names_label)
+    script = language.scripts[0]
+    names = data["names"].get(script)
+    names_label = f"{script}: {names['provenance']}" if names else ROMANIZED
+    names = names or data["names"]["Latn"]
+    return Needle(template, query, template_label, tuple(names["syllables"]), names.get("name_separator", " "), names_label)
 
 
-def romanized_names(rng: random.Random, count: int) -> list[str]:
-    """``count`` distinct two-part names of Latin syllables ("Kamori Tesula"), from ``rng``."""
-    names: dict[str, None] = {}
-    while len(names) < count:
-        parts = ["".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(2, 3))).capitalize()
-                 for _ in range(2)]
-        names[" ".join(parts)] = None
-    return list(names)
+def synthetic_names(rng: random.Random, count: int, syllables: tuple[str, ...], separator: str = " ") -> list[str]:
+    """``count`` two-part names of two to three ``syllables`` each, no part used twice, from ``rng``:
+    the candidates of a query never share a name part."""
+    parts: dict[str, None] = {}
+    while len(parts) < 2 * count:
+        part = "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3)))
+        parts[part[:1].upper() + part[1:]] = None
+    ordered = list(parts)
+    return [f"{ordered[2 * i]}{separator}{ordered[2 * i + 1]}" for i in range(count)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,50 +224,51 @@ class TokenCounter:
         return self._unit_counts[text]
 
 
-def build_document(units: list[str], joiner: str, needle: str, length: int, depth: float, counter: TokenCounter,
-                   rng: random.Random) -> str | None:
-    """Filler drawn from ``units`` (shuffled, cycled) cut so that filler plus needle hold ``length``
-    tokens, the needle put at ``depth`` percent of the filler's tokens (0: first, 100: last): at the
-    nearest unit (sentence) boundary when one is within 5% of the length, else between two tokens
-    there. None when the needle alone does not fit."""
+def build_documents(units: list[str], joiner: str, needles: list[str], length: int, depth: float,
+                    counter: TokenCounter, rng: random.Random) -> list[str] | None:
+    """One filler drawn from ``units`` (shuffled, cycled) and cut so that it holds ``length`` tokens
+    with the longest needle, and one document per needle with the needle at ``depth`` percent of the
+    filler's tokens (0: first, 100: last): at the nearest unit (sentence) boundary when one is within
+    5% of the length, else between two tokens there. Every document shares the filler, as in the
+    paper (the candidates differ only in their needle). None when a needle alone does not fit."""
     order = list(range(len(units)))
-    budget = length - counter.count(needle)
-    for _ in range(6):  # tokens can merge across the joins: trim until the whole document fits
+    budget = length - max(counter.count(n) for n in needles)
+    picked: list[str] = []
+    total = 0
+    while total < budget + 16:  # a little more than needed: the cut below is exact
+        rng.shuffle(order)
+        for i in order:
+            picked.append(units[i])
+            total += counter.unit(units[i])
+            if total >= budget + 16:
+                break
+    joined = joiner.join(picked)
+    offsets = counter.offsets(joined)
+    token_starts = [o[0] for o in offsets]
+    starts, position = [], 0  # where each unit begins in the joined filler
+    for unit in picked:
+        starts.append(position)
+        position += len(unit) + len(joiner)
+    for _ in range(6):  # tokens can merge across the joins: trim until every document fits
         if budget < 0:
             return None
-        picked, total = [], 0
-        while total < budget + 16:  # a little more than needed: the cut below is exact
-            rng.shuffle(order)
-            for i in order:
-                picked.append(units[i])
-                total += counter.unit(units[i])
-                if total >= budget + 16:
-                    break
-        joined = joiner.join(picked)
-        offsets = counter.offsets(joined)
         filler = joined if len(offsets) <= budget else joined[: offsets[budget - 1][1]] if budget else ""
         if depth >= 100 or not filler:
             at = len(filler)
         elif depth <= 0:
             at = 0
-        else:  # the unit boundary nearest the depth's token when it is close, else that token itself
+        else:
             token = min(round(budget * depth / 100), len(offsets) - 1)
-            starts, position = [], 0
-            for unit in picked:
-                if position >= len(filler):
-                    break
-                starts.append(position)
-                position += len(unit) + len(joiner)
-            token_starts = [o[0] for o in offsets]
-            token_of = [bisect.bisect_left(token_starts, start) for start in starts]
-            best = min(range(len(starts)), key=lambda i: abs(token_of[i] - token))
+            inside = [s for s in starts if s < len(filler)]
+            token_of = [bisect.bisect_left(token_starts, s) for s in inside]
+            best = min(range(len(inside)), key=lambda i: abs(token_of[i] - token))
             close = abs(token_of[best] - token) <= max(2, round(0.05 * budget))
-            at = starts[best] if close else offsets[token][0]
+            at = inside[best] if close else offsets[token][0]
         head, tail = filler[:at].rstrip(), filler[at:].lstrip()
-        document = joiner.join(part for part in (head, needle, tail) if part)
-        over = counter.count(document) - length
+        documents = [joiner.join(part for part in (head, needle, tail) if part) for needle in needles]
+        over = max(counter.count(d) for d in documents) - length
         if over <= 0:
-            return document
+            return documents
         budget -= over
     return None
 
@@ -289,19 +292,13 @@ class Cell:
 def build_cell(filler: Filler, language: Language, needle: Needle, length: int, depth: float, *, candidates: int,
                queries: int, seed: int, counter: TokenCounter) -> Cell | None:
     rng = random.Random(cell_seed(seed, language.code, length, depth))
-    if needle.names and len(needle.names) >= candidates:
-        names = rng.sample(list(needle.names), candidates)
-    else:
-        names = romanized_names(rng, candidates)
+    names = synthetic_names(rng, candidates, needle.syllables, needle.separator)
     passkeys = rng.sample(range(10 ** (PASSKEY_DIGITS - 1), 10 ** PASSKEY_DIGITS), candidates)
     joiner = "" if language.unspaced else " "
-    documents = []
-    for name, passkey in zip(names, passkeys):
-        text = needle.template.format(name=name, passkey=passkey)
-        document = build_document(filler.units, joiner, text, length, depth, counter, rng)
-        if document is None:
-            return None
-        documents.append(document)
+    needles = [needle.template.format(name=name, passkey=passkey) for name, passkey in zip(names, passkeys)]
+    documents = build_documents(filler.units, joiner, needles, length, depth, counter, rng)
+    if documents is None:
+        return None
     answers = rng.sample(range(candidates), queries)
     return Cell(language.code, length, depth, documents, [needle.query.format(name=names[i]) for i in answers], answers)
 
@@ -450,5 +447,5 @@ def build_target(section: Any, registry: Registry) -> Any:
 
 
 __all__ = ["METRIC", "TASK", "TASK_NAME", "Cell", "Filler", "Needle", "PasskeyProbe", "build_cell",
-           "build_document", "build_target", "encoder_overrides", "folder_filler", "load_needles", "needle_for",
-           "top1_scores"]
+           "build_documents", "build_target", "encoder_overrides", "folder_filler", "load_needles", "needle_for",
+           "synthetic_names", "top1_scores"]
