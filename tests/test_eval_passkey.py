@@ -298,9 +298,9 @@ def test_rope_base_and_window_overrides_change_a_rope_decoder_and_are_recorded(t
 
     run = Run.create(tmp_path / "run")
     config = RunConfig.model_validate({"run": {"name": "t"}, "eval": {
-        "task": "passkey", "model": str(tiny_mistral), "data_dir": str(TATOEBA), "languages": ["de"],
-        "passkey": {"lengths": [40], "depths": [50], "queries": 3, "candidates": 5, "rope_theta": 500000.0,
-                    "sliding_window": 16, "max_length": 48}}})
+        "task": "passkey", "model": str(tiny_mistral), "data_dir": str(TATOEBA), "languages": ["sw"],
+        "passkey": {"lengths": [60], "depths": [50], "queries": 3, "candidates": 5, "rope_theta": 500000.0,
+                    "sliding_window": 16, "max_length": 64}}})
     run_eval(run, config, REGISTRY)
     results = run.read_table("eval", "results", EVAL_RESULTS)
     assert results["rope_theta"].to_list() == [500000.0] and results["sliding_window"].to_list() == [16]
@@ -311,3 +311,23 @@ def test_rope_overrides_on_an_encoder_without_rope_are_one_error(tmp_path: Path)
     with pytest.raises(WorkbenchError) as err:
         run_eval(run, _config(rope_theta=1e6), REGISTRY)
     assert "rotary" in str(err.value) or "RoPE" in str(err.value)
+
+
+def test_the_default_filler_is_the_runs_accepted_examples(tmp_path: Path):
+    from workbench.tables import ACCEPTED
+
+    run = Run.create(tmp_path / "run")
+    rows = [{"slot_id": f"sw-{i}", "language": "sw", "family": "short_long", "user_query": f"Swali {i}?",
+             "positive_document": f"Hati ya {i} inaeleza jambo.", "status": "ok", "reasons": [], "lid_votes": []}
+            for i in range(3)]
+    run.write_table("accepted", "sw", pl.DataFrame(rows, schema=ACCEPTED), ACCEPTED)
+    config = RunConfig.model_validate({"run": {"name": "t"}, "eval": {"task": "passkey", "languages": ["sw"]}})
+    probe = passkey.PasskeyProbe(config.eval, REGISTRY)
+    fillers = probe._fillers(run)
+    assert list(fillers) == ["sw"] and fillers["sw"].origin == "run"
+    assert set(fillers["sw"].units) == {f"Swali {i}?" for i in range(3)} | {f"Hati ya {i} inaeleza jambo." for i in range(3)}
+    assert probe.dataset("sw") == "passkey-sw-accepted"
+    missing = RunConfig.model_validate({"run": {"name": "t"}, "eval": {"task": "passkey", "languages": ["am"]}})
+    with pytest.raises(WorkbenchError) as err:
+        passkey.PasskeyProbe(missing.eval, REGISTRY)._fillers(run)
+    assert "'am'" in str(err.value) and "--data-dir" in str(err.value)
