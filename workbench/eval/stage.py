@@ -105,6 +105,9 @@ def evaluate(inputs: StageInput) -> StageResult:
             if target.kind == "bitext" and system_is_bm25(model):
                 log.warning("bm25 cannot mine bitext (it ranks passages, it has no sentence vectors): skipped on %s", target.task_name)
                 continue
+            if target.kind == "passkey" and system_is_bm25(model):
+                log.warning("bm25 has no passkey probe (it ranks by shared words, not by a read context): skipped")
+                continue
             log.info("eval %s on %s (%s)", system, target.task_name, ", ".join(target.datasets))
             aggregate, scores = _evaluate(run, target, system, model_label, model)
             section_rows.extend(aggregate)
