@@ -331,3 +331,15 @@ def test_the_default_filler_is_the_runs_accepted_examples(tmp_path: Path):
     with pytest.raises(WorkbenchError) as err:
         passkey.PasskeyProbe(missing.eval, REGISTRY)._fillers(run)
     assert "'am'" in str(err.value) and "--data-dir" in str(err.value)
+
+
+def test_results_written_before_the_cell_columns_still_read(tmp_path: Path):
+    from workbench.run import read_parquet
+    from workbench.tables import ADDED_LATER
+
+    path = tmp_path / "results.parquet"
+    old = {k: v for k, v in EVAL_RESULTS.items() if k not in ADDED_LATER}
+    pl.DataFrame([{"system": "bm25", "task": "XQuADRetrieval", "dataset": "xquad-en", "language": "en", "split": "test",
+                   "metric": "ndcg_at_10", "value": 50.0}], schema=old).write_parquet(path)
+    table = read_parquet(path, EVAL_RESULTS)
+    assert table.columns == list(EVAL_RESULTS) and table["context_tokens"].null_count() == 1

@@ -59,6 +59,9 @@ def conform(df: pl.DataFrame, schema: Schema, where: str) -> pl.DataFrame:
     """
     from workbench.errors import TableError, first_line
 
+    # columns added after tables were first written (all nullable): an older table reads with nulls
+    df = df.with_columns(pl.lit(None, dtype=schema[name]).alias(name) for name in ADDED_LATER
+                         if name in schema and name not in df.columns)
     missing = [name for name in schema if name not in df.columns]
     if missing:
         raise TableError(
@@ -174,6 +177,11 @@ EVAL_PER_QUERY: Schema = {
     "score": pl.Float64(),
     **EVAL_CELL,
 }
+
+
+# Nullable columns added to existing tables: an eval table written before them reads with nulls
+# (conform adds them), so an older run's results stay readable.
+ADDED_LATER: frozenset[str] = frozenset({*EVAL_CELL, *EVAL_PASSKEY_FACTS})
 
 
 # --- report ----------------------------------------------------------------------------------
