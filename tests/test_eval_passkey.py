@@ -265,6 +265,16 @@ def test_effective_length_and_the_tier_contrast():
     (curve,) = passkey_section(results, per_query, REGISTRY)["settings"][0].curves
     assert curve.effective() == (256, pytest.approx(0.7 * 256), True) and curve.first_fail is None
     assert passkey_cells(results.head(0), per_query.head(0), REGISTRY).height == 0
+    # a script written without spaces has no word counts: its effective length has no words, and the
+    # contrast in words leaves it out
+    results, per_query = _synthetic({"en": {128: 100, 256: 95}, "ja": {128: 50, 256: 10}}, {"en": 0.7, "ja": 0.0})
+    results = results.with_columns(pl.when(pl.col("language") == "ja").then(None)
+                                   .otherwise(pl.col("context_words_median")).alias("context_words_median"))
+    (setting,) = passkey_section(results, per_query, REGISTRY)["settings"]
+    ja = next(c for c in setting.curves if c.language == "ja")
+    assert ja.effective() == (0, None, False)
+    (mid,) = setting.contrasts
+    assert mid["tokens"]["languages"] == ["ja"] and mid["words"]["languages"] == [] and mid["words"]["delta"] is None
 
 
 # --- RoPE base and sliding window ----------------------------------------------------------------

@@ -109,8 +109,8 @@ class LanguageCurve:
     def effective(self) -> tuple[int, float | None, bool]:
         """(tokens, words, lower bound?) of the effective length."""
         index = len(self.lengths) if self.first_fail is None else self.first_fail
-        if index == 0:
-            return 0, 0.0, False
+        if index == 0:  # no words either where the language has no word counts (scripts without spaces)
+            return 0, None if all(w is None for w in self.words) else 0.0, False
         return self.lengths[index - 1], self.words[index - 1], self.first_fail is None
 
 
@@ -149,7 +149,8 @@ def _draws(curve: LanguageCurve, rng: np.random.Generator, n: int) -> tuple[np.n
     accuracy = np.stack([s[rng.integers(0, s.size, size=(n, s.size))].mean(axis=1) for s in curve.scores], axis=1)
     index = effective_index(accuracy)
     tokens = np.array([0, *curve.lengths], dtype=float)[index]
-    words = np.array([0.0, *[np.nan if w is None else w for w in curve.words]], dtype=float)[index]
+    no_words = all(w is None for w in curve.words)
+    words = np.array([np.nan if no_words else 0.0, *[np.nan if w is None else w for w in curve.words]], dtype=float)[index]
     return tokens, words
 
 
