@@ -353,3 +353,19 @@ def test_results_written_before_the_cell_columns_still_read(tmp_path: Path):
                    "metric": "ndcg_at_10", "value": 50.0}], schema=old).write_parquet(path)
     table = read_parquet(path, EVAL_RESULTS)
     assert table.columns == list(EVAL_RESULTS) and table["context_tokens"].null_count() == 1
+
+
+def test_an_eval_also_target_can_name_a_subset_of_the_systems(tmp_path: Path):
+    import tomllib
+
+    from workbench.config import parse_config
+    from workbench.eval.stage import PIPELINE_SYSTEMS, eval_sections
+
+    path = REPO / "examples" / "quickstart.toml"
+    config = parse_config(tomllib.loads(path.read_text(encoding="utf-8")), str(path))
+    sections = eval_sections(Run.create(tmp_path / "run"), config, PIPELINE_SYSTEMS)
+    by_task = {}
+    for section in sections:
+        by_task.setdefault(section.task, []).append(section.system)
+    assert by_task["passkey"] == ["minilm"] and by_task["tatoeba"] == ["minilm", "minilm-ft"]
+    assert "bm25" in by_task["xquad"] and not hasattr(sections[-1], "systems")

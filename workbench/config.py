@@ -396,6 +396,8 @@ class EvalTarget(Section):
     corpus: Literal["hard-negatives", "full"] = "hard-negatives"
     split: str | None = None
     passkey: PasskeySection = Field(default_factory=PasskeySection, description="task 'passkey' only")
+    systems: list[Literal["bm25", "base", "trained"]] | None = Field(
+        default=None, description="which of [pipeline] eval_systems evaluate this target (default: all)")
 
 
 class PipelineSection(Section):

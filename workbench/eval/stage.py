@@ -81,7 +81,8 @@ def eval_sections(run: Run, config: Any, systems: str) -> list[Any]:
              "trained": (f"{base_name}-ft", str(run.stage_dir("train") / "model"))}
     sections = []
     for target in [{}, *(t.model_dump() for t in config.pipeline.eval_also)]:
-        for key in config.pipeline.eval_systems:
+        only = target.pop("systems", None)  # an eval_also target may name a subset of eval_systems
+        for key in [k for k in config.pipeline.eval_systems if only is None or k in only]:
             system, model = named[key]
             if model == "bm25" and target.get("task", config.eval.task) in ("tatoeba", "passkey"):
                 continue
