@@ -115,7 +115,7 @@ def eval_command(
     model: Annotated[
         Optional[str], typer.Option("--model", help="model folder, 'minilm' (the demo wheel) or 'bm25'")
     ] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="miracl | xquad | beir | tatoeba")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="miracl | xquad | beir | tatoeba | passkey")] = None,
     languages: Annotated[Optional[list[str]], typer.Option("--languages", "-l", help="codes, e.g. 'yo' or 'en,de'")] = None,
     hard_negatives: Annotated[
         Optional[bool],
@@ -177,11 +177,25 @@ def eval_command(
     for column in ("system", "dataset", "nDCG@10 | F1", "R@100 | acc", "queries", "docs"):
         table.add_column(column, justify="left" if column in ("system", "dataset") else "right")
     rows = eval_rows(run, result)
+    cells = [r for r in rows if r["context_tokens"] is not None]  # the passkey probe: one row per cell
+    rows = [r for r in rows if r["context_tokens"] is None]
     for key in sorted({(r["system"], r["dataset"]) for r in rows}):
         values = {r["metric"]: r for r in rows if (r["system"], r["dataset"]) == key}
         ndcg, recall = values.get("ndcg_at_10") or values["f1"], values.get("recall_at_100") or values["accuracy"]
         table.add_row(*key, f"{ndcg['value']:.1f}", f"{recall['value']:.1f}", str(ndcg["n_queries"]), str(ndcg["n_docs"]))
-    console.print(table)
+    if rows or not cells:
+        console.print(table)
+    if cells:
+        passkey = Table(title="passkey: top-1 accuracy (%) by length (encoder tokens) and needle depth")
+        depths = sorted({r["needle_depth"] for r in cells})
+        for column in ("system", "language", "tokens", "words", *(f"{d:g}%" for d in depths)):
+            passkey.add_column(column, justify="left" if column in ("system", "language") else "right")
+        for key in sorted({(r["system"], r["language"], r["context_tokens"]) for r in cells}):
+            by_depth = {r["needle_depth"]: r for r in cells if (r["system"], r["language"], r["context_tokens"]) == key}
+            words = next(iter(by_depth.values()))["context_words_median"]
+            passkey.add_row(key[0], key[1], str(key[2]), "-" if words is None else f"{words:.0f}",
+                            *(f"{by_depth[d]['value']:.0f}" if d in by_depth else "" for d in depths))
+        console.print(passkey)
     for dataset, counts in result.stats["query_counts"].items():
         if counts.get("queries_without_qrels") or counts.get("queries_without_positives"):
             err_console.print(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import ConfigError
 from workbench.eval.targets import EVAL_TASKS
@@ -297,6 +297,46 @@ class TrainSection(Section):
 EvalTask = Literal[EVAL_TASKS]  # declared once, with their builders, in workbench/eval/targets.py
 
 
+class PasskeySection(Section):
+    """``[eval.passkey]``: the grid of the long-context probe (``task = "passkey"``, docs/eval.md).
+
+    Lengths are in the evaluated encoder's own tokens (the document text, special tokens left out),
+    capped by what the encoder reads: ``max_length`` when given, else its own window. The RoPE
+    overrides apply to decoders with rotary positions only (as in the E5-mistral paper, section 5.2).
+    """
+
+    lengths: list[int] = Field(default_factory=lambda: [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768])
+    depths: list[float] = Field(default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0],
+                                description="needle positions, percent of the document (0 = start)")
+    queries: int = Field(default=50, ge=1, description="queries per (language, length, depth)")
+    candidates: int = Field(default=100, ge=2, description="documents each query is ranked among")
+    seed: int = 13
+    max_length: int | None = Field(default=None, ge=16, description="tokens the encoder reads (default: its window)")
+    rope_theta: float | None = Field(default=None, gt=0, description="RoPE base override (decoders with RoPE)")
+    sliding_window: int | None = Field(default=None, ge=1, description="attention window override (decoders)")
+
+    @field_validator("lengths")
+    @classmethod
+    def _lengths(cls, lengths: list[int]) -> list[int]:
+        if not lengths or any(n < 16 for n in lengths):
+            raise ValueError("give one or more lengths of at least 16 tokens")
+        return sorted(set(lengths))
+
+    @field_validator("depths")
+    @classmethod
+    def _depths(cls, depths: list[float]) -> list[float]:
+        if not depths or any(not 0 <= d <= 100 for d in depths):
+            raise ValueError("depths are percentages from 0 (start) to 100 (end)")
+        return sorted(set(depths))
+
+    @model_validator(mode="after")
+    def _enough_candidates(self) -> "PasskeySection":
+        if self.queries > self.candidates:
+            raise ValueError(f"queries ({self.queries}) must not exceed candidates ({self.candidates}): "
+                             "each query asks for a different document's person")
+        return self
+
+
 class EvalSection(Section):
     """``workbench eval``: which model(s), task, languages and data to evaluate.
 
@@ -316,6 +356,7 @@ class EvalSection(Section):
     batch_size: int = Field(default=32, ge=1)
     pooling: Literal["mean", "last_token", "cls"] | None = None
     device: str | None = None
+    passkey: PasskeySection = Field(default_factory=PasskeySection, description="task 'passkey' only")
 
     @field_validator("languages")
     @classmethod
@@ -369,6 +410,9 @@ class EvalTarget(Section):
     languages: list[str] = Field(default_factory=list, description="empty: every language the task/data has")
     corpus: Literal["hard-negatives", "full"] = "hard-negatives"
     split: str | None = None
+    passkey: PasskeySection = Field(default_factory=PasskeySection, description="task 'passkey' only")
+    systems: list[Literal["bm25", "base", "trained"]] | None = Field(
+        default=None, description="which of [pipeline] eval_systems evaluate this target (default: all)")
 
 
 class PipelineSection(Section):

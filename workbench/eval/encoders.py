@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -80,16 +80,28 @@ def fingerprint(spec: EncoderSpec) -> str:
 
 
 class _SentenceTransformerBackend:
-    def __init__(self, spec: EncoderSpec, device: str):
+    def __init__(self, spec: EncoderSpec, device: str, overrides: dict[str, Any] | None = None):
         from sentence_transformers import SentenceTransformer
 
+        overrides = overrides or {}
+        if overrides.get("rope_theta") or overrides.get("sliding_window"):
+            raise WorkbenchError("RoPE base and sliding window overrides need a decoder with rotary positions",
+                                 where=spec.path, fix="drop rope_theta / sliding_window for this encoder")
         self.model = SentenceTransformer(spec.path, device=device, local_files_only=True)
         if device.startswith("cuda"):
             self.model.half()  # fp16 on GPU, fp32 on CPU
-        if spec.max_length:
+        if overrides.get("max_length"):  # asked for: read exactly this many tokens (up to the position table)
+            limit = getattr(self.model[0].auto_model.config, "max_position_embeddings", None)
+            if limit and overrides["max_length"] > limit:
+                raise WorkbenchError(f"max_length {overrides['max_length']} exceeds the model's {limit} positions",
+                                     where=spec.path, fix=f"use max_length <= {limit}")
+            self.model.max_seq_length = overrides["max_length"]
+        elif spec.max_length:
             self.model.max_seq_length = min(self.model.max_seq_length or spec.max_length, spec.max_length)
         self.normalize = spec.normalize
         self.dim = self.model.get_embedding_dimension()
+        self.tokenizer = self.model.tokenizer
+        self.window = int(self.model.max_seq_length)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         return self.model.encode(
@@ -101,10 +113,29 @@ class _SentenceTransformerBackend:
         ).astype(np.float32)
 
 
+def _with_overrides(config: Any, overrides: dict[str, Any], where: str) -> Any:
+    """An HF config with the RoPE base and the sliding window replaced (decoders with rotary positions)."""
+    rope, window = overrides.get("rope_theta"), overrides.get("sliding_window")
+    if not rope and not window:
+        return config
+    parameters = getattr(config, "rope_parameters", None)
+    if not (isinstance(parameters, dict) and "rope_theta" in parameters) and not hasattr(config, "rope_theta"):
+        raise WorkbenchError(f"a {config.model_type} model has no rotary positions to override", where=where,
+                             fix="rope_theta / sliding_window apply to decoders with RoPE (Mistral, Llama, Qwen)")
+    if rope:
+        if isinstance(parameters, dict) and "rope_theta" in parameters:
+            config.rope_parameters = {**parameters, "rope_theta": float(rope)}
+        else:
+            config.rope_theta = float(rope)
+    if window:
+        config.sliding_window = int(window)
+    return config
+
+
 class _HFBackend:
-    def __init__(self, spec: EncoderSpec, device: str):
+    def __init__(self, spec: EncoderSpec, device: str, overrides: dict[str, Any] | None = None):
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         self.torch = torch
         self.spec = spec
@@ -115,11 +146,13 @@ class _HFBackend:
             from peft import PeftModel
 
             base = adapter_base(spec)
-            model = AutoModel.from_pretrained(base, torch_dtype=dtype, local_files_only=True)
+            config = _with_overrides(AutoConfig.from_pretrained(base, local_files_only=True), overrides or {}, spec.path)
+            model = AutoModel.from_pretrained(base, config=config, torch_dtype=dtype, local_files_only=True)
             model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
             tok_source = str(folder) if (folder / "tokenizer_config.json").is_file() else base
         else:
-            model = AutoModel.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+            config = _with_overrides(AutoConfig.from_pretrained(str(folder), local_files_only=True), overrides or {}, spec.path)
+            model = AutoModel.from_pretrained(str(folder), config=config, torch_dtype=dtype, local_files_only=True)
             tok_source = str(folder)
         self.tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
         self.tokenizer.padding_side = spec.padding_side
@@ -132,6 +165,7 @@ class _HFBackend:
             check_eos(self.tokenizer, spec.max_length, where=spec.path)
         self.model = model.to(device).eval()
         self.dim = int(model.config.hidden_size)
+        self.window = int(spec.max_length)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         torch = self.torch
@@ -164,10 +198,19 @@ class WorkbenchEncoder(AbsEncoder):
         name: str | None = None,
         chunk_size: int = 512,
         flush_every: int = 1024,
+        max_length: int | None = None,
+        rope_theta: float | None = None,
+        sliding_window: int | None = None,
     ):
+        """``max_length``, ``rope_theta``, ``sliding_window``: overrides for long-context probes (the
+        tokens read; a decoder's RoPE base and attention window); they join the cache's model key."""
         import torch
 
         self.spec = load_spec(model, pooling=pooling)
+        self.overrides = {k: v for k, v in (("max_length", max_length), ("rope_theta", rope_theta),
+                                            ("sliding_window", sliding_window)) if v is not None}
+        if max_length is not None:
+            self.spec = replace(self.spec, max_length=int(max_length))
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
         self.instructions = task_instructions() if instructions is None else instructions
@@ -178,11 +221,14 @@ class WorkbenchEncoder(AbsEncoder):
         self.chunk_size = max(batch_size, chunk_size)  # texts per backend call (and per cache write)
         self.flush_every = flush_every
         self.fingerprint = fingerprint(self.spec)
+        if self.overrides:
+            self.fingerprint = hashlib.sha256(
+                (self.fingerprint + json.dumps(self.overrides, sort_keys=True)).encode()).hexdigest()[:16]
         try:
             if self.spec.format == "sentence-transformers":
-                self.backend: Any = _SentenceTransformerBackend(self.spec, self.device)
+                self.backend: Any = _SentenceTransformerBackend(self.spec, self.device, self.overrides)
             else:
-                self.backend = _HFBackend(self.spec, self.device)
+                self.backend = _HFBackend(self.spec, self.device, self.overrides)
         except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:
             first = first_line(err, 200)
             raise WorkbenchError(

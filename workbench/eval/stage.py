@@ -36,14 +36,15 @@ from workbench.train.card import refresh_model_cards
 from workbench.run import Run, StageResult, atomic_write_bytes, now
 from workbench.runner import run_stage
 from workbench.stages import StageInput
-from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
+from workbench.tables import EVAL_CELL_KEY, EVAL_PER_QUERY, EVAL_RESULTS
 
 log = logging.getLogger(__name__)
 STAGE = "eval"
 
 METRICS = ("ndcg_at_10", "recall_at_100", "recall_at_10", "mrr_at_10", "ndcg_at_100")
 BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
-RESULT_KEY = ("system", "model", "task", "dataset", "language", "split", "metric")
+# the cell columns (passkey length, depth, RoPE overrides) are null for every other task
+RESULT_KEY = ("system", "model", "task", "dataset", "language", "split", "metric", *EVAL_CELL_KEY)
 RUN_DEPTH = 100
 
 
@@ -84,9 +85,10 @@ def eval_sections(run: Run, config: Any, systems: str) -> list[Any]:
              "trained": (f"{base_name}-ft", str(run.stage_dir("train") / "model"))}
     sections = []
     for target in [{}, *(t.model_dump() for t in config.pipeline.eval_also)]:
-        for key in config.pipeline.eval_systems:
+        only = target.pop("systems", None)  # an eval_also target may name a subset of eval_systems
+        for key in [k for k in config.pipeline.eval_systems if only is None or k in only]:
             system, model = named[key]
-            if model == "bm25" and target.get("task", config.eval.task) == "tatoeba":
+            if model == "bm25" and target.get("task", config.eval.task) in ("tatoeba", "passkey"):
                 continue
             sections.append(config.eval.model_copy(update={**target, "model": model, "system": system, "bm25": False}))
     return sections
@@ -109,6 +111,9 @@ def evaluate(inputs: StageInput) -> StageResult:
         for system, model_label, model in systems:
             if target.kind == "bitext" and system_is_bm25(model):
                 log.warning("bm25 cannot mine bitext (it ranks passages, it has no sentence vectors): skipped on %s", target.task_name)
+                continue
+            if target.kind == "passkey" and system_is_bm25(model):
+                log.warning("bm25 has no passkey probe (it ranks by shared words, not by a read context): skipped")
                 continue
             log.info("eval %s on %s (%s)", system, target.task_name, ", ".join(target.datasets))
             watch.start(index, target, system, model)
@@ -160,6 +165,7 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
         return systems
     from workbench.encoder import minilm_path
     from workbench.eval.encoders import WorkbenchEncoder
+    from workbench.eval.passkey import encoder_overrides
 
     if section.model == "minilm":
         path, default_name = minilm_path(), "minilm"
@@ -174,6 +180,7 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
         batch_size=section.batch_size,
         device=section.device,
         name=name,
+        **encoder_overrides(section),
     )
     systems.append((name, section.model if section.model == "minilm" else str(path), encoder))
     if section.bm25:
@@ -189,6 +196,8 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
 
     from workbench.eval.per_query import bitext_scores, retrieval_scores
 
+    if target.kind == "passkey":  # a direct top-1 computation over its own documents (workbench/eval/passkey.py)
+        return target.task.evaluate(run, system, model_label, model)
     eval_dir = run.stage_dir("eval")
     predictions = eval_dir / "predictions" / system
     predictions_file = predictions / f"{target.task_name}_predictions.json"
@@ -267,7 +276,7 @@ def _upsert(run: Run, rows: list[dict[str, Any]]) -> pl.DataFrame:
     new = pl.DataFrame(rows, schema=EVAL_RESULTS)
     if run.has_table("eval", "results"):
         old = run.read_table("eval", "results", EVAL_RESULTS)
-        new = pl.concat([old.join(new.select(RESULT_KEY), on=list(RESULT_KEY), how="anti"), new])
+        new = pl.concat([old.join(new.select(RESULT_KEY), on=list(RESULT_KEY), how="anti", nulls_equal=True), new])
     new = new.sort(["task", "dataset", "system", "metric"])
     run.write_table("eval", "results", new, EVAL_RESULTS)
     return new
@@ -278,7 +287,7 @@ def _upsert_per_query(run: Run, rows: list[dict[str, Any]]) -> pl.DataFrame:
     new = pl.DataFrame(rows, schema=EVAL_PER_QUERY)
     if run.has_table("eval", "per_query"):
         old = run.read_table("eval", "per_query", EVAL_PER_QUERY)
-        new = pl.concat([old.join(new.select(RESULT_KEY).unique(), on=list(RESULT_KEY), how="anti"), new])
+        new = pl.concat([old.join(new.select(RESULT_KEY).unique(), on=list(RESULT_KEY), how="anti", nulls_equal=True), new])
     new = new.sort(["task", "dataset", "system", "metric", "query_id"])
     run.write_table("eval", "per_query", new, EVAL_PER_QUERY)
     return new
