@@ -147,7 +147,7 @@ def plan(
         updates["families"] = split_values(families)
     if seed is not None:
         updates["seed"] = seed
-    run, config = resolve_run_config(run_dir, config_file, {"run": updates})
+    run, config = resolve_run_config(run_dir, config_file, {"run": updates}, stages=("plan",))
     registry = load_registry()
     result = run_plan(run, config, registry)
     print_plan_summary(run)
@@ -185,7 +185,7 @@ def generate(
         if value is not None:
             updates[name] = value
     run, config = resolve_run_config(run_dir, config_file, {"generate": updates} if updates else None,
-                                     create=False, write=not dry_run)
+                                     create=False, write=not dry_run, stages=("generate",))
     registry = load_registry()
     batch = batch or config.generate.batch
     if dry_run:
@@ -230,7 +230,7 @@ def batch_collect_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN",
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
 
-    run, config = resolve_run_config(run_dir, create=False)
+    run, config = resolve_run_config(run_dir, create=False, stages=("generate",))
     result = collect(run, config, load_registry())
     got = result.stats.get("collected", {})
     console.print(f"collected: {got.get('ok', 0)} ok, {got.get('failed', 0)} failed, "
@@ -283,7 +283,8 @@ def filter_command(
         updates["lid_threshold"] = lid_threshold
     if workers is not None:
         updates["workers"] = workers
-    run, config = resolve_run_config(run_dir, config_file, {"filter": updates} if updates else None, create=False)
+    run, config = resolve_run_config(run_dir, config_file, {"filter": updates} if updates else None, create=False,
+                                     stages=("filter",))
     registry = load_registry()
     with Progress(TextColumn("filter"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True) as bar:
@@ -308,7 +309,7 @@ def audit(
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
 
-    run, config = resolve_run_config(run_dir, create=False)
+    run, config = resolve_run_config(run_dir, create=False, stages=("audit",))
     result = run_audit(run, config, load_registry())
     state = "already current, nothing rewritten" if result.current else "written"
     console.print(f"audit {state}: {run.root / 'audit' / 'index.html'}")

@@ -41,7 +41,7 @@ def report(
         joined = list(dict.fromkeys([*named.report.results, *(str(p) for p in results or [])]))
         extra = {"results": joined if results else None, "audit": str(audit) if audit else None}
         run, config = resolve_run_config(run_dir, config_file, {"report": {**updates, **{
-            k: v for k, v in extra.items() if v}}}, create=False)
+            k: v for k, v in extra.items() if v}}}, create=False, stages=("report",))
         if not (run_dir / "eval" / "results.parquet").is_file() and not config.report.results:
             raise WorkbenchError("no eval/results.parquet in this run and no --results given", where=str(run_dir),
                                  fix="run 'workbench eval' first or pass --results PATH")
@@ -49,7 +49,7 @@ def report(
         _print_report(run.stage_dir("report"), result)
         return
     if run_dir is not None:
-        run, config = resolve_run_config(run_dir, config_file, {"report": updates}, create=False)
+        run, config = resolve_run_config(run_dir, config_file, {"report": updates}, create=False, stages=("report",))
         section = config.report
     else:
         base = load_config(config_file) if config_file else RunConfig()
@@ -127,7 +127,7 @@ def run_command(
     except UnknownLanguageError as err:
         raise UnknownLanguageError(err.message, where=f"{config_file}: field 'run.languages'", fix=err.fix) from None
     target = run_dir or Path("runs") / requested.run.name
-    run, config = resolve_run_config(target, config_file)
+    run, config = resolve_run_config(target, config_file, pipeline=True)
     console.print(f"run directory: {run.root}")
     from workbench.generate.engine import generation_notice
 
