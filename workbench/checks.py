@@ -6,9 +6,9 @@ checks of the stages it is about to run, and only then writes ``run.toml``: a va
 line and exit 2, and ``run.toml`` keeps what it had, so the next command is not poisoned.
 
 The checks only look at the disk (folders, small JSON files); they load no model and reach no
-network. Each takes the stage's declared config sections (:class:`workbench.stages.DeclaredConfig`)
-and ``pipeline``: True when ``workbench run`` evaluates ``[pipeline] eval_systems`` rather than
-``[eval] model``. Declared per stage in :mod:`workbench.stages` (``Stage.check``).
+network. Each takes the whole run config (the plan's size check estimates the generation it would
+cost) and ``pipeline``: True when ``workbench run`` evaluates ``[pipeline] eval_systems`` rather
+than ``[eval] model``. Declared per stage in :mod:`workbench.stages` (``Stage.check``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ def plan(config: Any, pipeline: bool = False) -> None:
     from workbench.languages import load_registry
     from workbench.plan import check_plan_size, resolve_quotas
 
-    quotas, _ = resolve_quotas(config, load_registry())
-    check_plan_size(quotas)
+    registry = load_registry()
+    quotas, _ = resolve_quotas(config, registry)
+    check_plan_size(quotas, config, registry)
 
 
 def filter(config: Any, pipeline: bool = False) -> None:  # noqa: A001 - the stage's name

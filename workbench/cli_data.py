@@ -20,6 +20,7 @@ from workbench.cli_render import (
     console,
     err_console,
     print_dry_run,
+    print_plan_estimate,
     print_generate_summary,
     print_plan_summary,
     print_proposal,
@@ -121,6 +122,7 @@ def plan(
     seed: Annotated[Optional[int], typer.Option(help="sampling seed")] = None,
     from_report: Annotated[Optional[Path], typer.Option("--from-report", help="gap report folder: quotas weighted to the largest gaps and lowest acceptance")] = None,
     budget: Annotated[Optional[str], typer.Option(help="total for --from-report: examples (5000) or dollars ($20)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print slots, requests, tokens and estimated cost; write nothing")] = False,
 ) -> None:
     """Write the generation plan: per language, slots per task family with sampled placeholders."""
     from workbench.languages import load_registry
@@ -147,8 +149,11 @@ def plan(
         updates["families"] = split_values(families)
     if seed is not None:
         updates["seed"] = seed
-    run, config = resolve_run_config(run_dir, config_file, {"run": updates}, stages=("plan",))
+    run, config = resolve_run_config(run_dir, config_file, {"run": updates}, stages=("plan",), write=not dry_run)
     registry = load_registry()
+    if dry_run:
+        print_plan_estimate(run, config, registry)
+        return
     result = run_plan(run, config, registry)
     print_plan_summary(run)
     for code, reason in result.stats.get("left_out", {}).items():

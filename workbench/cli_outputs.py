@@ -109,6 +109,7 @@ def export_command(
 def run_command(
     config_file: Annotated[Path, typer.Argument(metavar="CONFIG", help="run config TOML (see examples/)")],
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="default: runs/<[run] name>")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan's slots, requests, tokens and estimated cost; write nothing")] = False,
 ) -> None:
     """Run the whole pipeline from one config; stages whose inputs are unchanged are skipped."""
     from workbench.config import load_config
@@ -127,6 +128,12 @@ def run_command(
     except UnknownLanguageError as err:
         raise UnknownLanguageError(err.message, where=f"{config_file}: field 'run.languages'", fix=err.fix) from None
     target = run_dir or Path("runs") / requested.run.name
+    if dry_run:
+        from workbench.cli_render import print_plan_estimate
+
+        run, config = resolve_run_config(target, config_file, write=False)
+        print_plan_estimate(run, config, registry)
+        return
     run, config = resolve_run_config(target, config_file, pipeline=True)
     console.print(f"run directory: {run.root}")
     from workbench.generate.engine import generation_notice

@@ -71,13 +71,13 @@ def check_languages(config: RunConfig, where: str) -> None:
 
 def check_stages(config: RunConfig, stages: Iterable[str], *, pipeline: bool = False) -> None:
     """The own checks of each stage in ``stages`` (``Stage.check``, see :mod:`workbench.checks`)."""
-    from workbench.stages import BY_NAME, DeclaredConfig
+    from workbench.stages import BY_NAME
 
     for name in stages:
         declared = BY_NAME[name]
         if declared.check:
             module, _, function = declared.check.partition(":")
-            getattr(importlib.import_module(module), function)(DeclaredConfig(config, declared), pipeline)
+            getattr(importlib.import_module(module), function)(config, pipeline)
 
 
 def resolve_run_config(
@@ -116,10 +116,10 @@ def resolve_run_config(
     if overrides:
         layers = merge_layers(layers, overrides)
         config = parse_config(layers, where="command-line options")
-    if not write:
-        return run, config
     from_options = bool(((overrides or {}).get("run") or {}).keys() & {"languages", "quotas"})
     check_languages(config, "--languages" if from_options else str(config_file or run.config_path))
+    if not write:
+        return run, config
     check_stages(config, config.pipeline.stages if pipeline else stages, pipeline=pipeline)
     if not existing:
         run = Run.create(run_dir)

@@ -42,7 +42,7 @@ class Stage:
     # (the filter's LID models, train's base model and DeepSpeed JSON, eval's data folders and models,
     # report's extra tables); the runner puts their state in the digest
     outside: str | None = None
-    # "module:function" (DeclaredConfig, pipeline) -> None: the stage's own checks of its settings
+    # "module:function" (RunConfig, pipeline) -> None: the stage's own checks of its settings
     # (model and data folders exist, ...), run before run.toml records them (workbench/checks.py)
     check: str | None = None
 

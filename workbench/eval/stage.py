@@ -182,7 +182,7 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
     from workbench.eval.per_query import bitext_scores, retrieval_scores
 
     eval_dir = run.stage_dir("eval")
-    predictions = eval_dir / "predictions" / system
+    predictions = run.inside(eval_dir / "predictions" / system)  # the system name becomes a folder
     predictions_file = predictions / f"{target.task_name}_predictions.json"
     result = mteb.evaluate(
         model,
@@ -196,7 +196,7 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
         raise WorkbenchError("mteb wrote no predictions file", where=str(predictions_file))
     ranked = json.loads(predictions_file.read_text(encoding="utf-8"))
     if target.kind == "retrieval":
-        _write_trec_runs(ranked, eval_dir / "runs" / system, target)
+        _write_trec_runs(ranked, run.inside(eval_dir / "runs" / system), target)
     created = now()
     metrics = BITEXT_METRICS if target.kind == "bitext" else METRICS
     rows, per_query = [], []

@@ -79,10 +79,13 @@ class Entry:
 class RequestCache:
     """Thin synchronous wrapper; used from one thread (the event loop's) at a time."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+    def __init__(self, path: Path | None):
+        """The cache at ``path``; ``None``: an empty one in memory (estimates for a run not made yet)."""
+        self.path = Path(path) if path is not None else Path(":memory:")
+        if path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(":memory:" if path is None else self.path, timeout=30, isolation_level=None,
+                                  check_same_thread=False)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # durable against process kill (not power loss)

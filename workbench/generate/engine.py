@@ -33,6 +33,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -45,7 +46,7 @@ from workbench.generate.cache import FINISHED, RequestCache
 from workbench.generate.client import EndpointError, LLMClient, RetriesExhausted, resolve_mode
 from workbench.generate.jobs import Job, JobBuilder
 from workbench.generate.pricing import Pricer
-from workbench.generate.tables import write_generated, write_tasks
+from workbench.generate.tables import brainstormed_tasks, write_generated, write_tasks
 from workbench.languages import Registry
 from workbench.run import Run, StageResult
 from workbench.tables import PLAN
@@ -92,9 +93,11 @@ def generate_tables(run: Run, config: RunConfig, registry: Registry, *, dry_run:
     """
     section = config.generate
     plans = _read_plans(run)
+    if dry_run:
+        return StageResult(STAGE, stats=estimate_generation(config, registry, plans, cache_path=run.cache_path, batch=batch))
     local = section.base_url == "local"
     url = base_url or section.base_url
-    if url == "local" and not dry_run:
+    if url == "local":
         from workbench.generate.local import serve_local
 
         with serve_local() as local_url:
@@ -115,8 +118,6 @@ def generate_tables(run: Run, config: RunConfig, registry: Registry, *, dry_run:
                         builder=JobBuilder(section, client, registry, plans, context_tokens),
                         client=client, cache=cache, pricer=Pricer(section, batch),
                         concurrency=1 if local else section.concurrency, retry_failed=retry_failed, progress=progress)
-        if dry_run:
-            return engine.dry_run()
         if batch:
             from workbench.generate.batch import BatchRunner
 
@@ -362,32 +363,74 @@ class Engine:
 
     # -- dry run ---------------------------------------------------------------------------
     def dry_run(self) -> StageResult:
-        """Requests, tokens and cost of what is not cached yet, sized like the real requests."""
-        brainstorms = self.pending(self.builder.brainstorm_jobs())
+        """Requests, tokens and cost of what is not cached yet, sized like the real requests, per
+        language and in all."""
+        all_brainstorms = self.builder.brainstorm_jobs()
+        brainstorms = self.pending(all_brainstorms)
         cached_before = self.state.cached
-        examples = self.pending(self.builder.example_jobs(None).jobs)
+        # groups already brainstormed use their real tasks, so their cached examples count as cached
+        tasks, _ = brainstormed_tasks(self.cache, all_brainstorms)
+        examples = self.pending(self.builder.example_jobs(tasks, placeholder_missing=True).jobs)
         rows = {row["slot_id"]: row for plan in self.plans.values() for row in plan.iter_rows(named=True)}
-        prompt_tokens = sum(_estimate_tokens(job.body) for job in brainstorms + examples)
+        per_language: dict[str, dict[str, Any]] = {
+            code: {"slots": plan.height, "requests": 0, "brainstorm_requests": 0, "example_requests": 0,
+                   "already_cached": 0, "est_prompt_tokens": 0, "est_completion_tokens": 0, "est_cost_usd": 0.0}
+            for code, plan in self.plans.items()}
         by_family: dict[str, int] = defaultdict(int)
-        for job in examples:
-            by_family[job.family] += min(self.builder.expected_tokens(rows[job.slot_id]), job.body["max_tokens"])
-        completion_tokens = len(brainstorms) * self.section.est_brainstorm_tokens + sum(by_family.values())
-        cost = self.pricer.cost(prompt_tokens, completion_tokens)
-        per_language: dict[str, dict[str, int]] = defaultdict(lambda: {"requests": 0})
-        for job in brainstorms + examples:
-            per_language[job.language]["requests"] += 1
         max_tokens: dict[str, list[int]] = defaultdict(list)
-        for job in examples:
-            max_tokens[job.family].append(job.body["max_tokens"])
+        for job in brainstorms + examples:
+            info = per_language[job.language]
+            prompt = _estimate_tokens(job.body)
+            if job.kind == "brainstorm":
+                completion = self.section.est_brainstorm_tokens
+                info["brainstorm_requests"] += 1
+            else:
+                completion = min(self.builder.expected_tokens(rows[job.slot_id]), job.body["max_tokens"])
+                by_family[job.family] += completion
+                max_tokens[job.family].append(job.body["max_tokens"])
+                info["example_requests"] += 1
+            info["requests"] += 1
+            info["est_prompt_tokens"] += prompt
+            info["est_completion_tokens"] += completion
+            info["est_cost_usd"] += self.pricer.cost(prompt, completion)
+        for code, count in self.state.done.items():  # finished example slots (cached answers)
+            per_language[code]["already_cached"] = count
+        totals = {key: sum(info[key] for info in per_language.values())
+                  for key in ("slots", "requests", "brainstorm_requests", "example_requests",
+                              "est_prompt_tokens", "est_completion_tokens", "est_cost_usd")}
         stats = {
-            "dry_run": True, "requests": len(brainstorms) + len(examples), "brainstorm_requests": len(brainstorms),
-            "example_requests": len(examples), "already_cached": self.state.cached, "est_prompt_tokens": prompt_tokens,
-            "est_completion_tokens": completion_tokens, "est_cost_usd": round(cost, 4), "price_known": self.pricer.known,
-            "model": self.section.model, "per_language": dict(per_language), "cached_brainstorms": cached_before,
+            "dry_run": True, **totals, "est_cost_usd": round(totals["est_cost_usd"], 4),
+            "already_cached": self.state.cached, "price_known": self.pricer.known,
+            "model": self.section.model, "per_language": per_language, "cached_brainstorms": cached_before,
             "batch": self.pricer.batch, "est_completion_by_family": dict(by_family),
             "max_tokens_by_family": {f: (min(v), max(v)) for f, v in sorted(max_tokens.items())},
         }
         return StageResult(STAGE, stats=stats)
+
+
+def estimate_generation(config: RunConfig, registry: Registry, plans: dict[str, pl.DataFrame], *,
+                        cache_path: Path | None = None, batch: bool | None = None) -> dict[str, Any]:
+    """The dry run over ``plans`` (in memory): requests, tokens and cost per language and in all,
+    less what the request cache at ``cache_path`` already holds (when it exists). Sends nothing,
+    writes nothing, starts no server."""
+    section = config.generate
+    batch = section.batch if batch is None else batch
+    local = section.base_url == "local"
+    url = "http://127.0.0.1:0/v1" if local else section.base_url  # never contacted
+    client = LLMClient(base_url=url, model=section.model, api_key="", timeout_s=section.timeout_s,
+                       max_retries=section.max_retries, backoff_base_s=section.backoff_base_s,
+                       backoff_max_s=section.backoff_max_s, mode=resolve_mode(section.structured_output, url, local),
+                       concurrency=1, temperature=section.temperature, top_p=section.top_p)
+    context_tokens = section.context_tokens or (_local_context_tokens() if local else None)
+    cache = RequestCache(cache_path if cache_path is not None and Path(cache_path).is_file() else None)
+    try:
+        engine = Engine(run=None, section=section, plans=plans,  # type: ignore[arg-type]
+                        builder=JobBuilder(section, client, registry, plans, context_tokens),
+                        client=client, cache=cache, pricer=Pricer(section, batch), concurrency=1)
+        return engine.dry_run().stats
+    finally:
+        cache.close()
+        asyncio.run(client.close())
 
 
 def _estimate_tokens(body: dict[str, Any]) -> int:
