@@ -8,18 +8,21 @@ table; the commands are in :mod:`workbench.cli_data` (data stages), :mod:`workbe
 
 from __future__ import annotations
 
-import _thread
+import atexit
 import errno
+import os
 import signal
 import sqlite3
 import sys
+import threading
 
 import typer
 
-from workbench import cli_data, cli_model, cli_outputs
+from workbench import cli_data, cli_model, cli_outputs, logs
 from workbench.cli_errors import click_exception_types, is_connection_error, print_error, usage_error_line
 from workbench.cli_render import err_console
 from workbench.errors import WorkbenchError
+from workbench.processes import take_internal_interrupt
 from workbench.run import command_scope
 from workbench.stages import STAGE_NAMES
 
@@ -33,16 +36,79 @@ app = typer.Typer(
 )
 
 
-def _stop_like_ctrl_c_on_sigterm() -> None:
+# A signal stops a command (KeyboardInterrupt in the main thread) while it runs; once it has
+# finished, a signal only turns the exit status into 130. Python resets its handlers to the
+# default while the interpreter shuts down, so a SIGTERM then used to kill the process with status
+# 143; main() therefore ends the process itself, after the exit handlers, with os._exit.
+_STATE = {"running": False, "signalled": False}
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    if take_internal_interrupt():  # the embedded server's supervisor stops us: its error, not a signal
+        if _STATE["running"]:
+            raise KeyboardInterrupt
+        return
+    _STATE["signalled"] = True
+    if _STATE["running"]:
+        raise KeyboardInterrupt
+
+
+def _install_signal_handlers() -> None:
     """SIGTERM stops any command exactly as Ctrl-C does (finished work kept, children stopped), and
     Ctrl-C works even when the process was started with SIGINT ignored (a background job)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: _thread.interrupt_main())
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
 
 
 def main() -> None:
-    """Console-script entry point: one clear line and exit 2 on any user-facing error."""
-    _stop_like_ctrl_c_on_sigterm()
+    """Console-script entry point: runs one command and ends the process with its exit status
+    (0 done, 2 a problem to fix, 130 a signal at any point, 1 a bug)."""
+    _install_signal_handlers()
+    logs.install()  # log records and warnings go to RUN/workbench.log, never to stderr
+    code = 130
+    try:
+        _STATE["running"] = True
+        try:
+            code = run_cli()
+        finally:
+            _STATE["running"] = False
+    except KeyboardInterrupt:  # a signal in the instants around the command's own handlers
+        err_console.print("interrupted: finished work is kept; re-run the same command to resume")
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Finish like the interpreter would (threads, atexit handlers, flushed output), then end with
+    ``code``, or 130 if a signal came at any point; signals now only set the status."""
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # join non-daemon threads, as at exit
+    except Exception:  # noqa: BLE001 - an exit path: never a traceback here
+        pass
+    try:
+        atexit._run_exitfuncs()
+        logs.finish()
+    except Exception:  # noqa: BLE001
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
+            pass
+    os._exit(130 if _STATE["signalled"] else code)
+
+
+def run_cli() -> int:
+    """Run one command from ``sys.argv``; its exit status (tests call this in-process)."""
+    try:
+        _run_command()
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+def _run_command() -> None:
+    """One command: one clear line and exit 2 on any user-facing error."""
     try:
         with command_scope():
             code = app(prog_name="workbench", standalone_mode=False)

@@ -176,6 +176,7 @@ def generate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print requests, tokens and estimated cost; send nothing")] = False,
     batch: Annotated[bool, typer.Option("--batch", help="use the OpenAI Batch API (then 'workbench batch collect RUN')")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="send slots recorded as failed again")] = False,
+    salvage_cache: Annotated[bool, typer.Option("--salvage-cache", help="a damaged cache.sqlite: copy its readable answers into a new one first (the damaged file is kept)")] = False,
 ) -> None:
     """Generate one example per planned slot (brainstorm, then example) with caching and resume."""
     from workbench.generate.stage import run_generate
@@ -193,16 +194,24 @@ def generate(
                                      create=False, write=not dry_run, stages=("generate",))
     registry = load_registry()
     batch = batch or config.generate.batch
+    if salvage_cache and not dry_run:
+        from workbench.generate.cache import salvage
+
+        saved = salvage(run.cache_path)
+        console.print(f"request cache salvaged: {saved['kept']} request(s) kept, {saved['unreadable']} unreadable "
+                      f"(sent again); the damaged file is kept as {saved['damaged']}", highlight=False, markup=False)
     if dry_run:
         result = run_generate(run, config, registry, dry_run=True, batch=batch)
         print_dry_run(result.stats)
         return
     from workbench.generate.stage import generation_notice, unfinished_summary
 
-    if notice := generation_notice(config):
-        err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
+    if notice := generation_notice(config):  # stdout: stderr of a command that fails is its one error line
+        console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
     with GenerateProgress() as progress:
         result = run_generate(run, config, registry, batch=batch, retry_failed=retry_failed, progress=progress.update)
+    if result.current:
+        console.print("generate already current: nothing sent; the summary of the run that wrote the tables:")
     print_generate_summary(result)
     if result.stats.get("transport_unfinished"):  # exit 2: the run is not done, and says how to finish it
         raise WorkbenchError(f"generation incomplete: {unfinished_summary(result.stats)}", where=str(run.root),
@@ -292,7 +301,7 @@ def filter_command(
                                      stages=("filter",))
     registry = load_registry()
     with Progress(TextColumn("filter"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True) as bar:
+                  console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
         task = bar.add_task("filter", total=None)
         result = run_filter(run, config, registry, progress=lambda done, total: bar.update(task, completed=done, total=total))
     table = Table(title=f"filter: {run.root}")

@@ -139,7 +139,7 @@ def run_command(
     from workbench.generate.engine import generation_notice
 
     if "generate" in config.pipeline.stages and (notice := generation_notice(config)):
-        err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
+        console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
     view = GenerateProgress()
 
     def on_stage(stage: str, state: str) -> None:

@@ -177,9 +177,12 @@ def progress_line(state) -> str:
     else:
         eta = "unknown"
     errors = ", ".join(f"{k}={v}" for k, v in sorted(state.errors.items())) or "none"
+    truncated = sum(state.truncated.values())
+    waiting = getattr(state, "waiting", "")
     return (f"{state.phase or 'starting'}: {done}/{total} slots · elapsed {duration(elapsed)} · ETA {eta} · "
             f"{state.sent} requests ({state.rate():.1f}/s) · {state.cached} cached · invalid {state.invalid} · "
-            f"errors {errors} · tokens {state.prompt_tokens:,}+{state.completion_tokens:,} · ${state.cost_usd:,.4f}")
+            f"truncated {truncated} · errors {errors}" + (f" · {waiting}" if waiting else "")
+            + f" · tokens {state.prompt_tokens:,}+{state.completion_tokens:,} · ${state.cost_usd:,.4f}")
 
 
 def print_generate_summary(result) -> None:
@@ -214,13 +217,15 @@ def print_generate_summary(result) -> None:
     errors = ", ".join(f"{k}={v}" for k, v in sorted(stats["errors"].items())) or "none"
     cost = (f"${stats['cost_usd']:,.4f} this invocation, ${stats.get('total_cost_usd', 0):,.4f} for the run"
             if stats["price_known"] else "unknown (no price for this model)")
+    truncated = sum((stats.get("truncated") or {}).values())
     console.print(f"requests sent {stats['requests_sent']}, cached {stats['cached']}, invalid answers "
-                  f"{stats['invalid_answers']}, transport errors {errors}; tokens {stats['prompt_tokens']:,} prompt + "
-                  f"{stats['completion_tokens']:,} completion; cost {cost}")
-    if stats.get("unfinished"):
-        err_console.print(f"{stats['unfinished']} slot(s) unfinished"
-                          + (" (--max-cost reached)" if stats.get("budget_hit") else "")
-                          + "; re-run the same command to resume")
+                  f"{stats['invalid_answers']}, truncated answers {truncated} (failed after a larger re-send: "
+                  f"{stats.get('truncated_failed', 0)}), transport errors {errors}; tokens {stats['prompt_tokens']:,} prompt + "
+                  f"{stats['completion_tokens']:,} completion; cost {cost}", highlight=False, markup=False)
+    if stats.get("unfinished"):  # stdout: stderr of a command that stops short is its one error line
+        console.print(f"{stats['unfinished']} slot(s) unfinished"
+                      + (" (--max-cost reached)" if stats.get("budget_hit") else "")
+                      + "; re-run the same command to resume", highlight=False, markup=False)
 
 
 def print_proposal(proposal) -> None:

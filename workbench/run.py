@@ -391,7 +391,9 @@ class Run:
         recorded: dict[str, Any] = {}
         for rel, rows in (outputs or {}).items():
             path = self.root / rel
-            recorded[rel] = {"rows": rows, "sha256": file_sha256(path) if path.is_file() else None}
+            present = path.is_file()
+            recorded[rel] = {"rows": rows, "sha256": file_sha256(path) if present else None,
+                             "bytes": path.stat().st_size if present else None}
         with self._manifest_lock():
             manifest = self.manifest()
             manifest["stages"][stage] = {

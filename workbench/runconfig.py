@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from workbench import logs
 from workbench.config import RunConfig, parse_config
 from workbench.errors import ConfigError, UnknownLanguageError, WorkbenchError
 from workbench.run import CONFIG, Run, atomic_write_bytes
@@ -124,6 +125,7 @@ def resolve_run_config(
     if not existing:
         run = Run.create(run_dir)
         run.hold_writer_lock()
+    logs.attach(run.root)  # this command writes the run: its log records go to RUN/workbench.log
     atomic_write_bytes(run.config_path, config.to_toml().encode())
     return run, config
 

@@ -43,7 +43,7 @@ from workbench.errors import WorkbenchError
 from workbench.generate import budget, prompts
 from workbench.generate.budget import truncation_error
 from workbench.generate.cache import FINISHED, RequestCache
-from workbench.generate.client import EndpointError, LLMClient, RetriesExhausted, resolve_mode
+from workbench.generate.client import EndpointError, LLMClient, RateLimitedOut, RetriesExhausted, resolve_mode
 from workbench.generate.jobs import Job, JobBuilder
 from workbench.generate.pricing import Pricer
 from workbench.generate.tables import brainstormed_tasks, write_generated, write_tasks
@@ -52,6 +52,7 @@ from workbench.run import Run, StageResult
 from workbench.tables import PLAN
 
 STAGE = "generate"
+LOCAL_SERVER_LOG = "llama-server.log"  # the embedded server's output, in the run directory while it runs
 log = logging.getLogger(__name__)
 
 
@@ -67,11 +68,13 @@ class Progress:
     sent: int = 0
     invalid: int = 0
     truncated: Counter = field(default_factory=Counter)  # family (or "brainstorm") -> answers cut at max_tokens
+    truncated_failed: int = 0  # requests recorded failed because the answer was cut again (or could not grow)
     errors: Counter = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     phase: str = ""
+    waiting: str = ""  # what the client waits for now (Retry-After, back-offs), "" when nothing
     started: float = field(default_factory=time.monotonic)
 
     def rate(self) -> float:
@@ -100,7 +103,7 @@ def generate_tables(run: Run, config: RunConfig, registry: Registry, *, dry_run:
     if url == "local":
         from workbench.generate.local import serve_local
 
-        with serve_local() as local_url:
+        with serve_local(log_path=run.root / LOCAL_SERVER_LOG) as local_url:
             return generate_tables(run, config, registry, dry_run=dry_run, batch=batch, retry_failed=retry_failed,
                                    progress=progress, base_url=local_url)
     mode = resolve_mode(section.structured_output, url, local)
@@ -204,8 +207,17 @@ class Engine:
                     fatal.append(err)
                     return
 
-        workers = [asyncio.create_task(worker(lane)) for lane in range(min(self.concurrency, max(1, len(jobs))))]
-        await asyncio.gather(*workers)
+        async def tick() -> None:  # the view hears from a run that waits (Retry-After, back-off), not only from answers
+            while True:
+                await asyncio.sleep(1.0)
+                self._notify()
+
+        ticker = asyncio.create_task(tick())
+        try:
+            workers = [asyncio.create_task(worker(lane)) for lane in range(min(self.concurrency, max(1, len(jobs))))]
+            await asyncio.gather(*workers)
+        finally:
+            ticker.cancel()
         if fatal:
             raise fatal[0]
 
@@ -222,6 +234,8 @@ class Engine:
             attempts += 1
             try:
                 reply = await self.client.chat(job.body, job.key, lane)
+            except RateLimitedOut:
+                return  # not sent (the endpoint asked for a wait over the cap): a re-run sends it
             except RetriesExhausted as err:
                 self.record(job, "error", raw, None, str(err), prompt_tokens, completion_tokens, latency, attempts)
                 self.client.errors["gave_up"] += 1
@@ -241,6 +255,7 @@ class Engine:
                 if larger is None:
                     why = ("again after one re-send with a larger budget" if resent_larger
                            else f"and {used} is the most the endpoint allows (generate.max_tokens_cap, context)")
+                    self.state.truncated_failed += 1
                     self.record(job, "failed", raw, None, truncation_error(used, why), prompt_tokens,
                                  completion_tokens, latency, attempts)
                     return
@@ -278,6 +293,7 @@ class Engine:
     def _notify(self) -> None:
         self.state.errors = self.client.errors
         self.state.sent = self.client.sent
+        self.state.waiting = self.client.rate_state()
         if self.progress is not None:
             self.progress(self.state)
 
@@ -353,12 +369,13 @@ class Engine:
             per_language[code] = {"planned": s.planned[code], "ok": s.ok[code], "failed": s.failed[code]}
         return {
             "requests_sent": self.client.sent, "cached": s.cached, "invalid_answers": s.invalid,
-            "truncated": dict(s.truncated),
+            "truncated": dict(s.truncated), "truncated_failed": s.truncated_failed,
             "errors": dict(self.client.errors), "prompt_tokens": s.prompt_tokens,
             "completion_tokens": s.completion_tokens, "cost_usd": round(s.cost_usd, 6),
             "price_known": self.pricer.known, "unfinished": unfinished, "failed": failed,
             "budget_hit": self.budget_hit, "per_language": per_language, "model": self.section.model,
-            "structured_output": self.client.mode,
+            "structured_output": self.client.mode, "retry_after_over_cap_s": self.client.refused_wait_s,
+            "backoff_max_s": self.section.backoff_max_s,
         }
 
     # -- dry run ---------------------------------------------------------------------------
@@ -454,6 +471,9 @@ def unfinished_summary(stats: dict[str, Any]) -> str:
     if stats.get("transport_unfinished"):
         errors = ", ".join(f"{k}={v}" for k, v in sorted((stats.get("errors") or {}).items()) if k != "gave_up")
         parts.append(f"{stats['transport_unfinished']} request(s) gave up on transport errors ({errors or 'none'})")
+    if stats.get("retry_after_over_cap_s"):
+        parts.append(f"the endpoint asked to wait {stats['retry_after_over_cap_s']:.0f} s (Retry-After), longer than "
+                     f"generate.backoff_max_s = {stats.get('backoff_max_s', 0):g} s, so nothing more was sent")
     if stats.get("budget_hit"):
         parts.append("--max-cost reached")
     return "; ".join(parts)
