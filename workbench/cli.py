@@ -8,21 +8,21 @@ table; the commands are in :mod:`workbench.cli_data` (data stages), :mod:`workbe
 
 from __future__ import annotations
 
-import atexit
+if __name__ == "__main__":  # `python -m workbench.cli`: signals are handled from the first instant, imports included
+    from workbench import signals as _early
+
+    _early.install()
+
 import errno
-import os
-import signal
 import sqlite3
 import sys
-import threading
 
 import typer
 
-from workbench import cli_data, cli_model, cli_outputs, logs
+from workbench import cli_data, cli_model, cli_outputs, logs, signals
 from workbench.cli_errors import click_exception_types, is_connection_error, print_error, usage_error_line
 from workbench.cli_render import err_console
 from workbench.errors import WorkbenchError
-from workbench.processes import take_internal_interrupt
 from workbench.run import command_scope
 from workbench.stages import STAGE_NAMES
 
@@ -36,65 +36,21 @@ app = typer.Typer(
 )
 
 
-# A signal stops a command (KeyboardInterrupt in the main thread) while it runs; once it has
-# finished, a signal only turns the exit status into 130. Python resets its handlers to the
-# default while the interpreter shuts down, so a SIGTERM then used to kill the process with status
-# 143; main() therefore ends the process itself, after the exit handlers, with os._exit.
-_STATE = {"running": False, "signalled": False}
-
-
-def _on_signal(signum: int, frame: object) -> None:
-    if take_internal_interrupt():  # the embedded server's supervisor stops us: its error, not a signal
-        if _STATE["running"]:
-            raise KeyboardInterrupt
-        return
-    _STATE["signalled"] = True
-    if _STATE["running"]:
-        raise KeyboardInterrupt
-
-
-def _install_signal_handlers() -> None:
-    """SIGTERM stops any command exactly as Ctrl-C does (finished work kept, children stopped), and
-    Ctrl-C works even when the process was started with SIGINT ignored (a background job)."""
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-
-
 def main() -> None:
     """Console-script entry point: runs one command and ends the process with its exit status
-    (0 done, 2 a problem to fix, 130 a signal at any point, 1 a bug)."""
-    _install_signal_handlers()
+    (0 done, 2 a problem to fix, 130 a signal at any point, 1 a bug); see :mod:`workbench.signals`."""
+    signals.install()
     logs.install()  # log records and warnings go to RUN/workbench.log, never to stderr
     code = 130
     try:
-        _STATE["running"] = True
+        signals.command_running(True)
         try:
             code = run_cli()
         finally:
-            _STATE["running"] = False
+            signals.command_running(False)
     except KeyboardInterrupt:  # a signal in the instants around the command's own handlers
         err_console.print("interrupted: finished work is kept; re-run the same command to resume")
-    _exit(code)
-
-
-def _exit(code: int) -> None:
-    """Finish like the interpreter would (threads, atexit handlers, flushed output), then end with
-    ``code``, or 130 if a signal came at any point; signals now only set the status."""
-    try:
-        threading._shutdown()  # type: ignore[attr-defined]  # join non-daemon threads, as at exit
-    except Exception:  # noqa: BLE001 - an exit path: never a traceback here
-        pass
-    try:
-        atexit._run_exitfuncs()
-        logs.finish()
-    except Exception:  # noqa: BLE001
-        pass
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
-            pass
-    os._exit(130 if _STATE["signalled"] else code)
+    signals.exit_now(code, before_exit=logs.finish)
 
 
 def run_cli() -> int:

@@ -7,31 +7,11 @@ children itself (covers Ctrl-C and SIGTERM, which the CLI turns into KeyboardInt
 
 from __future__ import annotations
 
-import _thread
 import multiprocessing
 import signal
 import socket
-import threading
 
 PR_SET_PDEATHSIG = 1
-_INTERNAL_INTERRUPT = threading.Event()
-
-
-def stop_main_thread() -> None:
-    """From a helper thread (the embedded server's supervisor): interrupt the main thread like
-    Ctrl-C does, marked as ours, so the CLI ends with the helper's error (exit 2), not as signalled."""
-    _INTERNAL_INTERRUPT.set()
-    _thread.interrupt_main()
-
-
-def take_internal_interrupt() -> bool:
-    """True once for each :func:`stop_main_thread` (the CLI's signal handler asks)."""
-    if _INTERNAL_INTERRUPT.is_set():
-        _INTERNAL_INTERRUPT.clear()
-        return True
-    return False
-
-
 def die_with_parent() -> None:
     """In a child: ask Linux to SIGTERM it when its parent dies (even by SIGKILL). No-op off Linux."""
     try:

@@ -38,7 +38,8 @@ from pathlib import Path
 import httpx
 
 from workbench.errors import WorkbenchError
-from workbench.processes import die_with_parent, free_port, stop_main_thread
+from workbench.processes import die_with_parent, free_port
+from workbench.signals import stop_main_thread
 
 log = logging.getLogger(__name__)
 MODEL_ALIAS = "smollm2-135m-instruct"
