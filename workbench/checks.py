@@ -32,6 +32,30 @@ def plan(config: Any, pipeline: bool = False) -> None:
     check_plan_size(quotas, config, registry)
 
 
+def generate(config: Any, pipeline: bool = False) -> None:
+    """An endpoint other than the embedded server answers as an OpenAI-compatible API with this key
+    (the stage's preflight, ``GET /models``: one request, nothing generated)."""
+    import asyncio
+    import os
+
+    from workbench.generate.client import LLMClient
+
+    section = config.generate
+    if section.base_url == "local":
+        return  # the embedded server is started (and checked) by the stage itself
+    client = LLMClient(base_url=section.base_url, model=section.model, api_key=os.environ.get(section.api_key_env, ""),
+                       timeout_s=section.timeout_s, max_retries=0, backoff_base_s=section.backoff_base_s,
+                       backoff_max_s=section.backoff_max_s, mode="none", concurrency=1)
+
+    async def preflight() -> None:
+        try:
+            await client.preflight()
+        finally:
+            await client.close()
+
+    asyncio.run(preflight())
+
+
 def filter(config: Any, pipeline: bool = False) -> None:  # noqa: A001 - the stage's name
     """LID model files named in ``[filter]`` exist."""
     section = config.filter

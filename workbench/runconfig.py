@@ -70,15 +70,23 @@ def check_languages(config: RunConfig, where: str) -> None:
         raise UnknownLanguageError(err.message, where=located, fix=err.fix) from None
 
 
-def check_stages(config: RunConfig, stages: Iterable[str], *, pipeline: bool = False) -> None:
-    """The own checks of each stage in ``stages`` (``Stage.check``, see :mod:`workbench.checks`)."""
+def check_stages(config: RunConfig, stages: Iterable[str], *, pipeline: bool = False,
+                 saved: RunConfig | None = None) -> None:
+    """The own checks of each stage in ``stages`` (``Stage.check``, see :mod:`workbench.checks`).
+
+    With ``saved`` (the run's ``run.toml``), a stage whose declared sections are unchanged is not
+    checked again: its settings passed when they were saved (re-running a finished pipeline needs
+    no endpoint, for instance)."""
     from workbench.stages import BY_NAME
 
     for name in stages:
         declared = BY_NAME[name]
-        if declared.check:
-            module, _, function = declared.check.partition(":")
-            getattr(importlib.import_module(module), function)(config, pipeline)
+        if not declared.check:
+            continue
+        if saved is not None and all(getattr(saved, s) == getattr(config, s) for s in declared.sections):
+            continue
+        module, _, function = declared.check.partition(":")
+        getattr(importlib.import_module(module), function)(config, pipeline)
 
 
 def resolve_run_config(
@@ -104,8 +112,9 @@ def resolve_run_config(
                 where=str(run.config_path),
                 fix=f"restore it, e.g. copy the config the run was made with to {CONFIG} in the run directory")
         layers = read_toml(run.config_path)
-        config = parse_config(layers, where=str(run.config_path))
+        config = saved = parse_config(layers, where=str(run.config_path))
     else:
+        saved = None
         run = Run(Path(run_dir))  # created below, once the config has passed its checks
         layers = {"run": {"name": Path(run_dir).name}} if _is_name(Path(run_dir).name) else {}
         config = parse_config(layers, where=str(run_dir))
@@ -121,7 +130,7 @@ def resolve_run_config(
     check_languages(config, "--languages" if from_options else str(config_file or run.config_path))
     if not write:
         return run, config
-    check_stages(config, config.pipeline.stages if pipeline else stages, pipeline=pipeline)
+    check_stages(config, config.pipeline.stages if pipeline else stages, pipeline=pipeline, saved=saved)
     if not existing:
         run = Run.create(run_dir)
         run.hold_writer_lock()
