@@ -63,7 +63,10 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=10_000, help="examples for the one-core component timings")
     parser.add_argument("--langdetect-texts", type=int, default=2_000, help="langdetect is slow: time it on this many texts")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds on tiny sizes: checks the script runs (no figures)")
     args = parser.parse_args()
+    if args.smoke:
+        args.examples, args.subset, args.langdetect_texts = 120, 60, 10
 
     registry = load_registry()
     rng = random.Random(args.seed)

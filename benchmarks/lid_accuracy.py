@@ -70,7 +70,10 @@ def main() -> None:
     parser.add_argument("--min-short-letters", type=int, default=None, help="filter.min_short_lid_letters")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-language-table", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds on tiny sizes: checks the script runs (no figures)")
     args = parser.parse_args()
+    if args.smoke:
+        args.per_language, args.neighbours, args.english, args.others, args.languages = 8, 4, 4, 20, "sw,de"
 
     registry = load_registry()
     members = ["fasttext_lid176", "cld2", "langid"] + (["langdetect"] if args.langdetect else [])
