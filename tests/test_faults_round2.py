@@ -202,20 +202,18 @@ def test_a_run_without_run_toml_is_an_error_not_defaults(run_copy):
 
 
 # -- 2. a value that fails a stage's own check is never saved ------------------------------------
-EVAL_OK = ("--model", "bm25", "--task", "xquad", "--data-dir", str(XQUAD), "-l", "de")
-
-
-@pytest.mark.parametrize("args,needle,then", [
-    (("train", "--model", "/nonexistent", "--deepspeed", "none"), "model folder not found", ()),
-    (("eval", "--model", "/nonexistent", "--task", "xquad", "--data-dir", str(XQUAD)), "model folder not found", EVAL_OK),
-    (("eval", "--model", "bm25", "--task", "beir", "--data-dir", "/nonexistent"), "data folder not found", EVAL_OK),
-    (("report", "--results", "/nonexistent/results.parquet"), "table not found", ()),
+@pytest.mark.parametrize("args,needle", [
+    (("train", "--model", "/nonexistent", "--deepspeed", "none"), "model folder not found"),
+    (("eval", "--model", "/nonexistent", "--task", "xquad", "--data-dir", str(XQUAD)), "model folder not found"),
+    (("eval", "--model", "bm25", "--task", "beir", "--data-dir", "/nonexistent"), "data folder not found"),
+    (("report", "--results", "/nonexistent/results.parquet"), "table not found"),
 ], ids=["train-model", "eval-model", "eval-data-dir", "report-results"])
-def test_a_value_that_fails_the_stage_check_is_not_saved(args, needle, then, run_copy):
+def test_a_value_that_fails_the_stage_check_is_not_saved(args, needle, run_copy):
     before = (run_copy / "run.toml").read_bytes()
     _one_line(_cli(args[0], run_copy, *args[1:]), needle, "/nonexistent")
     assert (run_copy / "run.toml").read_bytes() == before
-    _ok(_cli(args[0], run_copy, *then))  # the next command is not poisoned by the rejected value
+    if args[0] != "eval":  # (a plain eval starts from [eval]'s defaults anyway: docs/eval.md)
+        _ok(_cli(args[0], run_copy))  # the next plain command is not poisoned: the stage is current
 
 
 def test_a_missing_lid_model_file_from_a_config_is_not_saved(run_copy, tmp_path):
