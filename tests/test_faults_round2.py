@@ -298,6 +298,8 @@ def test_a_damaged_request_cache_is_one_line_and_its_answers_can_be_kept(run_cop
     assert clean_double.stats.total - sent < before  # far from starting over: only what was lost is sent
     assert list(run_copy.glob("cache.damaged-*.sqlite"))  # the damaged file is kept beside it
     assert (run_copy / "generated" / "de.parquet").is_file()
+    again = _ok(_cli("generate", run_copy, "--salvage-cache"))  # an intact cache is left as it is
+    assert "not damaged" in again.stdout and len(list(run_copy.glob("cache.damaged-*.sqlite"))) == 1
 
 
 def _damage_8kb(cache: Path) -> None:

@@ -198,8 +198,11 @@ def generate(
         from workbench.generate.cache import salvage
 
         saved = salvage(run.cache_path)
-        console.print(f"request cache salvaged: {saved['kept']} request(s) kept, {saved['unreadable']} unreadable "
-                      f"(sent again); the damaged file is kept as {saved['damaged']}", highlight=False, markup=False)
+        if saved["kept"] is None:
+            console.print("request cache checked: not damaged, left as it is", highlight=False, markup=False)
+        else:
+            console.print(f"request cache salvaged: {saved['kept']} request(s) kept, {saved['unreadable']} unreadable "
+                          f"(sent again); the damaged file is kept as {saved['damaged']}", highlight=False, markup=False)
     if dry_run:
         result = run_generate(run, config, registry, dry_run=True, batch=batch)
         print_dry_run(result.stats)

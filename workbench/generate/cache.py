@@ -208,10 +208,13 @@ def salvage(path: Path) -> dict[str, Any]:
 
     Rows are read one rowid at a time, so a damaged page costs only the rows on it (an index that
     is damaged costs nothing); SQLite's ``.dump`` stops at the first damaged page and rolls back
-    what it had. Returns counts: rows kept, rowids unreadable, and the damaged file's new name."""
+    what it had. Returns counts: rows kept, rowids unreadable, and the damaged file's new name
+    (``kept`` None: SQLite's check found the file intact, and it is left as it is)."""
     path = Path(path)
     if not path.is_file():
         raise WorkbenchError("no request cache to salvage", where=str(path))
+    if _intact(path):
+        return {"kept": None, "unreadable": 0, "damaged": None}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     damaged = path.with_name(f"{path.stem}.damaged-{stamp}{path.suffix}")
     for suffix in ("", "-wal", "-shm"):  # the WAL holds committed answers too: it moves with the file
@@ -250,6 +253,17 @@ def salvage(path: Path) -> dict[str, Any]:
         fresh.close()
     Path(f"{fresh.path}").rename(path)
     return {"kept": kept, "unreadable": unreadable, "damaged": str(damaged)}
+
+
+def _intact(path: Path) -> bool:
+    """SQLite's own page-by-page check finds nothing wrong with the file."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        db.close()
 
 
 _COLUMNS = ("key", "slot_id", "kind", "language", "family", "model", "request", "status", "raw_response", "result",
