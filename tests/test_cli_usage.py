@@ -1,7 +1,7 @@
 """The CLI with ordinary user mistakes: one line, exit 2, a suggestion, nothing created or saved.
 
-Most cases call the console-script entry point ``workbench.cli.main`` in-process (the same code the
-installed ``workbench`` runs, without a Python start per case); one runs the installed script.
+Most cases call ``workbench.cli.run_cli`` in-process (the console script ``workbench.cli.main`` without its
+process exit, without a Python start per case); one runs the installed script.
 """
 
 from __future__ import annotations

@@ -8,16 +8,19 @@ table; the commands are in :mod:`workbench.cli_data` (data stages), :mod:`workbe
 
 from __future__ import annotations
 
-import _thread
+if __name__ == "__main__":  # `python -m workbench.cli`: signals are handled from the first instant, imports included
+    from workbench import signals as _early
+
+    _early.install()
+
 import errno
-import signal
 import sqlite3
 import sys
 from typing import Annotated
 
 import typer
 
-from workbench import cli_data, cli_model, cli_outputs
+from workbench import cli_data, cli_model, cli_outputs, logs, signals
 from workbench.cli_errors import click_exception_types, is_connection_error, print_error, usage_error_line
 from workbench.cli_render import console, err_console
 from workbench.errors import WorkbenchError
@@ -67,16 +70,35 @@ def _untruncated_command_help(typer_app: typer.Typer) -> None:
         _untruncated_command_help(group.typer_instance)
 
 
-def _stop_like_ctrl_c_on_sigterm() -> None:
-    """SIGTERM stops any command exactly as Ctrl-C does (finished work kept, children stopped), and
-    Ctrl-C works even when the process was started with SIGINT ignored (a background job)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: _thread.interrupt_main())
-
-
 def main() -> None:
-    """Console-script entry point: one clear line and exit 2 on any user-facing error."""
-    _stop_like_ctrl_c_on_sigterm()
+    """Console-script entry point: runs one command and ends the process with its exit status
+    (0 done, 2 a problem to fix, 130 a signal at any point, 1 a bug); see :mod:`workbench.signals`."""
+    signals.install()
+    logs.install()  # log records and warnings go to RUN/workbench.log, never to stderr
+    code = 130
+    try:
+        signals.command_running(True)
+        try:
+            code = run_cli()
+        finally:
+            signals.command_running(False)
+    except KeyboardInterrupt:  # a signal in the instants around the command's own handlers
+        err_console.print("interrupted: finished work is kept; re-run the same command to resume")
+    signals.exit_now(code, before_exit=logs.finish)
+
+
+def run_cli() -> int:
+    """Run one command from ``sys.argv``; its exit status (tests call this in-process)."""
+    try:
+        _run_command()
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+def _run_command() -> None:
+    """One command: one clear line and exit 2 on any user-facing error."""
     try:
         with command_scope():
             code = app(prog_name="workbench", standalone_mode=False)

@@ -56,7 +56,8 @@ def train(
     }
     updates = {key: value for key, value in options.items() if value is not None}
     # --estimate is about the model, not the run: it needs no run directory and writes nothing
-    run, config = resolve_run_config(run_dir, config_file, {"train": updates}, create=estimate, write=not estimate)
+    run, config = resolve_run_config(run_dir, config_file, {"train": updates}, create=estimate, write=not estimate,
+                                     stages=("train",))
     if estimate:
         import os
 
@@ -168,7 +169,7 @@ def eval_command(
         from workbench.config import EvalSection
 
         updates = {**EvalSection().model_dump(mode="json"), **updates}
-    run, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=create)
+    run, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=create, stages=("eval",))
     with StageProgress() as view:
         result = run_eval(run, config, load_registry(), progress=view.update)
     if note := logged_note(result.stats if not result.current else None, run.root):

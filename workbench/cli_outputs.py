@@ -42,7 +42,7 @@ def report(
         joined = list(dict.fromkeys([*named.report.results, *(str(p) for p in results or [])]))
         extra = {"results": joined if results else None, "audit": str(audit) if audit else None}
         run, config = resolve_run_config(run_dir, config_file, {"report": {**updates, **{
-            k: v for k, v in extra.items() if v}}}, create=False)
+            k: v for k, v in extra.items() if v}}}, create=False, stages=("report",))
         if not (run_dir / "eval" / "results.parquet").is_file() and not config.report.results:
             raise WorkbenchError("no eval/results.parquet in this run and no --results given", where=str(run_dir),
                                  fix="run 'workbench eval' first or pass --results PATH")
@@ -50,7 +50,7 @@ def report(
         _print_report(run.stage_dir("report"), result)
         return
     if run_dir is not None:
-        run, config = resolve_run_config(run_dir, config_file, {"report": updates}, create=False)
+        run, config = resolve_run_config(run_dir, config_file, {"report": updates}, create=False, stages=("report",))
         section = config.report
     else:
         base = load_config(config_file) if config_file else RunConfig()
@@ -115,6 +115,7 @@ def export_command(
 def run_command(
     config_file: Annotated[Path, typer.Argument(metavar="CONFIG", help="run config TOML (see examples/)")],
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="default: runs/<[run] name>")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan's slots, requests, tokens and estimated cost; write nothing")] = False,
 ) -> None:
     """Run the whole pipeline from one config; stages whose inputs are unchanged are skipped."""
     from workbench.config import load_config
@@ -137,13 +138,21 @@ def run_command(
 
     # languages the plan leaves out (eval-only, no quota) never reach run.toml's list
     kept, left_out = planned_languages(requested, registry, f"{config_file}: field 'run.languages'") if "plan" in requested.pipeline.stages else (None, {})
-    run, config = resolve_run_config(target, config_file, {"run": {"languages": kept}} if kept is not None else None)
+    overrides = {"run": {"languages": kept}} if kept is not None else None
+    if dry_run:
+        from workbench.cli_render import print_plan_estimate
+
+        run, config = resolve_run_config(target, config_file, overrides, write=False)
+        print_left_out(left_out)
+        print_plan_estimate(run, config, registry)
+        return
+    run, config = resolve_run_config(target, config_file, overrides, pipeline=True)
     console.print(f"run directory: {run.root}")
     print_left_out(left_out)
     from workbench.generate.engine import generation_notice
 
     if "generate" in config.pipeline.stages and (notice := generation_notice(config)):
-        err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
+        console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
     views = {"generate": GenerateProgress(), "train": StageProgress(), "eval": StageProgress()}
 
     def on_stage(stage: str, state: str) -> None:

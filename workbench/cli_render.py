@@ -25,39 +25,58 @@ def print_plan_summary(run) -> None:
     import polars as pl
 
     from workbench.families import FAMILY_NAMES
-    from workbench.plan import read_plan
 
-    tables = read_plan(run)
-    if not tables:
+    codes = run.table_languages("plan")
+    if not codes:
         return
-    counts = pl.concat(tables.values()).group_by("language", "family").len()
+    # counted lazily over two columns: a plan of a million slots is never held in memory here
+    counts = pl.scan_parquet([run.table_path("plan", code) for code in codes], glob=False).group_by("language", "family").len().collect()
     table = Table(title=f"plan: {run.root}")
     table.add_column("language")
     for name in FAMILY_NAMES:
         table.add_column(name, justify="right")
     table.add_column("total", justify="right")
-    for code in sorted(tables):
+    for code in codes:
         per = {r["family"]: r["len"] for r in counts.filter(pl.col("language") == code).iter_rows(named=True)}
         table.add_row(code, *[str(per.get(n, 0)) for n in FAMILY_NAMES], str(sum(per.values())))
     console.print(table)
 
 
-def print_dry_run(stats: dict) -> None:
-    table = Table(title=f"dry run: {stats['model']} (nothing sent)")
-    table.add_column("language")
-    table.add_column("requests", justify="right")
+def print_dry_run(stats: dict, *, what: str = "nothing sent") -> None:
+    """A generation estimate: per language slots, requests, tokens and cost, then the totals."""
+    table = Table(title=f"dry run: {stats['model']} ({what})")
+    for column in ("language", "slots", "requests", "prompt tok", "completion tok", "est. $"):
+        table.add_column(column, justify="left" if column == "language" else "right")
     for code, info in sorted(stats["per_language"].items()):
-        table.add_row(code, str(info["requests"]))
+        table.add_row(code, f"{info.get('slots', 0):,}", f"{info['requests']:,}", f"{info.get('est_prompt_tokens', 0):,}",
+                      f"{info.get('est_completion_tokens', 0):,}", f"{info.get('est_cost_usd', 0):,.4f}")
     console.print(table)
     cost = f"${stats['est_cost_usd']:,.4f}" if stats["price_known"] else "unknown (no price for this model in generate.prices)"
-    console.print(f"requests: {stats['requests']} ({stats['brainstorm_requests']} brainstorm, "
-                  f"{stats['example_requests']} examples; {stats['already_cached']} already cached)\n"
+    budgets = ", ".join(f"{family} {low}-{high}" if low != high else f"{family} {low}"
+                        for family, (low, high) in stats.get("max_tokens_by_family", {}).items())
+    console.print(f"slots: {stats.get('slots', 0):,}\n"
+                  f"requests: {stats['requests']:,} ({stats['brainstorm_requests']:,} brainstorm, "
+                  f"{stats['example_requests']:,} examples; {stats['already_cached']:,} already cached)\n"
                   f"estimated tokens: {stats['est_prompt_tokens']:,} prompt + {stats['est_completion_tokens']:,} completion\n"
-                  f"max_tokens per example request: " + ", ".join(
-                      f"{family} {low}-{high}" if low != high else f"{family} {low}"
-                      for family, (low, high) in stats.get("max_tokens_by_family", {}).items()) + "\n"
-                  f"estimated cost: {cost}" + (" (Batch API price)" if stats.get("batch") else ""),
+                  + (f"max_tokens per example request: {budgets}\n" if budgets else "")
+                  + f"estimated cost: {cost}" + (" (Batch API price)" if stats.get("batch") else "")
+                  + (" (scaled from a sample of each language's plan)" if stats.get("scaled") else ""),
                   highlight=False, markup=False)
+
+
+def print_plan_estimate(run, config, registry) -> None:
+    """``plan --dry-run`` / ``run --dry-run``: what the config's plan would take to generate, less
+    what the run's request cache already holds; nothing is written."""
+    from workbench.plan import MAX_PLAN_SLOTS, estimate_plan, resolve_quotas
+
+    quotas, left_out = resolve_quotas(config, registry)
+    stats = estimate_plan(config, registry, quotas, cache_path=run.cache_path)
+    print_dry_run(stats, what="nothing written, nothing sent")
+    for code, reason in left_out.items():
+        console.print(f"left out {code}: {reason}", highlight=False, markup=False)
+    if stats["slots"] > MAX_PLAN_SLOTS:
+        console.print(f"note: {stats['slots']:,} slots is above the bound of {MAX_PLAN_SLOTS:,} per run: "
+                      "'workbench plan' refuses this plan (docs/scale.md)", highlight=False, markup=False)
 
 
 class GenerateProgress:
@@ -235,9 +254,12 @@ def progress_line(state) -> str:
     else:
         eta = "unknown"
     errors = ", ".join(f"{k}={v}" for k, v in sorted(state.errors.items())) or "none"
+    truncated = sum(state.truncated.values())
+    waiting = getattr(state, "waiting", "")
     return (f"{state.phase or 'starting'}: {done}/{total} slots · elapsed {duration(elapsed)} · ETA {eta} · "
             f"{state.sent} requests ({state.rate():.1f}/s) · {state.cached} cached · invalid {state.invalid} · "
-            f"errors {errors} · tokens {state.prompt_tokens:,}+{state.completion_tokens:,} · ${state.cost_usd:,.4f}")
+            f"truncated {truncated} · errors {errors}" + (f" · {waiting}" if waiting else "")
+            + f" · tokens {state.prompt_tokens:,}+{state.completion_tokens:,} · ${state.cost_usd:,.4f}")
 
 
 def print_generate_summary(result) -> None:
@@ -272,13 +294,15 @@ def print_generate_summary(result) -> None:
     errors = ", ".join(f"{k}={v}" for k, v in sorted(stats["errors"].items())) or "none"
     cost = (f"${stats['cost_usd']:,.4f} this invocation, ${stats.get('total_cost_usd', 0):,.4f} for the run"
             if stats["price_known"] else "unknown (no price for this model)")
+    truncated = sum((stats.get("truncated") or {}).values())
     console.print(f"requests sent {stats['requests_sent']}, cached {stats['cached']}, invalid answers "
-                  f"{stats['invalid_answers']}, transport errors {errors}; tokens {stats['prompt_tokens']:,} prompt + "
-                  f"{stats['completion_tokens']:,} completion; cost {cost}")
-    if stats.get("unfinished"):
-        err_console.print(f"{stats['unfinished']} slot(s) unfinished"
-                          + (" (--max-cost reached)" if stats.get("budget_hit") else "")
-                          + "; re-run the same command to resume")
+                  f"{stats['invalid_answers']}, truncated answers {truncated} (failed after a larger re-send: "
+                  f"{stats.get('truncated_failed', 0)}), transport errors {errors}; tokens {stats['prompt_tokens']:,} prompt + "
+                  f"{stats['completion_tokens']:,} completion; cost {cost}", highlight=False, markup=False)
+    if stats.get("unfinished"):  # stdout: stderr of a command that stops short is its one error line
+        console.print(f"{stats['unfinished']} slot(s) unfinished"
+                      + (" (--max-cost reached)" if stats.get("budget_hit") else "")
+                      + "; re-run the same command to resume", highlight=False, markup=False)
 
 
 def print_proposal(proposal) -> None:

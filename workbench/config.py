@@ -33,7 +33,24 @@ from workbench.stages import STAGE_NAMES
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has real types, so a bool, a string or a float where an int is meant is a mistake
+    # to name, not a value to coerce (``seed = true`` would plan with seed 1). An int where a float
+    # is meant (``timeout_s = 30``) is still fine: pydantic's strict mode accepts it.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+NAME_LIMIT = 100  # characters in a name that becomes a folder or file name
+
+
+def check_single_component(value: str, what: str) -> str:
+    """``value`` if it is one plain file name; a name that could reach outside its folder (empty,
+    ``.``/``..``, a path separator, a control character, too long) raises with ``what`` it names."""
+    bad = (not value or value in (".", "..") or "/" in value or "\\" in value or len(value) > NAME_LIMIT
+           or any(ord(ch) < 32 or ord(ch) == 127 for ch in value))
+    if bad:
+        raise ValueError(f"{value!r} is not a single file name ({what}; no '/', no '..', no control characters, "
+                         f"at most {NAME_LIMIT} characters)")
+    return value
 
 
 def _check_family(name: str) -> None:
@@ -51,6 +68,11 @@ class RunSection(Section):
     families: list[str] = Field(default_factory=lambda: list(FAMILY_NAMES))
     quota: int | None = Field(default=None, ge=1, description="examples per language for all languages")
     quotas: dict[str, int] = Field(default_factory=dict, description="per-language overrides")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, name: str) -> str:
+        return check_single_component(name, "the run directory defaults to runs/<name>")
 
     @field_validator("families")
     @classmethod
@@ -366,6 +388,16 @@ class EvalSection(Section):
                 raise ValueError(f"'{code}' is not a language code")
         return languages
 
+    @field_validator("system")
+    @classmethod
+    def _system_is_a_folder_name(cls, system: str | None) -> str | None:
+        return None if system is None else check_single_component(system, "results go to eval/runs/<system>/")
+
+    @field_validator("split")
+    @classmethod
+    def _split_is_a_name(cls, split: str | None) -> str | None:
+        return None if split is None else check_single_component(split, "it names eval/runs/<system>/<task>-<lang>-<split>.trec")
+
 
 # --- report ----------------------------------------------------------------------------------
 class ReportSection(Section):
@@ -414,6 +446,11 @@ class EvalTarget(Section):
     systems: list[Literal["bm25", "base", "trained"]] | None = Field(
         default=None, description="which of [pipeline] eval_systems evaluate this target (default: all)")
 
+    @field_validator("split")
+    @classmethod
+    def _split_is_a_name(cls, split: str | None) -> str | None:
+        return None if split is None else check_single_component(split, "it names eval/runs/<system>/<task>-<lang>-<split>.trec")
+
 
 class PipelineSection(Section):
     """``workbench run``: which stages run, and which systems the eval stage compares.
@@ -454,6 +491,28 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
+# pydantic's strict type errors: the line also shows the value as written
+_TYPE_ERRORS = {
+    "int_type": "write a whole number without quotes or decimal point, e.g. 7",
+    "float_type": "write a number without quotes, e.g. 0.5",
+    "bool_type": "write true or false without quotes",
+    "string_type": 'write text in quotes, e.g. "sw"',
+    "list_type": 'write a list in brackets, e.g. ["sw", "yo"]',
+    "dict_type": "write a table, e.g. {sw = 100}",
+}
+
+
+def _toml_value(value: Any) -> str:
+    """A value as TOML spells it (``true``, ``"7"``, ``2.0``), for error lines about types."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"' if len(value) <= 40 else f'"{value[:37]}..."'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
 def parse_config(data: dict[str, Any], where: str) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
@@ -465,6 +524,8 @@ def parse_config(data: dict[str, Any], where: str) -> RunConfig:
             message = "not a known setting (check the spelling)"
         elif problem["type"] == "missing":
             message = "required but missing"
+        elif problem["type"] in _TYPE_ERRORS:
+            message = f"{message}, not {_toml_value(problem['input'])} ({_TYPE_ERRORS[problem['type']]})"
         raise ConfigError(f"field '{location}': {message}", where=where) from None
 
 

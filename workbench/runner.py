@@ -172,8 +172,12 @@ def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
         except WorkbenchError as err:
             if recording:  # stopped, not crashed: resumable, and the line says why; what an earlier run
                 # recorded (its outputs, hashed as they are now, and its stats) stays in the entry
-                run.record_stage(stage, status="partial", config_hash=digest, started_at=started,
-                                 outputs=_recorded_rows(entry), stats={**entry.get("stats", {}), "stopped_by": err.line()}, via=via)
+                try:
+                    run.record_stage(stage, status="partial", config_hash=digest, started_at=started,
+                                     outputs=_recorded_rows(entry), stats={**entry.get("stats", {}), "stopped_by": err.line()},
+                                     via=via)
+                except WorkbenchError:
+                    pass  # the manifest cannot be written either (a full disk): the first error is the one to read
             raise
         result.stats.setdefault("seconds", round(time.perf_counter() - start, 3))
         result.stats["logged"] = logged.summary()

@@ -199,7 +199,7 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
     if target.kind == "passkey":  # a direct top-1 computation over its own documents (workbench/eval/passkey.py)
         return target.task.evaluate(run, system, model_label, model)
     eval_dir = run.stage_dir("eval")
-    predictions = eval_dir / "predictions" / system
+    predictions = run.inside(eval_dir / "predictions" / system)  # the system name becomes a folder
     predictions_file = predictions / f"{target.task_name}_predictions.json"
     result = mteb.evaluate(
         model,
@@ -213,7 +213,7 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
         raise WorkbenchError("mteb wrote no predictions file", where=str(predictions_file))
     ranked = json.loads(predictions_file.read_text(encoding="utf-8"))
     if target.kind == "retrieval":
-        _write_trec_runs(ranked, eval_dir / "runs" / system, target)
+        _write_trec_runs(ranked, run.inside(eval_dir / "runs" / system), target)
     created = now()
     metrics = BITEXT_METRICS if target.kind == "bitext" else METRICS
     rows, per_query = [], []

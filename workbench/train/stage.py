@@ -88,8 +88,11 @@ def _resolved(tc: TrainSection) -> TrainSection:
     return tc
 
 
-def _check_backend(tc: TrainSection, world_hint: int) -> None:
-    """The DeepSpeed settings fit the launch; the JSON is parsed before any data or weights are touched."""
+def check_backend(tc: TrainSection, world_hint: int | None = None) -> None:
+    """The DeepSpeed settings fit the launch (``WORLD_SIZE`` by default); the JSON is parsed before any
+    data or weights are touched."""
+    if world_hint is None:
+        world_hint = int(os.environ.get("WORLD_SIZE", "1"))
     if tc.deepspeed == "none" and world_hint > 1:
         raise WorkbenchError(
             f"deepspeed = 'none' trains in one process, but WORLD_SIZE is {world_hint}",
@@ -104,7 +107,7 @@ def estimate_training(config: RunConfig):
     """The per-GPU memory estimate for ``config.train`` (reads the model's config; trains and writes nothing)."""
     tc = _resolved(config.train)
     world_hint = int(os.environ.get("WORLD_SIZE", "1"))
-    _check_backend(tc, world_hint)
+    check_backend(tc, world_hint)
     return estimate_memory(tc, inspect_model(tc.model), world_hint)
 
 
@@ -129,7 +132,7 @@ def train_model(inputs: StageInput) -> StageResult:
     tc = _resolved(inputs.config.train)
     info = inspect_model(tc.model)
     world_hint = int(os.environ.get("WORLD_SIZE", "1"))
-    _check_backend(tc, world_hint)
+    check_backend(tc, world_hint)
     tables = train_data.read_accepted(run)
     built = train_data.build_records(tables, tc)
     generators = sorted({m for table in tables.values() for m in table["model"].drop_nulls().unique()})
