@@ -127,6 +127,12 @@ def eval_command(
     pooling: Annotated[Optional[str], typer.Option("--pooling", help="HF folders: mean | last_token | cls")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if present)")] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
+    launcher: Annotated[Optional[str], typer.Option("--launcher", help="torchrun: shard the embedding model's work over --gpus processes (docs/eval.md)")] = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="ranks for --launcher torchrun (one per GPU; CPU processes without GPUs); --estimate: GPUs to plan for")] = 1,
+    shard_rows: Annotated[Optional[int], typer.Option("--shard-rows", help="sharded runs: rows per shard (default: about 64 shards, 256 to 100,000 rows)")] = None,
+    estimate: Annotated[bool, typer.Option("--estimate", help="print passages, tokens, embedding disk and GPU-hours per language; evaluate nothing")] = False,
+    throughput: Annotated[Optional[float], typer.Option("--throughput", help="--estimate: measured passages/s per GPU (default: assumed from the model size)")] = None,
+    model_params: Annotated[Optional[float], typer.Option("--model-params", help="--estimate: model parameters, e.g. 7.1e9 (default: counted from --model, else 7.1e9)")] = None,
 ) -> None:
     """Evaluate a model (and/or BM25) with mteb on MIRACL, XQuAD or any BEIR folder; writes RUN/eval/results.parquet."""
     import logging
@@ -145,6 +151,21 @@ def eval_command(
     if run_option is not None:  # the old spelling keeps its old meaning: the folder is created when missing
         create = True
     run_dir = run_arg if run_arg is not None else run_option
+    if launcher is not None:  # this process only starts torchrun; rank 0 below takes the run's lock
+        from workbench.eval.sharded import launch_torchrun
+
+        if launcher != "torchrun":
+            raise WorkbenchError(f"unknown launcher '{launcher}'", where="--launcher", fix="use torchrun")
+        raise typer.Exit(launch_torchrun(gpus))
+    from workbench.eval import sharded
+    from workbench.run import enter_for_command
+
+    dist = enter_for_command(sharded.session(shard_rows))  # under torchrun: this rank (None otherwise)
+    if dist is not None and not dist.leader:  # ranks > 0 do the shards rank 0 announces, nothing else
+        logging.getLogger().setLevel(logging.ERROR)  # rank 0 says what every rank would say ...
+        logging.getLogger("workbench.eval.sharded").setLevel(logging.WARNING)  # ... but not which shards this one redoes
+        sharded.follow(dist, run_dir)
+        return
     if not create and not (run_dir / "manifest.json").is_file():
         raise WorkbenchError("not a run directory (no manifest.json)", where=str(run_dir),
                              fix="check the path, or add --create to start a run for this evaluation")

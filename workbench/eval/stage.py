@@ -30,6 +30,7 @@ import polars as pl
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
+from workbench.eval import sharded
 from workbench.eval.targets import Target, build_target
 from workbench.run import Run, StageResult, atomic_write_bytes, now
 from workbench.runner import run_stage
@@ -98,7 +99,8 @@ def evaluate(inputs: StageInput) -> StageResult:
     system_names: list[str] = []
     for section in eval_sections(run, inputs.config, inputs.options.get("systems", PIPELINE_SYSTEMS)):
         target = build_target(section, registry)
-        systems = _build_systems(section, run)
+        # under torchrun every rank encodes its shards of the corpus (workbench/eval/sharded.py)
+        systems = sharded.distribute(_build_systems(section, run), section, target, run)
         section_rows = []
         for system, model_label, model in systems:
             if target.kind == "bitext" and system_is_bm25(model):
