@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from workbench.cli_data import split_values
@@ -132,6 +133,7 @@ def eval_command(
     shard_rows: Annotated[Optional[int], typer.Option("--shard-rows", help="sharded runs: rows per shard (default: about 64 shards, 256 to 100,000 rows)")] = None,
     estimate: Annotated[bool, typer.Option("--estimate", help="print passages, tokens, embedding disk and GPU-hours per language; evaluate nothing")] = False,
     throughput: Annotated[Optional[float], typer.Option("--throughput", help="--estimate: measured passages/s per GPU (default: assumed from the model size)")] = None,
+    throughput_tokens: Annotated[Optional[float], typer.Option("--throughput-tokens", help="--estimate: mean tokens per passage --throughput was measured at (default 256)")] = None,
     model_params: Annotated[Optional[float], typer.Option("--model-params", help="--estimate: model parameters, e.g. 7.1e9 (default: counted from --model, else 7.1e9)")] = None,
 ) -> None:
     """Evaluate a model (and/or BM25) with mteb on MIRACL, XQuAD or any BEIR folder; writes RUN/eval/results.parquet."""
@@ -166,7 +168,7 @@ def eval_command(
         logging.getLogger("workbench.eval.sharded").setLevel(logging.WARNING)  # ... but not which shards this one redoes
         sharded.follow(dist, run_dir)
         return
-    if not create and not (run_dir / "manifest.json").is_file():
+    if not create and not estimate and not (run_dir / "manifest.json").is_file():
         raise WorkbenchError("not a run directory (no manifest.json)", where=str(run_dir),
                              fix="check the path, or add --create to start a run for this evaluation")
     updates: dict[str, object] = {}
@@ -190,6 +192,10 @@ def eval_command(
         from workbench.config import EvalSection
 
         updates = {**EvalSection().model_dump(mode="json"), **updates}
+    if estimate:  # a plan, not an evaluation: needs no run directory and writes nothing
+        _show_estimate(run_dir, config_file, updates, model=model, gpus=gpus, throughput=throughput,
+                       throughput_tokens=throughput_tokens, model_params=model_params, shard_rows=shard_rows)
+        return
     run, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=create)
     result = run_eval(run, config, load_registry())
     table = Table(title=f"eval: {run.root / 'eval' / 'results.parquet'}")
@@ -210,3 +216,28 @@ def eval_command(
     if run_option is not None:  # after the work, so an error stays one line
         err_console.print("note: --run is deprecated; give RUN as the first argument (add --create for a new folder)",
                           soft_wrap=True)
+
+
+def _show_estimate(run_dir: Path, config_file: Optional[Path], updates: dict[str, object], *, model: Optional[str], gpus: int,
+                   throughput: Optional[float], throughput_tokens: Optional[float], model_params: Optional[float],
+                   shard_rows: Optional[int]) -> None:
+    """``workbench eval RUN --estimate``: the per-language plan, then the disk check (one error line)."""
+    from workbench.eval.estimate import check_disk, estimate, table_header
+    from workbench.languages import load_registry
+    from workbench.runconfig import resolve_run_config
+
+    _, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=True, write=False)
+    plan = estimate(config.eval, load_registry(), model=model, gpus=max(1, gpus), throughput=throughput,
+                    throughput_tokens=throughput_tokens, model_params=model_params, shard_rows_override=shard_rows)
+    table = Table(title=f"eval plan: {plan.title}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in table_header(plan.gpus):
+        table.add_column(column, justify="left" if column == "lang" else "right", no_wrap=True)
+    for row in plan.rows():
+        table.add_row(*row)
+    console.print(table)
+    for note in plan.notes:
+        console.print(f"note: {note}", soft_wrap=True)
+    missing, free = check_disk(run_dir, plan.disk_bytes)
+    console.print(f"disk: {plan.disk_bytes / 2**30:,.2f} GiB of shards ({missing / 2**30:,.2f} GiB not yet written); "
+                  f"{free / 2**30:,.2f} GiB free under {run_dir}: fits", soft_wrap=True)
+
