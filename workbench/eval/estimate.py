@@ -77,18 +77,17 @@ class Plan:
     def rows(self) -> list[list[str]]:
         out = []
         for lang in self.languages:
-            out.append([lang.language, f"{lang.passages:,}", f"{lang.queries:,}", f"{lang.tokens_per_passage:.0f}",
+            out.append([lang.language, f"{lang.passages:,}", f"{lang.tokens_per_passage:.0f}",
                         f"{lang.tokens / 1e6:,.1f}", _gib(lang.shard_bytes + lang.topk_bytes), f"{lang.gpu_hours:,.1f}",
                         _hours(lang.gpu_hours / self.gpus)])
         total_tokens = sum(lang.tokens for lang in self.languages)
         passages = sum(lang.passages for lang in self.languages)
-        out.append(["all", f"{passages:,}", f"{sum(lang.queries for lang in self.languages):,}",
-                    f"{total_tokens / max(passages, 1):.0f}", f"{total_tokens / 1e6:,.1f}", _gib(self.disk_bytes),
+        out.append(["all", f"{passages:,}", f"{total_tokens / max(passages, 1):.0f}", f"{total_tokens / 1e6:,.1f}", _gib(self.disk_bytes),
                     f"{self.gpu_hours:,.1f}", _hours(self.gpu_hours / self.gpus)])
         return out
 
 
-HEADER = ["lang", "passages", "queries", "tok/psg", "tokens M", "disk", "GPU-h", "{gpus} GPU(s)"]
+HEADER = ["lang", "passages", "tok/psg", "tokens M", "disk", "GPU-h", "{gpus} GPU(s)"]
 
 
 def _gib(n: float) -> str:
@@ -291,9 +290,17 @@ def estimate(section: Any, registry: Any, *, model: str | None = None, gpus: int
     notes = [f"throughput: {source}",
              f"model: {facts.source}; {_params(facts.params)} parameters, {facts.dim}-dim fp16 vectors, max_length {facts.max_length}",
              f"wall time on {gpus} GPU(s) = GPU-hours / {gpus} (shards spread evenly; no start-up, load or merge time)",
-             "tokens: " + "; ".join(sorted({f"{p.language}: {p.token_source}" for p in plans})[:3])
-             + (" ..." if len(plans) > 3 else "")]
+             "tokens per passage: " + "; ".join(
+                 f"{', '.join(p.language for p in plans if _source_kind(p) == kind)}: {kind}"
+                 for kind in dict.fromkeys(_source_kind(p) for p in plans)),
+             "disk: fp16 vectors plus the per-shard top-k files (queries x 1000 x 8 bytes per shard)"]
     return Plan(title, plans, facts.dim, facts.params, facts.max_length, rate, reference, source, gpus, notes)
+
+
+def _source_kind(plan: LanguagePlan) -> str:
+    if plan.token_source.startswith("model tokenizer"):
+        return "the model's tokenizer on a sample of the corpus"
+    return "characters / chars_per_token in workbench/eval/scale.toml (Mistral-7B tokenizer)"
 
 
 def existing_shard_bytes(run_root: Path) -> int:
