@@ -339,6 +339,10 @@ def distribute(systems: list[tuple[str, str, Any]], section: Any, target: Target
     out = []
     for name, label, model in systems:
         if isinstance(model, WorkbenchEncoder):
+            if context.leader:  # refuse before any work when the fp16 shards cannot fit the disk
+                from workbench.eval.estimate import check_disk
+
+                check_disk(run.root, total_docs * model.backend.dim * 2, what=f"{name}'s fp16 shards of {target.task_name}")
             model = ShardedSearch(model, context, run.stage_dir("eval") / "embeddings",
                                   announce={"section": section.model_dump(mode="json"), "system": name},
                                   total_docs=total_docs)
