@@ -396,9 +396,12 @@ class ShardedSearch:
         except KeyboardInterrupt:
             self.context.broken = True
             raise WorkbenchError(job._stopped_line("interrupted")) from None
-        except BaseException:
+        except WorkbenchError:
             self.context.broken = True  # the ranks are no longer in step: leave the rest to torchrun
             raise
+        except Exception as err:  # e.g. a collective whose peer died: still one line naming rank and shard
+            self.context.broken = True
+            raise WorkbenchError(job._failure(err)) from None
         finally:
             self._corpus = None
             self.docs_finished += job.corpus_rows
@@ -597,6 +600,7 @@ class _Job:
             self.store.write_topk(shard, scores, local, digest, queries_digest, min(self.k, shard.rows), **self._who())
             tracker.write()
         counters["seconds"] = time.perf_counter() - started
+        self.current = "the end of its shards (waiting for the other ranks)"
         counters["peak_rss_mib"] = _peak_rss_mib()
         tracker.write(final=True)
         return counters
@@ -757,7 +761,11 @@ def follow(context: DistContext, run_dir: Path) -> None:
     encoders: dict[tuple[Any, ...], WorkbenchEncoder] = {}
     targets: dict[str, Any] = {}
     while True:
-        message = context.broadcast()
+        try:
+            message = context.broadcast()
+        except RuntimeError as err:  # rank 0 is gone (torchrun stops this rank too)
+            raise WorkbenchError(f"{context.who()}: lost rank 0 ({first_line(err, 160)}); finished shards are kept; "
+                                 f"resume: {resume_command()}") from None
         if message.get("kind") == "stop":
             context.stopped = True
             if message.get("failed"):
