@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from workbench.cli_data import split_values
@@ -130,6 +131,13 @@ def eval_command(
     pooling: Annotated[Optional[str], typer.Option("--pooling", help="HF folders: mean | last_token | cls")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if present)")] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
+    launcher: Annotated[Optional[str], typer.Option("--launcher", help="torchrun: shard the embedding model's work over --gpus processes (docs/eval.md)")] = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="ranks for --launcher torchrun (one per GPU; CPU processes without GPUs); --estimate: GPUs to plan for")] = 1,
+    shard_rows: Annotated[Optional[int], typer.Option("--shard-rows", help="sharded runs: rows per shard (default: about 64 shards, 256 to 100,000 rows)")] = None,
+    estimate: Annotated[bool, typer.Option("--estimate", help="print passages, tokens, embedding disk and GPU-hours per language; evaluate nothing")] = False,
+    throughput: Annotated[Optional[float], typer.Option("--throughput", help="--estimate: measured passages/s per GPU (default: assumed from the model size)")] = None,
+    throughput_tokens: Annotated[Optional[float], typer.Option("--throughput-tokens", help="--estimate: mean tokens per passage --throughput was measured at (default 256)")] = None,
+    model_params: Annotated[Optional[float], typer.Option("--model-params", help="--estimate: model parameters, e.g. 7.1e9 (default: counted from --model, else 7.1e9)")] = None,
 ) -> None:
     """Evaluate a model (and/or BM25) with mteb on MIRACL, XQuAD or any BEIR folder; writes RUN/eval/results.parquet."""
     from workbench.eval.stage import eval_rows, run_eval
@@ -145,7 +153,22 @@ def eval_command(
     if run_option is not None:  # the old spelling keeps its old meaning: the folder is created when missing
         create = True
     run_dir = run_arg if run_arg is not None else run_option
-    if not create and not (run_dir / "manifest.json").is_file():
+    if launcher is not None:  # this process only starts torchrun; rank 0 below takes the run's lock
+        from workbench.eval.sharded import launch_torchrun
+
+        if launcher != "torchrun":
+            raise WorkbenchError(f"unknown launcher '{launcher}'", where="--launcher", fix="use torchrun")
+        raise typer.Exit(launch_torchrun(gpus))
+    from workbench.eval import sharded
+    from workbench.run import enter_for_command
+
+    dist = enter_for_command(sharded.session(shard_rows))  # under torchrun: this rank (None otherwise)
+    if dist is not None and not dist.leader:  # ranks > 0 do the shards rank 0 announces, nothing else
+        logging.getLogger().setLevel(logging.ERROR)  # rank 0 says what every rank would say ...
+        logging.getLogger("workbench.eval.sharded").setLevel(logging.WARNING)  # ... but not which shards this one redoes
+        sharded.follow(dist, run_dir)
+        return
+    if not create and not estimate and not (run_dir / "manifest.json").is_file():
         raise WorkbenchError("not a run directory (no manifest.json)", where=str(run_dir),
                              fix="check the path, or add --create to start a run for this evaluation")
     updates: dict[str, object] = {}
@@ -169,6 +192,10 @@ def eval_command(
         from workbench.config import EvalSection
 
         updates = {**EvalSection().model_dump(mode="json"), **updates}
+    if estimate:  # a plan, not an evaluation: needs no run directory and writes nothing
+        _show_estimate(run_dir, config_file, updates, model=model, gpus=gpus, throughput=throughput,
+                       throughput_tokens=throughput_tokens, model_params=model_params, shard_rows=shard_rows)
+        return
     run, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=create, stages=("eval",))
     with StageProgress() as view:
         result = run_eval(run, config, load_registry(), progress=view.update)
@@ -206,3 +233,28 @@ def eval_command(
     if run_option is not None:  # after the work, so an error stays one line
         err_console.print("note: --run is deprecated; give RUN as the first argument (add --create for a new folder)",
                           soft_wrap=True)
+
+
+def _show_estimate(run_dir: Path, config_file: Optional[Path], updates: dict[str, object], *, model: Optional[str], gpus: int,
+                   throughput: Optional[float], throughput_tokens: Optional[float], model_params: Optional[float],
+                   shard_rows: Optional[int]) -> None:
+    """``workbench eval RUN --estimate``: the per-language plan, then the disk check (one error line)."""
+    from workbench.eval.estimate import check_disk, estimate, table_header
+    from workbench.languages import load_registry
+    from workbench.runconfig import resolve_run_config
+
+    _, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=True, write=False)
+    plan = estimate(config.eval, load_registry(), model=model, gpus=max(1, gpus), throughput=throughput,
+                    throughput_tokens=throughput_tokens, model_params=model_params, shard_rows_override=shard_rows)
+    table = Table(title=f"eval plan: {plan.title}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in table_header(plan.gpus):
+        table.add_column(column, justify="left" if column == "lang" else "right", no_wrap=True)
+    for row in plan.rows():
+        table.add_row(*row)
+    console.print(table)
+    for note in plan.notes:
+        console.print(f"note: {note}", soft_wrap=True)
+    missing, free = check_disk(run_dir, plan.disk_bytes)
+    console.print(f"disk: {plan.disk_bytes / 2**30:,.2f} GiB of shards ({missing / 2**30:,.2f} GiB not yet written); "
+                  f"{free / 2**30:,.2f} GiB free under {run_dir}: fits", soft_wrap=True)
+

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -46,6 +46,7 @@ _HELD: dict[str, list[int]] = {}
 _HELD_GUARD = threading.Lock()
 # Open CLI command scopes: writer locks taken with Run.hold_writer_lock() live until the command ends.
 _COMMAND_SCOPES: list[contextlib.ExitStack] = []
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -58,6 +59,14 @@ def command_scope() -> Iterator[None]:
             yield
     finally:
         _COMMAND_SCOPES.remove(stack)
+
+
+def enter_for_command(manager: contextlib.AbstractContextManager[T]) -> T:
+    """Enter ``manager`` until the current CLI command (:func:`command_scope`) ends, errors included
+    (e.g. the process group of a torchrun rank); outside a command it stays entered for the process."""
+    if _COMMAND_SCOPES:
+        return _COMMAND_SCOPES[-1].enter_context(manager)
+    return manager.__enter__()
 
 
 def now() -> str:

@@ -263,6 +263,14 @@ class WorkbenchEncoder(AbsEncoder):
         **kwargs: Any,
     ) -> np.ndarray:
         texts = [text for batch in inputs for text in batch["text"]]
+        instruction, instructed = self.formatting(task_metadata, prompt_type)
+        side = "queries" if prompt_type == PromptType.query else "documents" if prompt_type == PromptType.document else "texts"
+        return self.encode_texts(texts, instruction=instruction, desc=f"{hf_subset} {side}",
+                                 as_query=instructed, task=task_metadata.name)
+
+    def formatting(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> tuple[str, bool]:
+        """(instruction, as_query) for texts of ``task_metadata`` on the ``prompt_type`` side: what
+        :meth:`encode` passes to :meth:`encode_texts` (the sharded search uses the same decision)."""
         task = task_metadata.name
         instructed = prompt_type == PromptType.query or instructs_every_text(task_metadata)
         instruction = ""
@@ -273,9 +281,12 @@ class WorkbenchEncoder(AbsEncoder):
                             task, INSTRUCTIONS_FILE)
             else:
                 log.info("task %s: instruction from %s", task, source)
-        side = "queries" if prompt_type == PromptType.query else "documents" if prompt_type == PromptType.document else "texts"
-        return self.encode_texts(texts, instruction=instruction, desc=f"{hf_subset} {side}",
-                                 as_query=instructed, task=task)
+        return instruction, instructed
+
+    def template_key(self, instruction: str, as_query: bool, task: str = "") -> str:
+        """The text a query or document is wrapped in (the text itself left empty): with the model
+        fingerprint, what decides a vector besides the text (the embedding caches key on it)."""
+        return self.spec.query_text("", instruction, task) if as_query else self.spec.document_text("", task)
 
     # -- our own entry point (also used by the throughput benchmark) ---------------------------
     def encode_texts(self, texts: Sequence[str], *, instruction: str = "", desc: str = "encode",
@@ -285,10 +296,9 @@ class WorkbenchEncoder(AbsEncoder):
         as_query = bool(instruction) if as_query is None else as_query
         if as_query:
             rendered = [self.spec.query_text(t, instruction, task) for t in texts]
-            template_key = self.spec.query_text("", instruction, task)
         else:
             rendered = [self.spec.document_text(t, task) for t in texts]
-            template_key = self.spec.document_text("", task)
+        template_key = self.template_key(instruction, as_query, task)
         keys = [text_key(t) for t in texts]
         cache = self._cache(template_key)
         result = np.zeros((len(texts), self.backend.dim), dtype=np.float32)

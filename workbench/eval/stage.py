@@ -30,6 +30,7 @@ import polars as pl
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
+from workbench.eval import sharded
 from workbench.eval.targets import Target, build_target
 from workbench.progress import EvalWatch
 from workbench.train.card import refresh_model_cards
@@ -106,7 +107,8 @@ def evaluate(inputs: StageInput) -> StageResult:
     watch = EvalWatch(inputs.progress, len(sections))  # the CLI's view: task, system, texts/s, ETA
     for index, section in enumerate(sections, 1):
         target = build_target(section, registry)
-        systems = _build_systems(section, run)
+        # under torchrun every rank encodes its shards of the corpus (workbench/eval/sharded.py)
+        systems = sharded.distribute(_build_systems(section, run), section, target, run)
         section_rows = []
         for system, model_label, model in systems:
             if target.kind == "bitext" and system_is_bm25(model):
