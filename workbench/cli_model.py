@@ -5,6 +5,7 @@ Registered on the app in :mod:`workbench.cli`; each parses options and calls one
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from workbench.cli_render import GenerateProgress, StageProgress, console, err_console, print_left_out
+from workbench.cli_render import GenerateProgress, StageProgress, console, print_left_out
 from workbench.errors import WorkbenchError
 
 # --- report ----------------------------------------------------------------------------------
