@@ -146,7 +146,10 @@ def test_a_corrupt_and_a_half_written_shard_are_redone(yo_runs) -> None:
     assert summary["encoded"] == 2 and summary["reused"] == 10
     after = _markers(folder)
     assert {n for n in after if after[n] != before.get(n)} == {"corpus-000003", "corpus-000008"}
-    assert "corpus-000003: corrupt (checksum mismatch)" in done.stderr
+    # the reason is in the stage log of the rank that owned the shard (stderr carries the summary line)
+    logged = "".join(p.read_text(encoding="utf-8") for p in (sharded / "logs").glob("eval*.log"))
+    assert "corpus-000003: corrupt (checksum mismatch)" in logged
+    assert "2 of them redone: corpus-000003 corpus-000008" in done.stderr
     assert_same_results(single, sharded)
 
 

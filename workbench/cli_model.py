@@ -167,7 +167,10 @@ def eval_command(
     if dist is not None and not dist.leader:  # ranks > 0 do the shards rank 0 announces, nothing else
         logging.getLogger().setLevel(logging.ERROR)  # rank 0 says what every rank would say ...
         logging.getLogger("workbench.eval.sharded").setLevel(logging.WARNING)  # ... but not which shards this one redoes
-        sharded.follow(dist, run_dir)
+        from workbench.stagelog import stage_log
+
+        with stage_log(run_dir, "eval"):  # this rank's own log: logs/eval.rank<N>.log (which shards it redid, why)
+            sharded.follow(dist, run_dir)
         return
     if not create and not estimate and not (run_dir / "manifest.json").is_file():
         raise WorkbenchError("not a run directory (no manifest.json)", where=str(run_dir),
