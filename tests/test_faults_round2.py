@@ -478,7 +478,13 @@ def test_a_signal_while_a_command_exits_gives_130(base_run):
         _, err = process.communicate(timeout=60)
         codes.append((alive, process.returncode))
         assert "Traceback" not in err
-    assert all(code == (130 if alive else 0) for alive, code in codes), codes
+    # never 143 or a traceback: 130 when signalled, 0 when it had exited before. A process seen alive
+    # can still exit before the signal lands (the test's poll and kill are two steps), so an alive
+    # one may end 0; most signals land while it runs.
+    assert all(code in (0, 130) for _, code in codes), codes
+    assert all(code == 0 for alive, code in codes if not alive), codes
+    signalled = [code for alive, code in codes if alive]
+    assert signalled.count(130) >= max(1, len(signalled) - 2), codes
 
 
 def test_partial_generation_is_one_line_on_stderr(run_copy, clean_double):

@@ -77,7 +77,14 @@ def exit_now(code: int, before_exit=None) -> None:
             stream.flush()
         except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
             pass
-    os._exit(130 if _STATE["signalled"] else code)
+    # a signal from here on must not slip between the check and the exit: block both, then a signal
+    # still pending counts as one that came
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        pending = signal.sigpending() & {signal.SIGINT, signal.SIGTERM}
+    except (AttributeError, OSError):  # no POSIX signal masks on this platform
+        pending = set()
+    os._exit(130 if _STATE["signalled"] or pending else code)
 
 
 def main() -> None:
