@@ -4,21 +4,36 @@ Dedup: the batched MinHash signatures equal the one-text-at-a-time ones, and the
 gives the verdicts of ``datasketch.MinHashLSH`` + ``LeanMinHash`` (the reference path below, the
 implementation before issue 23's throughput work), on real sentences and paragraphs with edited
 copies spread around the threshold.
+
+The whole filter: its accepted/rejected tables on 3,450 real-text rows of 23 languages (with wrong
+languages, copies, short and letterless fields mixed in) equal those recorded in
+``tests/data/filter_verdicts.json`` by the code before the speedups (main at 821212d): the counts,
+the reasons by count, and a digest of every row's reasons, LID language, support and votes. A change
+meant to move verdicts re-records it (:func:`record`) and says so; a speedup never does.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 from datasketch import LeanMinHash, MinHashLSH
 
 from filter_fixtures import registry  # noqa: F401  (pytest fixture)
+from workbench.config import RunConfig
+from workbench.families import FAMILIES
 from workbench.filter.dedup import find_duplicates, lsh_bands, signature, signatures
 from workbench.filter.rules import normalise
-from workbench.testing.samples import tatoeba_sentences, xquad_paragraphs
+from workbench.filter.stage import run_filter
+from workbench.languages import load_registry
+from workbench.run import Run
+from workbench.tables import FILTERED, GENERATED
+from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
 
 
 def _reference_duplicates(texts, *, exact=True, near=True, threshold=0.8, num_perm=64, shingle_chars=5, seed=1,
@@ -110,3 +125,85 @@ def test_lsh_bands_are_datasketchs_and_keep_its_checks():
     assert lsh_bands(0.8, 64) == (MinHashLSH(threshold=0.8, num_perm=64).b, MinHashLSH(threshold=0.8, num_perm=64).r)
     with pytest.raises(ValueError):
         lsh_bands(1.5, 64)
+
+
+# --- the whole filter: verdicts recorded before the speedups -----------------------------------------------
+
+VERDICTS = Path(__file__).parent / "data" / "filter_verdicts.json"
+VERDICT_LANGUAGES = ("sw", "de", "ru", "be", "uk", "ar", "hi", "mr", "th", "ja", "zh", "am", "ms", "id", "pt", "gl",
+                     "es", "bs", "hr", "el", "ko", "ta", "ka")
+
+
+def verdict_rows(data: Path, registry) -> dict[str, list[dict]]:  # noqa: F811
+    """Real-text rows in 23 languages (12 scripts), 150 each, of every family, and in 1 of 4 something a
+    generator gets wrong: a field in English or a neighbour language, an edited or verbatim copy of an
+    earlier row's field, a field of one or two words, a letterless field."""
+    rng = random.Random(2323)
+    sentences = {code: tatoeba_sentences(data, registry.get(code)) for code in registry.by_code}
+    english = sentences["en"]
+    out = {}
+    for code in VERDICT_LANGUAGES:
+        rows = synthetic_rows(code, sentences[code], english, 150, rng, xquad_paragraphs(data, code) or None)
+        others = [other for other in sorted(registry.confusables(code)) + ["en"] if sentences[other]]
+        for index, row in enumerate(rows):
+            fields = [f for f in FAMILIES[row["family"]].fields if row.get(f)]
+            name = rng.choice(fields)
+            roll = rng.random()
+            if roll < 0.08:
+                row[name] = rng.choice(sentences[rng.choice(others)])
+            elif roll < 0.16 and index > 5:
+                earlier = rows[rng.randrange(index)]
+                source = earlier.get(name) or row[name]
+                row[name] = _edited(source, rng) if roll < 0.12 and source.split() else source
+            elif roll < 0.20:
+                row[name] = " ".join(row[name].split()[:2])
+            elif roll < 0.22:
+                row[name] = rng.choice(("N/A", "{", "3559", "{'Worst'}", "4678,2042"))
+        out[code] = rows
+    return out
+
+
+def _digests(run: Run) -> dict[str, dict]:
+    """Per language: accepted and rejected counts, reasons by count, and a digest of every row's verdict."""
+    out = {}
+    for code in run.table_languages("accepted"):
+        entry, rows = {}, []
+        for stage in ("accepted", "rejected"):
+            table = run.read_table(stage, code, FILTERED)
+            entry[stage] = table.height
+            rows += table.select("slot_id", "reasons", "lid_language", "lid_support", "lid_votes",
+                                 "lid_accepted_as").to_dicts()
+        rows.sort(key=lambda r: r["slot_id"])
+        reasons = Counter(reason for row in rows for reason in row["reasons"])
+        entry["reasons"] = dict(sorted(reasons.items()))
+        entry["digest"] = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+        out[code] = entry
+    return out
+
+
+def filter_verdicts(data: Path, registry, root: Path) -> dict[str, dict]:  # noqa: F811
+    run = Run.create(root)
+    for code, rows in verdict_rows(data, registry).items():
+        run.write_table("generated", code, generated_table(rows), GENERATED)
+    run_filter(run, RunConfig.model_validate({"filter": {"workers": 1}}), registry)
+    return _digests(run)
+
+
+def record(root: str = "/tmp/filter-verdicts", data: Path = Path(__file__).resolve().parents[2] / "shared" / "data") -> None:
+    """Write tests/data/filter_verdicts.json from the code on the path (only ever from the code the verdicts
+    must stay equal to: a change that moves a verdict on purpose is not a speedup, and re-records)."""
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    VERDICTS.parent.mkdir(exist_ok=True)
+    VERDICTS.write_text(json.dumps(filter_verdicts(data, load_registry(), Path(root)), indent=1) + "\n")
+
+
+def test_filter_verdicts_equal_those_recorded_before_the_speedups(shared_data, registry, tmp_path):  # noqa: F811
+    recorded = json.loads(VERDICTS.read_text())
+    now = filter_verdicts(shared_data, registry, tmp_path / "run")
+    assert sum(e["rejected"] for e in now.values()) > 500 and sum(e["accepted"] for e in now.values()) > 2000
+    for code in VERDICT_LANGUAGES:
+        assert {k: now[code][k] for k in ("accepted", "rejected", "reasons")} == \
+               {k: recorded[code][k] for k in ("accepted", "rejected", "reasons")}, code
+        assert now[code]["digest"] == recorded[code]["digest"], f"{code}: same counts, some reasons or votes differ"
