@@ -20,7 +20,7 @@ import regex
 
 from workbench.families import FAMILIES
 from workbench.filter.lid import Ensemble
-from workbench.filter.script import letter_count, letters_of, script_share, text_letters, words
+from workbench.filter.script import letter_count, letters_and_head, letters_of, script_share, text_letters, words
 from workbench.languages import Registry
 
 # The closed vocabulary of reason codes (the part before ':').
@@ -55,11 +55,15 @@ _REFUSAL = regex.compile(
     r"|\bi(?:'m| am) (?:not able|unable) to\b|\bi apologi[sz]e\b|\bhere is (?:the|a|an) (?:json|example)\b",
     regex.IGNORECASE,
 )
+# both, for the common case of a field with neither: one scan instead of two
+_BOILERPLATE = regex.compile(f"(?:{_PLACEHOLDER.pattern})|(?:{_REFUSAL.pattern})", regex.IGNORECASE)
 _NON_WORD = regex.compile(r"[\p{P}\p{S}\s]+")
+_SPACES = regex.compile(r"\s+")
 # A field that is a data structure or a quote/bracket, not text: {...}, [...], a lone "{" or "'".
 _STRUCTURE = regex.compile(r"\A\s*(?:[\[{].*[\]}]|[\[{(\"'`<]+|[\]})\"'`>]+)\s*\Z", regex.DOTALL)
 # Whole-field non-answers a generator writes when it has nothing to say (matched case-insensitively).
 NON_ANSWERS = frozenset({"n/a", "n.a.", "null", "none", "nil", "nan", "undefined", "tbd"})
+_LONGEST_NON_ANSWER = max(map(len, NON_ANSWERS))  # case folding never shortens a text
 
 
 def normalise(text: str) -> str:
@@ -70,7 +74,7 @@ def normalise(text: str) -> str:
 def length_of(text: str, unspaced: bool, chars_per_word: float) -> float:
     """Words, or characters / chars_per_word for unspaced scripts (counted as word equivalents)."""
     if unspaced:
-        return len(regex.sub(r"\s+", "", text)) / chars_per_word
+        return len(_SPACES.sub("", text)) / chars_per_word
     return len(words(text))
 
 
@@ -109,25 +113,35 @@ def rule_lengths(row: dict, family: str, section, unspaced: dict[str, bool]) -> 
     return out
 
 
-def rule_distinct_pairs(row: dict, family: str) -> list[str]:
+def _normalised(text: str, norms: dict[str, str] | None) -> str:
+    """:func:`normalise`, remembered in ``norms`` (one row's texts) when given."""
+    if norms is None:
+        return normalise(text)
+    norm = norms.get(text)
+    if norm is None:
+        norm = norms[text] = normalise(text)
+    return norm
+
+
+def rule_distinct_pairs(row: dict, family: str, norms: dict[str, str] | None = None) -> list[str]:
     pair = FAMILIES[family].distinct_pair
     if pair is None:
         return []
     a, b = (row.get(f) or "" for f in pair)
     if not a.strip() or abs(len(a) - len(b)) > 0.2 * max(len(a), len(b)) + 10:
         return []  # lengths too different to normalise to the same text: skip the costly check
-    return ["positive_equals_negative"] if normalise(a) == normalise(b) else []
+    return ["positive_equals_negative"] if _normalised(a, norms) == _normalised(b, norms) else []
 
 
-def rule_query_copied(row: dict, family: str, section, unspaced: bool) -> list[str]:
+def rule_query_copied(row: dict, family: str, section, unspaced: bool, norms: dict[str, str] | None = None) -> list[str]:
     roles = FAMILIES[family]
     if roles.query_copy is None:
         return []
     raw_query, raw_document = row.get(roles.query) or "", row.get(roles.positive) or ""
-    words = normalise(raw_query).split()
+    words = _normalised(raw_query, norms).split()
     if not words or max(words, key=len) not in unicodedata.normalize("NFKC", raw_document).casefold():
         return []  # its longest word is not even in the document: no copy (cheap pre-check)
-    query, document = " ".join(words), normalise(raw_document)
+    query, document = " ".join(words), _normalised(raw_document, norms)
     if not document:
         return []
     if query == document:
@@ -142,6 +156,8 @@ def rule_boilerplate(row: dict, family: str) -> list[str]:
     out = []
     for name in FAMILIES[family].fields:
         text = row.get(name) or ""
+        if _BOILERPLATE.search(text) is None:
+            continue  # neither (most fields): one scan
         if _PLACEHOLDER.search(text):
             out.append(f"placeholder:{name}")
         if _REFUSAL.search(text):
@@ -165,7 +181,10 @@ def is_text(text: str, section, letters: str | None = None) -> bool:
         with_marks, visible = text_letters(text)
         if with_marks < section.min_text_letters or with_marks < section.min_text_share * visible:
             return False
-    return _STRUCTURE.match(text) is None and text.strip().casefold() not in NON_ANSWERS
+    if _STRUCTURE.match(text) is not None:
+        return False
+    stripped = text.strip()
+    return len(stripped) > _LONGEST_NON_ANSWER or stripped.casefold() not in NON_ANSWERS
 
 
 def rule_carries_text(row: dict, family: str, section, letters: dict[str, str] | None = None) -> list[str]:
@@ -208,13 +227,19 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
     """
     family = row["family"]
     languages = field_languages(row, family)
-    unspaced = {f: registry.get(code).unspaced for f, code in languages.items()}
+    unspaced_of = {code: registry.get(code).unspaced for code in set(languages.values())}
+    unspaced = {f: unspaced_of[code] for f, code in languages.items()}
+    norms: dict[str, str] = {}  # each text normalised once for the rules that compare texts
     reasons = rule_fields_present(row, family)
     reasons += rule_lengths(row, family, section, unspaced)
-    reasons += rule_distinct_pairs(row, family)
-    reasons += rule_query_copied(row, family, section, unspaced[FAMILIES[family].query])
+    reasons += rule_distinct_pairs(row, family, norms)
+    reasons += rule_query_copied(row, family, section, unspaced[FAMILIES[family].query], norms)
     reasons += rule_boilerplate(row, family)
-    letters = {name: letters_of(row.get(name) or "") for name in languages}  # one pass per field
+    # one pass per field: its letters, and how many of them LID sees (the first lid_max_chars characters)
+    letters: dict[str, str] = {}
+    seen_letters: dict[str, int] = {}
+    for name in languages:
+        letters[name], seen_letters[name] = letters_and_head(row.get(name) or "", section.lid_max_chars)
     not_text = rule_carries_text(row, family, section, letters)
     reasons += not_text
     skip = {reason.partition(":")[2] for reason in not_text}
@@ -231,14 +256,13 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
         share = script_share(text, registry.get(code).scripts, letters[name])
         if share is not None and share < section.script_threshold:
             reasons.append(f"wrong_script:{name}")
-        seen = len(letters[name]) if len(text) <= section.lid_max_chars else letter_count(text[: section.lid_max_chars])
-        if seen < section.min_lid_letters:
+        if seen_letters[name] < section.min_lid_letters:
             short.setdefault(code, []).append(name)
         else:
             voted.append(([name], code, text, False))
     for code, names in short.items():
-        text = "\n".join(row[name].strip() for name in names)
-        if letter_count(text) >= section.min_short_lid_letters:
+        if sum(len(letters[name]) for name in names) >= section.min_short_lid_letters:  # the letters of the join
+            text = "\n".join(row[name].strip() for name in names)
             voted.append((names, code, text, True))
         # else: a number, a code, a word or two: too little for any LID; the script check decides
     for names, code, text, is_short in voted:

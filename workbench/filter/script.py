@@ -30,7 +30,7 @@ _WORD = regex.compile(r"[^\s\u1361-\u1368]+")
 
 def words(text: str) -> list[str]:
     """White-space words, also split at script-specific word separators (Ethiopic ፡ and punctuation)."""
-    if _SCRIPT_SEPARATORS.search(text) is None:
+    if text.isascii() or _SCRIPT_SEPARATORS.search(text) is None:
         return text.split()  # the common case, at str.split speed
     return _WORD.findall(text)
 
@@ -52,6 +52,16 @@ def letter_count(text: str) -> int:
     return len(_NON_LETTERS.sub("", text))
 
 
+def letters_and_head(text: str, head: int) -> tuple[str, int]:
+    """(:func:`letters_of` ``text``, how many of them are in its first ``head`` characters), in one
+    pass over the text: the letters of a concatenation are the concatenation of the letters."""
+    if len(text) <= head:
+        letters = _NON_LETTERS.sub("", text)
+        return letters, len(letters)
+    first = _NON_LETTERS.sub("", text[:head])
+    return first + _NON_LETTERS.sub("", text[head:]), len(first)
+
+
 def text_letters(text: str) -> tuple[int, int]:
     """(letters and combining marks, visible characters) of ``text``: how much of it is text."""
     return len(_TEXT_LETTER.findall(text)), len(_VISIBLE.findall(text))
@@ -63,5 +73,7 @@ def script_share(text: str, scripts: tuple[str, ...], letters: str | None = None
     letters = _NON_LETTERS.sub("", text) if letters is None else letters
     if not letters:
         return None
+    if letters.isascii() and "Latn" in scripts:  # A-Z and a-z are all Latin: no pass needed
+        return 1.0
     inside = _script_pattern(tuple(scripts)).sub("", letters)
     return len(inside) / len(letters)
