@@ -29,7 +29,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from workbench.config import RunConfig
 from workbench.errors import TableError
@@ -42,10 +44,12 @@ from workbench.processes import init_pool_worker, terminate_children
 from workbench.run import Run, StageResult
 from workbench.runner import run_stage
 from workbench.stages import StageInput
-from workbench.tables import FILTERED, GENERATED
+from workbench.tables import FILTERED, GENERATED, LID_VOTE
 
 STAGE = "filter"
 log = logging.getLogger(__name__)
+
+_VOTE_TYPES = (pa.large_string(), pa.large_string(), pa.large_string(), pa.float64())  # LID_VOTE's fields
 
 # Worker-process state (set by _init_worker or inherited through fork).
 _STATE: dict[str, object] = {}
@@ -132,19 +136,26 @@ def _filter_in_pool(pool: ProcessPoolExecutor, table_rows: dict[str, list[dict]]
         yield code, [(list(v.reasons) + d, v) for v, d in zip(verdicts[code], future.result())]
 
 
-def _frame(rows: list[dict], results: list[tuple[list[str], Verdict]]) -> pl.DataFrame:
-    records = []
-    for row, (reasons, verdict) in zip(rows, results):
-        record = dict(row)
-        record["lid_accepted_as"] = None if reasons else verdict.lid_accepted_as
-        record["reasons"] = reasons
-        record["lid_language"] = verdict.lid_language
-        record["lid_support"] = verdict.lid_support
-        record["lid_votes"] = [
-            {"field": f, "member": m, "label": label, "prob": p} for f, m, label, p in verdict.votes
-        ]
-        records.append(record)
-    return pl.DataFrame(records, schema=FILTERED)
+def _frame(table: pl.DataFrame, indexes: list[int], results: list[tuple[list[str], Verdict]]) -> pl.DataFrame:
+    """The rows ``indexes`` of ``table`` (a language's ok rows in slot order) with their verdicts, as
+    FILTERED columns: the generated columns taken as they are, the verdict columns built column-wise
+    (the list columns through Arrow) rather than a dict per row."""
+    chosen = [results[i] for i in indexes]
+    votes = [vote for _, verdict in chosen for vote in verdict.votes]  # (field, member, label, prob)
+    offsets = np.zeros(len(chosen) + 1, dtype=np.int64)
+    np.cumsum([len(verdict.votes) for _, verdict in chosen], out=offsets[1:])
+    struct = pa.StructArray.from_arrays(
+        [pa.array([vote[k] for vote in votes], type=kind) for k, kind in enumerate(_VOTE_TYPES)],
+        names=list(LID_VOTE.to_schema()))
+    verdicts = pl.DataFrame({
+        "reasons": pl.from_arrow(pa.array([reasons for reasons, _ in chosen], type=pa.large_list(pa.large_string()))),
+        "lid_language": pl.Series([verdict.lid_language for _, verdict in chosen], dtype=pl.Utf8()),
+        "lid_support": pl.Series([verdict.lid_support for _, verdict in chosen], dtype=pl.Float64()),
+        "lid_votes": pl.from_arrow(pa.LargeListArray.from_arrays(pa.array(offsets), struct)),
+        "lid_accepted_as": pl.Series([None if reasons else verdict.lid_accepted_as for reasons, verdict in chosen],
+                                     dtype=pl.Utf8()),
+    })
+    return pl.concat([table[indexes], verdicts], how="horizontal").select(list(FILTERED))
 
 
 def run_filter(run: Run, config: RunConfig, registry: Registry,
@@ -187,7 +198,8 @@ def filter_generated(inputs: StageInput) -> StageResult:
     _STATE.clear()
     _init_worker(registry, section)  # load the models once; forked workers inherit them
     workers = section.workers or os.cpu_count() or 1
-    table_rows = {code: ok[code].sort("slot_id").to_dicts() for code in languages}
+    ordered = {code: ok[code].sort("slot_id") for code in languages}
+    table_rows = {code: table.to_dicts() for code, table in ordered.items()}
     stats: dict[str, dict[str, int]] = {}
     pool = None
     if workers > 1 and total > section.chunk_size:
@@ -202,8 +214,8 @@ def filter_generated(inputs: StageInput) -> StageResult:
             rows = table_rows[code]
             keep = [i for i, (reasons, _) in enumerate(results) if not reasons]
             drop = [i for i, (reasons, _) in enumerate(results) if reasons]
-            accepted = _frame([rows[i] for i in keep], [results[i] for i in keep])
-            rejected = _frame([rows[i] for i in drop], [results[i] for i in drop])
+            accepted = _frame(ordered[code], keep, results)
+            rejected = _frame(ordered[code], drop, results)
             for stage, table in (("accepted", accepted), ("rejected", rejected)):
                 path = run.write_table(stage, code, table, FILTERED)
                 result.outputs[str(path.relative_to(run.root))] = table.height
