@@ -12,7 +12,8 @@ shingle hash. The index is datasketch's banding with the band and row counts dat
 the threshold (:func:`lsh_bands`): a text is a candidate of an earlier one when all the values of
 one band agree, and a duplicate when the share of equal values (``LeanMinHash.jaccard``) reaches
 the threshold; the same candidates and verdicts as ``MinHashLSH`` with ``LeanMinHash`` at a fraction
-of the cost (one dict lookup per band, no object per text).
+of the cost (the bands grouped with ``numpy.unique``; only texts that share a band with another
+text are walked one by one, no object per text).
 
 Example::
 
@@ -182,21 +183,29 @@ def find_normalised_duplicates(
         return out
     bands, rows = lsh_bands(threshold, num_perm)
     values = signatures([norms[i] for i in fresh], num_perm, shingle_chars, seed, sample)
-    # one bytes key per text and band: the band's values, as MinHashLSH keys its hash tables
-    keys = [np.ascontiguousarray(values[:, band * rows : (band + 1) * rows]).view(f"V{8 * rows}").ravel().tolist()
-            for band in range(bands)]
-    tables: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
-    for position, index in enumerate(fresh):
+    # per band, the texts whose values in the band are all equal share a group (MinHashLSH's bucket);
+    # a text alone in its group in every band is nobody's candidate: only the others are walked
+    groups = np.empty((len(fresh), bands), dtype=np.int64)
+    shared = np.zeros(len(fresh), dtype=bool)
+    for band in range(bands):
+        _, inverse, counts = np.unique(values[:, band * rows : (band + 1) * rows], axis=0, return_inverse=True,
+                                       return_counts=True)
+        inverse = inverse.ravel()
+        groups[:, band] = inverse
+        shared |= counts[inverse] > 1
+    buckets: list[dict[int, list[int]]] = [{} for _ in range(bands)]
+    for position in np.flatnonzero(shared).tolist():
+        keys = groups[position].tolist()
         candidates: set[int] = set()
-        for table, band_keys in zip(tables, keys):
-            hit = table.get(band_keys[position])
+        for bucket, key in zip(buckets, keys):
+            hit = bucket.get(key)
             if hit is not None:
                 candidates.update(hit)
         mine = values[position]
         # LeanMinHash.jaccard: the share of equal values, as a float
         if any(np.count_nonzero(mine == values[other]) / num_perm >= threshold for other in candidates):
-            out[index] = "near"
+            out[fresh[position]] = "near"
             continue  # a near-duplicate does not become a new reference itself
-        for table, band_keys in zip(tables, keys):
-            table.setdefault(band_keys[position], []).append(position)
+        for bucket, key in zip(buckets, keys):
+            bucket.setdefault(key, []).append(position)
     return out

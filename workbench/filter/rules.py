@@ -71,6 +71,30 @@ def normalise(text: str) -> str:
     return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
+# white space to str.strip that the punctuation-and-space runs leave alone (U+001C-U+001F)
+_UNCOLLAPSED_SPACE = regex.compile(r"[\x1c-\x1f]")
+
+
+def normalise_lines(parts: list[str] | tuple[str, ...], norms: dict[str, str] | None = None) -> str:
+    """``normalise("\\n".join(parts))`` from each part's normalisation (remembered in ``norms``, so a
+    text shared by many examples is normalised once): NFKC and case folding do not reach across a
+    newline, and the newline joins the runs of punctuation and space around it into the one space
+    between two parts. A part with one of the separators U+001C-U+001F (which the runs leave but
+    ``strip`` removes) is not split off: the parts are then joined first."""
+    out = []
+    for part in parts:
+        norm = None if norms is None else norms.get(part)
+        if norm is None:
+            if _UNCOLLAPSED_SPACE.search(part):
+                return normalise("\n".join(parts))
+            norm = normalise(part)
+            if norms is not None:
+                norms[part] = norm
+        if norm:
+            out.append(norm)
+    return " ".join(out)
+
+
 def length_of(text: str, unspaced: bool, chars_per_word: float) -> float:
     """Words, or characters / chars_per_word for unspaced scripts (counted as word equivalents)."""
     if unspaced:

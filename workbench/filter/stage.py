@@ -36,9 +36,9 @@ import pyarrow as pa
 from workbench.config import RunConfig
 from workbench.errors import TableError
 from workbench.families import FAMILIES
-from workbench.filter.dedup import find_duplicates
+from workbench.filter.dedup import find_normalised_duplicates
 from workbench.filter.lid import Ensemble
-from workbench.filter.rules import Verdict, check_row
+from workbench.filter.rules import Verdict, check_row, normalise_lines
 from workbench.languages import Registry
 from workbench.processes import init_pool_worker, terminate_children
 from workbench.run import Run, StageResult
@@ -67,25 +67,31 @@ def _check_chunk(rows: list[dict]) -> list[Verdict]:
     return [check_row(row, registry, ensemble, section) for row in rows]
 
 
-def _whole_example(row: dict) -> str | None:
-    parts = [row.get(f) or "" for f in FAMILIES[row["family"]].fields]
-    return "\n".join(parts) if any(p.strip() for p in parts) else None
+def _whole_example(row: dict) -> tuple[str, ...] | None:
+    parts = tuple(row.get(f) or "" for f in FAMILIES[row["family"]].fields)
+    return parts if any(p.strip() for p in parts) else None
 
 
-def _dedup_views(rows: list[dict], eligible: list[bool]) -> dict[str, list[str | None]]:
-    """The texts dedup compares: the main field and the whole example, of rows that passed the rules."""
+def _dedup_views(rows: list[dict], eligible: list[bool]) -> dict[str, list]:
+    """What dedup compares, of rows that passed the rules: the main field, and the whole example (its
+    fields, compared as one text joined by newlines)."""
     return {
         "query": [row.get(FAMILIES[row["family"]].main_field) if ok else None for row, ok in zip(rows, eligible)],
         "example": [_whole_example(row) if ok else None for row, ok in zip(rows, eligible)],
     }
 
 
-def _dedup_task(views: dict[str, list[str | None]], section) -> list[list[str]]:
+def _dedup_task(views: dict[str, list], section) -> list[list[str]]:
     size = len(next(iter(views.values())))
     out: list[list[str]] = [[] for _ in range(size)]
+    norms: dict[str, str] = {}  # every text normalised once: a main field is also part of its example
     for view, texts in views.items():
-        kinds = find_duplicates(
-            texts,
+        if view == "example":
+            normalised = [None if parts is None else normalise_lines(parts, norms) for parts in texts]
+        else:
+            normalised = [None if text is None else normalise_lines([text], norms) for text in texts]
+        kinds = find_normalised_duplicates(
+            normalised,
             exact=section.exact_dedup,
             near=section.near_dedup,
             threshold=section.near_threshold,
