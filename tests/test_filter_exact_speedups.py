@@ -28,7 +28,7 @@ from filter_fixtures import registry  # noqa: F401  (pytest fixture)
 from workbench.config import RunConfig
 from workbench.families import FAMILIES
 from workbench.filter.dedup import find_duplicates, lsh_bands, signature, signatures
-from workbench.filter.rules import normalise
+from workbench.filter.rules import normalise, normalise_lines
 from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
 from workbench.run import Run
@@ -119,6 +119,19 @@ def test_banded_index_gives_datasketchs_verdicts(texts, threshold, num_perm, sam
     assert new.count("near") > 50 and new.count(None) > 1000  # the comparison has both kinds in numbers
     if exact:
         assert new.count("exact") > 50
+
+
+def test_an_examples_normal_form_is_made_of_its_fields(texts):
+    """normalise_lines(parts) == normalise("\\n".join(parts)), also for parts that begin with a combining
+    mark, are punctuation or space only, empty, or hold a separator U+001C-U+001F."""
+    rng = random.Random(5)
+    odd = ["", "  ", "!!!", "\u0301abc", "e\u0301", "ﬁ ＡＢＣ", "a\x1cb", "\x1f", "x\x1d", "Σ ΣΑΣ", "ß-ẞ", "\u200b"]
+    pool = [t for t in texts if t is not None] + odd
+    norms: dict[str, str] = {}
+    for _ in range(3000):
+        parts = [rng.choice(pool if rng.random() < 0.8 else odd) for _ in range(rng.randint(1, 4))]
+        assert normalise_lines(parts, norms) == normalise("\n".join(parts)), parts
+        assert normalise_lines(parts) == normalise("\n".join(parts)), parts
 
 
 def test_lsh_bands_are_datasketchs_and_keep_its_checks():
