@@ -121,6 +121,24 @@ def test_banded_index_gives_datasketchs_verdicts(texts, threshold, num_perm, sam
         assert new.count("exact") > 50
 
 
+def test_ascii_texts_normalise_as_through_nfkc_and_the_regex(texts):
+    """normalise()'s ASCII path equals NFKC + casefold + the punctuation-and-space runs, on every ASCII
+    character (random strings, U+001C-U+001F included) and on the real texts."""
+    import unicodedata
+
+    from workbench.filter.rules import _NON_WORD
+
+    def reference(text):
+        return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+    rng = random.Random(9)
+    ascii_chars = "".join(map(chr, range(128)))
+    samples = ["".join(rng.choice(ascii_chars) for _ in range(rng.randrange(30))) for _ in range(20000)]
+    samples += [t for t in texts if t is not None]
+    assert sum(t.isascii() for t in samples) > 20000
+    assert [normalise(t) for t in samples] == [reference(t) for t in samples]
+
+
 def test_an_examples_normal_form_is_made_of_its_fields(texts):
     """normalise_lines(parts) == normalise("\\n".join(parts)), also for parts that begin with a combining
     mark, are punctuation or space only, empty, or hold a separator U+001C-U+001F."""

@@ -59,6 +59,10 @@ _REFUSAL = regex.compile(
 _BOILERPLATE = regex.compile(f"(?:{_PLACEHOLDER.pattern})|(?:{_REFUSAL.pattern})", regex.IGNORECASE)
 _NON_WORD = regex.compile(r"[\p{P}\p{S}\s]+")
 _SPACES = regex.compile(r"\s+")
+# white space to str.strip and str.split that the punctuation-and-space runs leave alone (U+001C-U+001F)
+_UNCOLLAPSED = ("\x1c", "\x1d", "\x1e", "\x1f")
+_UNCOLLAPSED_SPACE = regex.compile(r"[\x1c-\x1f]")
+_ASCII_NON_WORD = str.maketrans({chr(c): " " for c in range(128) if _NON_WORD.match(chr(c))})
 # A field that is a data structure or a quote/bracket, not text: {...}, [...], a lone "{" or "'".
 _STRUCTURE = regex.compile(r"\A\s*(?:[\[{].*[\]}]|[\[{(\"'`<]+|[\]})\"'`>]+)\s*\Z", regex.DOTALL)
 # Whole-field non-answers a generator writes when it has nothing to say (matched case-insensitively).
@@ -68,11 +72,13 @@ _LONGEST_NON_ANSWER = max(map(len, NON_ANSWERS))  # case folding never shortens 
 
 def normalise(text: str) -> str:
     """NFKC, case-folded, punctuation and whitespace runs collapsed to one space."""
+    if text.isascii() and not any(space in text for space in _UNCOLLAPSED):
+        # the same for ASCII, at str speed: it is its own NFKC form, folds as lower(), and once its
+        # punctuation and symbols are spaces, splitting on white space collapses the runs
+        return " ".join(text.lower().translate(_ASCII_NON_WORD).split())
     return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-# white space to str.strip that the punctuation-and-space runs leave alone (U+001C-U+001F)
-_UNCOLLAPSED_SPACE = regex.compile(r"[\x1c-\x1f]")
 
 
 def normalise_lines(parts: list[str] | tuple[str, ...], norms: dict[str, str] | None = None) -> str:

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from workbench.config import RunConfig
 from workbench.errors import TableError
-from workbench.families import FAMILIES
+from workbench.families import EXAMPLE_FIELDS, FAMILIES
 from workbench.filter.dedup import find_normalised_duplicates
 from workbench.filter.lid import Ensemble
 from workbench.filter.rules import Verdict, check_row, normalise_lines
@@ -205,7 +205,9 @@ def filter_generated(inputs: StageInput) -> StageResult:
     _init_worker(registry, section)  # load the models once; forked workers inherit them
     workers = section.workers or os.cpu_count() or 1
     ordered = {code: ok[code].sort("slot_id") for code in languages}
-    table_rows = {code: table.to_dicts() for code, table in ordered.items()}
+    # the rules read these columns only: a dict of 4 + 9 entries a row, not of every generated column
+    checked = ["slot_id", "language", "family", "target_language", *EXAMPLE_FIELDS]
+    table_rows = {code: table.select(checked).to_dicts() for code, table in ordered.items()}
     stats: dict[str, dict[str, int]] = {}
     pool = None
     if workers > 1 and total > section.chunk_size:
