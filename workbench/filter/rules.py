@@ -1,4 +1,4 @@
-"""Rules per task family: plain functions over one generated row that return reason codes.
+"""Rules per task family: plain functions over one generated row's fields that return reason codes.
 
 A rule returns a list of reason codes; an empty list means "keep". Codes are ``name`` or
 ``name:field`` with ``name`` from :data:`REASONS`. Language checks (script share and the LID
@@ -121,25 +121,75 @@ def field_languages(row: dict, family: str) -> dict[str, str]:
     return FAMILIES[family].field_languages(row["language"], row.get("target_language"))
 
 
-def rule_fields_present(row: dict, family: str) -> list[str]:
-    return [f"missing_field:{f}" for f in FAMILIES[family].fields if not (row.get(f) or "").strip()]
+@dataclass(frozen=True)
+class _Field:
+    """What the rules need to know about one field of a family in one language pair."""
+
+    name: str
+    code: str  # the language it must be in
+    unspaced: bool
+    scripts: tuple[str, ...]
+    low: float  # filter.min_words / max_words for the field (family.field first)
+    high: float
+    numeric: bool  # exempt from no_text
 
 
-def rule_lengths(row: dict, family: str, section, unspaced: dict[str, bool]) -> list[str]:
+@dataclass(frozen=True)
+class _Plan:
+    fields: tuple[_Field, ...]
+    long_texts: bool
+    query_unspaced: bool
+
+
+_PLANS: dict[tuple, tuple] = {}
+
+
+def _plan(registry: Registry, section, family: str, language: str, target: str | None) -> _Plan:
+    """The family's fields with their languages, scripts and length bounds: looked up once per
+    registry, section, family object and language pair. Each entry keeps the registry, section and
+    family it was made from alive, so their ids cannot be reused by other objects while it is cached."""
+    roles = FAMILIES[family]
+    key = (id(registry), id(section), id(roles), family, language, target)
+    cached = _PLANS.get(key)
+    if cached is not None:
+        return cached[-1]
+    languages = roles.field_languages(language, target)
+    fields = []
+    for name, code in languages.items():
+        spec = registry.get(code)
+        fields.append(_Field(
+            name, code, spec.unspaced, tuple(spec.scripts),
+            section.min_words.get(f"{family}.{name}", section.min_words.get(name, 1)),
+            section.max_words.get(f"{family}.{name}", section.max_words.get(name, 10_000)),
+            name in roles.numeric_fields))
+    plan = _Plan(tuple(fields), roles.long_texts, registry.get(languages[roles.query]).unspaced)
+    if len(_PLANS) >= 4096:
+        _PLANS.clear()
+    _PLANS[key] = (registry, section, roles, plan)
+    return plan
+
+
+def _present(text: str) -> bool:
+    """``bool(text.strip())`` without copying the text."""
+    return bool(text) and not text.isspace()
+
+
+def rule_fields_present(plan: _Plan, texts: list[str]) -> list[str]:
+    return [f"missing_field:{field.name}" for field, text in zip(plan.fields, texts) if not _present(text)]
+
+
+def rule_lengths(plan: _Plan, texts: list[str], section) -> list[str]:
     out = []
-    for name in FAMILIES[family].fields:
-        text = row.get(name) or ""
-        if not text.strip():
+    for field, text in zip(plan.fields, texts):
+        if not _present(text):
             continue
-        size = length_of(text, unspaced[name], section.unspaced_chars_per_word)
-        low = section.min_words.get(f"{family}.{name}", section.min_words.get(name, 1))
-        high = section.max_words.get(f"{family}.{name}", section.max_words.get(name, 10_000))
-        if size < low:
-            out.append(f"too_short:{name}")
-        elif size > high:
-            out.append(f"too_long:{name}")
-        if FAMILIES[family].long_texts and size < section.long_long_min_words:
-            out.append(f"long_long_too_short:{name}")
+        size = length_of(text, field.unspaced, section.unspaced_chars_per_word)
+        if size < field.low:
+            out.append(f"too_short:{field.name}")
+        elif size > field.high:
+            out.append(f"too_long:{field.name}")
+        if plan.long_texts and size < section.long_long_min_words:
+            out.append(f"long_long_too_short:{field.name}")
     return out
 
 
@@ -182,16 +232,15 @@ def rule_query_copied(row: dict, family: str, section, unspaced: bool, norms: di
     return []
 
 
-def rule_boilerplate(row: dict, family: str) -> list[str]:
+def rule_boilerplate(plan: _Plan, texts: list[str]) -> list[str]:
     out = []
-    for name in FAMILIES[family].fields:
-        text = row.get(name) or ""
+    for field, text in zip(plan.fields, texts):
         if _BOILERPLATE.search(text) is None:
             continue  # neither (most fields): one scan
         if _PLACEHOLDER.search(text):
-            out.append(f"placeholder:{name}")
+            out.append(f"placeholder:{field.name}")
         if _REFUSAL.search(text):
-            out.append(f"refusal:{name}")
+            out.append(f"refusal:{field.name}")
     return out
 
 
@@ -217,12 +266,11 @@ def is_text(text: str, section, letters: str | None = None) -> bool:
     return len(stripped) > _LONGEST_NON_ANSWER or stripped.casefold() not in NON_ANSWERS
 
 
-def rule_carries_text(row: dict, family: str, section, letters: dict[str, str] | None = None) -> list[str]:
-    """``no_text:F`` for each field that carries no text (:func:`is_text`), except numeric fields."""
-    numeric = FAMILIES[family].numeric_fields
-    letters = letters or {}
-    return [f"no_text:{f}" for f in FAMILIES[family].fields
-            if f not in numeric and (row.get(f) or "").strip() and not is_text(row[f], section, letters.get(f))]
+def rule_carries_text(plan: _Plan, texts: list[str], section, letters: list[str]) -> list[str]:
+    """``no_text:F`` for each field that carries no text (:func:`is_text`), except numeric fields;
+    ``letters``: :func:`letters_of` each text."""
+    return [f"no_text:{field.name}" for field, text, known in zip(plan.fields, texts, letters)
+            if not field.numeric and _present(text) and not is_text(text, section, known)]
 
 
 def lid_reasons(decision, names: list[str], short: bool) -> list[str]:
@@ -256,21 +304,18 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
     vote key of a combined vote is the fields joined by ``+`` (e.g. ``label+misleading_label``).
     """
     family = row["family"]
-    languages = field_languages(row, family)
-    unspaced_of = {code: registry.get(code).unspaced for code in set(languages.values())}
-    unspaced = {f: unspaced_of[code] for f, code in languages.items()}
+    plan = _plan(registry, section, family, row["language"], row.get("target_language"))
+    texts = [row.get(field.name) or "" for field in plan.fields]
     norms: dict[str, str] = {}  # each text normalised once for the rules that compare texts
-    reasons = rule_fields_present(row, family)
-    reasons += rule_lengths(row, family, section, unspaced)
+    reasons = rule_fields_present(plan, texts)
+    reasons += rule_lengths(plan, texts, section)
     reasons += rule_distinct_pairs(row, family, norms)
-    reasons += rule_query_copied(row, family, section, unspaced[FAMILIES[family].query], norms)
-    reasons += rule_boilerplate(row, family)
+    reasons += rule_query_copied(row, family, section, plan.query_unspaced, norms)
+    reasons += rule_boilerplate(plan, texts)
     # one pass per field: its letters, and how many of them LID sees (the first lid_max_chars characters)
-    letters: dict[str, str] = {}
-    seen_letters: dict[str, int] = {}
-    for name in languages:
-        letters[name], seen_letters[name] = letters_and_head(row.get(name) or "", section.lid_max_chars)
-    not_text = rule_carries_text(row, family, section, letters)
+    counted = [letters_and_head(text, section.lid_max_chars) for text in texts]
+    letters = [known for known, _ in counted]
+    not_text = rule_carries_text(plan, texts, section, letters)
     reasons += not_text
     skip = {reason.partition(":")[2] for reason in not_text}
     votes: list[tuple[str, str, str, float]] = []
@@ -278,20 +323,21 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
     supports: list[float] = []
     main = FAMILIES[family].main_field
     short: dict[str, list[str]] = {}  # language -> its short fields
+    short_letters: dict[str, int] = {}  # language -> letters of its short fields
     voted: list[tuple[list[str], str, str, bool]] = []  # (fields, language, text, short) to vote on
-    for name, code in languages.items():
-        text = row.get(name) or ""
-        if not text.strip() or name in skip:
+    for field, text, (known, seen) in zip(plan.fields, texts, counted):
+        if not _present(text) or field.name in skip:
             continue  # missing or not text: no language to check
-        share = script_share(text, registry.get(code).scripts, letters[name])
+        share = script_share(text, field.scripts, known)
         if share is not None and share < section.script_threshold:
-            reasons.append(f"wrong_script:{name}")
-        if seen_letters[name] < section.min_lid_letters:
-            short.setdefault(code, []).append(name)
+            reasons.append(f"wrong_script:{field.name}")
+        if seen < section.min_lid_letters:
+            short.setdefault(field.code, []).append(field.name)
+            short_letters[field.code] = short_letters.get(field.code, 0) + len(known)
         else:
-            voted.append(([name], code, text, False))
+            voted.append(([field.name], field.code, text, False))
     for code, names in short.items():
-        if sum(len(letters[name]) for name in names) >= section.min_short_lid_letters:  # the letters of the join
+        if short_letters[code] >= section.min_short_lid_letters:  # the letters of the joined fields
             text = "\n".join(row[name].strip() for name in names)
             voted.append((names, code, text, True))
         # else: a number, a code, a word or two: too little for any LID; the script check decides
