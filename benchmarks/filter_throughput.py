@@ -8,7 +8,8 @@ Examples: every task family's fields filled with real Tatoeba sentences and XQuA
   1 worker at the default (strict) policy, by this checkout and by ``--baseline`` (a git revision,
   exported with ``git archive`` into a temporary folder), each in its own fresh process, in
   alternating order (``--repeats`` rounds); CPU-seconds of the process (and its workers) are the
-  load-independent figure, the best round of each is reported;
+  less load-dependent figure, the best round of each is reported; and whether each version's
+  accepted/rejected tables equal the first version's (row for row, and byte for byte);
 * how much text reaches LID per example, how often each member is asked and the vote cache's hits;
 * each LID member alone over the texts the filter sends to LID, the script check, the rules without
   LID and the dedup, on one core (this checkout).
@@ -84,6 +85,21 @@ def _whole_filter(root: Path, generated: Path, out: Path, overrides: dict) -> di
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _same_tables(reference: Path, other: Path) -> tuple[int, int, int]:
+    """(tables with equal rows, files with equal bytes, tables) of two runs' accepted/ and rejected/."""
+    import polars as pl
+
+    paths = sorted(p.relative_to(reference) for stage in ("accepted", "rejected") for p in (reference / stage).glob("*.parquet"))
+    equal = identical = 0
+    for path in paths:
+        mine = other / path
+        if not mine.is_file():
+            continue
+        identical += (reference / path).read_bytes() == mine.read_bytes()
+        equal += pl.read_parquet(reference / path).equals(pl.read_parquet(mine))
+    return equal, identical, len(paths)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -124,6 +140,7 @@ def main() -> None:
     print()
 
     rounds: dict[str, list[dict]] = {}
+    outputs: dict[str, Path] = {}  # each version's first run: its accepted/rejected tables
     with tempfile.TemporaryDirectory(prefix="filter-bench-") as tmp:
         generated = Path(tmp) / "generated"
         generated.mkdir()
@@ -141,6 +158,8 @@ def main() -> None:
             for number, (name, (root, overrides)) in enumerate(order):
                 out = Path(tmp) / f"run-{index}-{number}"
                 rounds.setdefault(name, []).append(_whole_filter(root, generated, out, overrides))
+                outputs.setdefault(name, out)
+        same = {name: _same_tables(outputs[next(iter(versions))], out) for name, out in outputs.items()}
     print(f"Whole filter, {args.workers} worker(s), strict policy; best of {args.repeats} alternating round(s); "
           f"load average {os.getloadavg()[0]:.1f} at the end")
     print()
@@ -157,6 +176,12 @@ def main() -> None:
         old = best[f"baseline {args.baseline}"]
         print()
         print("; ".join(f"{name} / baseline: {rate / old:.2f}x" for name, rate in best.items() if name.startswith("this")))
+    print()
+    first = next(iter(outputs))
+    for name, (tables_equal, files_equal, files) in same.items():
+        if name != first:
+            print(f"Verdicts of {name} vs {first}: {tables_equal} of {files} accepted/rejected tables equal, "
+                  f"{files_equal} byte-identical")
 
     # Where one example's CPU goes (this checkout, one core).
     subset = [row for rows in tables.values() for row in rows[: args.subset // len(LANGUAGES)]]
