@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -48,8 +47,6 @@ from workbench.tables import FILTERED, GENERATED, LID_VOTE
 
 STAGE = "filter"
 log = logging.getLogger(__name__)
-
-_VOTE_TYPES = (pa.large_string(), pa.large_string(), pa.large_string(), pa.float64())  # LID_VOTE's fields
 
 # Worker-process state (set by _init_worker or inherited through fork).
 _STATE: dict[str, object] = {}
@@ -142,22 +139,36 @@ def _filter_in_pool(pool: ProcessPoolExecutor, table_rows: dict[str, list[dict]]
         yield code, [(list(v.reasons) + d, v) for v, d in zip(verdicts[code], future.result())]
 
 
+def _arrow(values: list, dtype: pl.DataType) -> pa.Array:
+    """A flat Arrow array made by polars (``pyarrow.array`` on a list imports pandas: ~0.3 CPU-s)."""
+    return pl.Series(values, dtype=dtype).to_arrow()
+
+
+def _lists(rows: list, dtype: pl.DataType, flat: pa.Array | None = None) -> pl.Series:
+    """A polars list column from one list per row, built as an Arrow list array over the flat values."""
+    offsets = [0]
+    for items in rows:
+        offsets.append(offsets[-1] + len(items))
+    if flat is None:
+        flat = _arrow([item for items in rows for item in items], dtype)
+    return pl.from_arrow(pa.LargeListArray.from_arrays(_arrow(offsets, pl.Int64()), flat))
+
+
 def _frame(table: pl.DataFrame, indexes: list[int], results: list[tuple[list[str], Verdict]]) -> pl.DataFrame:
     """The rows ``indexes`` of ``table`` (a language's ok rows in slot order) with their verdicts, as
     FILTERED columns: the generated columns taken as they are, the verdict columns built column-wise
     (the list columns through Arrow) rather than a dict per row."""
     chosen = [results[i] for i in indexes]
-    votes = [vote for _, verdict in chosen for vote in verdict.votes]  # (field, member, label, prob)
-    offsets = np.zeros(len(chosen) + 1, dtype=np.int64)
-    np.cumsum([len(verdict.votes) for _, verdict in chosen], out=offsets[1:])
+    votes = [verdict.votes for _, verdict in chosen]  # (field, member, label, prob) per vote
+    flat = [vote for row_votes in votes for vote in row_votes]
     struct = pa.StructArray.from_arrays(
-        [pa.array([vote[k] for vote in votes], type=kind) for k, kind in enumerate(_VOTE_TYPES)],
+        [_arrow([vote[k] for vote in flat], dtype) for k, dtype in enumerate(LID_VOTE.to_schema().values())],
         names=list(LID_VOTE.to_schema()))
     verdicts = pl.DataFrame({
-        "reasons": pl.from_arrow(pa.array([reasons for reasons, _ in chosen], type=pa.large_list(pa.large_string()))),
+        "reasons": _lists([reasons for reasons, _ in chosen], pl.Utf8()),
         "lid_language": pl.Series([verdict.lid_language for _, verdict in chosen], dtype=pl.Utf8()),
         "lid_support": pl.Series([verdict.lid_support for _, verdict in chosen], dtype=pl.Float64()),
-        "lid_votes": pl.from_arrow(pa.LargeListArray.from_arrays(pa.array(offsets), struct)),
+        "lid_votes": _lists(votes, LID_VOTE, struct),
         "lid_accepted_as": pl.Series([None if reasons else verdict.lid_accepted_as for reasons, verdict in chosen],
                                      dtype=pl.Utf8()),
     })
