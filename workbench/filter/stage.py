@@ -66,7 +66,7 @@ def _check_chunk(rows: list[dict]) -> list[Verdict]:
 
 def _whole_example(row: dict) -> tuple[str, ...] | None:
     parts = tuple(row.get(f) or "" for f in FAMILIES[row["family"]].fields)
-    return parts if any(p.strip() for p in parts) else None
+    return parts if any(p and not p.isspace() for p in parts) else None  # some field is not blank
 
 
 def _dedup_views(rows: list[dict], eligible: list[bool]) -> dict[str, list]:
