@@ -139,6 +139,69 @@ def test_ascii_texts_normalise_as_through_nfkc_and_the_regex(texts):
     assert [normalise(t) for t in samples] == [reference(t) for t in samples]
 
 
+def test_ascii_letters_are_the_regexs_letters(texts):
+    """letters_of()'s ASCII path (bytes.translate) keeps what ``\\P{L}+`` removal keeps, on every ASCII
+    character, random ASCII strings and the real texts; letters_and_head() as from the regex."""
+    from workbench.filter.script import _NON_LETTERS, letters_and_head, letters_of
+
+    rng = random.Random(11)
+    ascii_chars = "".join(map(chr, range(128)))
+    samples = list(ascii_chars) + ["".join(rng.choice(ascii_chars) for _ in range(rng.randrange(60)))
+                                   for _ in range(20000)]
+    samples += [t for t in texts if t is not None]
+    assert sum(t.isascii() for t in samples) > 20000 and sum(not t.isascii() for t in samples) > 2000
+    assert [letters_of(t) for t in samples] == [_NON_LETTERS.sub("", t) for t in samples]
+    for text in samples[-3000:]:
+        for head in (0, 5, 400):
+            assert letters_and_head(text, head) == (_NON_LETTERS.sub("", text), len(_NON_LETTERS.sub("", text[:head])))
+
+
+def _literal_beginning(alternative: str) -> str:
+    """What an alternative of a pattern matches literally before its first group, class, anchor or
+    quantified character (after a leading ``\\b``)."""
+    text, out, i = alternative.removeprefix(r"\b"), [], 0
+    while i < len(text):
+        if text[i] == "\\" and text[i + 1 : i + 2] in ("{", "[", "<"):
+            char, step = text[i + 1], 2  # an escaped literal
+        elif text[i].isalnum() or text[i] in " ',<":
+            char, step = text[i], 1
+        else:
+            break
+        if text[i + step : i + step + 1] in ("?", "*", "{"):
+            break  # quantified: it may be absent
+        out.append(char)
+        i += step
+    return "".join(out)
+
+
+def test_a_field_without_the_needed_characters_is_not_boilerplate(texts):
+    """rule_boilerplate skips the scan of a field with none of BOILERPLATE_NEEDS: every alternative of
+    the placeholder and refusal patterns begins with a literal holding one of them, and every code
+    point that matches that literal's character under IGNORECASE is among them."""
+    import sys
+
+    import regex
+
+    from workbench.filter.rules import _BOILERPLATE, BOILERPLATE_NEEDS, PLACEHOLDERS, REFUSALS, _may_be_boilerplate
+
+    every = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c < 0xE000)
+    needs = set(BOILERPLATE_NEEDS)
+
+    def sound(char: str) -> bool:  # whatever matches char case-insensitively is a needed character
+        return set(regex.compile(regex.escape(char), regex.IGNORECASE).findall(every)) <= needs
+
+    assert [alt for alt in PLACEHOLDERS + REFUSALS
+            if not any(sound(char) for char in set(_literal_beginning(alt)) & needs)] == []
+    assert _literal_beginning(r"\bas an ai(?: language)? model\b") == "as an ai"
+    assert _literal_beginning(r"\{\{?\s*[A-Za-z_]") == "{"
+    written = ["As an AI language model, I", "AS AN A\u0130 MODEL", "{query}", "[insert text here]", "<your name>",
+               "Lorem ipsum dolor", "I'm sorry, but no", "\u0130 CANNOT HELP", "Here is the JSON:", "i apologize"]
+    assert all(_BOILERPLATE.search(t) and _may_be_boilerplate(t) for t in written)
+    real = [t for t in texts if t is not None] + [f"{t} {w}" for t, w in zip(texts[::10], written * 30) if t]
+    assert sum(not _may_be_boilerplate(t) for t in real) > 1000  # the skip is taken on real text
+    assert [t for t in real if _BOILERPLATE.search(t) and not _may_be_boilerplate(t)] == []
+
+
 def test_an_examples_normal_form_is_made_of_its_fields(texts):
     """normalise_lines(parts) == normalise("\\n".join(parts)), also for parts that begin with a combining
     mark, are punctuation or space only, empty, or hold a separator U+001C-U+001F."""

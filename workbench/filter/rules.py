@@ -43,20 +43,29 @@ REASONS: dict[str, str] = {
     "near_duplicate": "MinHash Jaccard >= filter.near_threshold with an earlier row (query or whole example)",
 }
 
-_PLACEHOLDER = regex.compile(
-    r"\{\{?\s*[A-Za-z_][A-Za-z0-9_ ]{0,40}\}?\}"  # {query}, {{ task }}
-    r"|\[(?:insert|your|add|placeholder|query|document|text)[^\]]{0,60}\]"  # [insert text here]
-    r"|<(?:insert|placeholder|your)[^>]{0,60}>"
-    r"|\blorem ipsum\b",
-    regex.IGNORECASE,
+# The alternatives of the two patterns, one a line (a test reads them).
+PLACEHOLDERS = (
+    r"\{\{?\s*[A-Za-z_][A-Za-z0-9_ ]{0,40}\}?\}",  # {query}, {{ task }}
+    r"\[(?:insert|your|add|placeholder|query|document|text)[^\]]{0,60}\]",  # [insert text here]
+    r"<(?:insert|placeholder|your)[^>]{0,60}>",
+    r"\blorem ipsum\b",
 )
-_REFUSAL = regex.compile(
-    r"\bas an ai(?: language)? model\b|\bi(?:'m| am) sorry,? but\b|\bi can(?:not|'t) (?:help|assist|fulfill|comply|provide|create|generate)\b"
-    r"|\bi(?:'m| am) (?:not able|unable) to\b|\bi apologi[sz]e\b|\bhere is (?:the|a|an) (?:json|example)\b",
-    regex.IGNORECASE,
+REFUSALS = (
+    r"\bas an ai(?: language)? model\b",
+    r"\bi(?:'m| am) sorry,? but\b",
+    r"\bi can(?:not|'t) (?:help|assist|fulfill|comply|provide|create|generate)\b",
+    r"\bi(?:'m| am) (?:not able|unable) to\b",
+    r"\bi apologi[sz]e\b",
+    r"\bhere is (?:the|a|an) (?:json|example)\b",
 )
+_PLACEHOLDER = regex.compile("|".join(PLACEHOLDERS), regex.IGNORECASE)
+_REFUSAL = regex.compile("|".join(REFUSALS), regex.IGNORECASE)
 # both, for the common case of a field with neither: one scan instead of two
 _BOILERPLATE = regex.compile(f"(?:{_PLACEHOLDER.pattern})|(?:{_REFUSAL.pattern})", regex.IGNORECASE)
+# Every alternative begins with "{", "[" or "<", or has an "i" in its literal beginning (lorem Ipsum, as
+# an AI, I'm, here is), and under IGNORECASE only i, I and U+0130 match "i": a field with none of these
+# (most fields in scripts other than Latin) cannot match and is not scanned (tested)
+BOILERPLATE_NEEDS = ("i", "I", "{", "[", "<", "\u0130")
 _NON_WORD = regex.compile(r"[\p{P}\p{S}\s]+")
 _SPACES = regex.compile(r"\s+")
 # white space to str.strip and str.split that the punctuation-and-space runs leave alone (U+001C-U+001F)
@@ -232,11 +241,16 @@ def rule_query_copied(row: dict, family: str, section, unspaced: bool, norms: di
     return []
 
 
+def _may_be_boilerplate(text: str) -> bool:
+    """Has ``text`` a character every placeholder and refusal needs (:data:`BOILERPLATE_NEEDS`)?"""
+    return "i" in text or "I" in text or "{" in text or "[" in text or "<" in text or "\u0130" in text
+
+
 def rule_boilerplate(plan: _Plan, texts: list[str]) -> list[str]:
     out = []
     for field, text in zip(plan.fields, texts):
-        if _BOILERPLATE.search(text) is None:
-            continue  # neither (most fields): one scan
+        if not _may_be_boilerplate(text) or _BOILERPLATE.search(text) is None:
+            continue  # neither (most fields): one scan, or none
         if _PLACEHOLDER.search(text):
             out.append(f"placeholder:{field.name}")
         if _REFUSAL.search(text):
