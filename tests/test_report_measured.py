@@ -14,6 +14,7 @@ import pytest
 
 import report_inputs as ri
 from workbench.config import ReportSection
+from workbench.encoder import minilm_path
 from workbench.languages import load_registry
 from workbench.report.stage import analyse, load_results, miracl_chart_values, build_report
 from workbench.report.references import HARD_NEGATIVES_V1, load_references, reference_dir
@@ -155,7 +156,8 @@ def trained_on_double(shared_data, tmp_path_factory):
     contract = json.loads((model / "workbench_encoder.json").read_text())
     eval_dir = root / "eval"
     eval_dir.mkdir()
-    base_r, base_pq = ri.tatoeba_measured(shared_data, {"sw": "swh", "am": "amh"}, "minilm", contract["base_model"])
+    assert contract["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"  # named for readers, not by its path
+    base_r, base_pq = ri.tatoeba_measured(shared_data, {"sw": "swh", "am": "amh"}, "minilm", str(minilm_path()))
     ft_r, ft_pq = ri.tatoeba_measured(shared_data, {"sw": "swh", "am": "amh"}, "minilm-ft", str(model))
     pl.concat([base_r, ft_r]).write_parquet(eval_dir / "results.parquet")
     pl.concat([base_pq, ft_pq]).write_parquet(eval_dir / "per_query.parquet")

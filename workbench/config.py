@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import ConfigError
 from workbench.eval.targets import EVAL_TASKS
@@ -33,7 +33,24 @@ from workbench.stages import STAGE_NAMES
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has real types, so a bool, a string or a float where an int is meant is a mistake
+    # to name, not a value to coerce (``seed = true`` would plan with seed 1). An int where a float
+    # is meant (``timeout_s = 30``) is still fine: pydantic's strict mode accepts it.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+NAME_LIMIT = 100  # characters in a name that becomes a folder or file name
+
+
+def check_single_component(value: str, what: str) -> str:
+    """``value`` if it is one plain file name; a name that could reach outside its folder (empty,
+    ``.``/``..``, a path separator, a control character, too long) raises with ``what`` it names."""
+    bad = (not value or value in (".", "..") or "/" in value or "\\" in value or len(value) > NAME_LIMIT
+           or any(ord(ch) < 32 or ord(ch) == 127 for ch in value))
+    if bad:
+        raise ValueError(f"{value!r} is not a single file name ({what}; no '/', no '..', no control characters, "
+                         f"at most {NAME_LIMIT} characters)")
+    return value
 
 
 def _check_family(name: str) -> None:
@@ -51,6 +68,11 @@ class RunSection(Section):
     families: list[str] = Field(default_factory=lambda: list(FAMILY_NAMES))
     quota: int | None = Field(default=None, ge=1, description="examples per language for all languages")
     quotas: dict[str, int] = Field(default_factory=dict, description="per-language overrides")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, name: str) -> str:
+        return check_single_component(name, "the run directory defaults to runs/<name>")
 
     @field_validator("families")
     @classmethod
@@ -297,6 +319,46 @@ class TrainSection(Section):
 EvalTask = Literal[EVAL_TASKS]  # declared once, with their builders, in workbench/eval/targets.py
 
 
+class PasskeySection(Section):
+    """``[eval.passkey]``: the grid of the long-context probe (``task = "passkey"``, docs/eval.md).
+
+    Lengths are in the evaluated encoder's own tokens (the document text, special tokens left out),
+    capped by what the encoder reads: ``max_length`` when given, else its own window. The RoPE
+    overrides apply to decoders with rotary positions only (as in the E5-mistral paper, section 5.2).
+    """
+
+    lengths: list[int] = Field(default_factory=lambda: [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768])
+    depths: list[float] = Field(default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0],
+                                description="needle positions, percent of the document (0 = start)")
+    queries: int = Field(default=50, ge=1, description="queries per (language, length, depth)")
+    candidates: int = Field(default=100, ge=2, description="documents each query is ranked among")
+    seed: int = 13
+    max_length: int | None = Field(default=None, ge=16, description="tokens the encoder reads (default: its window)")
+    rope_theta: float | None = Field(default=None, gt=0, description="RoPE base override (decoders with RoPE)")
+    sliding_window: int | None = Field(default=None, ge=1, description="attention window override (decoders)")
+
+    @field_validator("lengths")
+    @classmethod
+    def _lengths(cls, lengths: list[int]) -> list[int]:
+        if not lengths or any(n < 16 for n in lengths):
+            raise ValueError("give one or more lengths of at least 16 tokens")
+        return sorted(set(lengths))
+
+    @field_validator("depths")
+    @classmethod
+    def _depths(cls, depths: list[float]) -> list[float]:
+        if not depths or any(not 0 <= d <= 100 for d in depths):
+            raise ValueError("depths are percentages from 0 (start) to 100 (end)")
+        return sorted(set(depths))
+
+    @model_validator(mode="after")
+    def _enough_candidates(self) -> "PasskeySection":
+        if self.queries > self.candidates:
+            raise ValueError(f"queries ({self.queries}) must not exceed candidates ({self.candidates}): "
+                             "each query asks for a different document's person")
+        return self
+
+
 class EvalSection(Section):
     """``workbench eval``: which model(s), task, languages and data to evaluate.
 
@@ -316,6 +378,7 @@ class EvalSection(Section):
     batch_size: int = Field(default=32, ge=1)
     pooling: Literal["mean", "last_token", "cls"] | None = None
     device: str | None = None
+    passkey: PasskeySection = Field(default_factory=PasskeySection, description="task 'passkey' only")
 
     @field_validator("languages")
     @classmethod
@@ -324,6 +387,16 @@ class EvalSection(Section):
             if not code or not code.replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"'{code}' is not a language code")
         return languages
+
+    @field_validator("system")
+    @classmethod
+    def _system_is_a_folder_name(cls, system: str | None) -> str | None:
+        return None if system is None else check_single_component(system, "results go to eval/runs/<system>/")
+
+    @field_validator("split")
+    @classmethod
+    def _split_is_a_name(cls, split: str | None) -> str | None:
+        return None if split is None else check_single_component(split, "it names eval/runs/<system>/<task>-<lang>-<split>.trec")
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -369,6 +442,14 @@ class EvalTarget(Section):
     languages: list[str] = Field(default_factory=list, description="empty: every language the task/data has")
     corpus: Literal["hard-negatives", "full"] = "hard-negatives"
     split: str | None = None
+    passkey: PasskeySection = Field(default_factory=PasskeySection, description="task 'passkey' only")
+    systems: list[Literal["bm25", "base", "trained"]] | None = Field(
+        default=None, description="which of [pipeline] eval_systems evaluate this target (default: all)")
+
+    @field_validator("split")
+    @classmethod
+    def _split_is_a_name(cls, split: str | None) -> str | None:
+        return None if split is None else check_single_component(split, "it names eval/runs/<system>/<task>-<lang>-<split>.trec")
 
 
 class PipelineSection(Section):
@@ -410,6 +491,28 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
+# pydantic's strict type errors: the line also shows the value as written
+_TYPE_ERRORS = {
+    "int_type": "write a whole number without quotes or decimal point, e.g. 7",
+    "float_type": "write a number without quotes, e.g. 0.5",
+    "bool_type": "write true or false without quotes",
+    "string_type": 'write text in quotes, e.g. "sw"',
+    "list_type": 'write a list in brackets, e.g. ["sw", "yo"]',
+    "dict_type": "write a table, e.g. {sw = 100}",
+}
+
+
+def _toml_value(value: Any) -> str:
+    """A value as TOML spells it (``true``, ``"7"``, ``2.0``), for error lines about types."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"' if len(value) <= 40 else f'"{value[:37]}..."'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
 def parse_config(data: dict[str, Any], where: str) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
@@ -421,6 +524,8 @@ def parse_config(data: dict[str, Any], where: str) -> RunConfig:
             message = "not a known setting (check the spelling)"
         elif problem["type"] == "missing":
             message = "required but missing"
+        elif problem["type"] in _TYPE_ERRORS:
+            message = f"{message}, not {_toml_value(problem['input'])} ({_TYPE_ERRORS[problem['type']]})"
         raise ConfigError(f"field '{location}': {message}", where=where) from None
 
 

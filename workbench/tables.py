@@ -59,6 +59,9 @@ def conform(df: pl.DataFrame, schema: Schema, where: str) -> pl.DataFrame:
     """
     from workbench.errors import TableError, first_line
 
+    # columns added after tables were first written (all nullable): an older table reads with nulls
+    df = df.with_columns(pl.lit(None, dtype=schema[name]).alias(name) for name in ADDED_LATER
+                         if name in schema and name not in df.columns)
     missing = [name for name in schema if name not in df.columns]
     if missing:
         raise TableError(
@@ -120,6 +123,24 @@ AUDIT_SUMMARY: Schema = {
 
 
 # --- eval ------------------------------------------------------------------------------------
+# The long-context probe (task "passkey", workbench/eval/passkey.py) measures one dataset at many
+# cells: these columns are part of a row's key in eval/results.parquet and eval/per_query.parquet,
+# null for every other task.
+EVAL_CELL: Schema = {
+    "context_tokens": pl.Int64(),  # document length in the evaluated encoder's tokens (no special tokens)
+    "needle_depth": pl.Float64(),  # where the needle sits, percent of the document (0 = start)
+    "rope_theta": pl.Float64(),  # RoPE base override the encoder ran with (null: the model's own)
+    "sliding_window": pl.Int64(),  # attention window override (null: the model's own)
+}
+EVAL_CELL_KEY: tuple[str, ...] = tuple(EVAL_CELL)
+# What a passkey row was measured on, beside its key (null for other tasks).
+EVAL_PASSKEY_FACTS: Schema = {
+    "context_chars_median": pl.Float64(),  # median characters of that language's documents at this length
+    "context_words_median": pl.Float64(),  # median whitespace words (null for scripts written without spaces)
+    "needle_template": pl.Utf8(),  # "language: <provenance>" or "neutral ({name}: {passkey})"
+    "needle_names": pl.Utf8(),  # "<script>: <provenance>" or "romanized (synthetic)"
+}
+
 # eval/results.parquet: one row per (system, task, language, metric). Values are in percent
 # (nDCG@10 = 40.6 means 0.406) so they compare directly with published tables.
 EVAL_RESULTS: Schema = {
@@ -135,6 +156,8 @@ EVAL_RESULTS: Schema = {
     "n_docs": pl.Int64(),
     "source": pl.Utf8(),  # "measured" here; reference rows carry their paper / MTEB source
     "created_at": pl.Utf8(),
+    **EVAL_CELL,
+    **EVAL_PASSKEY_FACTS,
 }
 
 # eval/per_query.parquet: the per-query (per sentence pair, for bitext mining) scores behind each
@@ -152,7 +175,13 @@ EVAL_PER_QUERY: Schema = {
     "metric": pl.Utf8(),
     "query_id": pl.Utf8(),
     "score": pl.Float64(),
+    **EVAL_CELL,
 }
+
+
+# Nullable columns added to existing tables: an eval table written before them reads with nulls
+# (conform adds them), so an older run's results stay readable.
+ADDED_LATER: frozenset[str] = frozenset({*EVAL_CELL, *EVAL_PASSKEY_FACTS})
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -259,6 +288,27 @@ REPORT_COMPARISONS: Schema = {
     "p_holm": pl.Float64(),  # Holm-adjusted within (system pair, task, metric) across languages
     "holm_family_size": pl.Int64(),
     "significant": pl.Boolean(),  # p_holm < 0.05
+}
+# report/passkey.parquet: the passkey probe per system setting, language and length: accuracy over all
+# depths (needle_depth null) and per depth, each the mean of per-query scores, with its 95% bootstrap interval.
+REPORT_PASSKEY: Schema = {
+    "system": pl.Utf8(),
+    "model": pl.Utf8(),
+    "dataset": pl.Utf8(),
+    "language": pl.Utf8(),
+    "tier": pl.Utf8(),
+    "rope_theta": pl.Float64(),
+    "sliding_window": pl.Int64(),
+    "context_tokens": pl.Int64(),
+    "needle_depth": pl.Float64(),  # null: every depth pooled
+    "accuracy": pl.Float64(),  # percent
+    "ci_low": pl.Float64(),
+    "ci_high": pl.Float64(),
+    "n_queries": pl.Int64(),
+    "context_chars_median": pl.Float64(),
+    "context_words_median": pl.Float64(),
+    "needle_template": pl.Utf8(),
+    "needle_names": pl.Utf8(),
 }
 # report/compare.parquet (compare mode): per language, task and metric, B minus A.
 REPORT_COMPARE: Schema = {

@@ -30,18 +30,22 @@ import polars as pl
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
+from workbench.eval import sharded
 from workbench.eval.targets import Target, build_target
+from workbench.progress import EvalWatch
+from workbench.train.card import refresh_model_cards
 from workbench.run import Run, StageResult, atomic_write_bytes, now
 from workbench.runner import run_stage
 from workbench.stages import StageInput
-from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
+from workbench.tables import EVAL_CELL_KEY, EVAL_PER_QUERY, EVAL_RESULTS
 
 log = logging.getLogger(__name__)
 STAGE = "eval"
 
 METRICS = ("ndcg_at_10", "recall_at_100", "recall_at_10", "mrr_at_10", "ndcg_at_100")
 BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
-RESULT_KEY = ("system", "model", "task", "dataset", "language", "split", "metric")
+# the cell columns (passkey length, depth, RoPE overrides) are null for every other task
+RESULT_KEY = ("system", "model", "task", "dataset", "language", "split", "metric", *EVAL_CELL_KEY)
 RUN_DEPTH = 100
 
 
@@ -49,11 +53,13 @@ ONE_SECTION = "[eval]"  # run_eval's systems: [eval]'s model (and BM25 when [eva
 PIPELINE_SYSTEMS = "[pipeline]"  # the pipeline's: every [pipeline] eval_systems entry on [eval] and each eval_also target
 
 
-def run_eval(run: Run, config: RunConfig, registry: Registry, *, systems: str = ONE_SECTION) -> StageResult:
+def run_eval(run: Run, config: RunConfig, registry: Registry, *, systems: str = ONE_SECTION,
+             progress=None) -> StageResult:
     """Evaluate through the runner and upsert ``eval/results.parquet``: by default ``config.eval.model``
     (and BM25 when asked) on ``[eval]``'s task; ``systems=PIPELINE_SYSTEMS`` is what ``workbench run``
-    evaluates (see :func:`eval_sections`)."""
-    return run_stage(run, STAGE, config, registry, options={"systems": systems})
+    evaluates (see :func:`eval_sections`). ``progress`` gets a :class:`~workbench.progress.EvalProgress`
+    as systems start and texts are embedded (the CLI's view)."""
+    return run_stage(run, STAGE, config, registry, options={"systems": systems}, progress=progress)
 
 
 def outside_inputs(config: Any) -> list[str]:
@@ -80,9 +86,10 @@ def eval_sections(run: Run, config: Any, systems: str) -> list[Any]:
              "trained": (f"{base_name}-ft", str(run.stage_dir("train") / "model"))}
     sections = []
     for target in [{}, *(t.model_dump() for t in config.pipeline.eval_also)]:
-        for key in config.pipeline.eval_systems:
+        only = target.pop("systems", None)  # an eval_also target may name a subset of eval_systems
+        for key in [k for k in config.pipeline.eval_systems if only is None or k in only]:
             system, model = named[key]
-            if model == "bm25" and target.get("task", config.eval.task) == "tatoeba":
+            if model == "bm25" and target.get("task", config.eval.task) in ("tatoeba", "passkey"):
                 continue
             sections.append(config.eval.model_copy(update={**target, "model": model, "system": system, "bm25": False}))
     return sections
@@ -96,15 +103,22 @@ def evaluate(inputs: StageInput) -> StageResult:
     query_counts: dict[str, Any] = {}
     sources: dict[str, Any] = {}
     system_names: list[str] = []
-    for section in eval_sections(run, inputs.config, inputs.options.get("systems", PIPELINE_SYSTEMS)):
+    sections = eval_sections(run, inputs.config, inputs.options.get("systems", PIPELINE_SYSTEMS))
+    watch = EvalWatch(inputs.progress, len(sections))  # the CLI's view: task, system, texts/s, ETA
+    for index, section in enumerate(sections, 1):
         target = build_target(section, registry)
-        systems = _build_systems(section, run)
+        # under torchrun every rank encodes its shards of the corpus (workbench/eval/sharded.py)
+        systems = sharded.distribute(_build_systems(section, run), section, target, run)
         section_rows = []
         for system, model_label, model in systems:
             if target.kind == "bitext" and system_is_bm25(model):
                 log.warning("bm25 cannot mine bitext (it ranks passages, it has no sentence vectors): skipped on %s", target.task_name)
                 continue
+            if target.kind == "passkey" and system_is_bm25(model):
+                log.warning("bm25 has no passkey probe (it ranks by shared words, not by a read context): skipped")
+                continue
             log.info("eval %s on %s (%s)", system, target.task_name, ", ".join(target.datasets))
+            watch.start(index, target, system, model)
             aggregate, scores = _evaluate(run, target, system, model_label, model)
             section_rows.extend(aggregate)
             per_query.extend(scores)
@@ -122,6 +136,7 @@ def evaluate(inputs: StageInput) -> StageResult:
         previous = json.loads(path.read_text()) if path.is_file() else {}
         previous.update(update)
         atomic_write_bytes(path, json.dumps(previous, indent=2, sort_keys=True, ensure_ascii=False).encode())
+    refresh_model_cards(run)  # the model card of this run's trained model: its Evaluation section, now
     outputs = {"eval/results.parquet": table.height, "eval/per_query.parquet": per_query_table.height}
     return StageResult(STAGE, outputs=outputs,
                        stats={"query_counts": query_counts, "systems": list(dict.fromkeys(system_names))})
@@ -152,6 +167,7 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
         return systems
     from workbench.encoder import minilm_path
     from workbench.eval.encoders import WorkbenchEncoder
+    from workbench.eval.passkey import encoder_overrides
 
     if section.model == "minilm":
         path, default_name = minilm_path(), "minilm"
@@ -166,6 +182,7 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
         batch_size=section.batch_size,
         device=section.device,
         name=name,
+        **encoder_overrides(section),
     )
     systems.append((name, section.model if section.model == "minilm" else str(path), encoder))
     if section.bm25:
@@ -181,8 +198,10 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
 
     from workbench.eval.per_query import bitext_scores, retrieval_scores
 
+    if target.kind == "passkey":  # a direct top-1 computation over its own documents (workbench/eval/passkey.py)
+        return target.task.evaluate(run, system, model_label, model)
     eval_dir = run.stage_dir("eval")
-    predictions = eval_dir / "predictions" / system
+    predictions = run.inside(eval_dir / "predictions" / system)  # the system name becomes a folder
     predictions_file = predictions / f"{target.task_name}_predictions.json"
     result = mteb.evaluate(
         model,
@@ -196,7 +215,7 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
         raise WorkbenchError("mteb wrote no predictions file", where=str(predictions_file))
     ranked = json.loads(predictions_file.read_text(encoding="utf-8"))
     if target.kind == "retrieval":
-        _write_trec_runs(ranked, eval_dir / "runs" / system, target)
+        _write_trec_runs(ranked, run.inside(eval_dir / "runs" / system), target)
     created = now()
     metrics = BITEXT_METRICS if target.kind == "bitext" else METRICS
     rows, per_query = [], []
@@ -259,7 +278,7 @@ def _upsert(run: Run, rows: list[dict[str, Any]]) -> pl.DataFrame:
     new = pl.DataFrame(rows, schema=EVAL_RESULTS)
     if run.has_table("eval", "results"):
         old = run.read_table("eval", "results", EVAL_RESULTS)
-        new = pl.concat([old.join(new.select(RESULT_KEY), on=list(RESULT_KEY), how="anti"), new])
+        new = pl.concat([old.join(new.select(RESULT_KEY), on=list(RESULT_KEY), how="anti", nulls_equal=True), new])
     new = new.sort(["task", "dataset", "system", "metric"])
     run.write_table("eval", "results", new, EVAL_RESULTS)
     return new
@@ -270,7 +289,7 @@ def _upsert_per_query(run: Run, rows: list[dict[str, Any]]) -> pl.DataFrame:
     new = pl.DataFrame(rows, schema=EVAL_PER_QUERY)
     if run.has_table("eval", "per_query"):
         old = run.read_table("eval", "per_query", EVAL_PER_QUERY)
-        new = pl.concat([old.join(new.select(RESULT_KEY).unique(), on=list(RESULT_KEY), how="anti"), new])
+        new = pl.concat([old.join(new.select(RESULT_KEY).unique(), on=list(RESULT_KEY), how="anti", nulls_equal=True), new])
     new = new.sort(["task", "dataset", "system", "metric", "query_id"])
     run.write_table("eval", "per_query", new, EVAL_PER_QUERY)
     return new

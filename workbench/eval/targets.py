@@ -256,6 +256,12 @@ def _beir_target(section: Any, registry: Registry) -> Target:
                    qrels={c: s.qrels for c, s in splits.items()})
 
 
+def _passkey_target(section: Any, registry: Registry) -> Target:
+    from workbench.eval import passkey
+
+    return passkey.build_target(section, registry)
+
+
 def _lang_tag(registry: Registry, code: str) -> str:
     """mteb language tag (ISO 639-3 + script), e.g. yor-Latn; eng-Latn for folder names that are not codes."""
     if code in registry:
@@ -273,5 +279,6 @@ TARGETS: dict[str, Callable[[Any, Registry], Target]] = {
     "xquad": _local_files_target,
     "beir": _local_files_target,
     "tatoeba": _tatoeba_target,
+    "passkey": _passkey_target,
 }
 EVAL_TASKS: tuple[str, ...] = tuple(TARGETS)

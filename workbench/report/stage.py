@@ -42,6 +42,7 @@ from workbench.tables import (
     REPORT_GAPS,
     REPORT_GROUPS,
     REPORT_MEASURED,
+    REPORT_PASSKEY,
     REPORT_SCORES,
 )
 from workbench.report import STAGE
@@ -49,6 +50,7 @@ from workbench.report import measured as measured_mod
 from workbench.report.analysis import Analysis, analyse
 from workbench.report.compare import compare, compare_view, run_compare
 from workbench.report.inputs import load_audit, load_results
+from workbench.report.passkey import passkey_section, without_passkey
 from workbench.report.plots import measured_plots, miracl_chart_values, miracl_plots
 from workbench.report.references import load_references, reference_dir
 from workbench.report.render import (
@@ -112,9 +114,14 @@ def build_report(
     audit_df = load_audit(audit, registry)
     refs = load_references(reference_dir(config.reference_dir))
     per_query = measured_mod.load_per_query(results)
-    analysis = analyse(frame, audit_df, refs, registry, config)
+    # the passkey probe has its own section (many cells per dataset); the other sections never see its rows
+    passkey = passkey_section(frame, per_query, registry)
+    everything = frame
+    frame, per_query = without_passkey(frame, per_query)
+    # a run with passkey results only: the systems (focus, training card) still come from its rows
+    analysis = analyse(frame if frame.height else everything, audit_df, refs, registry, config)
     measured = measured_mod.measure(frame, per_query, registry, analysis.focus)
-    cards = measured_mod.training_cards(frame)
+    cards = measured_mod.training_cards(everything)
     inputs = [{"role": "results", "path": str(p), "sha256": file_sha256(Path(p))} for p in results]
     for p in results:
         if (Path(p).parent / measured_mod.PER_QUERY_FILE).is_file():
@@ -130,6 +137,7 @@ def build_report(
     first = {
         "sections": sections, "significance": significance_lines(measured), "cards": cards, "warnings": warnings,
         "compare_link": compare_link, "measured_notes": measured.notes, "comparisons": measured.comparisons,
+        "passkey": passkey,
         "tatoeba_builder": lambda ids: tatoeba_rows(measured, audit_df, cards, refs, analysis.focus, registry, ids),
     }
     html, markdown = render(analysis, config, inputs, plots, first)
@@ -141,6 +149,8 @@ def build_report(
     outputs |= write_table(out, "gaps", analysis.gaps, REPORT_GAPS)
     outputs |= write_table(out, "groups", analysis.groups, REPORT_GROUPS)
     outputs |= write_table(out, "data", analysis.data, REPORT_DATA)
+    if passkey is not None:
+        outputs |= write_table(out, "passkey", passkey["table"], REPORT_PASSKEY)
     meta = {"focus": analysis.focus, "primary_reference": analysis.primary, "inputs": inputs,
             "reference_dir": str(refs.directory), "headline": analysis.headline, "notes": analysis.notes,
             "measured_significance": first["significance"], "warnings": warnings,
