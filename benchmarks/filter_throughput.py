@@ -8,7 +8,8 @@ Examples: every task family's fields filled with real Tatoeba sentences and XQuA
   1 worker at the default (strict) policy, by this checkout and by ``--baseline`` (a git revision,
   exported with ``git archive`` into a temporary folder), each in its own fresh process, in
   alternating order (``--repeats`` rounds); CPU-seconds of the process (and its workers) are the
-  load-independent figure, the best round of each is reported;
+  less load-dependent figure, the best round of each is reported; and whether each version's
+  accepted/rejected tables equal the first version's (row for row, and byte for byte);
 * how much text reaches LID per example, how often each member is asked and the vote cache's hits;
 * each LID member alone over the texts the filter sends to LID, the script check, the rules without
   LID and the dedup, on one core (this checkout).
@@ -54,6 +55,25 @@ run = Run.create(out)
 for path in sorted(generated.glob("*.parquet")):
     run.write_table("generated", path.stem, pl.read_parquet(path), GENERATED)
 config = RunConfig.model_validate({"filter": overrides})
+spent = {}
+if len(sys.argv) > 5 and sys.argv[5] == "parts":  # CPU by part of the stage (the timers add a few %)
+    import functools
+    import workbench.filter.lid as lid, workbench.filter.members as members, workbench.filter.stage as stage
+    def timed(owner, attr, label):
+        inner = getattr(owner, attr)
+        @functools.wraps(inner)
+        def wrapper(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.process_time() - start
+        setattr(owner, attr, wrapper)
+    for owner, attr, label in ((lid.Ensemble, "load", "load"), (stage, "_check_chunk", "checks"),
+                               (lid.Ensemble, "decide", "lid"), (members._FastText, "predict", "fastText"),
+                               (members.Cld2Member, "predict", "CLD2"), (members.LangidMember, "predict", "langid"),
+                               (stage, "_dedup_task", "dedup"), (stage, "_frame", "tables"), (Run, "write_table", "write")):
+        timed(owner, attr, label)
 def cpu():
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
@@ -62,8 +82,23 @@ result = run_filter(run, config, registry)
 languages = result.stats["languages"]
 print(json.dumps({"cpu": cpu() - before, "wall": time.perf_counter() - start,
                   "examples": sum(v["generated_ok"] for v in languages.values()),
-                  "accepted": sum(v["accepted"] for v in languages.values())}))
+                  "accepted": sum(v["accepted"] for v in languages.values()), "parts": spent}))
 """
+
+# Rows of the CPU-by-part table: (label, seconds from the child's timers and its CPU total).
+PARTS = (
+    ("load the LID models", lambda p, total: p["load"]),
+    ("rules, script, no_text (no LID)", lambda p, total: p["checks"] - p["lid"]),
+    ("LID: fastText", lambda p, total: p["fastText"]),
+    ("LID: CLD2", lambda p, total: p["CLD2"]),
+    ("LID: langid", lambda p, total: p.get("langid", 0.0)),
+    ("LID: ensemble code and vote cache", lambda p, total: p["lid"] - p["fastText"] - p["CLD2"] - p.get("langid", 0.0)),
+    ("dedup (normalise, exact, MinHash)", lambda p, total: p["dedup"]),
+    ("output tables (frames)", lambda p, total: p["tables"]),
+    ("write Parquet", lambda p, total: p["write"]),
+    ("the rest (read, sort, rows, runner)",
+     lambda p, total: total - p["load"] - p["checks"] - p["dedup"] - p["tables"] - p["write"]),
+)
 
 LANGUAGES = ("de", "es", "ru", "ar", "hi", "th", "en", "sw", "am", "ja", "ms", "el")
 
@@ -77,11 +112,26 @@ def _export(revision: str, folder: Path) -> Path:
     return folder
 
 
-def _whole_filter(root: Path, generated: Path, out: Path, overrides: dict) -> dict:
+def _whole_filter(root: Path, generated: Path, out: Path, overrides: dict, parts: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(root), str(generated), str(out), json.dumps(overrides)],
-                          check=True, capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-c", CHILD, str(root), str(generated), str(out), json.dumps(overrides),
+                           "parts" if parts else "whole"], check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _same_tables(reference: Path, other: Path) -> tuple[int, int, int]:
+    """(tables with equal rows, files with equal bytes, tables) of two runs' accepted/ and rejected/."""
+    import polars as pl
+
+    paths = sorted(p.relative_to(reference) for stage in ("accepted", "rejected") for p in (reference / stage).glob("*.parquet"))
+    equal = identical = 0
+    for path in paths:
+        mine = other / path
+        if not mine.is_file():
+            continue
+        identical += (reference / path).read_bytes() == mine.read_bytes()
+        equal += pl.read_parquet(reference / path).equals(pl.read_parquet(mine))
+    return equal, identical, len(paths)
 
 
 def main() -> None:
@@ -124,6 +174,7 @@ def main() -> None:
     print()
 
     rounds: dict[str, list[dict]] = {}
+    outputs: dict[str, Path] = {}  # each version's first run: its accepted/rejected tables
     with tempfile.TemporaryDirectory(prefix="filter-bench-") as tmp:
         generated = Path(tmp) / "generated"
         generated.mkdir()
@@ -141,6 +192,16 @@ def main() -> None:
             for number, (name, (root, overrides)) in enumerate(order):
                 out = Path(tmp) / f"run-{index}-{number}"
                 rounds.setdefault(name, []).append(_whole_filter(root, generated, out, overrides))
+                outputs.setdefault(name, out)
+        same = {name: _same_tables(outputs[next(iter(versions))], out) for name, out in outputs.items()}
+        # where the CPU goes, by part of the stage: the versions with the default settings, alternating
+        timed = {name: version for name, version in versions.items() if "cache off" not in name}
+        parts: dict[str, list[dict]] = {}
+        for index in range(0 if args.smoke else args.repeats):
+            order = list(timed.items()) if index % 2 == 0 else list(reversed(timed.items()))
+            for number, (name, (root, overrides)) in enumerate(order):
+                out = Path(tmp) / f"parts-{index}-{number}"
+                parts.setdefault(name, []).append(_whole_filter(root, generated, out, overrides, parts=True))
     print(f"Whole filter, {args.workers} worker(s), strict policy; best of {args.repeats} alternating round(s); "
           f"load average {os.getloadavg()[0]:.1f} at the end")
     print()
@@ -157,6 +218,24 @@ def main() -> None:
         old = best[f"baseline {args.baseline}"]
         print()
         print("; ".join(f"{name} / baseline: {rate / old:.2f}x" for name, rate in best.items() if name.startswith("this")))
+    if parts:
+        print()
+        print(f"CPU by part of the filter stage, µs per example (the round with the least CPU of {args.repeats} "
+              "alternating ones with timers around each part; load average "
+              f"{os.getloadavg()[0]:.1f}):")
+        print()
+        best_parts = {name: min(results, key=lambda r: r["cpu"]) for name, results in parts.items()}
+        print("| part | " + " | ".join(best_parts) + " |")
+        print("|---|" + "---|" * len(best_parts))
+        for label, part in (("whole filter", lambda p, total: total), *PARTS):
+            cells = [f"{part(r['parts'], r['cpu']) / r['examples'] * 1e6:,.0f}" for r in best_parts.values()]
+            print(f"| {label} | " + " | ".join(cells) + " |")
+    print()
+    first = next(iter(outputs))
+    for name, (tables_equal, files_equal, files) in same.items():
+        if name != first:
+            print(f"Verdicts of {name} vs {first}: {tables_equal} of {files} accepted/rejected tables equal, "
+                  f"{files_equal} byte-identical")
 
     # Where one example's CPU goes (this checkout, one core).
     subset = [row for rows in tables.values() for row in rows[: args.subset // len(LANGUAGES)]]

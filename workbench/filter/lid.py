@@ -93,6 +93,7 @@ class _Policy:
     wrong: frozenset[str]
     covering: tuple  # (member, weight) of the members that can name the language, cheapest first
     covering_names: frozenset[str]
+    covering_weight: float  # their weights' sum
 
 
 class Ensemble:
@@ -175,16 +176,18 @@ class Ensemble:
         code = self._code_of[member.name].get(label) if label else None
         return Vote(member.name, code or (f"?{label}" if label else UNKNOWN), round(prob, 4))
 
-    def _cached(self, snippet: str) -> dict[str, Vote]:
-        """The votes already known for ``snippet`` (a dict to add to; a fresh one when caching is off)."""
+    def _cached(self, snippet: str) -> tuple[dict[str, Vote], dict[str, Decision]]:
+        """What is already known about ``snippet``: its votes by member and its decisions by expected
+        language (dicts to add to; fresh ones when caching is off). A decision depends on the votes
+        and the language alone, so a repeated text is decided once per language."""
         if not self.cache_size:
-            return {}
+            return {}, {}
         key = hashlib.blake2b(snippet.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         known = self._cache.get(key)
         if known is None:
             if len(self._cache) >= self.cache_size:
                 del self._cache[next(iter(self._cache))]  # the oldest entry
-            known = self._cache[key] = {}
+            known = self._cache[key] = ({}, {})
         return known
 
     def _vote_cached(self, member: LidMember, snippet: str, known: dict[str, Vote]) -> Vote:
@@ -204,7 +207,7 @@ class Ensemble:
     def votes(self, text: str) -> tuple[Vote, ...]:
         """Every member's vote on ``text`` (used by benchmarks; the filter uses :meth:`decide`)."""
         snippet = text[: self.max_chars]
-        known = self._cached(snippet)
+        known = self._cached(snippet)[0]
         return tuple(self._vote_cached(member, snippet, known) for member in self.members)
 
     def _covering(self, code: str) -> list[LidMember]:
@@ -219,16 +222,14 @@ class Ensemble:
             covering = self._covering(code)
             policy = self._policies[code] = _Policy(
                 self.threshold_for(code), self.min_prob_for(code), self.accept_set(code), self.likely_wrong_set(code),
-                tuple((m, self.weights.get(m.name, 0.0)) for m in covering), frozenset(m.name for m in covering))
+                tuple((m, self.weights.get(m.name, 0.0)) for m in covering), frozenset(m.name for m in covering),
+                sum(self.weights.get(m.name, 0.0) for m in covering))
         return policy
 
-    def _lazy_votes(self, text: str, code: str) -> tuple[Vote, ...]:
+    def _lazy_votes(self, snippet: str, code: str, policy: _Policy, known: dict[str, Vote]) -> tuple[Vote, ...]:
         """Votes of the covering members, cheapest first, until the language's own votes settle an acceptance."""
-        snippet = text[: self.max_chars]
-        known = self._cached(snippet)
-        policy = self._policy(code)
         threshold, min_prob, accept = policy.threshold, policy.min_prob, policy.accept
-        remaining = sum(weight for _, weight in policy.covering)
+        remaining = policy.covering_weight
         own = answered = 0.0
         others: dict[str, float] = {}  # label outside the accept set -> weight
         out = []
@@ -241,22 +242,39 @@ class Ensemble:
             # settled wrong_language: one other language holds a majority whatever the rest say
             if others and max(others.values()) > 0.5 * bound:
                 break
-            vote = self._vote_cached(member, snippet, known)
+            vote = known.get(member.name)
+            if vote is None:
+                self._misses += 1
+                vote = known[member.name] = self._vote(member, snippet)
+            else:
+                self._hits += 1
             out.append(vote)
             remaining -= weight
-            if vote.label == UNKNOWN:
+            label = vote.label
+            if label == UNKNOWN:
                 continue  # no answer (CLD2 'un', langdetect failure): the member abstains
             answered += weight
-            if vote.label == code and vote.prob >= min_prob:
+            if label == code and vote.prob >= min_prob:
                 own += weight
-            elif vote.label not in accept:
-                others[vote.label] = others.get(vote.label, 0.0) + weight
+            elif label not in accept:
+                others[label] = others.get(label, 0.0) + weight
         return tuple(out)
 
     def decide(self, text: str, code: str, votes: tuple[Vote, ...] | None = None) -> Decision:
         """Accept ``text`` as ``code``? Without ``votes``, members are asked lazily (same verdict)."""
-        votes = votes if votes is not None else self._lazy_votes(text, code)
-        policy = self._policy(code)
+        policy = self._policies.get(code) or self._policy(code)
+        if votes is not None:
+            return self._decision(votes, code, policy)
+        snippet = text[: self.max_chars]
+        known, decided = self._cached(snippet)
+        decision = decided.get(code)
+        if decision is not None:  # the same text decided for the same language before
+            self._hits += len(decision.votes)
+            return decision
+        decision = decided[code] = self._decision(self._lazy_votes(snippet, code, policy, known), code, policy)
+        return decision
+
+    def _decision(self, votes: tuple[Vote, ...], code: str, policy: _Policy) -> Decision:
         accept, threshold, min_prob, covering = policy.accept, policy.threshold, policy.min_prob, policy.covering_names
         tally: dict[str, float] = {}
         voting: dict[str, float] = {}  # label -> weight, covering members only

@@ -1,4 +1,4 @@
-"""Rules per task family: plain functions over one generated row that return reason codes.
+"""Rules per task family: plain functions over one generated row's fields that return reason codes.
 
 A rule returns a list of reason codes; an empty list means "keep". Codes are ``name`` or
 ``name:field`` with ``name`` from :data:`REASONS`. Language checks (script share and the LID
@@ -20,7 +20,7 @@ import regex
 
 from workbench.families import FAMILIES
 from workbench.filter.lid import Ensemble
-from workbench.filter.script import letter_count, letters_of, script_share, text_letters, words
+from workbench.filter.script import letter_count, letters_and_head, letters_of, script_share, text_letters, words
 from workbench.languages import Registry
 
 # The closed vocabulary of reason codes (the part before ':').
@@ -43,34 +43,77 @@ REASONS: dict[str, str] = {
     "near_duplicate": "MinHash Jaccard >= filter.near_threshold with an earlier row (query or whole example)",
 }
 
-_PLACEHOLDER = regex.compile(
-    r"\{\{?\s*[A-Za-z_][A-Za-z0-9_ ]{0,40}\}?\}"  # {query}, {{ task }}
-    r"|\[(?:insert|your|add|placeholder|query|document|text)[^\]]{0,60}\]"  # [insert text here]
-    r"|<(?:insert|placeholder|your)[^>]{0,60}>"
-    r"|\blorem ipsum\b",
-    regex.IGNORECASE,
+# The alternatives of the two patterns, one a line (a test reads them).
+PLACEHOLDERS = (
+    r"\{\{?\s*[A-Za-z_][A-Za-z0-9_ ]{0,40}\}?\}",  # {query}, {{ task }}
+    r"\[(?:insert|your|add|placeholder|query|document|text)[^\]]{0,60}\]",  # [insert text here]
+    r"<(?:insert|placeholder|your)[^>]{0,60}>",
+    r"\blorem ipsum\b",
 )
-_REFUSAL = regex.compile(
-    r"\bas an ai(?: language)? model\b|\bi(?:'m| am) sorry,? but\b|\bi can(?:not|'t) (?:help|assist|fulfill|comply|provide|create|generate)\b"
-    r"|\bi(?:'m| am) (?:not able|unable) to\b|\bi apologi[sz]e\b|\bhere is (?:the|a|an) (?:json|example)\b",
-    regex.IGNORECASE,
+REFUSALS = (
+    r"\bas an ai(?: language)? model\b",
+    r"\bi(?:'m| am) sorry,? but\b",
+    r"\bi can(?:not|'t) (?:help|assist|fulfill|comply|provide|create|generate)\b",
+    r"\bi(?:'m| am) (?:not able|unable) to\b",
+    r"\bi apologi[sz]e\b",
+    r"\bhere is (?:the|a|an) (?:json|example)\b",
 )
+_PLACEHOLDER = regex.compile("|".join(PLACEHOLDERS), regex.IGNORECASE)
+_REFUSAL = regex.compile("|".join(REFUSALS), regex.IGNORECASE)
+# both, for the common case of a field with neither: one scan instead of two
+_BOILERPLATE = regex.compile(f"(?:{_PLACEHOLDER.pattern})|(?:{_REFUSAL.pattern})", regex.IGNORECASE)
+# Every alternative begins with "{", "[" or "<", or has an "i" in its literal beginning (lorem Ipsum, as
+# an AI, I'm, here is), and under IGNORECASE only i, I and U+0130 match "i": a field with none of these
+# (most fields in scripts other than Latin) cannot match and is not scanned (tested)
+BOILERPLATE_NEEDS = ("i", "I", "{", "[", "<", "\u0130")
 _NON_WORD = regex.compile(r"[\p{P}\p{S}\s]+")
+_SPACES = regex.compile(r"\s+")
+# white space to str.strip and str.split that the punctuation-and-space runs leave alone (U+001C-U+001F)
+_UNCOLLAPSED = ("\x1c", "\x1d", "\x1e", "\x1f")
+_UNCOLLAPSED_SPACE = regex.compile(r"[\x1c-\x1f]")
+_ASCII_NON_WORD = str.maketrans({chr(c): " " for c in range(128) if _NON_WORD.match(chr(c))})
 # A field that is a data structure or a quote/bracket, not text: {...}, [...], a lone "{" or "'".
 _STRUCTURE = regex.compile(r"\A\s*(?:[\[{].*[\]}]|[\[{(\"'`<]+|[\]})\"'`>]+)\s*\Z", regex.DOTALL)
 # Whole-field non-answers a generator writes when it has nothing to say (matched case-insensitively).
 NON_ANSWERS = frozenset({"n/a", "n.a.", "null", "none", "nil", "nan", "undefined", "tbd"})
+_LONGEST_NON_ANSWER = max(map(len, NON_ANSWERS))  # case folding never shortens a text
 
 
 def normalise(text: str) -> str:
     """NFKC, case-folded, punctuation and whitespace runs collapsed to one space."""
+    if text.isascii() and not any(space in text for space in _UNCOLLAPSED):
+        # the same for ASCII, at str speed: it is its own NFKC form, folds as lower(), and once its
+        # punctuation and symbols are spaces, splitting on white space collapses the runs
+        return " ".join(text.lower().translate(_ASCII_NON_WORD).split())
     return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+
+
+def normalise_lines(parts: list[str] | tuple[str, ...], norms: dict[str, str] | None = None) -> str:
+    """``normalise("\\n".join(parts))`` from each part's normalisation (remembered in ``norms``, so a
+    text shared by many examples is normalised once): NFKC and case folding do not reach across a
+    newline, and the newline joins the runs of punctuation and space around it into the one space
+    between two parts. A part with one of the separators U+001C-U+001F (which the runs leave but
+    ``strip`` removes) is not split off: the parts are then joined first."""
+    out = []
+    for part in parts:
+        norm = None if norms is None else norms.get(part)
+        if norm is None:
+            if _UNCOLLAPSED_SPACE.search(part):
+                return normalise("\n".join(parts))
+            norm = normalise(part)
+            if norms is not None:
+                norms[part] = norm
+        if norm:
+            out.append(norm)
+    return " ".join(out)
 
 
 def length_of(text: str, unspaced: bool, chars_per_word: float) -> float:
     """Words, or characters / chars_per_word for unspaced scripts (counted as word equivalents)."""
     if unspaced:
-        return len(regex.sub(r"\s+", "", text)) / chars_per_word
+        return len(_SPACES.sub("", text)) / chars_per_word
     return len(words(text))
 
 
@@ -87,47 +130,107 @@ def field_languages(row: dict, family: str) -> dict[str, str]:
     return FAMILIES[family].field_languages(row["language"], row.get("target_language"))
 
 
-def rule_fields_present(row: dict, family: str) -> list[str]:
-    return [f"missing_field:{f}" for f in FAMILIES[family].fields if not (row.get(f) or "").strip()]
+@dataclass(frozen=True)
+class _Field:
+    """What the rules need to know about one field of a family in one language pair."""
+
+    name: str
+    code: str  # the language it must be in
+    unspaced: bool
+    scripts: tuple[str, ...]
+    low: float  # filter.min_words / max_words for the field (family.field first)
+    high: float
+    numeric: bool  # exempt from no_text
 
 
-def rule_lengths(row: dict, family: str, section, unspaced: dict[str, bool]) -> list[str]:
+@dataclass(frozen=True)
+class _Plan:
+    fields: tuple[_Field, ...]
+    long_texts: bool
+    query_unspaced: bool
+
+
+_PLANS: dict[tuple, tuple] = {}
+
+
+def _plan(registry: Registry, section, family: str, language: str, target: str | None) -> _Plan:
+    """The family's fields with their languages, scripts and length bounds: looked up once per
+    registry, section, family object and language pair. Each entry keeps the registry, section and
+    family it was made from alive, so their ids cannot be reused by other objects while it is cached."""
+    roles = FAMILIES[family]
+    key = (id(registry), id(section), id(roles), family, language, target)
+    cached = _PLANS.get(key)
+    if cached is not None:
+        return cached[-1]
+    languages = roles.field_languages(language, target)
+    fields = []
+    for name, code in languages.items():
+        spec = registry.get(code)
+        fields.append(_Field(
+            name, code, spec.unspaced, tuple(spec.scripts),
+            section.min_words.get(f"{family}.{name}", section.min_words.get(name, 1)),
+            section.max_words.get(f"{family}.{name}", section.max_words.get(name, 10_000)),
+            name in roles.numeric_fields))
+    plan = _Plan(tuple(fields), roles.long_texts, registry.get(languages[roles.query]).unspaced)
+    if len(_PLANS) >= 4096:
+        _PLANS.clear()
+    _PLANS[key] = (registry, section, roles, plan)
+    return plan
+
+
+def _present(text: str) -> bool:
+    """``bool(text.strip())`` without copying the text."""
+    return bool(text) and not text.isspace()
+
+
+def rule_fields_present(plan: _Plan, texts: list[str]) -> list[str]:
+    return [f"missing_field:{field.name}" for field, text in zip(plan.fields, texts) if not _present(text)]
+
+
+def rule_lengths(plan: _Plan, texts: list[str], section) -> list[str]:
     out = []
-    for name in FAMILIES[family].fields:
-        text = row.get(name) or ""
-        if not text.strip():
+    for field, text in zip(plan.fields, texts):
+        if not _present(text):
             continue
-        size = length_of(text, unspaced[name], section.unspaced_chars_per_word)
-        low = section.min_words.get(f"{family}.{name}", section.min_words.get(name, 1))
-        high = section.max_words.get(f"{family}.{name}", section.max_words.get(name, 10_000))
-        if size < low:
-            out.append(f"too_short:{name}")
-        elif size > high:
-            out.append(f"too_long:{name}")
-        if FAMILIES[family].long_texts and size < section.long_long_min_words:
-            out.append(f"long_long_too_short:{name}")
+        size = length_of(text, field.unspaced, section.unspaced_chars_per_word)
+        if size < field.low:
+            out.append(f"too_short:{field.name}")
+        elif size > field.high:
+            out.append(f"too_long:{field.name}")
+        if plan.long_texts and size < section.long_long_min_words:
+            out.append(f"long_long_too_short:{field.name}")
     return out
 
 
-def rule_distinct_pairs(row: dict, family: str) -> list[str]:
+def _normalised(text: str, norms: dict[str, str] | None) -> str:
+    """:func:`normalise`, remembered in ``norms`` (one row's texts) when given."""
+    if norms is None:
+        return normalise(text)
+    norm = norms.get(text)
+    if norm is None:
+        norm = norms[text] = normalise(text)
+    return norm
+
+
+def rule_distinct_pairs(row: dict, family: str, norms: dict[str, str] | None = None) -> list[str]:
     pair = FAMILIES[family].distinct_pair
     if pair is None:
         return []
     a, b = (row.get(f) or "" for f in pair)
     if not a.strip() or abs(len(a) - len(b)) > 0.2 * max(len(a), len(b)) + 10:
         return []  # lengths too different to normalise to the same text: skip the costly check
-    return ["positive_equals_negative"] if normalise(a) == normalise(b) else []
+    return ["positive_equals_negative"] if _normalised(a, norms) == _normalised(b, norms) else []
 
 
-def rule_query_copied(row: dict, family: str, section, unspaced: bool) -> list[str]:
+def rule_query_copied(row: dict, family: str, section, unspaced: bool, norms: dict[str, str] | None = None) -> list[str]:
     roles = FAMILIES[family]
     if roles.query_copy is None:
         return []
     raw_query, raw_document = row.get(roles.query) or "", row.get(roles.positive) or ""
-    words = normalise(raw_query).split()
+    words = _normalised(raw_query, norms).split()
     if not words or max(words, key=len) not in unicodedata.normalize("NFKC", raw_document).casefold():
         return []  # its longest word is not even in the document: no copy (cheap pre-check)
-    query, document = " ".join(words), normalise(raw_document)
+    query, document = " ".join(words), _normalised(raw_document, norms)
     if not document:
         return []
     if query == document:
@@ -138,14 +241,20 @@ def rule_query_copied(row: dict, family: str, section, unspaced: bool) -> list[s
     return []
 
 
-def rule_boilerplate(row: dict, family: str) -> list[str]:
+def _may_be_boilerplate(text: str) -> bool:
+    """Has ``text`` a character every placeholder and refusal needs (:data:`BOILERPLATE_NEEDS`)?"""
+    return "i" in text or "I" in text or "{" in text or "[" in text or "<" in text or "\u0130" in text
+
+
+def rule_boilerplate(plan: _Plan, texts: list[str]) -> list[str]:
     out = []
-    for name in FAMILIES[family].fields:
-        text = row.get(name) or ""
+    for field, text in zip(plan.fields, texts):
+        if not _may_be_boilerplate(text) or _BOILERPLATE.search(text) is None:
+            continue  # neither (most fields): one scan, or none
         if _PLACEHOLDER.search(text):
-            out.append(f"placeholder:{name}")
+            out.append(f"placeholder:{field.name}")
         if _REFUSAL.search(text):
-            out.append(f"refusal:{name}")
+            out.append(f"refusal:{field.name}")
     return out
 
 
@@ -165,15 +274,17 @@ def is_text(text: str, section, letters: str | None = None) -> bool:
         with_marks, visible = text_letters(text)
         if with_marks < section.min_text_letters or with_marks < section.min_text_share * visible:
             return False
-    return _STRUCTURE.match(text) is None and text.strip().casefold() not in NON_ANSWERS
+    if _STRUCTURE.match(text) is not None:
+        return False
+    stripped = text.strip()
+    return len(stripped) > _LONGEST_NON_ANSWER or stripped.casefold() not in NON_ANSWERS
 
 
-def rule_carries_text(row: dict, family: str, section, letters: dict[str, str] | None = None) -> list[str]:
-    """``no_text:F`` for each field that carries no text (:func:`is_text`), except numeric fields."""
-    numeric = FAMILIES[family].numeric_fields
-    letters = letters or {}
-    return [f"no_text:{f}" for f in FAMILIES[family].fields
-            if f not in numeric and (row.get(f) or "").strip() and not is_text(row[f], section, letters.get(f))]
+def rule_carries_text(plan: _Plan, texts: list[str], section, letters: list[str]) -> list[str]:
+    """``no_text:F`` for each field that carries no text (:func:`is_text`), except numeric fields;
+    ``letters``: :func:`letters_of` each text."""
+    return [f"no_text:{field.name}" for field, text, known in zip(plan.fields, texts, letters)
+            if not field.numeric and _present(text) and not is_text(text, section, known)]
 
 
 def lid_reasons(decision, names: list[str], short: bool) -> list[str]:
@@ -207,15 +318,18 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
     vote key of a combined vote is the fields joined by ``+`` (e.g. ``label+misleading_label``).
     """
     family = row["family"]
-    languages = field_languages(row, family)
-    unspaced = {f: registry.get(code).unspaced for f, code in languages.items()}
-    reasons = rule_fields_present(row, family)
-    reasons += rule_lengths(row, family, section, unspaced)
-    reasons += rule_distinct_pairs(row, family)
-    reasons += rule_query_copied(row, family, section, unspaced[FAMILIES[family].query])
-    reasons += rule_boilerplate(row, family)
-    letters = {name: letters_of(row.get(name) or "") for name in languages}  # one pass per field
-    not_text = rule_carries_text(row, family, section, letters)
+    plan = _plan(registry, section, family, row["language"], row.get("target_language"))
+    texts = [row.get(field.name) or "" for field in plan.fields]
+    norms: dict[str, str] = {}  # each text normalised once for the rules that compare texts
+    reasons = rule_fields_present(plan, texts)
+    reasons += rule_lengths(plan, texts, section)
+    reasons += rule_distinct_pairs(row, family, norms)
+    reasons += rule_query_copied(row, family, section, plan.query_unspaced, norms)
+    reasons += rule_boilerplate(plan, texts)
+    # one pass per field: its letters, and how many of them LID sees (the first lid_max_chars characters)
+    counted = [letters_and_head(text, section.lid_max_chars) for text in texts]
+    letters = [known for known, _ in counted]
+    not_text = rule_carries_text(plan, texts, section, letters)
     reasons += not_text
     skip = {reason.partition(":")[2] for reason in not_text}
     votes: list[tuple[str, str, str, float]] = []
@@ -223,22 +337,22 @@ def check_row(row: dict, registry: Registry, ensemble: Ensemble, section) -> Ver
     supports: list[float] = []
     main = FAMILIES[family].main_field
     short: dict[str, list[str]] = {}  # language -> its short fields
+    short_letters: dict[str, int] = {}  # language -> letters of its short fields
     voted: list[tuple[list[str], str, str, bool]] = []  # (fields, language, text, short) to vote on
-    for name, code in languages.items():
-        text = row.get(name) or ""
-        if not text.strip() or name in skip:
+    for field, text, (known, seen) in zip(plan.fields, texts, counted):
+        if not _present(text) or field.name in skip:
             continue  # missing or not text: no language to check
-        share = script_share(text, registry.get(code).scripts, letters[name])
+        share = script_share(text, field.scripts, known)
         if share is not None and share < section.script_threshold:
-            reasons.append(f"wrong_script:{name}")
-        seen = len(letters[name]) if len(text) <= section.lid_max_chars else letter_count(text[: section.lid_max_chars])
+            reasons.append(f"wrong_script:{field.name}")
         if seen < section.min_lid_letters:
-            short.setdefault(code, []).append(name)
+            short.setdefault(field.code, []).append(field.name)
+            short_letters[field.code] = short_letters.get(field.code, 0) + len(known)
         else:
-            voted.append(([name], code, text, False))
+            voted.append(([field.name], field.code, text, False))
     for code, names in short.items():
-        text = "\n".join(row[name].strip() for name in names)
-        if letter_count(text) >= section.min_short_lid_letters:
+        if short_letters[code] >= section.min_short_lid_letters:  # the letters of the joined fields
+            text = "\n".join(row[name].strip() for name in names)
             voted.append((names, code, text, True))
         # else: a number, a code, a word or two: too little for any LID; the script check decides
     for names, code, text, is_short in voted:

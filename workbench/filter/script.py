@@ -18,6 +18,8 @@ import regex
 from workbench.languages import SCRIPT_UNICODE_NAMES
 
 _NON_LETTERS = regex.compile(r"\P{L}+")
+# ASCII's letters (\p{L}) are A-Z and a-z: the rest of ASCII is deleted from an ASCII text at bytes speed
+_ASCII_NON_LETTERS = bytes(c for c in range(128) if not chr(c).isalpha())
 # Letters with their combining marks (Indic and Khmer vowel signs are marks, not letters), and the
 # visible characters: everything but white space and format characters (ZWSP, ZWNJ, ...).
 _TEXT_LETTER = regex.compile(r"[\p{L}\p{M}]")
@@ -30,7 +32,7 @@ _WORD = regex.compile(r"[^\s\u1361-\u1368]+")
 
 def words(text: str) -> list[str]:
     """White-space words, also split at script-specific word separators (Ethiopic ፡ and punctuation)."""
-    if _SCRIPT_SEPARATORS.search(text) is None:
+    if text.isascii() or _SCRIPT_SEPARATORS.search(text) is None:
         return text.split()  # the common case, at str.split speed
     return _WORD.findall(text)
 
@@ -45,11 +47,23 @@ def _script_pattern(scripts: tuple[str, ...]) -> regex.Pattern:
 def letters_of(text: str) -> str:
     """The text's letters (``\\p{L}``) alone, in order: one pass the letter count, the script share
     and the no_text check all read (the filter computes it once per field)."""
+    if text.isascii():
+        return text.encode("ascii").translate(None, _ASCII_NON_LETTERS).decode("ascii")
     return _NON_LETTERS.sub("", text)
 
 
 def letter_count(text: str) -> int:
-    return len(_NON_LETTERS.sub("", text))
+    return len(letters_of(text))
+
+
+def letters_and_head(text: str, head: int) -> tuple[str, int]:
+    """(:func:`letters_of` ``text``, how many of them are in its first ``head`` characters), in one
+    pass over the text: the letters of a concatenation are the concatenation of the letters."""
+    if len(text) <= head:
+        letters = letters_of(text)
+        return letters, len(letters)
+    first = letters_of(text[:head])
+    return first + letters_of(text[head:]), len(first)
 
 
 def text_letters(text: str) -> tuple[int, int]:
@@ -60,8 +74,10 @@ def text_letters(text: str) -> tuple[int, int]:
 def script_share(text: str, scripts: tuple[str, ...], letters: str | None = None) -> float | None:
     """Share of letters (``\\p{L}``) that belong to one of ``scripts``; None when there are none.
     ``letters``: :func:`letters_of` ``text`` when already known."""
-    letters = _NON_LETTERS.sub("", text) if letters is None else letters
+    letters = letters_of(text) if letters is None else letters
     if not letters:
         return None
+    if letters.isascii() and "Latn" in scripts:  # A-Z and a-z are all Latin: no pass needed
+        return 1.0
     inside = _script_pattern(tuple(scripts)).sub("", letters)
     return len(inside) / len(letters)

@@ -30,19 +30,20 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 import polars as pl
+import pyarrow as pa
 
 from workbench.config import RunConfig
 from workbench.errors import TableError
-from workbench.families import FAMILIES
-from workbench.filter.dedup import find_duplicates
+from workbench.families import EXAMPLE_FIELDS, FAMILIES
+from workbench.filter.dedup import find_normalised_duplicates
 from workbench.filter.lid import Ensemble
-from workbench.filter.rules import Verdict, check_row
+from workbench.filter.rules import Verdict, check_row, normalise_lines
 from workbench.languages import Registry
 from workbench.processes import init_pool_worker, terminate_children
 from workbench.run import Run, StageResult
 from workbench.runner import run_stage
 from workbench.stages import StageInput
-from workbench.tables import FILTERED, GENERATED
+from workbench.tables import FILTERED, GENERATED, LID_VOTE
 
 STAGE = "filter"
 log = logging.getLogger(__name__)
@@ -63,25 +64,31 @@ def _check_chunk(rows: list[dict]) -> list[Verdict]:
     return [check_row(row, registry, ensemble, section) for row in rows]
 
 
-def _whole_example(row: dict) -> str | None:
-    parts = [row.get(f) or "" for f in FAMILIES[row["family"]].fields]
-    return "\n".join(parts) if any(p.strip() for p in parts) else None
+def _whole_example(row: dict) -> tuple[str, ...] | None:
+    parts = tuple(row.get(f) or "" for f in FAMILIES[row["family"]].fields)
+    return parts if any(p and not p.isspace() for p in parts) else None  # some field is not blank
 
 
-def _dedup_views(rows: list[dict], eligible: list[bool]) -> dict[str, list[str | None]]:
-    """The texts dedup compares: the main field and the whole example, of rows that passed the rules."""
+def _dedup_views(rows: list[dict], eligible: list[bool]) -> dict[str, list]:
+    """What dedup compares, of rows that passed the rules: the main field, and the whole example (its
+    fields, compared as one text joined by newlines)."""
     return {
         "query": [row.get(FAMILIES[row["family"]].main_field) if ok else None for row, ok in zip(rows, eligible)],
         "example": [_whole_example(row) if ok else None for row, ok in zip(rows, eligible)],
     }
 
 
-def _dedup_task(views: dict[str, list[str | None]], section) -> list[list[str]]:
+def _dedup_task(views: dict[str, list], section) -> list[list[str]]:
     size = len(next(iter(views.values())))
     out: list[list[str]] = [[] for _ in range(size)]
+    norms: dict[str, str] = {}  # every text normalised once: a main field is also part of its example
     for view, texts in views.items():
-        kinds = find_duplicates(
-            texts,
+        if view == "example":
+            normalised = [None if parts is None else normalise_lines(parts, norms) for parts in texts]
+        else:
+            normalised = [None if text is None else normalise_lines([text], norms) for text in texts]
+        kinds = find_normalised_duplicates(
+            normalised,
             exact=section.exact_dedup,
             near=section.near_dedup,
             threshold=section.near_threshold,
@@ -132,19 +139,40 @@ def _filter_in_pool(pool: ProcessPoolExecutor, table_rows: dict[str, list[dict]]
         yield code, [(list(v.reasons) + d, v) for v, d in zip(verdicts[code], future.result())]
 
 
-def _frame(rows: list[dict], results: list[tuple[list[str], Verdict]]) -> pl.DataFrame:
-    records = []
-    for row, (reasons, verdict) in zip(rows, results):
-        record = dict(row)
-        record["lid_accepted_as"] = None if reasons else verdict.lid_accepted_as
-        record["reasons"] = reasons
-        record["lid_language"] = verdict.lid_language
-        record["lid_support"] = verdict.lid_support
-        record["lid_votes"] = [
-            {"field": f, "member": m, "label": label, "prob": p} for f, m, label, p in verdict.votes
-        ]
-        records.append(record)
-    return pl.DataFrame(records, schema=FILTERED)
+def _arrow(values: list, dtype: pl.DataType) -> pa.Array:
+    """A flat Arrow array made by polars (``pyarrow.array`` on a list imports pandas: ~0.3 CPU-s)."""
+    return pl.Series(values, dtype=dtype).to_arrow()
+
+
+def _lists(rows: list, dtype: pl.DataType, flat: pa.Array | None = None) -> pl.Series:
+    """A polars list column from one list per row, built as an Arrow list array over the flat values."""
+    offsets = [0]
+    for items in rows:
+        offsets.append(offsets[-1] + len(items))
+    if flat is None:
+        flat = _arrow([item for items in rows for item in items], dtype)
+    return pl.from_arrow(pa.LargeListArray.from_arrays(_arrow(offsets, pl.Int64()), flat))
+
+
+def _frame(table: pl.DataFrame, indexes: list[int], results: list[tuple[list[str], Verdict]]) -> pl.DataFrame:
+    """The rows ``indexes`` of ``table`` (a language's ok rows in slot order) with their verdicts, as
+    FILTERED columns: the generated columns taken as they are, the verdict columns built column-wise
+    (the list columns through Arrow) rather than a dict per row."""
+    chosen = [results[i] for i in indexes]
+    votes = [verdict.votes for _, verdict in chosen]  # (field, member, label, prob) per vote
+    flat = [vote for row_votes in votes for vote in row_votes]
+    struct = pa.StructArray.from_arrays(
+        [_arrow([vote[k] for vote in flat], dtype) for k, dtype in enumerate(LID_VOTE.to_schema().values())],
+        names=list(LID_VOTE.to_schema()))
+    verdicts = pl.DataFrame({
+        "reasons": _lists([reasons for reasons, _ in chosen], pl.Utf8()),
+        "lid_language": pl.Series([verdict.lid_language for _, verdict in chosen], dtype=pl.Utf8()),
+        "lid_support": pl.Series([verdict.lid_support for _, verdict in chosen], dtype=pl.Float64()),
+        "lid_votes": _lists(votes, LID_VOTE, struct),
+        "lid_accepted_as": pl.Series([None if reasons else verdict.lid_accepted_as for reasons, verdict in chosen],
+                                     dtype=pl.Utf8()),
+    })
+    return pl.concat([table[indexes], verdicts], how="horizontal").select(list(FILTERED))
 
 
 def run_filter(run: Run, config: RunConfig, registry: Registry,
@@ -187,7 +215,10 @@ def filter_generated(inputs: StageInput) -> StageResult:
     _STATE.clear()
     _init_worker(registry, section)  # load the models once; forked workers inherit them
     workers = section.workers or os.cpu_count() or 1
-    table_rows = {code: ok[code].sort("slot_id").to_dicts() for code in languages}
+    ordered = {code: ok[code].sort("slot_id") for code in languages}
+    # the rules read these columns only: a dict of 4 + 9 entries a row, not of every generated column
+    checked = ["slot_id", "language", "family", "target_language", *EXAMPLE_FIELDS]
+    table_rows = {code: table.select(checked).to_dicts() for code, table in ordered.items()}
     stats: dict[str, dict[str, int]] = {}
     pool = None
     if workers > 1 and total > section.chunk_size:
@@ -202,8 +233,8 @@ def filter_generated(inputs: StageInput) -> StageResult:
             rows = table_rows[code]
             keep = [i for i, (reasons, _) in enumerate(results) if not reasons]
             drop = [i for i, (reasons, _) in enumerate(results) if reasons]
-            accepted = _frame([rows[i] for i in keep], [results[i] for i in keep])
-            rejected = _frame([rows[i] for i in drop], [results[i] for i in drop])
+            accepted = _frame(ordered[code], keep, results)
+            rejected = _frame(ordered[code], drop, results)
             for stage, table in (("accepted", accepted), ("rejected", rejected)):
                 path = run.write_table(stage, code, table, FILTERED)
                 result.outputs[str(path.relative_to(run.root))] = table.height
