@@ -141,7 +141,7 @@ def mteb_results(shared: Path, path: Path, model: str, system: str, task: str = 
         rows += _rows(system, model, task, f"miracl-{rec['language']}-dev-{suffix}", rec["language"],
                       {"ndcg_at_10": 100 * float(rec["ndcg_at_10"]), "recall_at_100": 100 * float(rec["recall_at_100"])},
                       None, None, source=source, benchmark="miracl",
-                      corpus=conditions.HARD_NEGATIVES_V1 if hard else conditions.FULL, revision=rec["revision"])
+                      corpus=conditions.HARD_NEGATIVES_V1 if hard else conditions.FULL, revision=f"mteb {task}")
     pl.DataFrame(rows, schema=EVAL_RESULTS).write_parquet(path)
     return path
 

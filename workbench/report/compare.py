@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
+from workbench import conditions
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry, load_registry
 from workbench.run import StageResult, atomic_write_bytes
@@ -49,14 +50,16 @@ def compare(a_spec: str, b_spec: str, registry: Registry) -> pl.DataFrame:
     """Per language, task and metric: the value of A, of B, and B - A. Raises on nothing in common."""
     label_a, a = _resolve_side(a_spec, registry)
     label_b, b = _resolve_side(b_spec, registry)
-    key = ["task", "dataset", "language", "split", "metric"]
+    # the same data only: the data conditions (benchmark, corpus, split, revision of the files) match too
+    key = list(dict.fromkeys(["task", "dataset", "language", "split", "metric", *conditions.DATA_CONDITIONS]))
     joined = a.select(*key, pl.col("value").alias("value_a")).join(
-        b.select(*key, pl.col("value").alias("value_b")), on=key, how="inner")
+        b.select(*key, pl.col("value").alias("value_b")), on=key, how="inner", nulls_equal=True)
     if joined.height == 0:
         def shape(df):
             return "; ".join(sorted({f"{r['task']}/{r['dataset']}/{r['metric']}" for r in df.iter_rows(named=True)}))[:300]
         raise WorkbenchError(
-            f"mixed metrics: A and B share no (task, dataset, language, metric): A has {shape(a)}; B has {shape(b)}",
+            f"mixed metrics: A and B share no (task, dataset, language, metric) on the same data (benchmark, corpus, split, "
+            f"revision): A has {shape(a)}; B has {shape(b)}",
             where="--compare", fix="compare results of the same evaluation (same task, dataset and metric)")
     rows = []
     for rec in joined.sort("task", "metric", "language").iter_rows(named=True):

@@ -221,6 +221,7 @@ class TrainingCard:
     epochs: float | None
     from_test_double: bool
     warnings: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # training seeds measured here (this system's seed group)
 
 
 def _display_path(path: str | None) -> str | None:
@@ -326,6 +327,8 @@ def training_cards(results: pl.DataFrame) -> list[TrainingCard]:
                             generators=generators,
                             records=records, per_language=per_language, steps=steps, batch_size=batch, epochs=epochs,
                             from_test_double=uses_test_double(run, generators))
+        group = facts[rec["system"]].seed_group
+        card.seeds = sorted({int(v) for v in measured.filter(pl.col("seed_group") == group)["training_seed"].drop_nulls()})
         if records is not None and records < TINY_TRAINING_SET:
             passes = f", about {epochs:g} passes over it" if epochs else ""
             card.warnings.append(
