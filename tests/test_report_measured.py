@@ -248,3 +248,34 @@ def test_overlap_with_tatoeba_is_found_in_the_training_data(trained_on_double, s
     # the double answers with Tatoeba sentences: the accepted data holds them verbatim, whatever the model was called
     assert tatoeba_overlap(run.root, [shared_data / "tatoeba"]) > 0
     assert tatoeba_overlap(run.root, [shared_data / "xquad"]) == 0  # no Tatoeba files there: nothing to match
+
+
+@pytest.mark.slow
+def test_tier_question_gets_a_two_level_bootstrap_interval(shared_data, tmp_path):
+    """Real per-pair Tatoeba scores of MiniLM on 4 high-tier and 4 low-tier languages: the headline gives
+    the high-minus-low difference with its interval and the languages per tier, and answers "Yes" only
+    if the interval lies above zero; MIRACL-like single-language tiers would say "cannot say"."""
+    high = {"es": "spa", "fr": "fra", "it": "ita", "de": "deu"}
+    low = {"br": "bre", "fy": "fry", "ga": "gle", "gd": "gla"}
+    from workbench.encoder import minilm_path
+
+    results, per_query = ri.tatoeba_measured(shared_data, {**high, **low}, "minilm", str(minilm_path()), n=150)
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    results.write_parquet(folder / "results.parquet")
+    per_query.write_parquet(folder / "per_query.parquet")
+    out = tmp_path / "report"
+    result = build_report(out, [folder / "results.parquet"], config=ReportSection(reference_dir=str(SHIPPED)))
+    tiers = pl.read_parquet(out / "tiers.parquet").row(0, named=True)
+    assert (tiers["benchmark"], tiers["metric"], tiers["n_high"], tiers["n_low"]) == ("tatoeba", "accuracy", 4, 4)
+    means = results.group_by("language").agg(pl.col("value").mean())
+    by_lang = dict(zip(means["language"], means["value"]))
+    expected = sum(by_lang[c] for c in high) / 4 - sum(by_lang[c] for c in low) / 4
+    assert tiers["difference"] == pytest.approx(expected, abs=0.01)
+    assert tiers["ci_low"] < tiers["difference"] < tiers["ci_high"]
+    answer = "yes" if tiers["ci_low"] > 0 else "no" if tiers["ci_high"] < 0 else "cannot say"
+    assert tiers["answer"] == answer
+    line = result.stats["headline"][0]
+    words = {"yes": "Yes, on tatoeba", "no": "No, on tatoeba", "cannot say": "Cannot say on tatoeba"}[answer]
+    assert line.startswith(words) and f"[{tiers['ci_low']:+.1f}, {tiers['ci_high']:+.1f}]" in line
+    assert "4 high-tier (de,es,fr,it) and 4 low-tier languages (br,fy,ga,gd)" in line

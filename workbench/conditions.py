@@ -57,7 +57,6 @@ PREFIX = "prefix:"
 MIRACL_INSTRUCTION = "Given a question, retrieve Wikipedia passages that answer the question"
 # Where the instruction came from (column ``instruction_source``).
 INSTRUCTION_SOURCES = ("task prompt", "instruction table", "model prompt", "fixed prefix", "none", "source")
-_INSTRUCTION_NAMES = {MIRACL_INSTRUCTION: "MIRACL's instruction"}
 
 
 def prefix(text: str) -> str:
@@ -75,7 +74,7 @@ def instruction_words(value: str | None) -> str:
         return f"fixed prefix '{value[len(PREFIX):]}'"
     if value == MTEB_DEFAULT_PROMPT:
         return value
-    return _INSTRUCTION_NAMES.get(value, f"instruction '{value}'")
+    return f"instruction '{value}'"
 
 
 # --- training regimes, per language ----------------------------------------------------------------

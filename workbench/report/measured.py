@@ -224,7 +224,7 @@ class TrainingCard:
     seeds: list[int] = field(default_factory=list)  # training seeds measured here (this system's seed group)
 
 
-def _display_path(path: str | None) -> str | None:
+def display_path(path: str | None) -> str | None:
     """Paths as a reader can place them: relative to the working folder, or inside an installed package."""
     if not path:
         return path
@@ -322,8 +322,8 @@ def training_cards(results: pl.DataFrame) -> list[TrainingCard]:
         if epochs is None and steps and batch and records:
             epochs = round(steps * batch / records, 1)
         generators = _generators(run)
-        card = TrainingCard(system=rec["system"], model=_display_path(str(rec["model"])), run_dir=_display_path(str(run)),
-                            base_model=_display_path(contract.get("base_model") or config.get("model")),
+        card = TrainingCard(system=rec["system"], model=display_path(str(rec["model"])), run_dir=display_path(str(run)),
+                            base_model=display_path(contract.get("base_model") or config.get("model")),
                             generators=generators,
                             records=records, per_language=per_language, steps=steps, batch_size=batch, epochs=epochs,
                             from_test_double=uses_test_double(run, generators))

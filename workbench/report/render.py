@@ -171,14 +171,15 @@ def _detail_words(c: dict) -> str:
     if c.get("n_clusters") is not None and c["n_clusters"] < c["n"]:
         words += f" in {c['n_clusters']} clusters"
     if not c["significant"]:
-        words += f"; could detect only about \u00b1{c['mdd']:.1f} or more (80% power)"
+        words += (f"; could detect only about \u00b1{c['mdd']:.1f} or more (80% power)" if c["mdd"] >= 0.05 else
+                  "; the two systems scored every query alike: no difference could show")
     if c.get("seed_deltas"):
         words += f"; per training seed: {c['seed_deltas']}"
     return words
 
 
 CAUSE_WORDS = {measured_mod.TRAINING_DATA: "what the training data did", measured_mod.INPUT_FORMAT:
-               "what the input format did (same weights)", measured_mod.SYSTEM: "system against system"}
+               "what the input format did, same weights", measured_mod.SYSTEM: "system against system"}
 
 
 def _task_label(benchmark: str) -> str:
@@ -268,7 +269,8 @@ def significance_lines(m: measured_mod.Measured, focus: str) -> list[str]:
         if down:
             words.append(f"lower on {len(down)} ({', '.join(down)})")
         if flat.height:
-            detect = ", ".join(f"{r['language']} \u00b1{r['mdd']:.1f}" for r in flat.iter_rows(named=True))
+            detect = ", ".join(f"{r['language']} \u00b1{r['mdd']:.1f}" if r["mdd"] >= 0.05 else
+                               f"{r['language']} (every query alike)" for r in flat.iter_rows(named=True))
             words.append(f"no significant difference on {flat.height}, where only differences of about {detect} or more "
                          "could be detected")
         cause = CAUSE_WORDS.get(part["cause"][0], part["cause"][0])
@@ -373,7 +375,7 @@ def render(a: Analysis, config: ReportSection, inputs: list[dict], plots: dict[s
         "data_other": data_rows[len(a.languages):], "mteb_systems": mteb_systems, "mteb_rows": mteb_rows,
         "other": other, "averages": averages, "sources": sources, "plots": plots, "inputs": inputs,
         "notes": a.notes, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "reference_dir": str(a.references.directory), "measured_bm25": MEASURED_BM25,
+        "reference_dir": measured_mod.display_path(str(a.references.directory)), "measured_bm25": MEASURED_BM25,
         "mteb_all": set(a.scores.filter(pl.col("kind") == "mteb")["system"].to_list()),
         "mteb_hard": set(a.scores.filter((pl.col("kind") == "mteb") & (pl.col("corpus") != conditions.FULL))["system"].to_list()),
         "focus_corpus": conditions.CORPUS_WORDS.get(a.focus_corpus, a.focus_corpus), "regimes": _regimes(a),

@@ -148,7 +148,8 @@ def build_report(
     outputs |= write_table(out, "tiers", analysis.tiers, REPORT_TIERS)
     outputs |= write_table(out, "data", analysis.data, REPORT_DATA)
     meta = {"focus": analysis.focus, "primary_reference": analysis.primary, "inputs": inputs,
-            "reference_dir": str(refs.directory), "headline": analysis.headline, "notes": analysis.notes,
+            "reference_dir": measured_mod.display_path(str(refs.directory)), "headline": analysis.headline,
+            "notes": analysis.notes,
             "measured_significance": first["significance"], "warnings": warnings,
             "compare_view": compare_link}
     atomic_write_bytes(out / "report.json", json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8"))
