@@ -43,7 +43,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds on tiny sizes: checks the script runs (no figures)")
     args = parser.parse_args()
+    if args.smoke:
+        args.texts, args.repeats = 8, 1
     torch.set_num_threads(args.threads)
     texts = _texts(args.texts)
     wrapper = WorkbenchEncoder(minilm_path(), cache_root=None, batch_size=args.batch_size, device=args.device, show_progress=False)

@@ -84,7 +84,7 @@ async def baseline(base_url: str, concurrency: int, requests: int) -> float:
 
 
 def engine_run(base_url: str, concurrency: int, slots: int, root: Path) -> dict:
-    from workbench.generate.engine import run_generate
+    from workbench.generate.stage import run_generate
     from workbench.languages import load_registry
     from workbench.plan import run_plan
     from workbench.runconfig import resolve_run_config
@@ -148,7 +148,10 @@ def main() -> None:
     parser.add_argument("--baseline-requests", type=int, default=3000)
     parser.add_argument("--smollm-requests", type=int, default=4)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds on tiny sizes: checks the script runs (no figures)")
     args = parser.parse_args()
+    if args.smoke:  # no SmolLM2 server: starting it alone takes longer than the whole smoke run
+        args.slots, args.concurrency, args.latency, args.baseline_requests, args.smollm_requests = 48, 8, 0.01, 40, 0
 
     bound = args.concurrency / args.latency
     process, base_url = start_double(args.latency, 0.0, args.data)

@@ -59,7 +59,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--sentences", type=int, default=2000)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds on tiny sizes: checks the script runs (no figures)")
     args = parser.parse_args()
+    if args.smoke:
+        args.sentences = 20
     tables = {"smollm2": budget.TOKENS_PER_WORD, "o200k": budget.TOKENS_PER_WORD_O200K}
     for name, count in _tokenizers().items():
         per_script = measure(Path(args.data), args.sentences, count)

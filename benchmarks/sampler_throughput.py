@@ -68,7 +68,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--batch", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds on tiny sizes: checks the script runs (no figures)")
     args = parser.parse_args()
+    if args.smoke:
+        args.records, args.batch, args.steps = 2_000, 64, 2
     scenarios = [("every text distinct", 0.0, 1), ("24% share 50 labels", 0.24, 50), ("every record one label", 1.0, 1)]
     print(f"{args.records:,} records, batch {args.batch}, {args.steps} batches per scenario\n")
     print("| scenario | baseline ms/batch | sampler ms/batch | ratio | build s | bytes/record | repeated batches |")

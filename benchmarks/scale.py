@@ -171,6 +171,7 @@ def filtering(args: argparse.Namespace, root: Path) -> None:
 
     from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
     from workbench.languages import load_registry
+    from workbench.config import RunConfig
     from workbench.run import Run
     from workbench.tables import GENERATED
 
@@ -183,6 +184,7 @@ def filtering(args: argparse.Namespace, root: Path) -> None:
             if len(own) >= 30:
                 languages.append((language.code, own))
     run = Run.create(root / "filter-run")
+    run.config_path.write_text(RunConfig().to_toml())  # the CLI reads a run's settings from its run.toml
     rng = random.Random(args.seed)
     per_language, extra = divmod(args.examples, len(languages))
     started = time.perf_counter()
@@ -220,7 +222,10 @@ def main() -> None:
     parser.add_argument("--skip-generate", action="store_true")
     parser.add_argument("--skip-filter", action="store_true")
     parser.add_argument("--keep", type=Path, help="keep the run directories here instead of a temp dir")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds on tiny sizes: checks the script runs (no figures)")
     args = parser.parse_args()
+    if args.smoke:
+        args.per_language, args.examples, args.latency, args.concurrency = 1, 300, 0.0, 16
     print(f"# scale benchmark: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM (shared with other processes)")
     print()

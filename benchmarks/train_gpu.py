@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--doc-length", type=int, default=512)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per batch size (after 2 warm-up)")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
-    parser.add_argument("--dry-run", action="store_true", help="CPU + gloo + tiny shape, 1 timed step")
+    parser.add_argument("--dry-run", "--smoke", action="store_true", help="CPU + gloo + tiny shape, 1 timed step (checks the script runs)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 

@@ -99,7 +99,10 @@ def main() -> int:
     })
     before = accuracy(minilm_path(), held_out)
     started = time.perf_counter()
-    result = run_train(run, config, None, show_progress=True)
+    from workbench.cli_render import StageProgress
+
+    with StageProgress() as view:  # steps, loss, ETA as `workbench train` shows them
+        result = run_train(run, config, None, progress=view.update)
     train_seconds = time.perf_counter() - started
     model_dir = run.root / "train" / "model"
     after = accuracy(model_dir, held_out)

@@ -8,14 +8,12 @@ from workbench import cli
 
 
 def workbench(capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``workbench ARGS`` through ``cli.main()``; (exit status, stdout, stderr)."""
+    """Run ``workbench ARGS`` through ``cli.run_cli()`` (``cli.main()`` without its process exit);
+    (exit status, stdout, stderr)."""
     saved = sys.argv
     sys.argv = ["workbench", *args]
     try:
-        cli.main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        code = cli.run_cli()
     finally:
         sys.argv = saved
     out = capsys.readouterr()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.config import FilterSection
+from workbench.config import FilterSection, RunConfig
 from workbench.families import EXAMPLE_FIELDS, PLACEHOLDER_COLUMNS
 from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
 from workbench.filter.lid import Ensemble
@@ -49,6 +49,7 @@ def make_run(root: Path, data: Path, registry: Registry, languages: dict[str, in
     model's JSON never validated), which the filter must leave alone and the audit must count.
     """
     run = Run.create(root)
+    run.config_path.write_text(RunConfig().to_toml())  # as the CLI would: it reads a run's settings from there
     english = tatoeba_sentences(data, registry.get("en"))
     for code, n in languages.items():
         own = tatoeba_sentences(data, registry.get(code))

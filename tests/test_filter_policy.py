@@ -109,11 +109,21 @@ def test_tie_becomes_lid_uncertain_with_votes_kept(registry, section, monkeypatc
     verdict = check_row(row, registry, ensemble, section)
     assert {"lid_uncertain:input", "lid_uncertain:positive_document"} <= set(verdict.reasons)
     assert ("input", "fasttext_lid176", "en", 0.9) in verdict.votes
-    # a split vote on short fields is no evidence: the script check decides them
+    # short fields: a split vote is no evidence: the script check decides them ...
     short = make_row("sw", "short_short", input="Habari yako", positive_document="Asante sana")
     verdict = check_row(short, registry, ensemble, section)
     assert not any(r.startswith(("lid_uncertain", "wrong_language")) for r in verdict.reasons)
     assert ("input+positive_document", "cld2", "sw", 0.9) in verdict.votes
+    # ... unless English out-votes the language (here: the Swahili vote is below member_min_prob)
+    unsure = (Vote("cld2", "sw", 0.1), Vote("fasttext_lid176", "en", 0.9), Vote("langid", "de", 0.9))
+    monkeypatch.setattr(ensemble, "_lazy_votes", lambda text, code: unsure)
+    verdict = check_row(short, registry, ensemble, section)
+    assert {"wrong_language:input", "wrong_language:positive_document"} <= set(verdict.reasons)
+    # ... or a neighbour ties it: Russian against Belarusian
+    belarusian = make_row("be", "short_short", input="Добры дзень", positive_document="Дзякуй вам")
+    tie = (Vote("cld2", "be", 0.9), Vote("fasttext_lid176", "ru", 0.9))
+    monkeypatch.setattr(ensemble, "_lazy_votes", lambda text, code: tie)
+    assert "wrong_language:input" in check_row(belarusian, registry, ensemble, section).reasons
 
 
 def test_per_language_threshold_from_the_language_file(languages_copy, text):
@@ -222,3 +232,24 @@ def test_audit_counts_accept_also_rows_and_shows_escaped_examples(shared_data, t
     html = (run.stage_dir("audit") / "index.html").read_text()
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)" in html
     assert html.count('class="example-row"') <= 6 and 'data-verdict="accepted"' in html
+
+
+def test_letterless_rows_are_rejected_and_counted_by_the_audit(shared_data, tmp_path, registry):
+    sw = tatoeba_sentences(shared_data, registry.get("sw"))
+    en = tatoeba_sentences(shared_data, registry.get("en"))
+    rows = synthetic_rows("sw", sw, en, 12, random.Random(2), families=("sts",))
+    broken = {0: dict(S1="{", S2="{", S3="{'Worst'}"), 1: dict(S1="N/A"), 2: dict(S2="3559"), 3: dict(S3="4678,2042")}
+    for index, fields in broken.items():
+        rows[index].update(fields)
+    run = Run.create(tmp_path / "run")
+    run.write_table("generated", "sw", generated_table(rows), GENERATED)
+    config = RunConfig.model_validate({"filter": {"near_dedup": False}})
+    run_filter(run, config, registry)
+    rejected = run.read_table("rejected", "sw", FILTERED)
+    no_text = {row["slot_id"] for row in rejected.to_dicts() if any(r.startswith("no_text:") for r in row["reasons"])}
+    assert no_text == {rows[i]["slot_id"] for i in broken}
+    accepted = run.read_table("accepted", "sw", FILTERED)
+    assert all(any(ch.isalpha() for ch in row[f]) for row in accepted.to_dicts() for f in ("S1", "S2", "S3"))
+    run_audit(run, config, registry)
+    report = json.loads((run.stage_dir("audit") / "audit.json").read_text())
+    assert report["languages"][0]["rejects_by_reason"]["no_text"] == len(broken)

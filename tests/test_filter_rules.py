@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from filter_fixtures import ensemble, make_row, registry, section  # noqa: F401  (pytest fixtures)
@@ -126,16 +128,59 @@ def test_bitext_sides_must_each_be_in_their_own_language(text, registry, ensembl
     assert "wrong_language:S2" in _reasons(swapped, registry, ensemble, section)
 
 
-def test_short_fields_are_voted_on_together_and_numbers_use_the_script_check(registry, ensemble, section):
-    row = make_row("am", "long_short", input_text="ቶም ብዙ ጊዜ ከውሻው ጋር ይናገራል። ተማሪ አይደለሁም።", label="ስፖርት", misleading_label="2024")
+def test_short_fields_are_voted_on_together_and_numbers_are_not_text(registry, ensemble, section, monkeypatch):
+    row = make_row("am", "long_short", input_text="ቶም ብዙ ጊዜ ከውሻው ጋር ይናገራል። ተማሪ አይደለሁም።", label="ስፖርት", misleading_label="ዜና")
     verdict = check_row(row, registry, ensemble, section)
     assert verdict.reasons == ()
     assert {field for field, *_ in verdict.votes} == {"input_text", "label+misleading_label"}
-    row.update(label="2023", misleading_label="2024")  # no letters: no LID vote, the script check decides
+    row.update(label="2023", misleading_label="2024")  # no letters: no text, no LID vote
     verdict = check_row(row, registry, ensemble, section)
-    assert verdict.reasons == () and {field for field, *_ in verdict.votes} == {"input_text"}
+    assert verdict.reasons == ("no_text:label", "no_text:misleading_label")
+    assert {field for field, *_ in verdict.votes} == {"input_text"}
+    # a family that declares numeric labels (year classes) keeps them, unchecked
+    numeric = dataclasses.replace(FAMILIES["long_short"], numeric_fields=("label", "misleading_label"))
+    monkeypatch.setitem(FAMILIES, "long_short", numeric)
+    assert check_row(row, registry, ensemble, section).reasons == ()
     row["label"] = "sport"
     assert "wrong_script:label" in _reasons(row, registry, ensemble, section)
+
+
+# What the quickstart accepted as Swahili (issue 23), and what a generator leaks instead of text.
+LETTERLESS_ROWS = [
+    dict(S1="{", S2="{", S3="{'Worst'}"),
+    dict(S1="N/A", S2="3559", S3="4678,2042"),
+]
+NOT_TEXT = ["{", "}", "[]", "{}", "3559", "4678,2042", "{'Worst'}", '{"label": "Michezo"}', '["a", "b"]', "N/A",
+            "n/a", "NULL", "None", "1.", "2)", "—", "...", "?!", "12:45", "$100", "50%", "#1", "***", "```",
+            '"', "''", "1, 2, 3", "(1)", "2024-01-01", "+1 555 0100", "{'S1': '", "१२३", "٣٥٥٩", "١٢:٤٥", "1a",
+            "x", "4678,2042 km"]
+
+
+def test_letterless_fields_are_rejected_as_no_text(text, registry, ensemble, section):
+    for fields in LETTERLESS_ROWS:
+        reasons = _reasons(make_row("sw", "sts", **fields), registry, ensemble, section)
+        assert {"no_text:S1", "no_text:S2", "no_text:S3"} <= set(reasons), (fields, reasons)
+    sw = text["sw"]
+    for junk in NOT_TEXT:
+        for family, name, base in (("sts", "S2", dict(S1=sw[100], S2=sw[101], S3=sw[102])),
+                                   ("long_short", "label", dict(input_text=" ".join(sw[300:310]), label="Michezo",
+                                                                misleading_label="Siasa"))):
+            row = make_row("sw", family, **{**base, name: junk})
+            assert f"no_text:{name}" in _reasons(row, registry, ensemble, section), (junk, family)
+
+
+def test_real_human_text_always_carries_text(shared_data, registry, section):
+    """No real sentence, query or paragraph (every Tatoeba language, MIRACL queries, XQuAD) is no_text."""
+    from workbench.filter.rules import is_text
+
+    texts = [s for lang in registry.generation for s in tatoeba_sentences(shared_data, lang)]
+    for path in sorted((shared_data / "miracl").glob("topics.*.tsv")):
+        texts += [line.split("\t", 1)[1] for line in path.read_text(encoding="utf-8").splitlines()]
+    for code in ("ar", "de", "hi", "th", "zh"):
+        texts += xquad_paragraphs(shared_data, code)
+    assert len(texts) > 75_000
+    failing = [t for t in texts if not is_text(t, section)]
+    assert len(failing) <= 1, failing[:5]  # the one: a one-character Chinese sentence ("行。")
 
 
 def _confident_indonesian(text, registry) -> list[str]:
@@ -206,3 +251,48 @@ def test_lazy_voting_gives_the_same_verdict_as_asking_every_member(text, registr
         assert (lazy.accepted, lazy.uncertain, lazy.accepted_as) == (full.accepted, full.uncertain, full.accepted_as)
         asked += len(lazy.votes)
     assert asked < 3 * len(cases)  # some members were skipped
+
+
+def test_member_registry_drives_config_and_labels(registry):
+    with pytest.raises(ConfigError, match="filter.members.*'fasttext' is not an LID member"):
+        parse_config({"filter": {"members": ["fasttext", "cld2"]}}, where="run.toml")
+    section = FilterSection(members=["cld2", "cld3", "lingua"], lingua_low_accuracy=True)
+    ensemble = Ensemble.load(registry, section)
+    assert [m.name for m in ensemble.members] == ["cld2", "cld3", "lingua"]  # cheapest first, by MEMBERS' cost
+    assert "lingua" not in ensemble.covers("gl") and "lingua" in ensemble.covers("sw")  # lingua has no Galician
+
+
+def test_lingua_and_cld3_vote_on_real_text(text, registry):
+    ensemble = Ensemble.load(registry, FilterSection(members=["cld3", "lingua"], lingua_low_accuracy=True))
+    sentence = " ".join(text["sw"][100:103])
+    assert {(v.member, v.label) for v in ensemble.votes(sentence)} == {("cld3", "sw"), ("lingua", "sw")}
+    assert ensemble.decide(sentence, "sw").accepted
+    english = " ".join(text["en"][100:103])
+    assert ensemble.decide(english, "sw").accepted is False
+
+
+def test_vote_cache_gives_the_same_verdicts_and_votes_a_repeated_text_once(text, registry):
+    rows = [make_row("sw", "long_short", input_text=" ".join(text["sw"][i:i + 6]), label="Michezo", misleading_label="Siasa")
+            for i in range(0, 120, 6)]
+    cached = Ensemble.load(registry, FilterSection())
+    uncached = Ensemble.load(registry, FilterSection(lid_cache_size=0))
+    section = FilterSection()
+    for row in rows:
+        assert check_row(row, registry, cached, section) == check_row(row, registry, uncached, section)
+    assert cached._hits >= 2 * (len(rows) - 1)  # the joined labels: voted on once, then from the cache
+    assert uncached._hits == 0
+
+
+def test_the_benchmarks_lone_field_verdict_is_the_filters(text, registry, ensemble, section):
+    """benchmarks/lid_accuracy.py judges a text with lone_field_reasons: the reasons check_row gives a
+    bitext S1, the only field of its example in the row's language (long, short, English, letterless)."""
+    from workbench.filter.rules import lone_field_reasons
+
+    en = text["en"]
+    candidates = text["sw"][:40] + [" ".join(s.split()[:3]) for s in text["sw"][40:80]] + en[:20]
+    candidates += [" ".join(s.split()[:2]) for s in en[20:40]] + ["3559", "N/A", "ሰላም ለሁሉም"]
+    for s1 in candidates:
+        row = make_row("sw", "bitext", S1=s1, S2=en[100], S3=en[300])
+        language_reasons = [r.replace(":S1", ":field") for r in check_row(row, registry, ensemble, section).reasons
+                            if r.endswith(":S1") and r.split(":")[0] in ("no_text", "wrong_script", "wrong_language", "lid_uncertain")]
+        assert lone_field_reasons(s1, "sw", registry, ensemble, section) == language_reasons, s1

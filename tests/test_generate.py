@@ -372,7 +372,7 @@ def test_auto_structured_output_falls_back_when_the_endpoint_rejects_schemas(dou
 def test_corrupt_cache_is_one_clear_error_and_is_left_alone(double, tmp_path):
     run, config, registry = make_run(tmp_path / "run", double.base_url, languages=("sw",), quota=2)
     run.cache_path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(WorkbenchError, match="cache.sqlite: the request cache cannot be opened"):
+    with pytest.raises(WorkbenchError, match="cache.sqlite: the request cache is damaged .file is not a database.*--salvage-cache"):
         run_generate(run, config, registry)
     assert run.cache_path.read_bytes() == b"this is not a database" * 100
     assert double.stats.total == 0

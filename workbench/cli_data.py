@@ -20,7 +20,9 @@ from workbench.cli_render import (
     console,
     err_console,
     print_dry_run,
+    print_plan_estimate,
     print_generate_summary,
+    print_left_out,
     print_plan_summary,
     print_proposal,
 )
@@ -41,7 +43,7 @@ def languages(
     directory: Annotated[Optional[Path], typer.Option("--dir", help="languages folder")] = None,
 ) -> None:
     """List the language registry (93 generation languages + eval-only entries)."""
-    from workbench.languages import SCRIPT_UNICODE_NAMES, TIERS, load_registry, suggest_script
+    from workbench.languages import LID_MODELS, SCRIPT_UNICODE_NAMES, TIERS, load_registry, suggest_script
 
     registry = load_registry(directory)
     if tier is not None and tier not in TIERS:
@@ -105,7 +107,7 @@ def languages(
             "name": rec["name"] + (" (eval only)" if rec["role"] == "eval_only" else ""),
             "cc100_tokens_m": "" if rec["cc100_tokens_m"] is None else f"{rec['cc100_tokens_m']:,.0f}M",
             "miracl": "yes" if rec["miracl"] else "",
-            "lid_models": f"{rec['lid_models']}/4",
+            "lid_models": f"{rec['lid_models']}/{len(LID_MODELS)}",
         }
         table.add_row(*(cells[key] for key, _ in columns))
     console.print(table)
@@ -121,10 +123,11 @@ def plan(
     seed: Annotated[Optional[int], typer.Option(help="sampling seed")] = None,
     from_report: Annotated[Optional[Path], typer.Option("--from-report", help="gap report folder: quotas weighted to the largest gaps and lowest acceptance")] = None,
     budget: Annotated[Optional[str], typer.Option(help="total for --from-report: examples (5000) or dollars ($20)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print slots, requests, tokens and estimated cost; write nothing")] = False,
 ) -> None:
     """Write the generation plan: per language, slots per task family with sampled placeholders."""
     from workbench.languages import load_registry
-    from workbench.plan import run_plan
+    from workbench.plan import planned_languages, run_plan
     from workbench.runconfig import resolve_run_config
 
     updates: dict[str, object] = {}
@@ -147,12 +150,19 @@ def plan(
         updates["families"] = split_values(families)
     if seed is not None:
         updates["seed"] = seed
-    run, config = resolve_run_config(run_dir, config_file, {"run": updates})
     registry = load_registry()
+    # languages the plan leaves out (eval-only, no quota) never reach run.toml's list
+    preview = resolve_run_config(run_dir, config_file, {"run": updates}, write=False)[1]
+    kept, left_out = planned_languages(preview, registry, "--languages" if language else "run.languages")
+    if kept is not None:
+        updates["languages"] = kept
+    run, config = resolve_run_config(run_dir, config_file, {"run": updates}, stages=("plan",), write=not dry_run)
+    print_left_out(left_out)
+    if dry_run:
+        print_plan_estimate(run, config, registry)
+        return
     result = run_plan(run, config, registry)
     print_plan_summary(run)
-    for code, reason in result.stats.get("left_out", {}).items():
-        err_console.print(f"left out {code}: {reason}")
     state = "already current, nothing rewritten" if result.current else "written"
     console.print(f"plan {state}: {sum(result.outputs.values())} slots in {run.root / 'plan'}")
 
@@ -171,6 +181,7 @@ def generate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print requests, tokens and estimated cost; send nothing")] = False,
     batch: Annotated[bool, typer.Option("--batch", help="use the OpenAI Batch API (then 'workbench batch collect RUN')")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="send slots recorded as failed again")] = False,
+    salvage_cache: Annotated[bool, typer.Option("--salvage-cache", help="a damaged cache.sqlite: copy its readable answers into a new one first (the damaged file is kept)")] = False,
 ) -> None:
     """Generate one example per planned slot (brainstorm, then example) with caching and resume."""
     from workbench.generate.stage import run_generate
@@ -185,19 +196,30 @@ def generate(
         if value is not None:
             updates[name] = value
     run, config = resolve_run_config(run_dir, config_file, {"generate": updates} if updates else None,
-                                     create=False, write=not dry_run)
+                                     create=False, write=not dry_run, stages=("generate",))
     registry = load_registry()
     batch = batch or config.generate.batch
+    if salvage_cache and not dry_run:
+        from workbench.generate.cache import salvage
+
+        saved = salvage(run.cache_path)
+        if saved["kept"] is None:
+            console.print("request cache checked: not damaged, left as it is", highlight=False, markup=False)
+        else:
+            console.print(f"request cache salvaged: {saved['kept']} request(s) kept, {saved['unreadable']} unreadable "
+                          f"(sent again); the damaged file is kept as {saved['damaged']}", highlight=False, markup=False)
     if dry_run:
         result = run_generate(run, config, registry, dry_run=True, batch=batch)
         print_dry_run(result.stats)
         return
     from workbench.generate.stage import generation_notice, unfinished_summary
 
-    if notice := generation_notice(config):
-        err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
+    if notice := generation_notice(config):  # stdout: stderr of a command that fails is its one error line
+        console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
     with GenerateProgress() as progress:
         result = run_generate(run, config, registry, batch=batch, retry_failed=retry_failed, progress=progress.update)
+    if result.current:
+        console.print("generate already current: nothing sent; the summary of the run that wrote the tables:")
     print_generate_summary(result)
     if result.stats.get("transport_unfinished"):  # exit 2: the run is not done, and says how to finish it
         raise WorkbenchError(f"generation incomplete: {unfinished_summary(result.stats)}", where=str(run.root),
@@ -230,7 +252,7 @@ def batch_collect_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN",
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
 
-    run, config = resolve_run_config(run_dir, create=False)
+    run, config = resolve_run_config(run_dir, create=False, stages=("generate",))
     result = collect(run, config, load_registry())
     got = result.stats.get("collected", {})
     console.print(f"collected: {got.get('ok', 0)} ok, {got.get('failed', 0)} failed, "
@@ -283,10 +305,11 @@ def filter_command(
         updates["lid_threshold"] = lid_threshold
     if workers is not None:
         updates["workers"] = workers
-    run, config = resolve_run_config(run_dir, config_file, {"filter": updates} if updates else None, create=False)
+    run, config = resolve_run_config(run_dir, config_file, {"filter": updates} if updates else None, create=False,
+                                     stages=("filter",))
     registry = load_registry()
     with Progress(TextColumn("filter"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True) as bar:
+                  console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
         task = bar.add_task("filter", total=None)
         result = run_filter(run, config, registry, progress=lambda done, total: bar.update(task, completed=done, total=total))
     table = Table(title=f"filter: {run.root}")
@@ -308,7 +331,7 @@ def audit(
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
 
-    run, config = resolve_run_config(run_dir, create=False)
+    run, config = resolve_run_config(run_dir, create=False, stages=("audit",))
     result = run_audit(run, config, load_registry())
     state = "already current, nothing rewritten" if result.current else "written"
     console.print(f"audit {state}: {run.root / 'audit' / 'index.html'}")

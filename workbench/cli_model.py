@@ -5,15 +5,18 @@ Registered on the app in :mod:`workbench.cli`; each parses options and calls one
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from workbench.cli_data import split_values
-from workbench.cli_render import console, err_console
+from workbench.cli_render import StageProgress, console, err_console
 from workbench.errors import WorkbenchError
+from workbench.stagelog import logged_note
 
 # --- train -----------------------------------------------------------------------------------
 def train(
@@ -55,7 +58,8 @@ def train(
     }
     updates = {key: value for key, value in options.items() if value is not None}
     # --estimate is about the model, not the run: it needs no run directory and writes nothing
-    run, config = resolve_run_config(run_dir, config_file, {"train": updates}, create=estimate, write=not estimate)
+    run, config = resolve_run_config(run_dir, config_file, {"train": updates}, create=estimate, write=not estimate,
+                                     stages=("train",))
     if estimate:
         import os
 
@@ -87,15 +91,16 @@ def train(
         check_fits(estimate_result, config.train)
         console.print(f"fits in {config.train.gpu_memory_gib:g} GiB per GPU")
         return
-    result = run_train(run, config, None, show_progress=True)
+    with StageProgress() as view:
+        result = run_train(run, config, None, progress=view.update)
     if result.current:
         console.print(f"train already current, nothing rewritten: {run.root / 'train'}")
         return
     stats = result.stats
+    if note := logged_note(stats, run.root):
+        console.print(f"note: {note}", highlight=False)
     if stats.get("skipped"):
         err_console.print("records not built: " + "; ".join(f"{k}: {v}" for k, v in stats["skipped"].items()))
-    for warning in stats.get("schedule_warnings") or []:
-        err_console.print(f"warning: {warning}")
     console.print(
         f"trained {stats.get('steps')} steps on {stats.get('records')} records in {stats.get('seconds')} s "
         f"({stats.get('epochs', 0):.2f} epochs, batch {stats.get('batch_size')}) "
@@ -113,7 +118,7 @@ def eval_command(
     model: Annotated[
         Optional[str], typer.Option("--model", help="model folder, 'minilm' (the demo wheel) or 'bm25'")
     ] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="miracl | xquad | beir | tatoeba")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="miracl | xquad | beir | tatoeba | passkey")] = None,
     languages: Annotated[Optional[list[str]], typer.Option("--languages", "-l", help="codes, e.g. 'yo' or 'en,de'")] = None,
     hard_negatives: Annotated[
         Optional[bool],
@@ -130,16 +135,20 @@ def eval_command(
         Optional[Path], typer.Option("--contract-from", help="run --model under this exported model's contract (template, max_length, pooling)")
     ] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
+    launcher: Annotated[Optional[str], typer.Option("--launcher", help="torchrun: shard the embedding model's work over --gpus processes (docs/eval.md)")] = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="ranks for --launcher torchrun (one per GPU; CPU processes without GPUs); --estimate: GPUs to plan for")] = 1,
+    shard_rows: Annotated[Optional[int], typer.Option("--shard-rows", help="sharded runs: rows per shard (default: about 64 shards, 256 to 100,000 rows)")] = None,
+    estimate: Annotated[bool, typer.Option("--estimate", help="print passages, tokens, embedding disk and GPU-hours per language; evaluate nothing")] = False,
+    throughput: Annotated[Optional[float], typer.Option("--throughput", help="--estimate: measured passages/s per GPU (default: assumed from the model size)")] = None,
+    throughput_tokens: Annotated[Optional[float], typer.Option("--throughput-tokens", help="--estimate: mean tokens per passage --throughput was measured at (default 256)")] = None,
+    model_params: Annotated[Optional[float], typer.Option("--model-params", help="--estimate: model parameters, e.g. 7.1e9 (default: counted from --model, else 7.1e9)")] = None,
 ) -> None:
     """Evaluate a model (and/or BM25) with mteb on MIRACL, XQuAD or any BEIR folder; writes RUN/eval/results.parquet."""
-    import logging
-
     from workbench.eval.stage import eval_rows, run_eval
     from workbench.eval.targets import EVAL_TASKS
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if run_arg is not None and run_option is not None:
         raise WorkbenchError("RUN given twice", where="--run", fix="drop --run; give RUN as the first argument")
     if run_arg is None and run_option is None:
@@ -148,7 +157,25 @@ def eval_command(
     if run_option is not None:  # the old spelling keeps its old meaning: the folder is created when missing
         create = True
     run_dir = run_arg if run_arg is not None else run_option
-    if not create and not (run_dir / "manifest.json").is_file():
+    if launcher is not None:  # this process only starts torchrun; rank 0 below takes the run's lock
+        from workbench.eval.sharded import launch_torchrun
+
+        if launcher != "torchrun":
+            raise WorkbenchError(f"unknown launcher '{launcher}'", where="--launcher", fix="use torchrun")
+        raise typer.Exit(launch_torchrun(gpus))
+    from workbench.eval import sharded
+    from workbench.run import enter_for_command
+
+    dist = enter_for_command(sharded.session(shard_rows))  # under torchrun: this rank (None otherwise)
+    if dist is not None and not dist.leader:  # ranks > 0 do the shards rank 0 announces, nothing else
+        logging.getLogger().setLevel(logging.ERROR)  # rank 0 says what every rank would say ...
+        logging.getLogger("workbench.eval.sharded").setLevel(logging.WARNING)  # ... but not which shards this one redoes
+        from workbench.stagelog import stage_log
+
+        with stage_log(run_dir, "eval"):  # this rank's own log: logs/eval.rank<N>.log (which shards it redid, why)
+            sharded.follow(dist, run_dir)
+        return
+    if not create and not estimate and not (run_dir / "manifest.json").is_file():
         raise WorkbenchError("not a run directory (no manifest.json)", where=str(run_dir),
                              fix="check the path, or add --create to start a run for this evaluation")
     updates: dict[str, object] = {}
@@ -174,17 +201,38 @@ def eval_command(
         from workbench.config import EvalSection
 
         updates = {**EvalSection().model_dump(mode="json"), **updates}
-    run, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=create)
-    result = run_eval(run, config, load_registry())
+    if estimate:  # a plan, not an evaluation: needs no run directory and writes nothing
+        _show_estimate(run_dir, config_file, updates, model=model, gpus=gpus, throughput=throughput,
+                       throughput_tokens=throughput_tokens, model_params=model_params, shard_rows=shard_rows)
+        return
+    run, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=create, stages=("eval",))
+    with StageProgress() as view:
+        result = run_eval(run, config, load_registry(), progress=view.update)
+    if note := logged_note(result.stats if not result.current else None, run.root):
+        console.print(f"note: {note}", highlight=False)
     table = Table(title=f"eval: {run.root / 'eval' / 'results.parquet'}")
     for column in ("system", "dataset", "nDCG@10 | F1", "R@100 | acc", "queries", "docs"):
         table.add_column(column, justify="left" if column in ("system", "dataset") else "right")
     rows = eval_rows(run, result)
+    cells = [r for r in rows if r["context_tokens"] is not None]  # the passkey probe: one row per cell
+    rows = [r for r in rows if r["context_tokens"] is None]
     for key in sorted({(r["system"], r["dataset"]) for r in rows}):
         values = {r["metric"]: r for r in rows if (r["system"], r["dataset"]) == key}
         ndcg, recall = values.get("ndcg_at_10") or values["f1"], values.get("recall_at_100") or values["accuracy"]
         table.add_row(*key, f"{ndcg['value']:.1f}", f"{recall['value']:.1f}", str(ndcg["n_queries"]), str(ndcg["n_docs"]))
-    console.print(table)
+    if rows or not cells:
+        console.print(table)
+    if cells:
+        passkey = Table(title="passkey: top-1 accuracy (%) by length (encoder tokens) and needle depth")
+        depths = sorted({r["needle_depth"] for r in cells})
+        for column in ("system", "language", "tokens", "words", *(f"{d:g}%" for d in depths)):
+            passkey.add_column(column, justify="left" if column in ("system", "language") else "right")
+        for key in sorted({(r["system"], r["language"], r["context_tokens"]) for r in cells}):
+            by_depth = {r["needle_depth"]: r for r in cells if (r["system"], r["language"], r["context_tokens"]) == key}
+            words = next(iter(by_depth.values()))["context_words_median"]
+            passkey.add_row(key[0], key[1], str(key[2]), "-" if words is None else f"{words:.0f}",
+                            *(f"{by_depth[d]['value']:.0f}" if d in by_depth else "" for d in depths))
+        console.print(passkey)
     for dataset, counts in result.stats["query_counts"].items():
         if counts.get("queries_without_qrels") or counts.get("queries_without_positives"):
             err_console.print(
@@ -194,3 +242,28 @@ def eval_command(
     if run_option is not None:  # after the work, so an error stays one line
         err_console.print("note: --run is deprecated; give RUN as the first argument (add --create for a new folder)",
                           soft_wrap=True)
+
+
+def _show_estimate(run_dir: Path, config_file: Optional[Path], updates: dict[str, object], *, model: Optional[str], gpus: int,
+                   throughput: Optional[float], throughput_tokens: Optional[float], model_params: Optional[float],
+                   shard_rows: Optional[int]) -> None:
+    """``workbench eval RUN --estimate``: the per-language plan, then the disk check (one error line)."""
+    from workbench.eval.estimate import check_disk, estimate, table_header
+    from workbench.languages import load_registry
+    from workbench.runconfig import resolve_run_config
+
+    _, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=True, write=False)
+    plan = estimate(config.eval, load_registry(), model=model, gpus=max(1, gpus), throughput=throughput,
+                    throughput_tokens=throughput_tokens, model_params=model_params, shard_rows_override=shard_rows)
+    table = Table(title=f"eval plan: {plan.title}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in table_header(plan.gpus):
+        table.add_column(column, justify="left" if column == "lang" else "right", no_wrap=True)
+    for row in plan.rows():
+        table.add_row(*row)
+    console.print(table)
+    for note in plan.notes:
+        console.print(f"note: {note}", soft_wrap=True)
+    missing, free = check_disk(run_dir, plan.disk_bytes)
+    console.print(f"disk: {plan.disk_bytes / 2**30:,.2f} GiB of shards ({missing / 2**30:,.2f} GiB not yet written); "
+                  f"{free / 2**30:,.2f} GiB free under {run_dir}: fits", soft_wrap=True)
+

@@ -11,8 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from workbench.cli_render import GenerateProgress, console, err_console
+from workbench.cli_render import GenerateProgress, StageProgress, console, print_left_out
 from workbench.errors import WorkbenchError
 
 # --- report ----------------------------------------------------------------------------------
@@ -41,7 +42,7 @@ def report(
         joined = list(dict.fromkeys([*named.report.results, *(str(p) for p in results or [])]))
         extra = {"results": joined if results else None, "audit": str(audit) if audit else None}
         run, config = resolve_run_config(run_dir, config_file, {"report": {**updates, **{
-            k: v for k, v in extra.items() if v}}}, create=False)
+            k: v for k, v in extra.items() if v}}}, create=False, stages=("report",))
         if not (run_dir / "eval" / "results.parquet").is_file() and not config.report.results:
             raise WorkbenchError("no eval/results.parquet in this run and no --results given", where=str(run_dir),
                                  fix="run 'workbench eval' first or pass --results PATH")
@@ -49,7 +50,7 @@ def report(
         _print_report(run.stage_dir("report"), result)
         return
     if run_dir is not None:
-        run, config = resolve_run_config(run_dir, config_file, {"report": updates}, create=False)
+        run, config = resolve_run_config(run_dir, config_file, {"report": updates}, create=False, stages=("report",))
         section = config.report
     else:
         base = load_config(config_file) if config_file else RunConfig()
@@ -101,7 +102,12 @@ def export_command(
     folder = out or run.root / "export" / "dataset"
     info = export_dataset(run, config, load_registry(), folder)
     total = sum(c["accepted"] for c in info["languages"].values())
-    console.print(f"exported {total} examples in {len(info['languages'])} language(s): {folder}", highlight=False)
+    kept = len(info["languages"]) - len(info["left_out"])
+    console.print(f"exported {total} examples in {kept} language(s), configs {', '.join(info['configs'])}: {folder}",
+                  highlight=False)
+    if info["left_out"]:
+        console.print(f"left out {', '.join(info['left_out'])}: no accepted rows (no file, not in the card's languages)",
+                      highlight=False)
     if push_to_hub:
         console.print(f"dataset pushed: {push(folder, push_to_hub, 'dataset', private=private)}", highlight=False)
     if model_dir is not None:
@@ -112,6 +118,7 @@ def export_command(
 def run_command(
     config_file: Annotated[Path, typer.Argument(metavar="CONFIG", help="run config TOML (see examples/)")],
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="default: runs/<[run] name>")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan's slots, requests, tokens and estimated cost; write nothing")] = False,
 ) -> None:
     """Run the whole pipeline from one config; stages whose inputs are unchanged are skipped."""
     from workbench.config import load_config
@@ -130,23 +137,38 @@ def run_command(
     except UnknownLanguageError as err:
         raise UnknownLanguageError(err.message, where=f"{config_file}: field 'run.languages'", fix=err.fix) from None
     target = run_dir or Path("runs") / requested.run.name
-    run, config = resolve_run_config(target, config_file)
+    from workbench.plan import planned_languages
+
+    # languages the plan leaves out (eval-only, no quota) never reach run.toml's list
+    kept, left_out = planned_languages(requested, registry, f"{config_file}: field 'run.languages'") if "plan" in requested.pipeline.stages else (None, {})
+    overrides = {"run": {"languages": kept}} if kept is not None else None
+    if dry_run:
+        from workbench.cli_render import print_plan_estimate
+
+        run, config = resolve_run_config(target, config_file, overrides, write=False)
+        print_left_out(left_out)
+        print_plan_estimate(run, config, registry)
+        return
+    run, config = resolve_run_config(target, config_file, overrides, pipeline=True)
     console.print(f"run directory: {run.root}")
+    print_left_out(left_out)
     from workbench.generate.engine import generation_notice
 
     if "generate" in config.pipeline.stages and (notice := generation_notice(config)):
-        err_console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
-    view = GenerateProgress()
+        console.print(f"note: {notice}", highlight=False, soft_wrap=True, markup=False)
+    views = {"generate": GenerateProgress(), "train": StageProgress(), "eval": StageProgress()}
 
     def on_stage(stage: str, state: str) -> None:
-        if view.state is not None and (stage != "generate" or state.startswith("done")):
-            view.close()  # generation is over: the live view gives way to the stage lines
-        console.print(f"[bold]{stage}[/]: {state}", highlight=False)
+        for name, view in views.items():
+            if view.state is not None and (name != stage or state.startswith(("done", "skipped"))):
+                view.close()  # that stage is over: its live view gives way to the stage lines
+        console.print(Text.assemble((stage, "bold"), f": {state}"), highlight=False)
 
     try:
-        run_pipeline(run, config, registry, on_stage=on_stage, generate_progress=view.update)
+        run_pipeline(run, config, registry, on_stage=on_stage, progress={name: v.update for name, v in views.items()})
     finally:
-        view.close()
+        for view in views.values():
+            view.close()
     status(run.root)
     report = run.stage_dir("report") / "index.html"
     if report.is_file():

@@ -6,7 +6,7 @@ The report filters and joins on these columns; it never reads a condition out of
 
 | column | values | owner of the values |
 |---|---|---|
-| ``benchmark`` | ``miracl``, ``xquad``, ``beir``, ``tatoeba`` | :data:`workbench.eval.targets.EVAL_TASKS` |
+| ``benchmark`` | ``miracl``, ``xquad``, ``beir``, ``tatoeba``, ``passkey`` | :data:`workbench.eval.targets.EVAL_TASKS` |
 | ``task_kind`` | :data:`TASK_KINDS` | here |
 | ``corpus`` | :data:`CORPORA` (full corpus, hard negatives v1/v2, a subset, a local folder) | here |
 | ``split`` | the dataset's split (``dev``, ``test``) | the dataset |
@@ -28,8 +28,10 @@ from typing import Any
 # --- task kinds --------------------------------------------------------------------------------
 RETRIEVAL = "retrieval"
 BITEXT = "bitext-mining"
-TASK_KINDS = (RETRIEVAL, BITEXT)
-# The one metric per task kind the report's tier question is answered on, fixed before any number is seen.
+PASSKEY = "passkey"  # the long-context probe (workbench/eval/passkey.py): top-1 over documents built per cell
+TASK_KINDS = (RETRIEVAL, BITEXT, PASSKEY)
+# The one metric per task kind the report's tier question is answered on, fixed before any number is seen
+# (the passkey probe has its own report section, per length and depth, and no tier question).
 PRIMARY_METRIC = {RETRIEVAL: "ndcg_at_10", BITEXT: "accuracy"}
 
 # --- corpus variants: numbers are comparable only within one -------------------------------------
@@ -89,8 +91,9 @@ NO_TRAIN_SPLIT = {"miracl": frozenset({"de", "yo"})}
 # training data), multilingual-e5 (arXiv 2402.05672), bge-m3 (arXiv 2402.03216). Matched as parts of
 # a model name or path.
 TRAINED_ON = {"miracl": ("e5-mistral", "multilingual-e5", "bge-m3")}
-# Benchmarks that have no training split at all (XQuAD and the LASER Tatoeba sets are test sets).
-NO_TRAIN_BENCHMARKS = frozenset({"xquad", "tatoeba"})
+# Benchmarks that have no training split at all (XQuAD and the LASER Tatoeba sets are test sets; the
+# passkey probe builds its documents at eval time).
+NO_TRAIN_BENCHMARKS = frozenset({"xquad", "tatoeba", "passkey"})
 # Models whose training data is known and holds none of these benchmarks' training splits.
 KNOWN_ZERO_SHOT = ("minilm", "all-minilm-l6-v2", "paraphrase-multilingual-minilm")
 

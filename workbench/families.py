@@ -117,6 +117,9 @@ class Family:
     # "short" a query or sentence, "document" a passage, "long" a long-long text, "label" a short
     # class label, "sentence" one of a set of distinct sentences
     shapes: tuple[str, ...] = ()
+    # fields whose answer may be a number (a year, a score): exempt from the filter's no_text rule (a
+    # number has no language; letters in them are still checked). None of the paper's families has one.
+    numeric_fields: tuple[str, ...] = ()
 
     @property
     def main_field(self) -> str:

@@ -24,9 +24,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from workbench.errors import ConfigError, UnknownLanguageError
+from workbench.filter.members import LABELLED_MEMBERS, UNSUPPORTED
 
 Tier = Literal["high", "mid", "low"]
 TIERS: tuple[str, ...] = ("high", "mid", "low")
@@ -66,24 +67,22 @@ SCRIPT_UNICODE_NAMES: dict[str, tuple[str, ...]] = {
 # Scripts written without spaces between words: lengths are counted in characters there.
 UNSPACED_SCRIPTS = frozenset({"Hans", "Hant", "Jpan", "Thai", "Laoo", "Khmr", "Mymr"})
 
-UNSUPPORTED = "unsupported"
-LID_MODELS = ("fasttext_lid176", "cld2", "langid", "langdetect")
+# The LID models whose labels each language file lists under [lid] (workbench/filter/members.py).
+LID_MODELS = LABELLED_MEMBERS
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LidLabels(_Strict):
-    """The label each language-ID model uses for this language, or ``"unsupported"``."""
-
-    fasttext_lid176: str
-    cld2: str
-    langid: str
-    langdetect: str
-
+class _LidLabelsBase(_Strict):
     def covered_by(self) -> list[str]:
         return [m for m in LID_MODELS if getattr(self, m) != UNSUPPORTED]
+
+
+# The label each language-ID model uses for this language, or "unsupported": one required field
+# per labelled member of workbench.filter.members.MEMBERS.
+LidLabels = create_model("LidLabels", __base__=_LidLabelsBase, **{name: (str, ...) for name in LID_MODELS})
 
 
 class Language(_Strict):

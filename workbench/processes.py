@@ -12,8 +12,6 @@ import signal
 import socket
 
 PR_SET_PDEATHSIG = 1
-
-
 def die_with_parent() -> None:
     """In a child: ask Linux to SIGTERM it when its parent dies (even by SIGKILL). No-op off Linux."""
     try:

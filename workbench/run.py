@@ -22,11 +22,11 @@ import os
 import platform
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -46,6 +46,7 @@ _HELD: dict[str, list[int]] = {}
 _HELD_GUARD = threading.Lock()
 # Open CLI command scopes: writer locks taken with Run.hold_writer_lock() live until the command ends.
 _COMMAND_SCOPES: list[contextlib.ExitStack] = []
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -58,6 +59,14 @@ def command_scope() -> Iterator[None]:
             yield
     finally:
         _COMMAND_SCOPES.remove(stack)
+
+
+def enter_for_command(manager: contextlib.AbstractContextManager[T]) -> T:
+    """Enter ``manager`` until the current CLI command (:func:`command_scope`) ends, errors included
+    (e.g. the process group of a torchrun rank); outside a command it stays entered for the process."""
+    if _COMMAND_SCOPES:
+        return _COMMAND_SCOPES[-1].enter_context(manager)
+    return manager.__enter__()
 
 
 def now() -> str:
@@ -263,11 +272,25 @@ class Run:
     def cache_path(self) -> Path:
         return self.root / "cache.sqlite"
 
+    def inside(self, path: Path | str) -> Path:
+        """``path`` if it lies inside the run directory, else one line: every path a stage writes
+        is built from names (stage, language, system, split) and is checked here first.
+
+        Lexical (``..`` folded, links not followed), so a folder of the run that is a symlink to
+        another disk (``eval/embeddings``) stays inside."""
+        root = os.path.normpath(os.path.abspath(self.root))
+        target = os.path.normpath(os.path.abspath(path))
+        if target != root and not target.startswith(root + os.sep):
+            raise WorkbenchError("this path lies outside the run directory; nothing is written there",
+                                 where=str(path), fix="a name that becomes a file or folder must be one plain name "
+                                                      "(no '/', no '..')")
+        return Path(path)
+
     def stage_dir(self, stage: str) -> Path:
-        return self.root / stage
+        return self.inside(self.root / stage)
 
     def table_path(self, stage: str, language: str) -> Path:
-        return self.root / stage / f"{language}.parquet"
+        return self.inside(self.root / stage / f"{language}.parquet")
 
     def table_languages(self, stage: str) -> list[str]:
         folder = self.stage_dir(stage)
@@ -283,6 +306,47 @@ class Run:
         table.write_parquet(buffer, compression="zstd", statistics=True)
         atomic_write_bytes(path, buffer.getvalue())
         return path
+
+    def write_table_chunks(self, stage: str, language: str, chunks: Iterable[pl.DataFrame],
+                           schema: Schema) -> tuple[Path, int]:
+        """Write one table from chunks of rows (one Parquet row group each): memory holds one
+        chunk at a time, whatever the table's size. Atomic like :meth:`write_table` (temp file,
+        fsync, rename; a failed write keeps the old file and raises one line). (path, rows)."""
+        import pyarrow.parquet as pq
+
+        path = self.table_path(stage, language)
+        rows = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as err:
+            raise write_error(path, err) from None
+        try:
+            os.chmod(tmp, FILE_MODE)
+            # a plain Python file underneath: a full disk is an OSError with its errno, not an Arrow message
+            with os.fdopen(fd, "wb") as handle:
+                writer = None
+                for chunk in chunks:
+                    table = conform(chunk, schema, where=str(path)).to_arrow()
+                    if writer is None:
+                        writer = pq.ParquetWriter(handle, table.schema, compression="zstd", write_statistics=True)
+                    writer.write_table(table)
+                    rows += chunk.height
+                if writer is None:  # no rows at all: still a table with the declared columns
+                    table = conform(pl.DataFrame(schema=schema), schema, where=str(path)).to_arrow()
+                    writer = pq.ParquetWriter(handle, table.schema, compression="zstd", write_statistics=True)
+                    writer.write_table(table)
+                writer.close()
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            Path(tmp).unlink(missing_ok=True)
+            raise write_error(path, err) from None
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path, rows
 
     def read_table(self, stage: str, language: str, schema: Schema) -> pl.DataFrame:
         path = self.table_path(stage, language)
@@ -336,7 +400,9 @@ class Run:
         recorded: dict[str, Any] = {}
         for rel, rows in (outputs or {}).items():
             path = self.root / rel
-            recorded[rel] = {"rows": rows, "sha256": file_sha256(path) if path.is_file() else None}
+            present = path.is_file()
+            recorded[rel] = {"rows": rows, "sha256": file_sha256(path) if present else None,
+                             "bytes": path.stat().st_size if present else None}
         with self._manifest_lock():
             manifest = self.manifest()
             manifest["stages"][stage] = {
@@ -367,7 +433,7 @@ def read_parquet_unchecked(
     if not path.is_file():
         raise TableError("table not found", where=str(path), fix="run the stage that writes it first")
     try:
-        return pl.read_parquet(path)
+        return pl.read_parquet(path, glob=False)  # a run path may hold [ ] or *, which are not patterns
     except Exception as err:  # polars raises several types for damaged files
         first = first_line(err, 200)
         raise TableError(f"cannot read Parquet ({first})", where=str(path), fix=fix) from None

@@ -13,7 +13,9 @@ The stages are declared once, in :mod:`workbench.stages`. For one stage the runn
   declared, times it, and records what the body returned (status, outputs with rows and sha256,
   stats) in ``manifest.json``. A body that stops with a :class:`WorkbenchError` leaves the stage
   recorded ``partial`` with the error line (resumable); an interrupted one stays ``running``, which
-  ``workbench status`` shows as interrupted once no process holds the run.
+  ``workbench status`` shows as interrupted once no process holds the run. While the body runs,
+  log records and warnings go to ``logs/<stage>.log`` (:mod:`workbench.stagelog`); library
+  warnings only there, their count in the stage's stats (``logged``).
 
 Stage bodies never write the manifest; the public stage functions (``run_plan``, ``run_filter``, ...)
 are this module's :func:`run_stage` for their stage.
@@ -41,6 +43,7 @@ from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
 from workbench.run import Run, StageResult, file_sha256, now
+from workbench.stagelog import logged_note, stage_log
 from workbench.stages import BY_NAME, STAGES, DeclaredConfig, Stage, StageInput
 
 log = logging.getLogger(__name__)
@@ -137,13 +140,13 @@ def _call(where: str, *args: Any) -> Any:
 
 def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
               options: dict[str, Any] | None = None, progress: Callable[..., None] | None = None,
-              notify: Callable[[str], None] | None = None, show_progress: bool = False, force: bool = False,
+              notify: Callable[[str], None] | None = None, force: bool = False,
               via: str | None = None) -> StageResult:
     """Run one declared stage over ``run`` unless it is current (see the module docstring).
 
     ``options`` are the call's own settings (they join the digest: e.g. which systems eval runs);
-    ``progress``, ``notify`` (state lines, "running" first when the stage runs) and ``show_progress``
-    are the CLI's hooks; ``force`` runs a current stage again; ``via`` is recorded so ``status`` can
+    ``progress`` (the stage's live state) and ``notify`` (state lines, "running" first when the stage
+    runs) are the CLI's hooks; ``force`` runs a current stage again; ``via`` is recorded so ``status`` can
     name the command that resumes the stage.
     """
     declared = BY_NAME[stage]
@@ -162,17 +165,22 @@ def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
         if notify:
             notify("running")
         inputs = StageInput(stage=stage, run=run, config=DeclaredConfig(config, declared), registry=registry,
-                            options=dict(options or {}), progress=progress, notify=notify,
-                            show_progress=show_progress)
+                            options=dict(options or {}), progress=progress, notify=notify)
         try:
-            result = _call(declared.body, inputs)
+            with stage_log(run.root, stage) as logged:  # library warnings to logs/<stage>.log, not the console
+                result = _call(declared.body, inputs)
         except WorkbenchError as err:
             if recording:  # stopped, not crashed: resumable, and the line says why; what an earlier run
                 # recorded (its outputs, hashed as they are now, and its stats) stays in the entry
-                run.record_stage(stage, status="partial", config_hash=digest, started_at=started,
-                                 outputs=_recorded_rows(entry), stats={**entry.get("stats", {}), "stopped_by": err.line()}, via=via)
+                try:
+                    run.record_stage(stage, status="partial", config_hash=digest, started_at=started,
+                                     outputs=_recorded_rows(entry), stats={**entry.get("stats", {}), "stopped_by": err.line()},
+                                     via=via)
+                except WorkbenchError:
+                    pass  # the manifest cannot be written either (a full disk): the first error is the one to read
             raise
         result.stats.setdefault("seconds", round(time.perf_counter() - start, 3))
+        result.stats["logged"] = logged.summary()
         if recording:
             run.record_stage(stage, status=result.status, config_hash=digest, outputs=result.outputs,
                              stats=result.stats, started_at=started, via=via)
@@ -185,13 +193,13 @@ def run_pipeline(
     registry: Registry,
     *,
     on_stage: Callable[[str, str], None] | None = None,
-    generate_progress: Callable[[Any], None] | None = None,
+    progress: dict[str, Callable[[Any], None]] | None = None,
 ) -> list[StageOutcome]:
     """Run every selected stage in declaration order; current stages are skipped. A stage that ends
     short of complete (generation with requests still unanswered) stops the pipeline with one line.
 
-    ``on_stage(stage, state line)`` and ``generate_progress`` (the generate engine's live counters)
-    are the CLI's hooks.
+    ``on_stage(stage, state line)`` and ``progress`` (per stage, the view its live state goes to:
+    generate's counters, train's steps, eval's texts) are the CLI's hooks.
     """
     outcomes: list[StageOutcome] = []
     with run.writer_lock():
@@ -203,8 +211,7 @@ def run_pipeline(
             start = time.perf_counter()
             notify = (lambda line, stage=stage: on_stage(stage, line)) if on_stage else None
             result = run_stage(run, stage, config, registry,
-                               progress=generate_progress if stage == "generate" else None, notify=notify,
-                               show_progress=True, via=VIA_PIPELINE)
+                               progress=(progress or {}).get(stage), notify=notify, via=VIA_PIPELINE)
             seconds = time.perf_counter() - start
             if result.current:
                 outcomes.append(StageOutcome(stage, "skipped"))
@@ -218,5 +225,6 @@ def run_pipeline(
                     fix="re-run the same command to resume (finished work is not done again)")
             outcomes.append(StageOutcome(stage, "ran", seconds))
             if on_stage:
-                on_stage(stage, f"done in {seconds:.1f} s")
+                note = logged_note(result.stats, run.root)
+                on_stage(stage, f"done in {seconds:.1f} s" + (f"; {note}" if note else ""))
     return outcomes

@@ -42,6 +42,9 @@ class Stage:
     # (the filter's LID models, train's base model and DeepSpeed JSON, eval's data folders and models,
     # report's extra tables); the runner puts their state in the digest
     outside: str | None = None
+    # "module:function" (RunConfig, pipeline) -> None: the stage's own checks of its settings
+    # (model and data folders exist, ...), run before run.toml records them (workbench/checks.py)
+    check: str | None = None
 
 
 class UndeclaredSection(AttributeError):
@@ -74,30 +77,31 @@ class StageInput:
     config: DeclaredConfig  # the declared sections only
     registry: Registry
     options: dict[str, Any] = field(default_factory=dict)  # the call's own settings (part of the digest)
-    progress: Callable[..., None] | None = None  # the CLI's live view (generate: counters; filter: done, total)
+    # the CLI's live view (generate: counters; filter: done, total; train, eval: workbench.progress states)
+    progress: Callable[..., None] | None = None
     notify: Callable[[str], None] | None = None  # one state line for the CLI (e.g. batch polling)
-    show_progress: bool = False  # progress bars on the terminal (train)
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("plan", (), ("run",), True, "workbench.plan:run_plan", "workbench.plan:write_plan",
-          "plan/<lang>.parquet"),
+          "plan/<lang>.parquet", check="workbench.checks:plan"),
     Stage("generate", ("plan",), ("run", "generate"), True, "workbench.generate.stage:run_generate",
-          "workbench.generate.stage:generate", "tasks/, generated/<lang>.parquet, cache.sqlite"),
+          "workbench.generate.stage:generate", "tasks/, generated/<lang>.parquet, cache.sqlite",
+          check="workbench.checks:generate"),
     Stage("filter", ("generate",), ("filter",), True, "workbench.filter.stage:run_filter",
           "workbench.filter.stage:filter_generated", "accepted/<lang>.parquet, rejected/<lang>.parquet",
-          outside="workbench.filter.stage:outside_inputs"),
+          outside="workbench.filter.stage:outside_inputs", check="workbench.checks:filter"),
     Stage("audit", ("plan", "generate", "filter"), (), True, "workbench.audit:run_audit",
           "workbench.audit:write_audit", "audit/ (summary.parquet, audit.json, index.html)"),
     Stage("train", ("filter",), ("run", "train"), False, "workbench.train.stage:run_train",
           "workbench.train.stage:train_model", "train/ (records, log, model/)",
-          outside="workbench.train.stage:outside_inputs"),
+          outside="workbench.train.stage:outside_inputs", check="workbench.checks:train"),
     Stage("eval", ("train",), ("eval", "pipeline", "train"), False, "workbench.eval.stage:run_eval",
           "workbench.eval.stage:evaluate", "eval/ (results.parquet, per_query.parquet, mteb JSON)",
-          outside="workbench.eval.stage:outside_inputs"),
+          outside="workbench.eval.stage:outside_inputs", check="workbench.checks:eval"),
     Stage("report", ("train", "eval", "audit"), ("report",), True, "workbench.report.stage:run_report",
           "workbench.report.stage:write_report", "report/ (index.html, summary.md, tables)",
-          outside="workbench.report.stage:outside_inputs"),
+          outside="workbench.report.stage:outside_inputs", check="workbench.checks:report"),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)

@@ -59,6 +59,9 @@ def conform(df: pl.DataFrame, schema: Schema, where: str) -> pl.DataFrame:
     """
     from workbench.errors import TableError, first_line
 
+    # columns added after tables were first written (all nullable): an older table reads with nulls
+    df = df.with_columns(pl.lit(None, dtype=schema[name]).alias(name) for name in ADDED_LATER
+                         if name in schema and name not in df.columns)
     missing = [name for name in schema if name not in df.columns]
     if missing:
         raise TableError(
@@ -120,6 +123,24 @@ AUDIT_SUMMARY: Schema = {
 
 
 # --- eval ------------------------------------------------------------------------------------
+# The long-context probe (task "passkey", workbench/eval/passkey.py) measures one dataset at many
+# cells: these columns are part of a row's key in eval/results.parquet and eval/per_query.parquet,
+# null for every other task.
+EVAL_CELL: Schema = {
+    "context_tokens": pl.Int64(),  # document length in the evaluated encoder's tokens (no special tokens)
+    "needle_depth": pl.Float64(),  # where the needle sits, percent of the document (0 = start)
+    "rope_theta": pl.Float64(),  # RoPE base override the encoder ran with (null: the model's own)
+    "sliding_window": pl.Int64(),  # attention window override (null: the model's own)
+}
+EVAL_CELL_KEY: tuple[str, ...] = tuple(EVAL_CELL)
+# What a passkey row was measured on, beside its key (null for other tasks).
+EVAL_PASSKEY_FACTS: Schema = {
+    "context_chars_median": pl.Float64(),  # median characters of that language's documents at this length
+    "context_words_median": pl.Float64(),  # median whitespace words (null for scripts written without spaces)
+    "needle_template": pl.Utf8(),  # "language: <provenance>" or "neutral ({name}: {passkey})"
+    "needle_names": pl.Utf8(),  # "<script>: <provenance>" or "romanized (synthetic)"
+}
+
 # eval/results.parquet: one row per (system, task, language, metric). Values are in percent
 # (nDCG@10 = 40.6 means 0.406) so they compare directly with published tables.
 EVAL_RESULTS: Schema = {
@@ -137,8 +158,8 @@ EVAL_RESULTS: Schema = {
     "created_at": pl.Utf8(),
     # The conditions the number was measured under (vocabularies in workbench/conditions.py); the
     # report compares numbers only where they match and never reads them out of the dataset label.
-    "benchmark": pl.Utf8(),  # miracl | xquad | beir | tatoeba (eval/targets.py EVAL_TASKS)
-    "task_kind": pl.Utf8(),  # retrieval | bitext-mining
+    "benchmark": pl.Utf8(),  # miracl | xquad | beir | tatoeba | passkey (eval/targets.py EVAL_TASKS)
+    "task_kind": pl.Utf8(),  # retrieval | bitext-mining | passkey
     "corpus": pl.Utf8(),  # full | hard-negatives-v1 | hard-negatives-v2 | subset | local
     "revision": pl.Utf8(),  # hub revision, or sha256:<12 hex> of the local files
     "instruction": pl.Utf8(),  # the exact query instruction, "prefix:<text>", or "none"
@@ -148,6 +169,8 @@ EVAL_RESULTS: Schema = {
     "contract_from": pl.Utf8(),  # the model folder whose contract the weights ran under (null: their own)
     "training_seed": pl.Int64(),  # the seed a workbench-trained model was trained with (null: not trained here)
     "seed_group": pl.Utf8(),  # the system all training seeds of one configuration share (= system otherwise)
+    **EVAL_CELL,
+    **EVAL_PASSKEY_FACTS,
 }
 # The condition columns EVAL_RESULTS carries since they were introduced: a table without them was
 # written by an older eval and is refused with one line (re-run eval), never guessed from labels.
@@ -172,7 +195,13 @@ EVAL_PER_QUERY: Schema = {
     # queries that share a relevant passage (XQuAD: the questions on one paragraph) share a cluster;
     # intervals resample clusters, not queries, so dependent queries are not counted as independent
     "cluster": pl.Utf8(),
+    **EVAL_CELL,
 }
+
+
+# Nullable columns added to existing tables: an eval table written before them reads with nulls
+# (conform adds them), so an older run's results stay readable.
+ADDED_LATER: frozenset[str] = frozenset({*EVAL_CELL, *EVAL_PASSKEY_FACTS})
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -326,6 +355,27 @@ REPORT_COMPARISONS: Schema = {
     "significant": pl.Boolean(),  # p_holm < 0.05, i.e. the shown interval excludes 0
     "mdd": pl.Float64(),  # minimum detectable difference at that level with 80% power, points
     "seed_deltas": pl.Utf8(),  # training data pairs: the same difference for every training seed
+}
+# report/passkey.parquet: the passkey probe per system setting, language and length: accuracy over all
+# depths (needle_depth null) and per depth, each the mean of per-query scores, with its 95% bootstrap interval.
+REPORT_PASSKEY: Schema = {
+    "system": pl.Utf8(),
+    "model": pl.Utf8(),
+    "dataset": pl.Utf8(),
+    "language": pl.Utf8(),
+    "tier": pl.Utf8(),
+    "rope_theta": pl.Float64(),
+    "sliding_window": pl.Int64(),
+    "context_tokens": pl.Int64(),
+    "needle_depth": pl.Float64(),  # null: every depth pooled
+    "accuracy": pl.Float64(),  # percent
+    "ci_low": pl.Float64(),
+    "ci_high": pl.Float64(),
+    "n_queries": pl.Int64(),
+    "context_chars_median": pl.Float64(),
+    "context_words_median": pl.Float64(),
+    "needle_template": pl.Utf8(),
+    "needle_names": pl.Utf8(),
 }
 # report/compare.parquet (compare mode): per language, task and metric, B minus A.
 REPORT_COMPARE: Schema = {

@@ -25,6 +25,7 @@ import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -91,12 +92,19 @@ def borrowed_spec(model: str | Path, contract_from: str | Path) -> EncoderSpec:
             not info.is_sentence_transformers or _st_pooling(info.path) != (spec.pooling or "mean")):
         spec = replace(spec, format="hf", path=str(info.hf_path), pooling=spec.pooling or "mean")
     return spec
+def adapter_base(spec: EncoderSpec) -> str | None:
+    """Where an adapter folder's base weights are: the local folder peft's ``adapter_config.json``
+    names, else the contract's ``base_model`` (a Hub id in exports: the card's name for it)."""
+    config = Path(spec.path) / "adapter_config.json"
+    local = json.loads(config.read_text()).get("base_model_name_or_path") if config.is_file() else None
+    return local if local and Path(local).is_dir() else spec.base_model
 
 
 def fingerprint(spec: EncoderSpec) -> str:
     """A short hash of the spec and the weight files: the embedding cache's model key."""
     digest = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode())
-    folders = [Path(spec.path)] + ([Path(spec.base_model)] if spec.base_model and Path(spec.base_model).is_dir() else [])
+    base = adapter_base(spec)
+    folders = [Path(spec.path)] + ([Path(base)] if base and Path(base).is_dir() else [])
     for folder in folders:
         for file in sorted(folder.rglob("*")):
             if not file.is_file() or file.suffix not in (".safetensors", ".bin", ".json", ".pt"):
@@ -112,13 +120,23 @@ def fingerprint(spec: EncoderSpec) -> str:
 
 
 class _SentenceTransformerBackend:
-    def __init__(self, spec: EncoderSpec, device: str):
+    def __init__(self, spec: EncoderSpec, device: str, overrides: dict[str, Any] | None = None):
         from sentence_transformers import SentenceTransformer
 
+        overrides = overrides or {}
+        if overrides.get("rope_theta") or overrides.get("sliding_window"):
+            raise WorkbenchError("RoPE base and sliding window overrides need a decoder with rotary positions",
+                                 where=spec.path, fix="drop rope_theta / sliding_window for this encoder")
         self.model = SentenceTransformer(spec.path, device=device, local_files_only=True)
         if device.startswith("cuda"):
             self.model.half()  # fp16 on GPU, fp32 on CPU
-        if spec.max_length:
+        if overrides.get("max_length"):  # asked for: read exactly this many tokens (up to the position table)
+            limit = getattr(self.model[0].auto_model.config, "max_position_embeddings", None)
+            if limit and overrides["max_length"] > limit:
+                raise WorkbenchError(f"max_length {overrides['max_length']} exceeds the model's {limit} positions",
+                                     where=spec.path, fix=f"use max_length <= {limit}")
+            self.model.max_seq_length = overrides["max_length"]
+        elif spec.max_length:
             self.model.max_seq_length = min(self.model.max_seq_length or spec.max_length, spec.max_length)
         self.normalize = spec.normalize
         self.dim = self.model.get_embedding_dimension()
@@ -126,6 +144,8 @@ class _SentenceTransformerBackend:
         first = self.model[0]
         config = getattr(getattr(first, "auto_model", None), "config", None)
         self.is_decoder = bool(config is not None and is_decoder_config(config.to_dict()))
+        self.tokenizer = self.model.tokenizer
+        self.window = int(self.model.max_seq_length)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         return self.model.encode(
@@ -137,10 +157,29 @@ class _SentenceTransformerBackend:
         ).astype(np.float32)
 
 
+def _with_overrides(config: Any, overrides: dict[str, Any], where: str) -> Any:
+    """An HF config with the RoPE base and the sliding window replaced (decoders with rotary positions)."""
+    rope, window = overrides.get("rope_theta"), overrides.get("sliding_window")
+    if not rope and not window:
+        return config
+    parameters = getattr(config, "rope_parameters", None)
+    if not (isinstance(parameters, dict) and "rope_theta" in parameters) and not hasattr(config, "rope_theta"):
+        raise WorkbenchError(f"a {config.model_type} model has no rotary positions to override", where=where,
+                             fix="rope_theta / sliding_window apply to decoders with RoPE (Mistral, Llama, Qwen)")
+    if rope:
+        if isinstance(parameters, dict) and "rope_theta" in parameters:
+            config.rope_parameters = {**parameters, "rope_theta": float(rope)}
+        else:
+            config.rope_theta = float(rope)
+    if window:
+        config.sliding_window = int(window)
+    return config
+
+
 class _HFBackend:
-    def __init__(self, spec: EncoderSpec, device: str):
+    def __init__(self, spec: EncoderSpec, device: str, overrides: dict[str, Any] | None = None):
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         self.torch = torch
         self.spec = spec
@@ -150,12 +189,14 @@ class _HFBackend:
         if (folder / "adapter_config.json").is_file():
             from peft import PeftModel
 
-            base = spec.base_model or json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-            model = AutoModel.from_pretrained(base, torch_dtype=dtype, local_files_only=True)
+            base = adapter_base(spec)
+            config = _with_overrides(AutoConfig.from_pretrained(base, local_files_only=True), overrides or {}, spec.path)
+            model = AutoModel.from_pretrained(base, config=config, torch_dtype=dtype, local_files_only=True)
             model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
             tok_source = str(folder) if (folder / "tokenizer_config.json").is_file() else base
         else:
-            model = AutoModel.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+            config = _with_overrides(AutoConfig.from_pretrained(str(folder), local_files_only=True), overrides or {}, spec.path)
+            model = AutoModel.from_pretrained(str(folder), config=config, torch_dtype=dtype, local_files_only=True)
             tok_source = str(folder)
         self.tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
         self.tokenizer.padding_side = spec.padding_side
@@ -170,6 +211,7 @@ class _HFBackend:
         self.dim = int(model.config.hidden_size)
         self.max_length = spec.max_length
         self.is_decoder = is_decoder_config(model.config.to_dict())
+        self.window = int(spec.max_length)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         torch = self.torch
@@ -203,23 +245,37 @@ class WorkbenchEncoder(AbsEncoder):
         chunk_size: int = 512,
         flush_every: int = 1024,
         contract_from: str | Path | None = None,
+        max_length: int | None = None,
+        rope_theta: float | None = None,
+        sliding_window: int | None = None,
     ):
+        """``max_length``, ``rope_theta``, ``sliding_window``: overrides for long-context probes (the
+        tokens read; a decoder's RoPE base and attention window); they join the cache's model key."""
         import torch
 
         self.spec = borrowed_spec(model, contract_from) if contract_from else load_spec(model, pooling=pooling)
+        self.overrides = {k: v for k, v in (("max_length", max_length), ("rope_theta", rope_theta),
+                                            ("sliding_window", sliding_window)) if v is not None}
+        if max_length is not None:
+            self.spec = replace(self.spec, max_length=int(max_length))
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
         self.instructions = task_instructions() if instructions is None else instructions
         self.show_progress = show_progress
+        # (desc, texts finished) after each chunk; set by the eval stage for the CLI's view (then no tqdm bar)
+        self.progress: Callable[[str, int], None] | None = None
         self.cache_root = cache_root
         self.chunk_size = max(batch_size, chunk_size)  # texts per backend call (and per cache write)
         self.flush_every = flush_every
         self.fingerprint = fingerprint(self.spec)
+        if self.overrides:
+            self.fingerprint = hashlib.sha256(
+                (self.fingerprint + json.dumps(self.overrides, sort_keys=True)).encode()).hexdigest()[:16]
         try:
             if self.spec.format == "sentence-transformers":
-                self.backend: Any = _SentenceTransformerBackend(self.spec, self.device)
+                self.backend: Any = _SentenceTransformerBackend(self.spec, self.device, self.overrides)
             else:
-                self.backend = _HFBackend(self.spec, self.device)
+                self.backend = _HFBackend(self.spec, self.device, self.overrides)
         except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:
             first = first_line(err, 200)
             raise WorkbenchError(
@@ -278,6 +334,14 @@ class WorkbenchEncoder(AbsEncoder):
         **kwargs: Any,
     ) -> np.ndarray:
         texts = [text for batch in inputs for text in batch["text"]]
+        instruction, instructed = self.formatting(task_metadata, prompt_type)
+        side = "queries" if prompt_type == PromptType.query else "documents" if prompt_type == PromptType.document else "texts"
+        return self.encode_texts(texts, instruction=instruction, desc=f"{hf_subset} {side}",
+                                 as_query=instructed, task=task_metadata.name)
+
+    def formatting(self, task_metadata: TaskMetadata, prompt_type: PromptType | None) -> tuple[str, bool]:
+        """(instruction, as_query) for texts of ``task_metadata`` on the ``prompt_type`` side: what
+        :meth:`encode` passes to :meth:`encode_texts` (the sharded search uses the same decision)."""
         task = task_metadata.name
         instructed = prompt_type == PromptType.query or instructs_every_text(task_metadata)
         instruction = ""
@@ -291,9 +355,12 @@ class WorkbenchEncoder(AbsEncoder):
                 log.info("task %s: instruction from %s", task, source)
         elif instructed:
             self.instruction_for(task_metadata)  # the warning for a decoder without one
-        side = "queries" if prompt_type == PromptType.query else "documents" if prompt_type == PromptType.document else "texts"
-        return self.encode_texts(texts, instruction=instruction, desc=f"{hf_subset} {side}",
-                                 as_query=instructed, task=task)
+        return instruction, instructed
+
+    def template_key(self, instruction: str, as_query: bool, task: str = "") -> str:
+        """The text a query or document is wrapped in (the text itself left empty): with the model
+        fingerprint, what decides a vector besides the text (the embedding caches key on it)."""
+        return self.spec.query_text("", instruction, task) if as_query else self.spec.document_text("", task)
 
     # -- our own entry point (also used by the throughput benchmark) ---------------------------
     def encode_texts(self, texts: Sequence[str], *, instruction: str = "", desc: str = "encode",
@@ -303,10 +370,9 @@ class WorkbenchEncoder(AbsEncoder):
         as_query = bool(instruction) if as_query is None else as_query
         if as_query:
             rendered = [self.spec.query_text(t, instruction, task) for t in texts]
-            template_key = self.spec.query_text("", instruction, task)
         else:
             rendered = [self.spec.document_text(t, task) for t in texts]
-            template_key = self.spec.document_text("", task)
+        template_key = self.template_key(instruction, as_query, task)
         keys = [text_key(t) for t in texts]
         cache = self._cache(template_key)
         result = np.zeros((len(texts), self.backend.dim), dtype=np.float32)
@@ -316,8 +382,13 @@ class WorkbenchEncoder(AbsEncoder):
         todo = sorted((i for i in range(len(texts)) if i not in found), key=lambda i: -len(rendered[i]))
         if found:
             log.info("%s: %d of %d vectors from the cache", desc, len(found), len(texts))
-        chunk = self.chunk_size
-        with tqdm(total=len(todo), desc=desc, unit="text", disable=not self.show_progress or not todo) as bar:
+            if self.progress is not None:
+                self.progress(desc, len(found))
+        # a view wants news more often than every 512 texts (a minute on a loaded CPU); the texts are
+        # sorted by length, so smaller chunks still make the same batches
+        chunk = self.chunk_size if self.progress is None else min(self.chunk_size, 4 * self.batch_size)
+        bar_off = not self.show_progress or not todo or self.progress is not None
+        with tqdm(total=len(todo), desc=desc, unit="text", disable=bar_off) as bar:
             for start in range(0, len(todo), chunk):
                 positions = todo[start : start + chunk]
                 vectors = self.backend.encode([rendered[i] for i in positions], self.batch_size)
@@ -325,6 +396,8 @@ class WorkbenchEncoder(AbsEncoder):
                 if cache is not None:
                     cache.add([keys[i] for i in positions], vectors)
                 bar.update(len(positions))
+                if self.progress is not None:
+                    self.progress(desc, len(positions))
         if cache is not None:
             cache.flush()
         return result

@@ -14,8 +14,11 @@ BEIR layout (``../shared/data/xquad/<lang>/``): ``corpus.jsonl`` (``_id``, optio
 ``text``), ``queries.jsonl`` (``_id``, ``text``), ``qrels.tsv`` (header ``query-id corpus-id score``)
 or ``qrels/<split>.tsv``.
 
-Checks: a missing file, a malformed line, qrels naming query ids absent from the topics, or
-relevant (rel > 0) documents absent from the corpus is one :class:`WorkbenchError` with counts.
+Checks, all before mteb sees the data: a missing file, a file that is not UTF-8 text (or not
+gzip), a malformed line, a field of the wrong type (``"text": 12345``), an empty corpus or topic
+list, qrels with no judgement at all (a header-only ``qrels.tsv``) or none that is relevant, qrels
+naming query ids absent from the topics, or relevant (rel > 0) documents absent from the corpus is
+one :class:`WorkbenchError` naming the file (and line) and what to fix.
 Judged-non-relevant documents absent from the corpus are harmless for the metrics and counted.
 Queries without any qrels are dropped by mteb (as for hub tasks) and counted; queries whose judged
 passages are all non-relevant stay in and score 0, as mteb does.
@@ -23,11 +26,13 @@ passages are all non-relevant stay in and score 0, as mteb does.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
 import json
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,7 @@ from datasets import Dataset
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,31 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
+@contextlib.contextmanager
+def _reading(path: Path):
+    """Around reading one data file: bytes that are not UTF-8 text (or not gzip) become one line."""
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        raise WorkbenchError(f"not UTF-8 text ({err.reason})", where=str(path),
+                             fix="give the file as UTF-8 text (JSON Lines or TSV as the layout says)") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise WorkbenchError(f"not a readable gzip file ({first_line(err)})", where=str(path),
+                             fix="give a whole .gz file, or the uncompressed file without .gz") from None
+
+
+def _text_field(record: dict[str, Any], name: str, number: int, path: Path, *, required: bool) -> str:
+    """A JSON Lines record's text field: a string (null or absent: empty unless required)."""
+    value = record.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        kind = "null" if value is None else type(value).__name__
+        raise WorkbenchError(f"line {number}: field '{name}' is {kind} ({str(value)[:40]}), not text", where=str(path),
+                             fix=f"give '{name}' as a JSON string")
+    return value
+
+
 def _first_existing(candidates: list[Path], what: str) -> Path:
     for path in candidates:
         if path.is_file():
@@ -73,7 +103,7 @@ def _first_existing(candidates: list[Path], what: str) -> Path:
 
 def _read_jsonl(path: Path, id_fields: tuple[str, ...]) -> list[tuple[str, str, str]]:
     rows = []
-    with _open_text(path) as handle:
+    with _reading(path), _open_text(path) as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
@@ -81,18 +111,27 @@ def _read_jsonl(path: Path, id_fields: tuple[str, ...]) -> list[tuple[str, str, 
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise WorkbenchError(f"line {number} is not valid JSON ({err.msg})", where=str(path)) from None
+            if not isinstance(record, dict):
+                raise WorkbenchError(f"line {number} is a JSON {type(record).__name__}, not an object", where=str(path),
+                                     fix="one JSON object per line")
             ident = next((record[k] for k in id_fields if k in record), None)
             if ident is None or "text" not in record:
                 raise WorkbenchError(
                     f"line {number} lacks field {'/'.join(id_fields)} or 'text'", where=str(path)
                 )
-            rows.append((str(ident), record.get("title") or "", record["text"] or ""))
+            if isinstance(ident, bool) or not isinstance(ident, (str, int)):
+                raise WorkbenchError(f"line {number}: id {str(ident)[:40]!r} is not a string or an integer",
+                                     where=str(path), fix="give ids as JSON strings")
+            text = _text_field(record, "text", number, path, required=False)
+            rows.append((str(ident), _text_field(record, "title", number, path, required=False), text))
+    if not rows:
+        raise WorkbenchError("no records", where=str(path), fix="give at least one JSON object per line")
     return rows
 
 
 def _read_topics(path: Path) -> dict[str, str]:
     topics: dict[str, str] = {}
-    with _open_text(path) as handle:
+    with _reading(path), _open_text(path) as handle:
         for number, line in enumerate(handle, 1):
             line = line.rstrip("\n")
             if not line:
@@ -106,7 +145,7 @@ def _read_topics(path: Path) -> dict[str, str]:
 
 def _read_trec_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    with _open_text(path) as handle:
+    with _reading(path), _open_text(path) as handle:
         for number, line in enumerate(handle, 1):
             parts = line.split()
             if not parts:
@@ -123,7 +162,7 @@ def _read_trec_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 def _read_beir_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as handle:
+    with _reading(path), open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
@@ -141,7 +180,14 @@ def _read_beir_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 
 def _check_ids(split: LocalSplit, where: Path) -> None:
-    """Count qrels ids missing from topics/corpus; raise when they would change the metrics."""
+    """Count qrels ids missing from topics/corpus; raise when they would change the metrics or leave
+    mteb nothing to score (no judgement at all, or none relevant: mteb would divide by zero)."""
+    if not split.qrels:
+        raise WorkbenchError("no relevance judgements (only a header, or an empty file)", where=str(where),
+                             fix="give one 'query-id corpus-id score' line (TREC: 'qid Q0 docid rel') per judged passage")
+    if not any(rel > 0 for docs in split.qrels.values() for rel in docs.values()):
+        raise WorkbenchError("no judgement marks a passage relevant (every score is 0 or less)", where=str(where),
+                             fix="give each query's relevant passages a score of 1 or more")
     unknown_queries = [q for q in split.qrels if q not in split.queries]
     missing_relevant = sorted(
         {d for q, docs in split.qrels.items() for d, rel in docs.items() if rel > 0 and d not in split.corpus}

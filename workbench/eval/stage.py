@@ -31,18 +31,22 @@ from workbench import conditions
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
+from workbench.eval import sharded
 from workbench.eval.targets import Target, build_target
+from workbench.progress import EvalWatch
+from workbench.train.card import refresh_model_cards
 from workbench.run import Run, StageResult, atomic_write_bytes, now
 from workbench.runner import run_stage
 from workbench.stages import StageInput
-from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
+from workbench.tables import EVAL_CELL_KEY, EVAL_PER_QUERY, EVAL_RESULTS
 
 log = logging.getLogger(__name__)
 STAGE = "eval"
 
 METRICS = ("ndcg_at_10", "recall_at_100", "recall_at_10", "mrr_at_10", "ndcg_at_100")
 BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
-RESULT_KEY = ("system", "model", "task", "dataset", "language", "split", "metric")
+# the cell columns (passkey length, depth, RoPE overrides) are null for every other task
+RESULT_KEY = ("system", "model", "task", "dataset", "language", "split", "metric", *EVAL_CELL_KEY)
 RUN_DEPTH = 100
 
 
@@ -50,11 +54,13 @@ ONE_SECTION = "[eval]"  # run_eval's systems: [eval]'s model (and BM25 when [eva
 PIPELINE_SYSTEMS = "[pipeline]"  # the pipeline's: every [pipeline] eval_systems entry on [eval] and each eval_also target
 
 
-def run_eval(run: Run, config: RunConfig, registry: Registry, *, systems: str = ONE_SECTION) -> StageResult:
+def run_eval(run: Run, config: RunConfig, registry: Registry, *, systems: str = ONE_SECTION,
+             progress=None) -> StageResult:
     """Evaluate through the runner and upsert ``eval/results.parquet``: by default ``config.eval.model``
     (and BM25 when asked) on ``[eval]``'s task; ``systems=PIPELINE_SYSTEMS`` is what ``workbench run``
-    evaluates (see :func:`eval_sections`)."""
-    return run_stage(run, STAGE, config, registry, options={"systems": systems})
+    evaluates (see :func:`eval_sections`). ``progress`` gets a :class:`~workbench.progress.EvalProgress`
+    as systems start and texts are embedded (the CLI's view)."""
+    return run_stage(run, STAGE, config, registry, options={"systems": systems}, progress=progress)
 
 
 def outside_inputs(config: Any) -> list[str]:
@@ -73,7 +79,7 @@ def seed_exports(run: Run, config: Any) -> list[tuple[int | None, Path]]:
 
 
 def pipeline_systems(run: Run, config: Any) -> dict[str, dict[str, Any]]:
-    """Every system ``[pipeline] eval_systems`` names -> its section settings and its seed group.
+    """Every system ``[pipeline] eval_systems`` names -> its ``key`` there, its section settings and its seed group.
 
     ``base`` is ``[train] model`` as it is; ``base@trained-contract`` the same weights under the contract
     of this run's export (so trained minus it isolates what the data did); ``trained`` is the export,
@@ -86,16 +92,16 @@ def pipeline_systems(run: Run, config: Any) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for key in config.pipeline.eval_systems:
         if key == "bm25":
-            out["bm25"] = {"model": "bm25", "contract_from": None, "seed_group": "bm25"}
+            out["bm25"] = {"key": key, "model": "bm25", "contract_from": None, "seed_group": "bm25"}
         elif key == "base":
-            out[base_name] = {"model": base, "contract_from": None, "seed_group": base_name}
+            out[base_name] = {"key": key, "model": base, "contract_from": None, "seed_group": base_name}
         elif key == "base@trained-contract":
-            out[f"{base_name}@ft-contract"] = {"model": base, "contract_from": str(exports[0][1]),
+            out[f"{base_name}@ft-contract"] = {"key": key, "model": base, "contract_from": str(exports[0][1]),
                                                "seed_group": f"{base_name}@ft-contract"}
         elif key == "trained":
             for i, (seed, folder) in enumerate(exports):
                 name = trained if i == 0 else f"{trained}-seed{seed}"
-                out[name] = {"model": str(folder), "contract_from": None, "seed_group": trained}
+                out[name] = {"key": key, "model": str(folder), "contract_from": None, "seed_group": trained}
     return out
 
 
@@ -103,8 +109,9 @@ def eval_sections(run: Run, config: Any, systems: str) -> list[Any]:
     """One ``[eval]`` section per (target, system) this call evaluates.
 
     ``PIPELINE_SYSTEMS``: ``[eval]`` and every ``[[pipeline.eval_also]]`` target, each with every system
-    of :func:`pipeline_systems`. BM25 ranks passages and has no vectors to mine bitext with, so it is
-    left out of Tatoeba targets.
+    of :func:`pipeline_systems` (or the subset of eval_systems keys a target's ``systems`` names). BM25 ranks
+    passages and has no vectors to mine bitext with or a context to read, so it is left out of Tatoeba and
+    passkey targets.
     """
     if systems == ONE_SECTION:
         return [config.eval]
@@ -112,8 +119,11 @@ def eval_sections(run: Run, config: Any, systems: str) -> list[Any]:
         raise ValueError(f"unknown eval systems {systems!r}")
     sections = []
     for target in [{}, *(t.model_dump() for t in config.pipeline.eval_also)]:
+        only = target.pop("systems", None)  # an eval_also target may name a subset of eval_systems
         for system, settings in pipeline_systems(run, config).items():
-            if settings["model"] == "bm25" and target.get("task", config.eval.task) == "tatoeba":
+            if only is not None and settings["key"] not in only:
+                continue
+            if settings["model"] == "bm25" and target.get("task", config.eval.task) in ("tatoeba", "passkey"):
                 continue
             sections.append(config.eval.model_copy(update={
                 **target, "model": settings["model"], "contract_from": settings["contract_from"], "system": system,
@@ -132,17 +142,26 @@ def evaluate(inputs: StageInput) -> StageResult:
     which = inputs.options.get("systems", PIPELINE_SYSTEMS)
     groups = {name: s["seed_group"] for name, s in pipeline_systems(run, inputs.config).items()} \
         if which == PIPELINE_SYSTEMS else {}
-    for section in eval_sections(run, inputs.config, which):
+    sections = eval_sections(run, inputs.config, which)
+    watch = EvalWatch(inputs.progress, len(sections))  # the CLI's view: task, system, texts/s, ETA
+    for index, section in enumerate(sections, 1):
         target = build_target(section, registry)
-        systems = _build_systems(section, run)
+        built = _build_systems(section, run)
+        # the conditions come from the encoder itself: the sharded search below wraps it
+        measured_as = {name: _system_conditions(section, name, model, groups) for name, _, model in built}
+        # under torchrun every rank encodes its shards of the corpus (workbench/eval/sharded.py)
+        systems = sharded.distribute(built, section, target, run)
         section_rows = []
         for system, model_label, model in systems:
             if target.kind == conditions.BITEXT and system_is_bm25(model):
                 log.warning("bm25 cannot mine bitext (it ranks passages, it has no sentence vectors): skipped on %s", target.task_name)
                 continue
+            if target.kind == "passkey" and system_is_bm25(model):
+                log.warning("bm25 has no passkey probe (it ranks by shared words, not by a read context): skipped")
+                continue
             log.info("eval %s on %s (%s)", system, target.task_name, ", ".join(target.datasets))
-            aggregate, scores = _evaluate(run, target, system, model_label, model,
-                                          _system_conditions(section, system, model, groups))
+            watch.start(index, target, system, model)
+            aggregate, scores = _evaluate(run, target, system, model_label, model, measured_as[system])
             section_rows.extend(aggregate)
             per_query.extend(scores)
             system_names.append(system)
@@ -159,6 +178,7 @@ def evaluate(inputs: StageInput) -> StageResult:
         previous = json.loads(path.read_text()) if path.is_file() else {}
         previous.update(update)
         atomic_write_bytes(path, json.dumps(previous, indent=2, sort_keys=True, ensure_ascii=False).encode())
+    refresh_model_cards(run)  # the model card of this run's trained model: its Evaluation section, now
     outputs = {"eval/results.parquet": table.height, "eval/per_query.parquet": per_query_table.height}
     return StageResult(STAGE, outputs=outputs,
                        stats={"query_counts": query_counts, "systems": list(dict.fromkeys(system_names))})
@@ -189,6 +209,7 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
         return systems
     from workbench.encoder import minilm_path
     from workbench.eval.encoders import WorkbenchEncoder
+    from workbench.eval.passkey import encoder_overrides
 
     if section.model == "minilm":
         path, default_name = minilm_path(), "minilm"
@@ -205,6 +226,7 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
         device=section.device,
         name=name,
         contract_from=Path(section.contract_from).expanduser() if section.contract_from else None,
+        **encoder_overrides(section),
     )
     systems.append((name, section.model if section.model == "minilm" else str(path), encoder))
     if section.bm25:
@@ -217,13 +239,29 @@ def _system_conditions(section: Any, system: str, model: Any, groups: dict[str, 
     (for the regime), its training seed and seed group."""
     if system_is_bm25(model):
         return {"lexical": True, "max_length": None, "contract_from": None, "training_seed": None,
-                "seed_group": groups.get(system, system), "name": "bm25", "trained_from": None}
+                "seed_group": groups.get(system, system), "name": "bm25", "trained_from": None,
+                "instruction_for": lambda task_metadata: (conditions.NO_INSTRUCTION, "none")}
     spec = model.spec
     facts = _contract_facts(Path(section.contract_from or spec.path))
     trained_here = not section.contract_from and "trained_on" in facts
+    # the encoder's own method, bound before the sharded search wraps it (that wrapper has none)
     return {"lexical": False, "max_length": model.max_length, "contract_from": section.contract_from,
             "training_seed": facts.get("seed") if trained_here else None, "seed_group": groups.get(system, system),
-            "name": f"{section.model} {spec.path}", "trained_from": facts.get("base_model") if trained_here else None}
+            "name": f"{section.model} {spec.path}", "trained_from": facts.get("base_model") if trained_here else None,
+            "instruction_for": model.instruction_for}
+
+
+def _measured_under(target: Target, subset: str, language: str, system_conditions: dict[str, Any],
+                    instruction: tuple[str, str]) -> dict[str, Any]:
+    """The condition columns of one subset's rows: the target's data conditions and the system's."""
+    return {
+        **target.conditions(subset), "instruction": instruction[0], "instruction_source": instruction[1],
+        "max_length": system_conditions["max_length"],
+        "regime": conditions.regime(system_conditions["name"], target.benchmark, language,
+                                    lexical=system_conditions["lexical"], trained_from=system_conditions["trained_from"]),
+        "contract_from": system_conditions["contract_from"],
+        "training_seed": system_conditions["training_seed"], "seed_group": system_conditions["seed_group"],
+    }
 
 
 def _contract_facts(folder: Path) -> dict[str, Any]:
@@ -270,8 +308,10 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
 
     from workbench.eval.per_query import bitext_scores, retrieval_scores
 
+    if target.kind == conditions.PASSKEY:  # a direct top-1 computation over its own documents (workbench/eval/passkey.py)
+        return _passkey(run, target, system, model_label, model, system_conditions)
     eval_dir = run.stage_dir("eval")
-    predictions = eval_dir / "predictions" / system
+    predictions = run.inside(eval_dir / "predictions" / system)  # the system name becomes a folder
     predictions_file = predictions / f"{target.task_name}_predictions.json"
     result = mteb.evaluate(
         model,
@@ -285,13 +325,10 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
         raise WorkbenchError("mteb wrote no predictions file", where=str(predictions_file))
     ranked = json.loads(predictions_file.read_text(encoding="utf-8"))
     if target.kind == "retrieval":
-        _write_trec_runs(ranked, eval_dir / "runs" / system, target)
+        _write_trec_runs(ranked, run.inside(eval_dir / "runs" / system), target)
     created = now()
     metrics = BITEXT_METRICS if target.kind == conditions.BITEXT else METRICS
-    if system_is_bm25(model):
-        instruction, instruction_source = conditions.NO_INSTRUCTION, "none"
-    else:
-        instruction, instruction_source = model.instruction_for(target.task.metadata)
+    instruction = system_conditions["instruction_for"](target.task.metadata)
     rows, per_query = [], []
     for task_result in result.task_results:
         for split, scores in task_result.scores.items():
@@ -307,16 +344,7 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
                     "language": target.languages.get(subset, subset),
                     "split": split,
                 }
-                language = key["language"]
-                measured_under = {
-                    **target.conditions(subset), "instruction": instruction, "instruction_source": instruction_source,
-                    "max_length": system_conditions["max_length"],
-                    "regime": conditions.regime(system_conditions["name"], target.benchmark, language,
-                                                lexical=system_conditions["lexical"],
-                                                trained_from=system_conditions["trained_from"]),
-                    "contract_from": system_conditions["contract_from"],
-                    "training_seed": system_conditions["training_seed"], "seed_group": system_conditions["seed_group"],
-                }
+                measured_under = _measured_under(target, subset, key["language"], system_conditions, instruction)
                 for metric in metrics:
                     rows.append(
                         {
@@ -346,6 +374,23 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
                     if abs(mean - 100 * float(score[metric])) > 1e-2:  # would be a bug: the table must add up
                         log.warning("%s %s %s %s: per-query mean %.3f differs from mteb's %.3f",
                                     system, key["dataset"], split, metric, mean, 100 * float(score[metric]))
+    return rows, per_query
+
+
+def _passkey(run: Run, target: Target, system: str, model_label: str, model: Any,
+             system_conditions: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The passkey probe's rows, with the same condition columns as every other task's (its queries take
+    the instruction the contract gives its task name; every query is its own cluster)."""
+    from types import SimpleNamespace
+
+    from workbench.eval.passkey import TASK_NAME
+
+    rows, per_query = target.task.evaluate(run, system, model_label, model)
+    instruction = system_conditions["instruction_for"](SimpleNamespace(name=TASK_NAME, prompt=None))
+    for row in rows:
+        row.update(_measured_under(target, row["language"], row["language"], system_conditions, instruction))
+    for row in per_query:
+        row["cluster"] = row["query_id"]
     return rows, per_query
 
 
@@ -386,7 +431,7 @@ def _upsert(run: Run, rows: list[dict[str, Any]]) -> pl.DataFrame:
     new = pl.DataFrame(rows, schema=EVAL_RESULTS)
     if run.has_table("eval", "results"):
         old = run.read_table("eval", "results", EVAL_RESULTS)
-        new = pl.concat([old.join(new.select(RESULT_KEY), on=list(RESULT_KEY), how="anti"), new])
+        new = pl.concat([old.join(new.select(RESULT_KEY), on=list(RESULT_KEY), how="anti", nulls_equal=True), new])
     new = new.sort(["task", "dataset", "system", "metric"])
     run.write_table("eval", "results", new, EVAL_RESULTS)
     return new
@@ -397,7 +442,7 @@ def _upsert_per_query(run: Run, rows: list[dict[str, Any]]) -> pl.DataFrame:
     new = pl.DataFrame(rows, schema=EVAL_PER_QUERY)
     if run.has_table("eval", "per_query"):
         old = run.read_table("eval", "per_query", EVAL_PER_QUERY)
-        new = pl.concat([old.join(new.select(RESULT_KEY).unique(), on=list(RESULT_KEY), how="anti"), new])
+        new = pl.concat([old.join(new.select(RESULT_KEY).unique(), on=list(RESULT_KEY), how="anti", nulls_equal=True), new])
     new = new.sort(["task", "dataset", "system", "metric", "query_id"])
     run.write_table("eval", "per_query", new, EVAL_PER_QUERY)
     return new

@@ -291,6 +291,12 @@ def _beir_target(section: Any, registry: Registry) -> Target:
                   revisions={c: local_revision(sources[datasets[c]]) for c in splits})
 
 
+def _passkey_target(section: Any, registry: Registry) -> Target:
+    from workbench.eval import passkey
+
+    return passkey.build_target(section, registry)
+
+
 def _lang_tag(registry: Registry, code: str) -> str:
     """mteb language tag (ISO 639-3 + script), e.g. yor-Latn; eng-Latn for folder names that are not codes."""
     if code in registry:
@@ -308,5 +314,6 @@ TARGETS: dict[str, Callable[[Any, Registry], Target]] = {
     "xquad": _local_files_target,
     "beir": _local_files_target,
     "tatoeba": _tatoeba_target,
+    "passkey": _passkey_target,
 }
 EVAL_TASKS: tuple[str, ...] = tuple(TARGETS)

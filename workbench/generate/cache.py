@@ -79,36 +79,51 @@ class Entry:
 class RequestCache:
     """Thin synchronous wrapper; used from one thread (the event loop's) at a time."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+    def __init__(self, path: Path | None):
+        """The cache at ``path``; ``None``: an empty one in memory (estimates for a run not made yet)."""
+        self.path = Path(path) if path is not None else Path(":memory:")
+        if path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(":memory:" if path is None else self.path, timeout=30, isolation_level=None,
+                                  check_same_thread=False)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # durable against process kill (not power loss)
             self.db.executescript(_SCHEMA)
+        except sqlite3.OperationalError:
+            self.db.close()
+            raise
         except sqlite3.DatabaseError as err:
             self.db.close()
-            raise WorkbenchError(f"the request cache cannot be opened ({err})", where=str(self.path),
-                                 fix="restore it, or move it away to start afresh (its answers would be paid for again)") from None
+            raise damaged_cache_error(self.path, err) from None
 
     def close(self) -> None:
         self.db.close()
 
+    def _all(self, sql: str, params: Any = ()) -> list[tuple]:
+        """Every row of one statement; damaged pages become one line that says how to keep the
+        readable answers (SQLite reports them only when a query reaches them)."""
+        try:
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            raise  # locked, full disk, read-only: not damage (the CLI has a line for a full disk)
+        except sqlite3.DatabaseError as err:
+            raise damaged_cache_error(self.path, err) from None
+
     def get(self, key: str) -> Entry | None:
-        row = self.db.execute(
+        rows = self._all(
             "SELECT key, slot_id, kind, status, raw_response, result, error, prompt_tokens, completion_tokens,"
-            " cost_usd, attempts, batch_id, updated_at FROM requests WHERE key=?", (key,)).fetchone()
-        return _entry(row) if row else None
+            " cost_usd, attempts, batch_id, updated_at FROM requests WHERE key=?", (key,))
+        return _entry(rows[0]) if rows else None
 
     def get_many(self, keys: list[str]) -> dict[str, Entry]:
         found: dict[str, Entry] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            rows = self.db.execute(
+            rows = self._all(
                 "SELECT key, slot_id, kind, status, raw_response, result, error, prompt_tokens, completion_tokens,"
                 f" cost_usd, attempts, batch_id, updated_at FROM requests WHERE key IN ({','.join('?' * len(chunk))})",
-                chunk).fetchall()
+                chunk)
             found.update({row[0]: _entry(row) for row in rows})
         return found
 
@@ -119,7 +134,7 @@ class RequestCache:
                batch_id: str | None = None) -> None:
         """Insert or replace one request's state; usage and attempts are totals, not increments."""
         stamp = _now()
-        self.db.execute(
+        self._all(
             "INSERT INTO requests (key, slot_id, kind, language, family, model, request, status, raw_response,"
             " result, error, prompt_tokens, completion_tokens, cost_usd, latency_s, attempts, batch_id,"
             " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -137,45 +152,123 @@ class RequestCache:
                error: str | None, prompt_tokens: int, completion_tokens: int, cost_usd: float,
                attempts: int) -> None:
         """Store the outcome of an already recorded request (Batch API results)."""
-        self.db.execute(
+        self._all(
             "UPDATE requests SET status=?, raw_response=?, result=?, error=?, prompt_tokens=?, completion_tokens=?,"
             " cost_usd=?, attempts=?, updated_at=? WHERE key=?",
             (status, raw_response, None if result is None else json.dumps(result, ensure_ascii=False), error,
              prompt_tokens, completion_tokens, cost_usd, attempts, _now(), key))
 
     def request_of(self, key: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT request FROM requests WHERE key=?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        rows = self._all("SELECT request FROM requests WHERE key=?", (key,))
+        return json.loads(rows[0][0]) if rows else None
 
     def meta(self, name: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
-        return row[0] if row else None
+        rows = self._all("SELECT value FROM meta WHERE name=?", (name,))
+        return rows[0][0] if rows else None
 
     def set_meta(self, name: str, value: str) -> None:
-        self.db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
-                        (name, value))
+        self._all("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                  (name, value))
 
     def usage(self) -> list[dict[str, Any]]:
         """Tokens and cost per (language, family), brainstorm requests included, over the whole run."""
-        rows = self.db.execute(
+        rows = self._all(
             "SELECT language, family, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd)"
-            " FROM requests GROUP BY language, family ORDER BY language, family").fetchall()
+            " FROM requests GROUP BY language, family ORDER BY language, family")
         return [{"language": r[0], "family": r[1], "requests": r[2], "prompt_tokens": r[3], "completion_tokens": r[4],
                  "cost_usd": round(r[5], 6)} for r in rows]
 
     def total_cost(self) -> float:
         """USD spent on every request of this run so far (all statuses, all invocations)."""
-        return float(self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM requests").fetchone()[0])
+        return float(self._all("SELECT COALESCE(SUM(cost_usd), 0) FROM requests")[0][0])
 
     def counts(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT status, COUNT(*) FROM requests GROUP BY status").fetchall())
+        return dict(self._all("SELECT status, COUNT(*) FROM requests GROUP BY status"))
 
     def submitted(self) -> dict[str, list[str]]:
         """Open batch jobs: batch id -> keys submitted in it."""
         jobs: dict[str, list[str]] = {}
-        for key, batch_id in self.db.execute("SELECT key, batch_id FROM requests WHERE status='submitted'"):
+        for key, batch_id in self._all("SELECT key, batch_id FROM requests WHERE status='submitted'"):
             jobs.setdefault(batch_id, []).append(key)
         return jobs
+
+
+def damaged_cache_error(path: Path, err: BaseException) -> WorkbenchError:
+    """One line for a damaged ``cache.sqlite``: keep its readable answers, or start afresh."""
+    return WorkbenchError(
+        f"the request cache is damaged ({err})", where=str(path),
+        fix=f"keep its finished answers: 'workbench generate {Path(path).parent} --salvage-cache' copies every "
+            "readable request into a new cache.sqlite and keeps the damaged file beside it; only the "
+            "unreadable ones are sent again")
+
+
+def salvage(path: Path) -> dict[str, Any]:
+    """Copy every readable row of a damaged cache at ``path`` into a new cache that takes its place;
+    the damaged file (with its -wal/-shm) is kept beside it as ``cache.damaged-<time>.sqlite``.
+
+    Rows are read one rowid at a time, so a damaged page costs only the rows on it (an index that
+    is damaged costs nothing); SQLite's ``.dump`` stops at the first damaged page and rolls back
+    what it had. Returns counts: rows kept, rowids unreadable, and the damaged file's new name
+    (``kept`` None: SQLite's check found the file intact, and it is left as it is)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkbenchError("no request cache to salvage", where=str(path))
+    if _intact(path):
+        return {"kept": None, "unreadable": 0, "damaged": None}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    damaged = path.with_name(f"{path.stem}.damaged-{stamp}{path.suffix}")
+    for suffix in ("", "-wal", "-shm"):  # the WAL holds committed answers too: it moves with the file
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(f"{damaged}{suffix}")
+    source_db = sqlite3.connect(damaged, isolation_level=None)
+    partial = path.with_name(f".{path.name}.salvage")
+    for suffix in ("", "-wal", "-shm"):  # an earlier salvage that was interrupted
+        Path(f"{partial}{suffix}").unlink(missing_ok=True)
+    fresh = RequestCache(partial)
+    kept = unreadable = 0
+    try:
+        columns = [c for c in _COLUMNS if c != "key"]
+        try:
+            last = source_db.execute("SELECT max(rowid) FROM requests").fetchone()[0] or 0
+        except sqlite3.DatabaseError:  # the rightmost page is damaged: probe as far as the file could hold rows
+            last = damaged.stat().st_size // 64
+        for rowid in range(1, last + 1):
+            try:
+                row = source_db.execute(f"SELECT key, {', '.join(columns)} FROM requests WHERE rowid=?", (rowid,)).fetchone()
+            except sqlite3.DatabaseError:
+                unreadable += 1
+                continue
+            if row is not None:
+                fresh.db.execute(f"INSERT OR REPLACE INTO requests (key, {', '.join(columns)}) VALUES "
+                                 f"({', '.join('?' * (len(columns) + 1))})", row)
+                kept += 1
+        try:
+            for name, value in source_db.execute("SELECT name, value FROM meta").fetchall():
+                fresh.set_meta(name, value)
+        except sqlite3.DatabaseError:
+            pass  # remembered endpoint probes only: they are probed again
+    finally:
+        source_db.close()
+        fresh.close()
+    Path(f"{fresh.path}").rename(path)
+    return {"kept": kept, "unreadable": unreadable, "damaged": str(damaged)}
+
+
+def _intact(path: Path) -> bool:
+    """SQLite's own page-by-page check finds nothing wrong with the file."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        db.close()
+
+
+_COLUMNS = ("key", "slot_id", "kind", "language", "family", "model", "request", "status", "raw_response", "result",
+            "error", "prompt_tokens", "completion_tokens", "cost_usd", "latency_s", "attempts", "batch_id",
+            "created_at", "updated_at")
 
 
 def _entry(row: tuple) -> Entry:

@@ -3,9 +3,14 @@
 Built on ``openai.AsyncOpenAI`` (any ``base_url``: OpenAI, vLLM, llama.cpp server, Ollama) with the
 SDK's own retries switched off, so the policy is ours and visible:
 
-- 429 waits for ``Retry-After`` (or ``retry-after-ms``) when the server sends it, else backs off;
-- 5xx, timeouts (per-request ``timeout_s``) and connection errors back off exponentially with full
-  jitter: ``uniform(0, min(backoff_max, backoff_base * 2**n))``;
+- 429 waits for ``Retry-After`` (seconds, an HTTP date, or ``retry-after-ms``) when the server
+  sends it, else backs off; the wait holds every request of the client (the endpoint's rate limit
+  is shared), and it is honoured up to ``backoff_max_s``: a longer one counts as a transport
+  error, and no further request is sent until it is over (:class:`RateLimitedOut`), so a run
+  told to wait an hour ends with one line instead of sleeping silently;
+- 5xx, timeouts (per-request ``timeout_s``), connection errors and a 200 whose body is not JSON
+  (a proxy's HTML page) back off exponentially with full jitter:
+  ``uniform(0, min(backoff_max, backoff_base * 2**n))``;
 - 401/403/404/400 are not retried: they become one :class:`EndpointError` line naming the fix;
 - an optional global request and token rate limit (token buckets per minute).
 
@@ -17,6 +22,9 @@ Structured output per endpoint (``structured_output``): ``json_schema`` (OpenAI 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
+import json
 import logging
 import random
 import time
@@ -39,6 +47,10 @@ class EndpointError(WorkbenchError):
 
 class RetriesExhausted(Exception):
     """Transport errors (429/5xx/timeout/connection) outlasted the retry budget of one request."""
+
+
+class RateLimitedOut(RetriesExhausted):
+    """Not sent: the endpoint asked for a wait longer than ``backoff_max_s`` that is not over yet."""
 
 
 @dataclass
@@ -111,8 +123,14 @@ class LLMClient:
         self.rng = rng or random.Random(0)
         self.requests = _Bucket(requests_per_minute) if requests_per_minute else None
         self.tokens = _Bucket(tokens_per_minute) if tokens_per_minute else None
-        self.errors: Counter[str] = Counter()  # 429, 5xx, timeout, connection
+        self.errors: Counter[str] = Counter()  # 429, 5xx, timeout, connection, not_json, retry_after_over_cap
         self.sent = 0
+        # the rate-limit state the progress line shows: a Retry-After wait every request honours,
+        # requests sleeping in a back-off now, and a Retry-After above the cap (nothing sent until it ends)
+        self.pause_until = 0.0
+        self.backing_off = 0
+        self.refused_until = 0.0
+        self.refused_wait_s: float | None = None
 
     async def close(self) -> None:
         for lane, http in zip(self.lanes, self.https):
@@ -196,12 +214,18 @@ class LLMClient:
                     return mode
                 except (openai.BadRequestError, openai.UnprocessableEntityError):
                     break
-                except openai.InternalServerError:
-                    self.errors["5xx"] += 1
+                except (openai.InternalServerError, json.JSONDecodeError, openai.APIResponseValidationError) as err:
+                    self.errors["5xx" if isinstance(err, openai.InternalServerError) else "not_json"] += 1
                     await asyncio.sleep(self._backoff(attempt))
                 except openai.RateLimitError as err:
                     self.errors["429"] += 1
-                    await asyncio.sleep(_retry_after(err.response) or self._backoff(attempt))
+                    try:
+                        wait = self._honour_retry_after(err.response)
+                    except RetriesExhausted as refused:
+                        raise EndpointError(f"rate-limited while probing structured output: {refused}",
+                                            where=self.base_url, fix="re-run the same command once that wait is over, "
+                                            "or raise generate.backoff_max_s") from None
+                    await asyncio.sleep(self._backoff(attempt) if wait is None else wait)
                 except openai.APITimeoutError:
                     self.errors["timeout"] += 1
                     await asyncio.sleep(self._backoff(attempt))
@@ -216,11 +240,54 @@ class LLMClient:
                                         fix="set the API key in the environment variable named by generate.api_key_env") from None
         return "none"
 
+    def rate_state(self) -> str:
+        """What the client is waiting for now, for the progress line ("" when nothing)."""
+        now = time.monotonic()
+        parts = []
+        if self.refused_until > now:
+            parts.append(f"Retry-After {self.refused_wait_s:.0f}s is over backoff_max_s {self.backoff_max_s:g}s: "
+                         f"not sending for {self.refused_until - now:.0f}s")
+        elif self.pause_until > now:
+            parts.append(f"rate-limited: waiting {self.pause_until - now:.0f}s (Retry-After)")
+        if self.backing_off:
+            parts.append(f"{self.backing_off} backing off")
+        return ", ".join(parts)
+
+    async def _wait(self, seconds: float) -> None:
+        self.backing_off += 1
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.backing_off -= 1
+
+    def _honour_retry_after(self, response: httpx.Response | None) -> float | None:
+        """The wait a 429/5xx asks for: shared by every request when within ``backoff_max_s``; a
+        longer one refuses sending until it is over and raises (a transport error)."""
+        wait = _retry_after(response)
+        if wait is None:
+            return None
+        now = time.monotonic()
+        if wait > self.backoff_max_s:
+            self.errors["retry_after_over_cap"] += 1
+            self.refused_until = max(self.refused_until, now + wait)
+            self.refused_wait_s = max(self.refused_wait_s or 0.0, wait)
+            raise RetriesExhausted(self._refusal(wait))
+        self.pause_until = max(self.pause_until, now + wait)
+        return wait
+
+    def _refusal(self, wait: float) -> str:
+        return (f"the endpoint asked to wait {wait:.0f} s (Retry-After), longer than generate.backoff_max_s = "
+                f"{self.backoff_max_s:g} s")
+
     async def chat(self, body: dict[str, Any], key: str, lane: int = 0) -> Reply:
         """One completion for ``body``; transport errors retried, fatal ones raised as EndpointError."""
         seen: Counter[str] = Counter()
         estimate = body.get("max_tokens", 0) + sum(len(m["content"]) for m in body["messages"]) // 4
         for attempt in range(self.max_retries + 1):
+            if self.refused_until > time.monotonic():
+                raise RateLimitedOut(self._refusal(self.refused_wait_s or 0.0))
+            if self.pause_until > time.monotonic():  # a Retry-After another request was given
+                await self._wait(self.pause_until - time.monotonic())
             if self.requests:
                 await self.requests.take(1)
             if self.tokens:
@@ -237,10 +304,16 @@ class LLMClient:
             except openai.RateLimitError as err:
                 self.errors["429"] += 1
                 seen["429"] += 1
-                delay = _retry_after(err.response) or self._backoff(attempt)
+                delay = self._honour_retry_after(err.response)
+                delay = self._backoff(attempt) if delay is None else delay
             except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
                 raise EndpointError(f"{err.status_code} unauthorized: {_message(err)}", where=self.base_url,
                                     fix="set the API key in the environment variable named by generate.api_key_env") from None
+            except (json.JSONDecodeError, openai.APIResponseValidationError):
+                # a 200 that is not the API's JSON (a proxy's or load balancer's HTML page): transient
+                self.errors["not_json"] += 1
+                seen["not_json"] += 1
+                delay = self._backoff(attempt)
             except openai.NotFoundError as err:
                 raise EndpointError(f"404 not found: {_message(err)}", where=self.base_url,
                                     fix=f"check the model name '{self.model}' (--model) and that --base-url ends in /v1") from None
@@ -260,11 +333,17 @@ class LLMClient:
                     raise EndpointError(f"HTTP {err.status_code}: {_message(err)}", where=self.base_url) from None
                 self.errors["5xx"] += 1
                 seen["5xx"] += 1
-                delay = _retry_after(err.response) or self._backoff(attempt)
+                delay = self._honour_retry_after(err.response)
+                delay = self._backoff(attempt) if delay is None else delay
             else:
-                return _reply(response, time.monotonic() - started)
+                if isinstance(response, dict):
+                    return _reply(response, time.monotonic() - started)
+                # the SDK hands back the text of a non-JSON content type: not an answer, a transport fault
+                self.errors["not_json"] += 1
+                seen["not_json"] += 1
+                delay = self._backoff(attempt)
             if attempt < self.max_retries:
-                await asyncio.sleep(delay)
+                await self._wait(delay)
         raise RetriesExhausted(f"gave up after {self.max_retries + 1} tries ({', '.join(f'{k}={v}' for k, v in seen.items())})")
 
     def _backoff(self, attempt: int) -> float:
@@ -290,6 +369,8 @@ def _reply(data: Any, latency_s: float) -> Reply:
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:
+    """Seconds a response asks to wait: ``retry-after-ms``, else ``Retry-After`` in seconds or as an
+    HTTP date; None when it asks for nothing readable."""
     if response is None:
         return None
     millis = response.headers.get("retry-after-ms")
@@ -300,7 +381,13 @@ def _retry_after(response: httpx.Response | None) -> float | None:
         if seconds is not None:
             return max(0.0, float(seconds))
     except ValueError:
-        return None
+        try:
+            when = email.utils.parsedate_to_datetime(seconds) if seconds else None
+        except (TypeError, ValueError):
+            return None
+        if when is None or when.tzinfo is None:
+            return None
+        return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
     return None
 
 

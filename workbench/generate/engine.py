@@ -33,6 +33,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -42,15 +43,16 @@ from workbench.errors import WorkbenchError
 from workbench.generate import budget, prompts
 from workbench.generate.budget import truncation_error
 from workbench.generate.cache import FINISHED, RequestCache
-from workbench.generate.client import EndpointError, LLMClient, RetriesExhausted, resolve_mode
+from workbench.generate.client import EndpointError, LLMClient, RateLimitedOut, RetriesExhausted, resolve_mode
 from workbench.generate.jobs import Job, JobBuilder
 from workbench.generate.pricing import Pricer
-from workbench.generate.tables import write_generated, write_tasks
+from workbench.generate.tables import brainstormed_tasks, write_generated, write_tasks
 from workbench.languages import Registry
 from workbench.run import Run, StageResult
 from workbench.tables import PLAN
 
 STAGE = "generate"
+LOCAL_SERVER_LOG = "llama-server.log"  # the embedded server's output, in the run directory while it runs
 log = logging.getLogger(__name__)
 
 
@@ -66,11 +68,13 @@ class Progress:
     sent: int = 0
     invalid: int = 0
     truncated: Counter = field(default_factory=Counter)  # family (or "brainstorm") -> answers cut at max_tokens
+    truncated_failed: int = 0  # requests recorded failed because the answer was cut again (or could not grow)
     errors: Counter = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     phase: str = ""
+    waiting: str = ""  # what the client waits for now (Retry-After, back-offs), "" when nothing
     started: float = field(default_factory=time.monotonic)
 
     def rate(self) -> float:
@@ -92,12 +96,14 @@ def generate_tables(run: Run, config: RunConfig, registry: Registry, *, dry_run:
     """
     section = config.generate
     plans = _read_plans(run)
+    if dry_run:
+        return StageResult(STAGE, stats=estimate_generation(config, registry, plans, cache_path=run.cache_path, batch=batch))
     local = section.base_url == "local"
     url = base_url or section.base_url
-    if url == "local" and not dry_run:
+    if url == "local":
         from workbench.generate.local import serve_local
 
-        with serve_local() as local_url:
+        with serve_local(log_path=run.root / LOCAL_SERVER_LOG) as local_url:
             return generate_tables(run, config, registry, dry_run=dry_run, batch=batch, retry_failed=retry_failed,
                                    progress=progress, base_url=local_url)
     mode = resolve_mode(section.structured_output, url, local)
@@ -115,8 +121,6 @@ def generate_tables(run: Run, config: RunConfig, registry: Registry, *, dry_run:
                         builder=JobBuilder(section, client, registry, plans, context_tokens),
                         client=client, cache=cache, pricer=Pricer(section, batch),
                         concurrency=1 if local else section.concurrency, retry_failed=retry_failed, progress=progress)
-        if dry_run:
-            return engine.dry_run()
         if batch:
             from workbench.generate.batch import BatchRunner
 
@@ -203,8 +207,17 @@ class Engine:
                     fatal.append(err)
                     return
 
-        workers = [asyncio.create_task(worker(lane)) for lane in range(min(self.concurrency, max(1, len(jobs))))]
-        await asyncio.gather(*workers)
+        async def tick() -> None:  # the view hears from a run that waits (Retry-After, back-off), not only from answers
+            while True:
+                await asyncio.sleep(1.0)
+                self._notify()
+
+        ticker = asyncio.create_task(tick())
+        try:
+            workers = [asyncio.create_task(worker(lane)) for lane in range(min(self.concurrency, max(1, len(jobs))))]
+            await asyncio.gather(*workers)
+        finally:
+            ticker.cancel()
         if fatal:
             raise fatal[0]
 
@@ -221,6 +234,8 @@ class Engine:
             attempts += 1
             try:
                 reply = await self.client.chat(job.body, job.key, lane)
+            except RateLimitedOut:
+                return  # not sent (the endpoint asked for a wait over the cap): a re-run sends it
             except RetriesExhausted as err:
                 self.record(job, "error", raw, None, str(err), prompt_tokens, completion_tokens, latency, attempts)
                 self.client.errors["gave_up"] += 1
@@ -240,6 +255,7 @@ class Engine:
                 if larger is None:
                     why = ("again after one re-send with a larger budget" if resent_larger
                            else f"and {used} is the most the endpoint allows (generate.max_tokens_cap, context)")
+                    self.state.truncated_failed += 1
                     self.record(job, "failed", raw, None, truncation_error(used, why), prompt_tokens,
                                  completion_tokens, latency, attempts)
                     return
@@ -277,6 +293,7 @@ class Engine:
     def _notify(self) -> None:
         self.state.errors = self.client.errors
         self.state.sent = self.client.sent
+        self.state.waiting = self.client.rate_state()
         if self.progress is not None:
             self.progress(self.state)
 
@@ -352,42 +369,85 @@ class Engine:
             per_language[code] = {"planned": s.planned[code], "ok": s.ok[code], "failed": s.failed[code]}
         return {
             "requests_sent": self.client.sent, "cached": s.cached, "invalid_answers": s.invalid,
-            "truncated": dict(s.truncated),
+            "truncated": dict(s.truncated), "truncated_failed": s.truncated_failed,
             "errors": dict(self.client.errors), "prompt_tokens": s.prompt_tokens,
             "completion_tokens": s.completion_tokens, "cost_usd": round(s.cost_usd, 6),
             "price_known": self.pricer.known, "unfinished": unfinished, "failed": failed,
             "budget_hit": self.budget_hit, "per_language": per_language, "model": self.section.model,
-            "structured_output": self.client.mode,
+            "structured_output": self.client.mode, "retry_after_over_cap_s": self.client.refused_wait_s,
+            "backoff_max_s": self.section.backoff_max_s,
         }
 
     # -- dry run ---------------------------------------------------------------------------
     def dry_run(self) -> StageResult:
-        """Requests, tokens and cost of what is not cached yet, sized like the real requests."""
-        brainstorms = self.pending(self.builder.brainstorm_jobs())
+        """Requests, tokens and cost of what is not cached yet, sized like the real requests, per
+        language and in all."""
+        all_brainstorms = self.builder.brainstorm_jobs()
+        brainstorms = self.pending(all_brainstorms)
         cached_before = self.state.cached
-        examples = self.pending(self.builder.example_jobs(None).jobs)
+        # groups already brainstormed use their real tasks, so their cached examples count as cached
+        tasks, _ = brainstormed_tasks(self.cache, all_brainstorms)
+        examples = self.pending(self.builder.example_jobs(tasks, placeholder_missing=True).jobs)
         rows = {row["slot_id"]: row for plan in self.plans.values() for row in plan.iter_rows(named=True)}
-        prompt_tokens = sum(_estimate_tokens(job.body) for job in brainstorms + examples)
+        per_language: dict[str, dict[str, Any]] = {
+            code: {"slots": plan.height, "requests": 0, "brainstorm_requests": 0, "example_requests": 0,
+                   "already_cached": 0, "est_prompt_tokens": 0, "est_completion_tokens": 0, "est_cost_usd": 0.0}
+            for code, plan in self.plans.items()}
         by_family: dict[str, int] = defaultdict(int)
-        for job in examples:
-            by_family[job.family] += min(self.builder.expected_tokens(rows[job.slot_id]), job.body["max_tokens"])
-        completion_tokens = len(brainstorms) * self.section.est_brainstorm_tokens + sum(by_family.values())
-        cost = self.pricer.cost(prompt_tokens, completion_tokens)
-        per_language: dict[str, dict[str, int]] = defaultdict(lambda: {"requests": 0})
-        for job in brainstorms + examples:
-            per_language[job.language]["requests"] += 1
         max_tokens: dict[str, list[int]] = defaultdict(list)
-        for job in examples:
-            max_tokens[job.family].append(job.body["max_tokens"])
+        for job in brainstorms + examples:
+            info = per_language[job.language]
+            prompt = _estimate_tokens(job.body)
+            if job.kind == "brainstorm":
+                completion = self.section.est_brainstorm_tokens
+                info["brainstorm_requests"] += 1
+            else:
+                completion = min(self.builder.expected_tokens(rows[job.slot_id]), job.body["max_tokens"])
+                by_family[job.family] += completion
+                max_tokens[job.family].append(job.body["max_tokens"])
+                info["example_requests"] += 1
+            info["requests"] += 1
+            info["est_prompt_tokens"] += prompt
+            info["est_completion_tokens"] += completion
+            info["est_cost_usd"] += self.pricer.cost(prompt, completion)
+        for code, count in self.state.done.items():  # finished example slots (cached answers)
+            per_language[code]["already_cached"] = count
+        totals = {key: sum(info[key] for info in per_language.values())
+                  for key in ("slots", "requests", "brainstorm_requests", "example_requests",
+                              "est_prompt_tokens", "est_completion_tokens", "est_cost_usd")}
         stats = {
-            "dry_run": True, "requests": len(brainstorms) + len(examples), "brainstorm_requests": len(brainstorms),
-            "example_requests": len(examples), "already_cached": self.state.cached, "est_prompt_tokens": prompt_tokens,
-            "est_completion_tokens": completion_tokens, "est_cost_usd": round(cost, 4), "price_known": self.pricer.known,
-            "model": self.section.model, "per_language": dict(per_language), "cached_brainstorms": cached_before,
+            "dry_run": True, **totals, "est_cost_usd": round(totals["est_cost_usd"], 4),
+            "already_cached": self.state.cached, "price_known": self.pricer.known,
+            "model": self.section.model, "per_language": per_language, "cached_brainstorms": cached_before,
             "batch": self.pricer.batch, "est_completion_by_family": dict(by_family),
             "max_tokens_by_family": {f: (min(v), max(v)) for f, v in sorted(max_tokens.items())},
         }
         return StageResult(STAGE, stats=stats)
+
+
+def estimate_generation(config: RunConfig, registry: Registry, plans: dict[str, pl.DataFrame], *,
+                        cache_path: Path | None = None, batch: bool | None = None) -> dict[str, Any]:
+    """The dry run over ``plans`` (in memory): requests, tokens and cost per language and in all,
+    less what the request cache at ``cache_path`` already holds (when it exists). Sends nothing,
+    writes nothing, starts no server."""
+    section = config.generate
+    batch = section.batch if batch is None else batch
+    local = section.base_url == "local"
+    url = "http://127.0.0.1:0/v1" if local else section.base_url  # never contacted
+    client = LLMClient(base_url=url, model=section.model, api_key="", timeout_s=section.timeout_s,
+                       max_retries=section.max_retries, backoff_base_s=section.backoff_base_s,
+                       backoff_max_s=section.backoff_max_s, mode=resolve_mode(section.structured_output, url, local),
+                       concurrency=1, temperature=section.temperature, top_p=section.top_p)
+    context_tokens = section.context_tokens or (_local_context_tokens() if local else None)
+    cache = RequestCache(cache_path if cache_path is not None and Path(cache_path).is_file() else None)
+    try:
+        engine = Engine(run=None, section=section, plans=plans,  # type: ignore[arg-type]
+                        builder=JobBuilder(section, client, registry, plans, context_tokens),
+                        client=client, cache=cache, pricer=Pricer(section, batch), concurrency=1)
+        return engine.dry_run().stats
+    finally:
+        cache.close()
+        asyncio.run(client.close())
 
 
 def _estimate_tokens(body: dict[str, Any]) -> int:
@@ -411,6 +471,9 @@ def unfinished_summary(stats: dict[str, Any]) -> str:
     if stats.get("transport_unfinished"):
         errors = ", ".join(f"{k}={v}" for k, v in sorted((stats.get("errors") or {}).items()) if k != "gave_up")
         parts.append(f"{stats['transport_unfinished']} request(s) gave up on transport errors ({errors or 'none'})")
+    if stats.get("retry_after_over_cap_s"):
+        parts.append(f"the endpoint asked to wait {stats['retry_after_over_cap_s']:.0f} s (Retry-After), longer than "
+                     f"generate.backoff_max_s = {stats.get('backoff_max_s', 0):g} s, so nothing more was sent")
     if stats.get("budget_hit"):
         parts.append("--max-cost reached")
     return "; ".join(parts)

@@ -106,10 +106,12 @@ class JobBuilder:
                                                  self.token_table)
 
     def example_jobs(self, tasks: TaskLists | None,
-                     brainstorm_errors: dict[tuple[str, str, int], str] | None = None) -> ExampleJobs:
+                     brainstorm_errors: dict[tuple[str, str, int], str] | None = None, *,
+                     placeholder_missing: bool = False) -> ExampleJobs:
         """Jobs per slot, the task each slot uses, and slots that cannot run (with the reason).
 
-        ``tasks=None`` (a dry run) stands a placeholder in for each brainstormed task.
+        ``tasks=None`` (a dry run) stands a placeholder in for each brainstormed task;
+        ``placeholder_missing`` (a dry run of a run under way) only for groups not brainstormed yet.
         ``brainstorm_errors`` says why a (language, family, seed) has no tasks.
         """
         brainstorm_errors = brainstorm_errors or {}
@@ -124,7 +126,7 @@ class JobBuilder:
                 family = row["family"]
                 task = None
                 if FAMILIES[family].brainstorm:
-                    if tasks is None:
+                    if tasks is None or (placeholder_missing and row["slot_id"] not in dealt):
                         task = "(a task from the brainstorm step)"
                     elif row["slot_id"] not in dealt:
                         why = brainstorm_errors.get((code, family, row["seed"]), "no answer")

@@ -20,12 +20,12 @@ Example::
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import importlib.util
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +39,7 @@ import httpx
 
 from workbench.errors import WorkbenchError
 from workbench.processes import die_with_parent, free_port
+from workbench.signals import stop_main_thread
 
 log = logging.getLogger(__name__)
 MODEL_ALIAS = "smollm2-135m-instruct"
@@ -99,7 +100,10 @@ class LocalServer:
         self.port = port or free_port()
         self.n_ctx = n_ctx
         self.startup_timeout_s = startup_timeout_s
-        self.log_path = log_path or Path(tempfile.gettempdir()) / f"workbench-llama-{self.port}.log"
+        # the server's output: in the run directory when generate starts it, else in a private
+        # temporary folder; removed when the server stops, kept only when its death is the error
+        self._log_folder = None if log_path else Path(tempfile.mkdtemp(prefix="workbench-llama-"))
+        self.log_path = log_path or self._log_folder / "llama-server.log"
         self.max_deaths = max_deaths
         self.death_window_s = death_window_s
         self.process: subprocess.Popen | None = None
@@ -176,8 +180,11 @@ class LocalServer:
     def start(self) -> "LocalServer":
         try:
             self._spawn()
-        except BaseException:
+        except BaseException as err:
             self._terminate()
+            if not isinstance(err, WorkbenchError):  # an interrupted start: no error names the log
+                self._stopping.set()
+                self.stop()
             raise
         self._supervisor = threading.Thread(target=self._supervise, name="llama-supervisor", daemon=True)
         self._supervisor.start()
@@ -212,7 +219,7 @@ class LocalServer:
         self.fatal = error
         log.error("%s", error.line())
         self._terminate()
-        _thread.interrupt_main()
+        stop_main_thread()
 
     def _terminate(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -234,12 +241,19 @@ class LocalServer:
             self._terminate()
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join(5)
+        if self.fatal is None:  # a death's error line names the log: only then is it kept
+            self.log_path.unlink(missing_ok=True)
+            if self._log_folder is not None:
+                shutil.rmtree(self._log_folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def serve_local(port: int | None = None) -> Iterator[str]:
-    """Start the embedded server on a free 127.0.0.1 port, yield its base_url, stop it after."""
-    server = LocalServer(port).start()
+def serve_local(port: int | None = None, log_path: Path | None = None) -> Iterator[str]:
+    """Start the embedded server on a free 127.0.0.1 port, yield its base_url, stop it after.
+
+    ``log_path``: where the server writes its output (generate: in the run directory); removed
+    when the server stops unless a death of the server is the error raised."""
+    server = LocalServer(port, log_path=log_path).start()
     try:
         yield server.base_url
     except KeyboardInterrupt:

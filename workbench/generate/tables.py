@@ -26,6 +26,20 @@ def write_tasks(run: Run, cache: RequestCache, plans: dict[str, pl.DataFrame], j
 
     Returns the merged task lists and, for each group left without tasks, why.
     """
+    tasks, errors = brainstormed_tasks(cache, jobs)
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (code, family, seed), merged in tasks.items():
+        for index, task in enumerate(merged):
+            rows[code].append({"language": code, "family": family, "seed": seed, "task_index": index,
+                               "task": task, "model": model})
+    for code in plans:
+        run.write_table("tasks", code, pl.DataFrame(rows.get(code, []), schema=TASKS), TASKS)
+    return tasks, errors
+
+
+def brainstormed_tasks(cache: RequestCache, jobs: list[Job]) -> tuple[TaskLists, dict[tuple[str, str, int], str]]:
+    """The merged task list of every (language, family, seed) whose brainstorm rounds are all
+    final in the cache (at least one answered), and why each other group has none yet."""
     entries = cache.get_many([job.key for job in jobs])
     rounds: dict[tuple[str, str, int], list[list[str]]] = defaultdict(list)
     unfinished: set[tuple[str, str, int]] = set()
@@ -43,13 +57,6 @@ def write_tasks(run: Run, cache: RequestCache, plans: dict[str, pl.DataFrame], j
     tasks = {group: prompts.merge_tasks(lists) for group, lists in rounds.items() if group not in unfinished}
     for group in tasks:
         errors.pop(group, None)
-    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for (code, family, seed), merged in tasks.items():
-        for index, task in enumerate(merged):
-            rows[code].append({"language": code, "family": family, "seed": seed, "task_index": index,
-                               "task": task, "model": model})
-    for code in plans:
-        run.write_table("tasks", code, pl.DataFrame(rows.get(code, []), schema=TASKS), TASKS)
     return tasks, errors
 
 

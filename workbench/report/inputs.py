@@ -19,7 +19,7 @@ from workbench.errors import TableError, UnknownLanguageError, WorkbenchError
 from workbench.eval.targets import EVAL_TASKS
 from workbench.languages import Registry
 from workbench.run import read_parquet, read_parquet_unchecked
-from workbench.tables import AUDIT_SUMMARY, EVAL_CONDITION_COLUMNS, EVAL_RESULTS
+from workbench.tables import AUDIT_SUMMARY, EVAL_CELL_KEY, EVAL_CONDITION_COLUMNS, EVAL_RESULTS
 
 # mteb's bitext-mining scores (Tatoeba): fractions of sentence pairs, in percent like every EVAL_RESULTS value
 _BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
@@ -99,7 +99,7 @@ def load_results(paths: Sequence[Path | str], registry: Registry) -> pl.DataFram
                 )
         frames.append(df.with_columns(pl.lit(str(path)).alias("input_file")))
     results = pl.concat(frames, how="vertical")
-    key = ["system", "task", "dataset", "language", "split", "metric"]
+    key = ["system", "task", "dataset", "language", "split", "metric", *EVAL_CELL_KEY]  # cells: the passkey probe's
     clash = results.group_by(key).agg(pl.col("value").n_unique().alias("n"), pl.col("input_file").unique()).filter(pl.col("n") > 1)
     if clash.height:
         rec = clash.row(0, named=True)

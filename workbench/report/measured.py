@@ -38,7 +38,7 @@ from workbench.errors import TableError
 from workbench.languages import Registry
 from workbench.report.inputs import SystemFacts, system_facts
 from workbench.run import read_parquet, read_parquet_unchecked
-from workbench.tables import EVAL_PER_QUERY, REPORT_COMPARISONS, REPORT_MEASURED, conform
+from workbench.tables import EVAL_CELL_KEY, EVAL_PER_QUERY, REPORT_COMPARISONS, REPORT_MEASURED, conform
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def load_per_query(results_paths: Sequence[Path | str]) -> pl.DataFrame:
             frames.append(read_parquet(path, EVAL_PER_QUERY))
     if not frames:
         return pl.DataFrame(schema=EVAL_PER_QUERY)
-    return pl.concat(frames).unique([*stats.GROUP_KEY, "query_id"], keep="first", maintain_order=True)
+    return pl.concat(frames).unique([*stats.GROUP_KEY, *EVAL_CELL_KEY, "query_id"], keep="first", maintain_order=True)
 
 
 def system_order(facts: dict[str, SystemFacts], focus: str) -> list[str]:
@@ -244,8 +244,9 @@ def _training_run(model: str, results_file: str) -> tuple[Path | None, dict]:
             contract = json.loads(contract_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             contract = {}
-        if contract.get("trained_on") and Path(contract["trained_on"]).is_dir():
-            return Path(contract["trained_on"]), contract
+        trained_on = Path(model) / contract.get("trained_on", "")  # relative to the model folder (or absolute)
+        if contract.get("trained_on") and (trained_on / "manifest.json").is_file():
+            return trained_on.resolve(), contract
     run = Path(results_file).resolve().parent.parent
     manifest = _manifest(run)
     train = manifest.get("stages", {}).get("train", {})

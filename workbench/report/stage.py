@@ -42,6 +42,7 @@ from workbench.tables import (
     REPORT_GAPS,
     REPORT_GROUPS,
     REPORT_MEASURED,
+    REPORT_PASSKEY,
     REPORT_SCORES,
     REPORT_TIERS,
 )
@@ -50,6 +51,7 @@ from workbench.report import measured as measured_mod
 from workbench.report.analysis import Analysis, analyse, pick_focus
 from workbench.report.compare import compare, compare_view, run_compare
 from workbench.report.inputs import load_audit, load_results
+from workbench.report.passkey import passkey_section, without_passkey
 from workbench.report.plots import measured_plots, miracl_chart_values, miracl_plots
 from workbench.report.references import load_references, reference_dir
 from workbench.report.tiers import tier_question
@@ -114,11 +116,17 @@ def build_report(
     audit_df = load_audit(audit, registry)
     refs = load_references(reference_dir(config.reference_dir))
     per_query = measured_mod.load_per_query(results)
-    focus = pick_focus(frame, config.focus)
+    # the passkey probe has its own section (many cells per dataset); the other sections never see its rows
+    passkey = passkey_section(frame, per_query, registry)
+    everything = frame
+    frame, per_query = without_passkey(frame, per_query)
+    # a run with passkey results only: the systems (focus, training card) still come from its rows
+    analysed = frame if frame.height else everything
+    focus = pick_focus(analysed, config.focus)
     tiers = tier_question(frame, per_query, registry, focus)
-    analysis = analyse(frame, audit_df, refs, registry, config, tiers)
+    analysis = analyse(analysed, audit_df, refs, registry, config, tiers)
     measured = measured_mod.measure(frame, per_query, registry, analysis.focus)
-    cards = measured_mod.training_cards(frame)
+    cards = measured_mod.training_cards(everything)
     inputs = [{"role": "results", "path": str(p), "sha256": file_sha256(Path(p))} for p in results]
     for p in results:
         if (Path(p).parent / measured_mod.PER_QUERY_FILE).is_file():
@@ -135,6 +143,7 @@ def build_report(
         "sections": sections, "significance": significance_lines(measured, analysis.focus), "cards": cards,
         "warnings": warnings,
         "compare_link": compare_link, "measured_notes": measured.notes, "comparisons": measured.comparisons,
+        "passkey": passkey,
         "tatoeba_builder": lambda ids: tatoeba_rows(measured, audit_df, cards, refs, analysis.focus, registry, ids),
     }
     html, markdown = render(analysis, config, inputs, plots, first)
@@ -147,6 +156,8 @@ def build_report(
     outputs |= write_table(out, "groups", analysis.groups, REPORT_GROUPS)
     outputs |= write_table(out, "tiers", analysis.tiers, REPORT_TIERS)
     outputs |= write_table(out, "data", analysis.data, REPORT_DATA)
+    if passkey is not None:
+        outputs |= write_table(out, "passkey", passkey["table"], REPORT_PASSKEY)
     meta = {"focus": analysis.focus, "primary_reference": analysis.primary, "inputs": inputs,
             "reference_dir": measured_mod.display_path(str(refs.directory)), "headline": analysis.headline,
             "notes": analysis.notes,

