@@ -263,6 +263,11 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
     proc = _cli("--run", str(tmp_path / "r"), "--model", str(tmp_path / "nope"), "--task", "xquad", "--data-dir", str(EXAMPLE_XQUAD))
     assert proc.returncode == 2 and "model folder not found" in proc.stderr
+    # a contract to borrow from a folder that holds none: one line before any model loads, no run created
+    proc = _cli("--run", str(tmp_path / "c"), "--model", "minilm", "--contract-from", str(tmp_path), "--task", "xquad",
+                "--data-dir", str(EXAMPLE_XQUAD))
+    assert proc.returncode == 2 and "no workbench_encoder.json to borrow" in proc.stderr and "--contract-from" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
     # hub unreachable (offline here): one clear line pointing at --data-dir
     proc = _cli("--run", str(tmp_path / "r"), "--model", "bm25", "--task", "miracl", "--languages", "yo",
                 env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
