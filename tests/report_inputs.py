@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from workbench import conditions
 from workbench.tables import AUDIT_SUMMARY, EVAL_PER_QUERY, EVAL_RESULTS
 
 
@@ -46,14 +47,20 @@ def _bm25_scores(doc_ids, doc_texts, queries: dict[str, str], qrels: dict[str, d
     return {metric: sum(scores.values()) / len(scores) for metric, scores in per_query.items()}
 
 
-def _rows(system, model, task, dataset, language, metrics, n_queries, n_docs, source="measured"):
+def _rows(system, model, task, dataset, language, metrics, n_queries, n_docs, source="measured", *, benchmark,
+          corpus, revision, lexical=False, instruction=conditions.NO_INSTRUCTION, max_length=None):
+    """EVAL_RESULTS rows with their condition columns, as the eval stage writes them."""
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    kind = conditions.BITEXT if benchmark == "tatoeba" else conditions.RETRIEVAL
     return [
         {"system": system, "model": model, "task": task, "dataset": dataset, "language": language, "split": split,
          "metric": metric, "value": round(value, 3), "n_queries": n_queries, "n_docs": n_docs, "source": source,
-         "created_at": now}
+         "created_at": now, "benchmark": benchmark, "task_kind": kind, "corpus": corpus, "revision": revision,
+         "instruction": instruction, "instruction_source": "none" if instruction == conditions.NO_INSTRUCTION else "source",
+         "max_length": max_length, "regime": conditions.regime(model, benchmark, language, lexical=lexical),
+         "contract_from": None, "training_seed": None, "seed_group": system}
         for metric, value in metrics.items()
-        for split in ["dev" if task.startswith("MIRACL") else "test"]
+        for split in ["dev" if benchmark == "miracl" else "test"]
     ]
 
 
@@ -66,13 +73,15 @@ def bm25_miracl_yo(shared: Path) -> list[dict]:
         qid, _, docid, rel = line.split()
         qrels.setdefault(qid, {})[docid] = int(rel)
     metrics = _bm25_scores([d["docid"] for d in docs], [f"{d.get('title') or ''} {d['text']}" for d in docs], queries, qrels)
-    return _rows("bm25", "bm25s", "MIRACLRetrieval", "miracl-yo-dev-full", "yo", metrics, len(queries), len(docs))
+    return _rows("bm25", "bm25s", "MIRACLRetrieval", "miracl-yo-dev-full", "yo", metrics, len(queries), len(docs),
+                 benchmark="miracl", corpus=conditions.FULL, revision="shared/data/miracl", lexical=True)
 
 
 def bm25_xquad(shared: Path, language: str) -> list[dict]:
     docs, queries, qrels = _xquad(shared, language)
     metrics = _bm25_scores([d["_id"] for d in docs], [d["text"] for d in docs], queries, qrels)
-    return _rows("bm25", "bm25s", "XQuADRetrieval", f"xquad-{language}", language, metrics, len(queries), len(docs))
+    return _rows("bm25", "bm25s", "XQuADRetrieval", f"xquad-{language}", language, metrics, len(queries), len(docs),
+                 benchmark="xquad", corpus=conditions.FULL, revision="shared/data/xquad", lexical=True)
 
 
 def _xquad(shared: Path, language: str):
@@ -100,10 +109,13 @@ def xquad_measured(shared: Path, languages: list[str], system: str, *, k1: float
         scores = _bm25_per_query([d["_id"] for d in docs], texts, queries, qrels, k1=k1, b=b)
         model = f"bm25s k1={k1} b={b}" + (f" first {doc_chars} chars" if doc_chars else "")
         means = {metric: sum(v.values()) / len(v) for metric, v in scores.items()}
-        results += _rows(system, model, "XQuADRetrieval", f"xquad-{language}", language, means, len(queries), len(docs))
+        results += _rows(system, model, "XQuADRetrieval", f"xquad-{language}", language, means, len(queries), len(docs),
+                         benchmark="xquad", corpus=conditions.FULL, revision="shared/data/xquad", lexical=True)
+        paragraph = {q: min(d for d, r in docs_.items() if r > 0) for q, docs_ in qrels.items()}
         for metric, by_query in scores.items():
             per_query += [{"system": system, "model": model, "task": "XQuADRetrieval", "dataset": f"xquad-{language}",
-                           "language": language, "split": "test", "metric": metric, "query_id": q, "score": v}
+                           "language": language, "split": "test", "metric": metric, "query_id": q, "score": v,
+                           "cluster": paragraph[q]}
                           for q, v in by_query.items()]
     return pl.DataFrame(results, schema=EVAL_RESULTS), pl.DataFrame(per_query, schema=EVAL_PER_QUERY)
 
@@ -125,9 +137,11 @@ def mteb_results(shared: Path, path: Path, model: str, system: str, task: str = 
     for rec in sel.iter_rows(named=True):
         source = f"MTEB results repository: {model.replace('/', '__')}/{rec['revision']}/{task}.json (copied, not measured here)"
         suffix = "hardneg" if task.startswith("MIRACLRetrievalHardNegatives") else "full"
+        hard = task.startswith("MIRACLRetrievalHardNegatives")
         rows += _rows(system, model, task, f"miracl-{rec['language']}-dev-{suffix}", rec["language"],
                       {"ndcg_at_10": 100 * float(rec["ndcg_at_10"]), "recall_at_100": 100 * float(rec["recall_at_100"])},
-                      None, None, source=source)
+                      None, None, source=source, benchmark="miracl",
+                      corpus=conditions.HARD_NEGATIVES_V1 if hard else conditions.FULL, revision=f"mteb {task}")
     pl.DataFrame(rows, schema=EVAL_RESULTS).write_parquet(path)
     return path
 
@@ -156,30 +170,40 @@ def audit_summary(path: Path, languages: dict | None = None) -> Path:
     return path
 
 
-def tatoeba_measured(shared: Path, languages: dict[str, str], system: str, model_path: str, n: int = 200
-                     ) -> tuple[pl.DataFrame, pl.DataFrame]:
+def tatoeba_measured(shared: Path, languages: dict[str, str], system: str, model_path: str, n: int = 200,
+                     contract_from: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """EVAL_RESULTS and EVAL_PER_QUERY rows of a real encoder on Tatoeba bitext mining (LASER files in
     ../shared/data/tatoeba): each of the first ``n`` sentences of a language is matched to its nearest
     English sentence by cosine similarity; a pair scores 100 when that is its translation (accuracy).
+    The model runs through the workbench's encoder, under its own contract or ``contract_from``'s.
 
     ``languages``: workbench code -> Tatoeba code, e.g. {"sw": "swh"}.
     """
-    import numpy as np
-    from sentence_transformers import SentenceTransformer
+    from types import SimpleNamespace
 
-    encoder = SentenceTransformer(model_path, device="cpu")
+    import numpy as np
+
+    from workbench.eval.encoders import WorkbenchEncoder
+
+    encoder = WorkbenchEncoder(model_path, contract_from=contract_from, batch_size=64, show_progress=False)
+    task = SimpleNamespace(name="Tatoeba", type="BitextMining", prompt=None)
+    instruction, _ = encoder.instruction_for(task)
+    text = "" if instruction == conditions.NO_INSTRUCTION or instruction.startswith(conditions.PREFIX) else instruction
     results, per_query = [], []
     for code, tatoeba in languages.items():
         folder = shared / "tatoeba"
         other = (folder / f"tatoeba.{tatoeba}-eng.{tatoeba}").read_text(encoding="utf-8").splitlines()[:n]
         eng = (folder / f"tatoeba.{tatoeba}-eng.eng").read_text(encoding="utf-8").splitlines()[:n]
-        a = encoder.encode(other, normalize_embeddings=True, batch_size=64)
-        b = encoder.encode(eng, normalize_embeddings=True, batch_size=64)
+        a = encoder.encode_texts(other, instruction=text, as_query=True, task="Tatoeba")
+        b = encoder.encode_texts(eng, instruction=text, as_query=True, task="Tatoeba")
         found = np.argmax(a @ b.T, axis=1)
         scores = [100.0 if int(j) == i else 0.0 for i, j in enumerate(found)]
         dataset = f"tatoeba-{tatoeba}-eng-first{n}"
-        results += _rows(system, model_path, "Tatoeba", dataset, code, {"accuracy": sum(scores) / len(scores)}, n, n)
+        results += [{**row, "contract_from": contract_from}
+                    for row in _rows(system, model_path, "Tatoeba", dataset, code, {"accuracy": sum(scores) / len(scores)},
+                                     n, n, benchmark="tatoeba", corpus=conditions.SUBSET, revision=f"first {n} pairs",
+                                     instruction=instruction, max_length=encoder.max_length)]
         per_query += [{"system": system, "model": model_path, "task": "Tatoeba", "dataset": dataset, "language": code,
-                       "split": "test", "metric": "accuracy", "query_id": str(i), "score": v}
+                       "split": "test", "metric": "accuracy", "query_id": str(i), "score": v, "cluster": str(i)}
                       for i, v in enumerate(scores)]
     return pl.DataFrame(results, schema=EVAL_RESULTS), pl.DataFrame(per_query, schema=EVAL_PER_QUERY)

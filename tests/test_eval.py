@@ -126,6 +126,13 @@ def test_bm25_on_miracl_subset_matches_pytrec_eval(mini_miracl: Path, tmp_path: 
     sources = json.loads((run.root / "eval" / "data_sources.json").read_text())
     assert sources[label]["corpus"] == f"subset{docs}" and sources[label]["full_corpus_docs"] == 49043
     assert len(sources[label]["files"]["corpus/yo/corpus.jsonl.gz"]) == 64
+    # the conditions it was measured under are columns (the report never reads them out of the label)
+    first = table.row(0, named=True)
+    assert (first["benchmark"], first["task_kind"], first["corpus"], first["instruction"], first["regime"]) == \
+        ("miracl", "retrieval", "subset", "none", "no training (lexical)")
+    assert first["max_length"] is None and first["seed_group"] == "bm25" and first["training_seed"] is None
+    assert first["revision"].startswith("sha256:") and len(first["revision"]) == len("sha256:") + 12
+    assert per_query["cluster"].null_count() == 0
     # mteb's own result JSON is kept beside the table
     assert list((run.root / "eval" / "mteb").rglob("MIRACLRetrievalSubset.json"))
     assert run.stage_entry("eval")["status"] == "complete"
@@ -143,6 +150,18 @@ def test_xquad_bm25_rows_upsert_and_languages(tmp_path: Path) -> None:
     for rec in joined.iter_rows(named=True):
         assert rec["rows"] == rec["n_queries"] and rec["mean"] == pytest.approx(rec["value"], abs=2e-3)
     assert set(ndcg["n_docs"]) == {60}
+    # 60 of XQuAD's 240 paragraphs: a subset; its questions are clustered by the paragraph that answers them
+    assert set(ndcg["corpus"]) == {"subset"} and set(ndcg["benchmark"]) == {"xquad"}
+    per_query = run.read_table("eval", "per_query", EVAL_PER_QUERY).filter(pl.col("metric") == "ndcg_at_10")
+    for lang in ("en", "th", "de"):
+        part = per_query.filter(pl.col("language") == lang)
+        qrels = load_beir_split(EXAMPLE_XQUAD / lang, lang).qrels
+        paragraphs = {q: next(d for d, r in docs.items() if r > 0) for q, docs in qrels.items()}
+        # one cluster per paragraph: two questions share a cluster exactly when they share their paragraph
+        by_cluster = part.group_by("cluster").agg(pl.col("query_id"))
+        assert by_cluster.height == len(set(paragraphs.values())) == 60
+        for ids in by_cluster["query_id"].to_list():
+            assert len({paragraphs[q] for q in ids}) == 1
     # Thai has no spaces: character bigrams must still find most answers
     th = ndcg.filter(pl.col("language") == "th")["value"][0]
     assert th > 50
@@ -244,6 +263,11 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
     proc = _cli("--run", str(tmp_path / "r"), "--model", str(tmp_path / "nope"), "--task", "xquad", "--data-dir", str(EXAMPLE_XQUAD))
     assert proc.returncode == 2 and "model folder not found" in proc.stderr
+    # a contract to borrow from a folder that holds none: one line before any model loads, no run created
+    proc = _cli("--run", str(tmp_path / "c"), "--model", "minilm", "--contract-from", str(tmp_path), "--task", "xquad",
+                "--data-dir", str(EXAMPLE_XQUAD))
+    assert proc.returncode == 2 and "no workbench_encoder.json to borrow" in proc.stderr and "--contract-from" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
     # hub unreachable (offline here): one clear line pointing at --data-dir
     proc = _cli("--run", str(tmp_path / "r"), "--model", "bm25", "--task", "miracl", "--languages", "yo",
                 env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})

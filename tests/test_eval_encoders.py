@@ -173,3 +173,61 @@ def test_bitext_mining_gets_the_instruction_on_both_sides(tiny_decoder: Path, tm
     vectors = encoder.encode(_loader(TEXTS), task_metadata=meta, hf_split="test", hf_subset="amh-eng", prompt_type=None)
     expected = _manual_last_token(tiny_decoder, [TEMPLATE.format(instruction="Retrieve parallel sentences.", text=t) for t in TEXTS])
     np.testing.assert_allclose(vectors, expected, atol=1e-4)
+
+
+def test_base_under_the_trained_contract_runs_exactly_as_the_trained_model(tmp_path: Path) -> None:
+    """base@trained-contract: the base weights with the fine-tuned export's template, max_length and pooling,
+    so trained minus it differs only in the weights (the base as it ships runs plain at 256 tokens)."""
+    from sentence_transformers import SentenceTransformer
+
+    from workbench.encoder import write_spec
+    from workbench.eval.encoders import borrowed_spec
+
+    trained = tmp_path / "trained"  # an export's contract (its weights do not matter here)
+    shutil.copytree(minilm_path(), trained)
+    contract = load_spec(trained)
+    write_spec(trained, contract.__class__(path="", format="sentence-transformers", pooling="mean", max_length=16,
+                                           query_template=TEMPLATE), trained_on="test", seed=13)
+    meta = SimpleNamespace(name="MIRACLRetrieval")
+    base = WorkbenchEncoder(minilm_path(), show_progress=False)
+    under = WorkbenchEncoder(minilm_path(), contract_from=trained, show_progress=False)
+    assert (base.max_length, under.max_length) == (256, 16)
+    assert base.instruction_for(meta) == ("none", "none")
+    instruction = task_instructions()["MIRACLRetrieval"]
+    assert under.instruction_for(meta) == (instruction, "instruction table")
+    spec = borrowed_spec(minilm_path(), trained)
+    assert spec.path == str(minilm_path()) and spec.query_template == TEMPLATE and spec.base_model is None
+    long_query = "Where is the Eiffel tower and who built it and when was it finished and why is it so tall"
+    got = under.encode(_loader([long_query]), task_metadata=meta, hf_split="dev", hf_subset="en",
+                       prompt_type=PromptType.query)
+    reference = SentenceTransformer(str(minilm_path()), device="cpu")
+    reference.max_seq_length = 16
+    want = reference.encode([TEMPLATE.format(instruction=instruction, text=long_query)], normalize_embeddings=True)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    plain = base.encode(_loader([long_query]), task_metadata=meta, hf_split="dev", hf_subset="en",
+                        prompt_type=PromptType.query)
+    assert not np.allclose(got, plain, atol=1e-3)
+    with pytest.raises(WorkbenchError, match="no workbench_encoder.json to borrow"):
+        WorkbenchEncoder(minilm_path(), contract_from=minilm_path())
+
+
+def test_decoder_without_an_instruction_warns_once_naming_the_fix(tiny_decoder: Path, tmp_path: Path, caplog) -> None:
+    """A decoder under a folder name no preset matches, with prompts for no task: its queries would lose the
+    instruction silently. One warning line per task names the fix; the results record instruction 'none'."""
+    folder = tmp_path / "my-renamed-model"
+    shutil.copytree(tiny_decoder, folder)
+    (folder / "workbench_encoder.json").unlink()
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"web_search_query": "Q: "}}))
+    encoder = WorkbenchEncoder(folder, show_progress=False)
+    meta = SimpleNamespace(name="MIRACLRetrieval")
+    with caplog.at_level("WARNING", logger="workbench.eval.encoders"):
+        assert encoder.instruction_for(meta) == ("none", "none")
+        encoder.encode(_loader(TEXTS[:2]), task_metadata=meta, hf_split="dev", hf_subset="yo", prompt_type=PromptType.query)
+    lines = [r.getMessage() for r in caplog.records if "is a decoder with no instruction for MIRACLRetrieval" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0].replace("\\n", "")
+    assert "fix: add workbench_encoder.json" in lines[0] and "e5-mistral" in lines[0]
+    # an encoder with no instruction is not warned about (MiniLM is meant to run plain)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="workbench.eval.encoders"):
+        WorkbenchEncoder(minilm_path(), show_progress=False).instruction_for(meta)
+    assert not [r for r in caplog.records if "is a decoder" in r.getMessage()]

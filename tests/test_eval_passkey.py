@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from workbench import conditions
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.eval import passkey
@@ -179,6 +180,14 @@ def test_eval_writes_one_row_per_cell_and_the_per_query_scores_behind_it(evaluat
     assert facts[("am", 96)]["context_chars_median"] != facts[("en", 96)]["context_chars_median"]
     assert facts[("am", 96)]["needle_template"] == passkey.NEUTRAL
     assert facts[("en", 96)]["needle_template"].startswith("language: ")
+    # the condition columns every results row carries: the probe's own documents, MiniLM's 256 tokens, no instruction
+    # (MiniLM takes none), zero-shot (nothing trains on the probe); a revision per filler language
+    assert set(results["benchmark"]) == {"passkey"} and set(results["task_kind"]) == {"passkey"}
+    assert set(results["corpus"]) == {"local"} and set(results["max_length"]) == {256}
+    assert set(results["instruction"]) == {"none"} and set(results["regime"]) == {conditions.ZERO_SHOT}
+    revisions = dict(results.select("language", "revision").unique().iter_rows())
+    assert len(set(revisions.values())) == 2 and all(r.startswith("sha256:") for r in revisions.values())
+    assert per_query["cluster"].null_count() == 0
 
 
 def test_a_second_grid_keeps_the_first_and_other_tasks_rows(evaluated: Run, tmp_path: Path):
@@ -367,5 +376,7 @@ def test_an_eval_also_target_can_name_a_subset_of_the_systems(tmp_path: Path):
     by_task = {}
     for section in sections:
         by_task.setdefault(section.task, []).append(section.system)
-    assert by_task["passkey"] == ["minilm"] and by_task["tatoeba"] == ["minilm", "minilm-ft"]
+    assert by_task["passkey"] == ["minilm"]
+    # every other system of eval_systems: the base as it ships, under the trained contract, and one per training seed
+    assert by_task["tatoeba"] == ["minilm", "minilm@ft-contract", "minilm-ft", "minilm-ft-seed14"]
     assert "bm25" in by_task["xquad"] and not hasattr(sections[-1], "systems")

@@ -197,6 +197,33 @@ def test_a_killed_rank_resumes_with_only_the_unfinished_shards(tmp_path: Path) -
     assert_same_results(single, sharded)
 
 
+# -- the base under another folder's contract (base@trained-contract) ----------------------------------------------
+@pytest.mark.slow
+def test_two_ranks_under_another_folders_contract_give_the_single_process_rows(tmp_path: Path) -> None:
+    """Every rank runs the base weights under the trained export's contract (a follower builds the same encoder,
+    or the fingerprints differ), and the sharded rows carry the same condition columns as one process's."""
+    import shutil
+
+    from workbench.encoder import QUERY_TEMPLATE, EncoderSpec, minilm_path, write_spec
+
+    trained = tmp_path / "trained"  # an export's contract: the instruction template and 32 tokens
+    shutil.copytree(minilm_path(), trained)
+    write_spec(trained, EncoderSpec(path="", format="sentence-transformers", pooling="mean", max_length=32,
+                                    query_template=QUERY_TEMPLATE), trained_on="test", seed=13)
+    data = write_synthetic_beir(tmp_path / "synthetic", passages=600, queries=40)
+    single = _single(tmp_path / "single", model="minilm", contract_from=str(trained), task="beir",
+                     data_dir=str(data)).root
+    sharded = tmp_path / "sharded"
+    done = subprocess.run(_torchrun(sharded, "--create", "--model", "minilm", "--contract-from", str(trained),
+                                    "--task", "beir", "--data-dir", str(data)), env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_results(single, sharded)
+    rows = Run.open(sharded).read_table("eval", "results", EVAL_RESULTS)
+    assert set(rows["max_length"]) == {32} and set(rows["contract_from"]) == {str(trained)}
+    assert set(rows["system"]) == {"minilm@trained-contract"} and rows["benchmark"].null_count() == 0
+    assert json.loads((_shard_folder(sharded) / "summary.json").read_text())["world"] == 2
+
+
 # -- fast checks ------------------------------------------------------------------------------------------------
 def test_shards_do_not_depend_on_the_number_of_ranks() -> None:
     for n in (0, 1, 255, 3000, 20_000, 49_043, 32_893_221):

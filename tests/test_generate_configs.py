@@ -122,6 +122,12 @@ def test_example_config_plans_and_dry_runs(path, tmp_path):
     systems = {section.system: section.model for section in eval_sections(run, config, PIPELINE_SYSTEMS)}
     if "eval" in config.pipeline.stages and config.eval.task != "passkey":  # BM25 has no passkey probe
         assert "bm25" in systems
+    if path.stem == "quickstart":  # the base in its own format and under the trained contract, two seeds
+        trained = str(run.stage_dir("train") / "model")
+        assert systems["minilm"] == systems["minilm@ft-contract"] == "minilm" and systems["minilm-ft"] == trained
+        assert systems["minilm-ft-seed14"] == str(run.stage_dir("train") / "seeds" / "14" / "model")
+        contracts = {s.system: s.contract_from for s in eval_sections(run, config, PIPELINE_SYSTEMS)}
+        assert contracts["minilm@ft-contract"] == trained and contracts["minilm"] is None
     if path.stem == "gpu_miracl":  # before/after: the base model next to the fine-tuned one
         assert config.train.model in systems.values()
         assert str(run.stage_dir("train") / "model") in systems.values()

@@ -92,7 +92,7 @@ def test_whole_pipeline_trains_evaluates_and_reports(double, tmp_path):
             "run": {"name": "full", "languages": ["en", "de"], "quota": 12, "seed": 5},
             "generate": {**FAST, "base_url": double.base_url},
             "train": {"model": "minilm", "deepspeed": "none", "lora": False, "batch_size": 4,
-                      "steps": 3, "warmup_steps": 1, "max_length": 64},
+                      "steps": 3, "warmup_steps": 1, "max_length": 64, "seeds": [5, 6]},
             "eval": {"task": "beir", "data_dir": str(repo / "examples" / "data" / "xquad"), "languages": ["en"]},
         },
         where="test",
@@ -102,10 +102,29 @@ def test_whole_pipeline_trains_evaluates_and_reports(double, tmp_path):
     outcomes = run_pipeline(run, config, registry)
     assert all(o.state == "ran" for o in outcomes), outcomes
     results = pl.read_parquet(run.stage_dir("eval") / "results.parquet")
-    assert set(results["system"]) == {"bm25", "minilm", "minilm-ft"}
-    ndcg = results.filter(pl.col("metric") == "ndcg_at_10")
-    assert ndcg.height == 3 and ndcg["value"].is_between(0, 100).all()
+    assert set(results["system"]) == {"bm25", "minilm", "minilm@ft-contract", "minilm-ft", "minilm-ft-seed6"}
+    ndcg = {r["system"]: r for r in results.filter(pl.col("metric") == "ndcg_at_10").iter_rows(named=True)}
+    assert all(0 <= r["value"] <= 100 for r in ndcg.values())
     assert (run.stage_dir("train") / "model" / "workbench_encoder.json").is_file()
+    assert (run.stage_dir("train") / "seeds" / "6" / "model" / "workbench_encoder.json").is_file()
+    # the base as it ships runs plain at 256 tokens; under the trained contract it runs exactly as the
+    # fine-tuned model does (instruction, 64 tokens), so the two differ only in their weights
+    how = {s: (r["instruction"], r["max_length"], r["contract_from"]) for s, r in ndcg.items()}
+    assert how["minilm"] == ("none", 256, None)
+    trained = str(run.stage_dir("train") / "model")
+    assert how["minilm@ft-contract"] == (how["minilm-ft"][0], 64, trained) and how["minilm-ft"][1:] == (64, None)
+    assert how["minilm-ft"][0] == "Given a query, retrieve relevant documents that answer the query"
+    # two training seeds: one seed group, each row knows its seed
+    assert (ndcg["minilm-ft"]["training_seed"], ndcg["minilm-ft-seed6"]["training_seed"]) == (5, 6)
+    assert ndcg["minilm-ft-seed6"]["seed_group"] == "minilm-ft" and ndcg["minilm"]["training_seed"] is None
+    comparisons = pl.read_parquet(run.stage_dir("report") / "comparisons.parquet").filter(pl.col("metric") == "ndcg_at_10")
+    causes = {(r["system_a"], r["system_b"]): r for r in comparisons.iter_rows(named=True)}
+    data = causes[("minilm@ft-contract", "minilm-ft")]
+    assert data["cause"] == "training data" and data["seed_deltas"].startswith("5: ")
+    assert causes[("minilm", "minilm@ft-contract")]["cause"] == "input format"
+    measured = pl.read_parquet(run.stage_dir("report") / "measured.parquet").filter(
+        (pl.col("system") == "minilm-ft") & (pl.col("metric") == "ndcg_at_10")).row(0, named=True)
+    assert measured["n_seeds"] == 2 and measured["seed_values"].startswith("5: ")
     # fine-tuning changed the model: the exported embedder no longer encodes like the base MiniLM
     import numpy as np
     from sentence_transformers import SentenceTransformer

@@ -88,8 +88,9 @@ def train(config: Any, pipeline: bool = False) -> None:
 def eval(config: Any, pipeline: bool = False) -> None:  # noqa: A001 - the stage's name
     """The data folders exist; the model to evaluate is a model folder (or minilm / bm25).
 
-    ``workbench run`` evaluates ``[pipeline] eval_systems``: ``base`` is ``[train] model`` (checked
-    here when train is not checked with it) and ``trained`` does not exist yet.
+    ``workbench run`` evaluates ``[pipeline] eval_systems``: ``base`` and ``base@trained-contract`` are
+    ``[train] model`` (checked here when train is not checked with it); ``trained`` (whose contract the
+    latter borrows) does not exist yet. ``[eval] contract_from`` holds the contract it names.
     """
     targets = [config.eval, *(config.pipeline.eval_also if pipeline else [])]
     for target in targets:
@@ -97,11 +98,18 @@ def eval(config: Any, pipeline: bool = False) -> None:  # noqa: A001 - the stage
             raise ConfigError("data folder not found (eval.data_dir)", where=str(target.data_dir),
                               fix="give --data-dir an existing MIRACL-, BEIR-, XQuAD- or Tatoeba-layout folder")
     if pipeline:
-        if "base" in config.pipeline.eval_systems and config.train.model not in (None, *EMBEDDED_MODELS):
+        base = {"base", "base@trained-contract"} & set(config.pipeline.eval_systems)
+        if base and config.train.model not in (None, *EMBEDDED_MODELS):
             check_model_folder(config.train.model, "train.model")
         return
     if config.eval.model not in EMBEDDED_MODELS:
         check_model_folder(config.eval.model, "--model")
+    if config.eval.contract_from:
+        from workbench.encoder import CONTRACT_FILE
+
+        if not (Path(config.eval.contract_from).expanduser() / CONTRACT_FILE).is_file():
+            raise WorkbenchError(f"no {CONTRACT_FILE} to borrow", where=str(config.eval.contract_from),
+                                 fix="give --contract-from a model folder the trainer exported (it carries the contract)")
 
 
 def report(config: Any, pipeline: bool = False) -> None:
@@ -112,7 +120,7 @@ def report(config: Any, pipeline: bool = False) -> None:
             raise ConfigError("table not found", where=str(path), fix="give an existing Parquet table (--results / --audit)")
     if section.reference_dir and not Path(section.reference_dir).expanduser().is_dir():
         raise ConfigError("reference folder not found (report.reference_dir)", where=str(section.reference_dir),
-                          fix="give a folder with miracl_reference.csv, or leave it out for the shipped references")
+                          fix="give a folder with miracl_reference_v2.csv, or leave it out for the shipped references")
 
 
 def check_model_folder(model: str, option: str) -> None:

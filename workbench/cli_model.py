@@ -131,6 +131,9 @@ def eval_command(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     pooling: Annotated[Optional[str], typer.Option("--pooling", help="HF folders: mean | last_token | cls")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda if present)")] = None,
+    contract_from: Annotated[
+        Optional[Path], typer.Option("--contract-from", help="run --model under this exported model's contract (template, max_length, pooling)")
+    ] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="run config TOML")] = None,
     launcher: Annotated[Optional[str], typer.Option("--launcher", help="torchrun: shard the embedding model's work over --gpus processes (docs/eval.md)")] = None,
     gpus: Annotated[int, typer.Option("--gpus", help="ranks for --launcher torchrun (one per GPU; CPU processes without GPUs); --estimate: GPUs to plan for")] = 1,
@@ -190,6 +193,8 @@ def eval_command(
         updates["data_dir"] = str(data_dir)
     if bm25:
         updates["bm25"] = True
+    if contract_from is not None:
+        updates["contract_from"] = str(contract_from)
     if config_file is None:
         # one `workbench eval` call describes one evaluation: options not given take their defaults
         # rather than whatever an earlier eval left in run.toml

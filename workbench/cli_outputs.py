@@ -76,9 +76,12 @@ def report(
 
 
 def _print_report(out: Path, result) -> None:
-    for line in json.loads((out / "report.json").read_text())["headline"]:
-        console.print(line, highlight=False)
-    console.print(f"report written: {out / 'index.html'} (focus: {result.stats['focus']})")
+    meta = json.loads((out / "report.json").read_text())
+    for line in meta["headline"]:
+        console.print(line, highlight=False, markup=False)
+    console.print(f"report written: {out / 'index.html'} (focus: {result.stats['focus']}; primary reference: "
+                  f"{meta.get('primary_reference') or 'none comparable'}; references from {meta.get('reference_dir')})",
+                  highlight=False, markup=False)
 
 
 # --- export: the accepted data as JSONL + dataset card; optional Hub upload ----------------------

@@ -292,6 +292,17 @@ class TrainSection(Section):
     gpu_memory_gib: float = Field(default=80.0, gt=0.0, description="per-GPU memory for the fit check")
     export: Literal["merged", "adapter"] = "merged"
     log_every: int = Field(default=10, ge=1)
+    seeds: list[int] = Field(
+        default_factory=list,
+        description="train once per seed (the first is train/model, the others train/seeds/<seed>/model) so the "
+                    "report can show the spread across seeds; empty: one run with [run] seed")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds {seeds} repeat a seed; give each seed once")
+        return seeds
 
     @field_validator("family_weights")
     @classmethod
@@ -378,6 +389,10 @@ class EvalSection(Section):
     batch_size: int = Field(default=32, ge=1)
     pooling: Literal["mean", "last_token", "cls"] | None = None
     device: str | None = None
+    contract_from: str | None = Field(
+        default=None,
+        description="run the model's weights under the contract (template, max_length, pooling) of this exported "
+                    "model folder, e.g. the base model under its fine-tuned export's contract")
     passkey: PasskeySection = Field(default_factory=PasskeySection, description="task 'passkey' only")
 
     @field_validator("languages")
@@ -410,15 +425,12 @@ class ReportSection(Section):
     results: list[str] = Field(default_factory=list, description="extra EVAL_RESULTS tables")
     audit: str | None = Field(default=None, description="AUDIT_SUMMARY table (default: the run's)")
     focus: str | None = Field(default=None, description="system the gaps are about (default: last non-BM25)")
-    primary_reference: Literal[
-        "auto",  # the e5-mistral number on the focus system's corpus (hard negatives v1 or full)
-        "e5-mistral-7b-instruct (published)",
-        "e5-mistral-7b-instruct (MTEB hard negatives v1)",
-        "multilingual-e5-large (published)",
-        "BM25 Lucene (published)",
-        "BM25 (measured here)",
-    ] = "auto"
-    reference_dir: str | None = Field(default=None, description="folder with miracl_reference.csv")
+    primary_reference: str = Field(
+        default="auto",
+        description="reference label the groups and the data table measure gaps to; auto: the one comparable with "
+                    "the focus system on the most MIRACL languages")
+    reference_dir: str | None = Field(default=None, description="folder with miracl_reference_v2.csv (default: the "
+                                      "repository's reports/reference, or $WORKBENCH_REFERENCE_DIR)")
     title: str = "MIRACL gap report"
 
     @field_validator("results")
@@ -443,7 +455,7 @@ class EvalTarget(Section):
     corpus: Literal["hard-negatives", "full"] = "hard-negatives"
     split: str | None = None
     passkey: PasskeySection = Field(default_factory=PasskeySection, description="task 'passkey' only")
-    systems: list[Literal["bm25", "base", "trained"]] | None = Field(
+    systems: list[Literal["bm25", "base", "base@trained-contract", "trained"]] | None = Field(
         default=None, description="which of [pipeline] eval_systems evaluate this target (default: all)")
 
     @field_validator("split")
@@ -455,15 +467,17 @@ class EvalTarget(Section):
 class PipelineSection(Section):
     """``workbench run``: which stages run, and which systems the eval stage compares.
 
-    ``eval_systems``: ``bm25``; ``base`` = the model named in ``[train] model`` before training;
-    ``trained`` = the model this run exported under ``train/model``.
+    ``eval_systems``: ``bm25``; ``base`` = the model named in ``[train] model`` before training, in its
+    own format; ``base@trained-contract`` = the same weights under the trained export's contract
+    (template, max_length, pooling), so that trained minus it is what the training data did;
+    ``trained`` = the model this run exported under ``train/model`` (and one per further seed).
     """
 
     stages: list[PipelineStage] = Field(
         default_factory=lambda: list(STAGE_NAMES)
     )
-    eval_systems: list[Literal["bm25", "base", "trained"]] = Field(
-        default_factory=lambda: ["bm25", "base", "trained"]
+    eval_systems: list[Literal["bm25", "base", "base@trained-contract", "trained"]] = Field(
+        default_factory=lambda: ["bm25", "base", "base@trained-contract", "trained"]
     )
     eval_also: list[EvalTarget] = Field(
         default_factory=list, description="further tasks/datasets the eval stage runs, after [eval]'s (bm25 skips bitext)"

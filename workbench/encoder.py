@@ -201,6 +201,28 @@ class EncoderSpec:
         prompt = _prompt_for(self.prompts, task, "query")
         return prompt + text if prompt else text
 
+    def query_instruction(self, task_metadata: Any, table: dict[str, str] | None = None) -> tuple[str, str]:
+        """(``instruction`` column value, ``instruction_source``) for this model's queries on an mteb task.
+
+        The value is the exact instruction put into the template, ``prefix:<text>`` for a fixed text
+        before every query (a template without ``{instruction}``, or a sentence-transformers prompt),
+        or ``none`` (vocabulary: :mod:`workbench.conditions`).
+        """
+        from workbench import conditions
+
+        task = getattr(task_metadata, "name", "")
+        if self.uses_instruction:
+            instruction, source = task_instruction(task_metadata, table)
+            if instruction:
+                return instruction, "task prompt" if source == "task prompt" else "instruction table"
+            return conditions.NO_INSTRUCTION, "none"
+        if self.query_template:
+            return conditions.prefix(render(self.query_template, "")), "fixed prefix"
+        prompt = _prompt_for(self.prompts, task, "query")
+        if prompt:
+            return conditions.prefix(prompt), "model prompt"
+        return conditions.NO_INSTRUCTION, "none"
+
     def document_text(self, text: str, task: str = "") -> str:
         if self.document_template:
             return render(self.document_template, text)

@@ -156,9 +156,26 @@ EVAL_RESULTS: Schema = {
     "n_docs": pl.Int64(),
     "source": pl.Utf8(),  # "measured" here; reference rows carry their paper / MTEB source
     "created_at": pl.Utf8(),
+    # The conditions the number was measured under (vocabularies in workbench/conditions.py); the
+    # report compares numbers only where they match and never reads them out of the dataset label.
+    "benchmark": pl.Utf8(),  # miracl | xquad | beir | tatoeba | passkey (eval/targets.py EVAL_TASKS)
+    "task_kind": pl.Utf8(),  # retrieval | bitext-mining | passkey
+    "corpus": pl.Utf8(),  # full | hard-negatives-v1 | hard-negatives-v2 | subset | local
+    "revision": pl.Utf8(),  # hub revision, or sha256:<12 hex> of the local files
+    "instruction": pl.Utf8(),  # the exact query instruction, "prefix:<text>", or "none"
+    "instruction_source": pl.Utf8(),  # task prompt | instruction table | model prompt | fixed prefix | none
+    "max_length": pl.Int64(),  # tokens per text (null for BM25)
+    "regime": pl.Utf8(),  # training regime on this benchmark for this language (conditions.REGIMES)
+    "contract_from": pl.Utf8(),  # the model folder whose contract the weights ran under (null: their own)
+    "training_seed": pl.Int64(),  # the seed a workbench-trained model was trained with (null: not trained here)
+    "seed_group": pl.Utf8(),  # the system all training seeds of one configuration share (= system otherwise)
     **EVAL_CELL,
     **EVAL_PASSKEY_FACTS,
 }
+# The condition columns EVAL_RESULTS carries since they were introduced: a table without them was
+# written by an older eval and is refused with one line (re-run eval), never guessed from labels.
+EVAL_CONDITION_COLUMNS = ("benchmark", "task_kind", "corpus", "revision", "instruction", "instruction_source",
+                          "max_length", "regime", "contract_from", "training_seed", "seed_group")
 
 # eval/per_query.parquet: the per-query (per sentence pair, for bitext mining) scores behind each
 # aggregate in eval/results.parquet, so reports can give bootstrap intervals and paired tests
@@ -175,6 +192,9 @@ EVAL_PER_QUERY: Schema = {
     "metric": pl.Utf8(),
     "query_id": pl.Utf8(),
     "score": pl.Float64(),
+    # queries that share a relevant passage (XQuAD: the questions on one paragraph) share a cluster;
+    # intervals resample clusters, not queries, so dependent queries are not counted as independent
+    "cluster": pl.Utf8(),
     **EVAL_CELL,
 }
 
@@ -185,7 +205,18 @@ ADDED_LATER: frozenset[str] = frozenset({*EVAL_CELL, *EVAL_PASSKEY_FACTS})
 
 
 # --- report ----------------------------------------------------------------------------------
-# report/scores.parquet: one row per (MIRACL language, system or reference point, metric).
+# The condition columns every measured and reference row of the report carries (workbench/conditions.py).
+_CONDITIONS: Schema = {
+    "benchmark": pl.Utf8(),
+    "task_kind": pl.Utf8(),
+    "corpus": pl.Utf8(),  # full | hard-negatives-v1 | hard-negatives-v2 | subset | local: comparable only within one
+    "split": pl.Utf8(),
+    "revision": pl.Utf8(),
+    "instruction": pl.Utf8(),
+    "max_length": pl.Int64(),
+    "regime": pl.Utf8(),  # per language: trained on this benchmark's training split, zero-shot, lexical, not stated
+}
+# report/scores.parquet: one row per (MIRACL language, system or reference point and source, metric).
 REPORT_SCORES: Schema = {
     "language": pl.Utf8(),
     "tier": pl.Utf8(),  # registry tier: high | mid | low
@@ -200,11 +231,14 @@ REPORT_SCORES: Schema = {
     "n_queries": pl.Int64(),
     "n_docs": pl.Int64(),
     "provenance": pl.Utf8(),  # where the number comes from, in words
-    "corpus": pl.Utf8(),  # full corpus | hard negatives v1 | hard negatives v2 | subset | ...: comparable only within one
-    "split": pl.Utf8(),
-    "regime": pl.Utf8(),  # training regime of a reference ("trained on MIRACL train (supervised)", ...); null if measured
+    **_CONDITIONS,
+    "source": pl.Utf8(),  # a reference's source key (sources.toml), "measured" otherwise
+    "version": pl.Utf8(),  # the paper version / mteb version a reference comes from
+    "disputed": pl.Boolean(),  # another source gives this model, corpus, language and metric > 1 point apart
+    "shown": pl.Boolean(),  # the row a table cell shows for its label (the preferred source)
+    "other_sources": pl.Utf8(),  # the other sources' values for the same number, in words
 }
-# report/gaps.parquet: one row per (language, measured system, metric, reference point).
+# report/gaps.parquet: one row per (language, measured system, metric, reference point), comparable or not.
 REPORT_GAPS: Schema = {
     "language": pl.Utf8(),
     "tier": pl.Utf8(),
@@ -215,11 +249,14 @@ REPORT_GAPS: Schema = {
     "reference": pl.Utf8(),
     "reference_kind": pl.Utf8(),
     "reference_value": pl.Float64(),
-    "gap": pl.Float64(),  # reference_value - value, in points: positive = the system is behind
-    "corpus": pl.Utf8(),  # the corpus variant both numbers were taken on (gaps exist only within one)
-    "reference_regime": pl.Utf8(),  # what the reference was trained on (a caveat when it is MIRACL train)
+    "gap": pl.Float64(),  # reference_value - value, in points (positive = behind); null unless comparable
+    "corpus": pl.Utf8(),  # the corpus variant of the system's number
+    "reference_regime": pl.Utf8(),
+    "comparable": pl.Boolean(),  # every condition matches and the reference is not disputed
+    "differs": pl.Utf8(),  # the conditions that differ, in words (why no gap), or "disputed: ..."
 }
-# report/groups.parquet: per language group, the mean score and mean gap to the primary reference.
+# report/groups.parquet: per language group, the mean score and mean gap to the primary reference,
+# over the languages where the gap is comparable (descriptive: the tier question is in tiers.parquet).
 REPORT_GROUPS: Schema = {
     "group": pl.Utf8(),  # "high tier", "mid tier", "low tier", "MIRACL low-resource", "all"
     "system": pl.Utf8(),
@@ -230,6 +267,24 @@ REPORT_GROUPS: Schema = {
     "mean_value": pl.Float64(),
     "mean_reference": pl.Float64(),
     "mean_gap": pl.Float64(),
+}
+# report/tiers.parquet: the tier question per benchmark, on its primary metric (fixed in advance):
+# high-tier minus low-tier mean score of the focus system, two-level bootstrap interval.
+REPORT_TIERS: Schema = {
+    "benchmark": pl.Utf8(),
+    "task": pl.Utf8(),
+    "corpus": pl.Utf8(),
+    "metric": pl.Utf8(),
+    "system": pl.Utf8(),
+    "n_high": pl.Int64(),  # languages per tier with per-query scores
+    "n_low": pl.Int64(),
+    "languages_high": pl.Utf8(),
+    "languages_low": pl.Utf8(),
+    "difference": pl.Float64(),  # mean(high) - mean(low), points: positive = the low tier trails
+    "ci_low": pl.Float64(),  # 95% two-level bootstrap interval (null when it cannot be said)
+    "ci_high": pl.Float64(),
+    "answer": pl.Utf8(),  # yes | no | cannot say
+    "why": pl.Utf8(),
 }
 # report/data.parquet: per MIRACL language, the synthetic data behind the model (from the audit).
 REPORT_DATA: Schema = {
@@ -245,27 +300,32 @@ REPORT_DATA: Schema = {
     "cost_usd": pl.Float64(),
     "cost_per_generated_usd": pl.Float64(),
     "focus_ndcg_at_10": pl.Float64(),
-    "primary_gap_ndcg_at_10": pl.Float64(),
+    "primary_gap_ndcg_at_10": pl.Float64(),  # null where no comparable primary reference exists
     "note": pl.Utf8(),
 }
-# report/measured.parquet: one row per number this run measured, with its 95% bootstrap interval over
-# queries (null without per-query scores).
+# report/measured.parquet: one row per number this run measured, with its 95% interval (null without
+# per-query scores) and, for a system trained with several seeds, the spread across them.
 REPORT_MEASURED: Schema = {
     "task": pl.Utf8(),
     "dataset": pl.Utf8(),
-    "corpus": pl.Utf8(),
     "language": pl.Utf8(),
     "tier": pl.Utf8(),
-    "split": pl.Utf8(),
     "metric": pl.Utf8(),
     "system": pl.Utf8(),
     "model": pl.Utf8(),
+    **_CONDITIONS,
+    "contract_from": pl.Utf8(),
     "value": pl.Float64(),
     "ci_low": pl.Float64(),
     "ci_high": pl.Float64(),
+    "method": pl.Utf8(),  # how the interval was computed (stats.py)
     "n_scored": pl.Int64(),  # queries (sentence pairs) behind the interval
+    "n_clusters": pl.Int64(),  # independent units resampled (XQuAD: paragraphs)
     "n_queries": pl.Int64(),
     "n_docs": pl.Int64(),
+    "n_seeds": pl.Int64(),  # training seeds of this system measured here (1 for untrained systems)
+    "seed_values": pl.Utf8(),  # "13: 68.3; 14: 66.9"
+    "seed_spread": pl.Float64(),  # max - min across seeds, points
 }
 # report/comparisons.parquet: system B against system A on the same queries (paired, Holm across languages).
 REPORT_COMPARISONS: Schema = {
@@ -277,17 +337,24 @@ REPORT_COMPARISONS: Schema = {
     "metric": pl.Utf8(),
     "system_a": pl.Utf8(),
     "system_b": pl.Utf8(),
+    "cause": pl.Utf8(),  # what differs between A and B: training data | input format | system | several
+    "differs": pl.Utf8(),  # the conditions that differ besides the weights, in words
     "n": pl.Int64(),  # queries both systems scored
     "n_unpaired": pl.Int64(),  # queries only one of them scored (left out of the test)
+    "n_clusters": pl.Int64(),
     "value_a": pl.Float64(),
     "value_b": pl.Float64(),
     "delta": pl.Float64(),  # value_b - value_a, points
-    "ci_low": pl.Float64(),  # 95% paired bootstrap interval of delta
+    "ci_low": pl.Float64(),  # interval of delta at the level Holm tested it at (``confidence``)
     "ci_high": pl.Float64(),
-    "p_value": pl.Float64(),  # two-sided sign-flip randomization test
+    "confidence": pl.Float64(),
+    "method": pl.Utf8(),
+    "p_value": pl.Float64(),  # from the same procedure as the interval
     "p_holm": pl.Float64(),  # Holm-adjusted within (system pair, task, metric) across languages
     "holm_family_size": pl.Int64(),
-    "significant": pl.Boolean(),  # p_holm < 0.05
+    "significant": pl.Boolean(),  # p_holm < 0.05, i.e. the shown interval excludes 0
+    "mdd": pl.Float64(),  # minimum detectable difference at that level with 80% power, points
+    "seed_deltas": pl.Utf8(),  # training data pairs: the same difference for every training seed
 }
 # report/passkey.parquet: the passkey probe per system setting, language and length: accuracy over all
 # depths (needle_depth null) and per depth, each the mean of per-query scores, with its 95% bootstrap interval.

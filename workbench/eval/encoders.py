@@ -3,7 +3,11 @@
 * a folder the trainer exported: it has ``workbench_encoder.json`` (the saved-model contract);
   a LoRA adapter folder (``adapter_config.json``) is loaded on its base model and merged;
 * a folder without the contract: a known preset (e5-mistral, multilingual-e5) or the folder's
-  sentence-transformers ``prompts``; otherwise plain texts and a warning;
+  sentence-transformers ``prompts``; otherwise plain texts and a warning (for a decoder, one line per
+  task at eval naming the fix: its queries would otherwise lose their instruction silently);
+* ``contract_from``: one folder's weights under another folder's contract (template, max_length,
+  pooling, EOS, padding), e.g. the base model under its fine-tuned export's contract, so base and
+  fine-tuned differ only in their weights (:func:`borrowed_spec`);
 * decoders always run on the HF back-end (the contract's tokenising: EOS after truncation, checked
   on a long text at load; last-token pooling); encoders in sentence-transformers folders run on
   sentence-transformers with pooling and normalisation as saved.
@@ -31,15 +35,18 @@ from mteb.types import PromptType
 from tqdm.auto import tqdm
 
 from workbench.encoder import (
+    CONTRACT_FILE,
     INSTRUCTIONS_FILE,
+    PRESETS,
     EncoderSpec,
     check_eos,
+    inspect_model,
     instructs_every_text,
+    is_decoder_config,
     load_spec,
     pool,
-    task_instruction,
-    task_instructions,
     tokenize,
+    task_instructions,
 )
 from workbench.errors import WorkbenchError, first_line
 from workbench.eval.cache import EmbeddingCache, text_key
@@ -52,6 +59,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _st_pooling(folder: Path) -> str | None:
+    """The pooling a sentence-transformers folder saved (mean, cls, last_token), or None if unreadable."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        module = next(m for m in modules if str(m.get("type", "")).endswith("Pooling"))
+        config = json.loads((folder / module.get("path", "") / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, StopIteration):
+        return None
+    for key, mode in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
+                      ("pooling_mode_lasttoken", "last_token")):
+        if config.get(key):
+            return mode
+    return None
+
+
+def borrowed_spec(model: str | Path, contract_from: str | Path) -> EncoderSpec:
+    """``model``'s weights run exactly as ``contract_from``'s contract says (its ``workbench_encoder.json``:
+    query/document templates, prompts, max_length, pooling, normalisation, EOS, padding side).
+
+    A sentence-transformers folder keeps its own back-end when it pools as the contract does; otherwise
+    its transformer weights run on the HF back-end with the contract's pooling.
+    """
+    contract_dir = Path(contract_from).expanduser()
+    if not (contract_dir / CONTRACT_FILE).is_file():
+        raise WorkbenchError(f"no {CONTRACT_FILE} to borrow", where=str(contract_dir),
+                             fix="give contract_from a model folder the trainer exported (it carries the contract)")
+    contract = load_spec(contract_dir)
+    info = inspect_model(model)
+    spec = replace(contract, path=str(info.path), base_model=None, source=f"contract of {contract_dir}")
+    if spec.format == "sentence-transformers" and (
+            not info.is_sentence_transformers or _st_pooling(info.path) != (spec.pooling or "mean")):
+        spec = replace(spec, format="hf", path=str(info.hf_path), pooling=spec.pooling or "mean")
+    return spec
 def adapter_base(spec: EncoderSpec) -> str | None:
     """Where an adapter folder's base weights are: the local folder peft's ``adapter_config.json``
     names, else the contract's ``base_model`` (a Hub id in exports: the card's name for it)."""
@@ -100,6 +140,10 @@ class _SentenceTransformerBackend:
             self.model.max_seq_length = min(self.model.max_seq_length or spec.max_length, spec.max_length)
         self.normalize = spec.normalize
         self.dim = self.model.get_embedding_dimension()
+        self.max_length = int(self.model.max_seq_length) if self.model.max_seq_length else spec.max_length
+        first = self.model[0]
+        config = getattr(getattr(first, "auto_model", None), "config", None)
+        self.is_decoder = bool(config is not None and is_decoder_config(config.to_dict()))
         self.tokenizer = self.model.tokenizer
         self.window = int(self.model.max_seq_length)
 
@@ -165,6 +209,8 @@ class _HFBackend:
             check_eos(self.tokenizer, spec.max_length, where=spec.path)
         self.model = model.to(device).eval()
         self.dim = int(model.config.hidden_size)
+        self.max_length = spec.max_length
+        self.is_decoder = is_decoder_config(model.config.to_dict())
         self.window = int(spec.max_length)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
@@ -198,6 +244,7 @@ class WorkbenchEncoder(AbsEncoder):
         name: str | None = None,
         chunk_size: int = 512,
         flush_every: int = 1024,
+        contract_from: str | Path | None = None,
         max_length: int | None = None,
         rope_theta: float | None = None,
         sliding_window: int | None = None,
@@ -206,7 +253,7 @@ class WorkbenchEncoder(AbsEncoder):
         tokens read; a decoder's RoPE base and attention window); they join the cache's model key."""
         import torch
 
-        self.spec = load_spec(model, pooling=pooling)
+        self.spec = borrowed_spec(model, contract_from) if contract_from else load_spec(model, pooling=pooling)
         self.overrides = {k: v for k, v in (("max_length", max_length), ("rope_theta", rope_theta),
                                             ("sliding_window", sliding_window)) if v is not None}
         if max_length is not None:
@@ -250,6 +297,30 @@ class WorkbenchEncoder(AbsEncoder):
             )
         )
         self._caches: dict[str, EmbeddingCache] = {}
+        self._warned: set[str] = set()
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per text as this model runs (a sentence-transformers folder may cap the contract's)."""
+        return int(self.backend.max_length)
+
+    def instruction_for(self, task_metadata: TaskMetadata) -> tuple[str, str]:
+        """(instruction, its source) this model's queries get on ``task_metadata`` (the results columns).
+
+        A decoder with no instruction for the task (no contract, no preset name, no prompt for the
+        task) gets one warning line naming the fix: its queries would otherwise lose it silently.
+        """
+        instruction, source = self.spec.query_instruction(task_metadata, self.instructions)
+        task = task_metadata.name
+        if source == "none" and self.backend.is_decoder and task not in self._warned:
+            self._warned.add(task)
+            log.warning(
+                "%s is a decoder with no instruction for %s (no %s, no preset name among %s, no sentence-transformers "
+                "prompt for the task): its queries go in without one and its results record instruction 'none'; fix: add "
+                "%s with \"query_template\": \"Instruct: {instruction}\\nQuery: {text}\" to the folder, or name the "
+                "folder after its preset (e.g. e5-mistral-7b-instruct)",
+                self.spec.path, task, CONTRACT_FILE, ", ".join(PRESETS), CONTRACT_FILE)
+        return instruction, source
 
     # -- mteb protocol ------------------------------------------------------------------------
     def encode(
@@ -275,12 +346,15 @@ class WorkbenchEncoder(AbsEncoder):
         instructed = prompt_type == PromptType.query or instructs_every_text(task_metadata)
         instruction = ""
         if instructed and self.spec.uses_instruction:
-            instruction, source = task_instruction(task_metadata, self.instructions)
-            if not instruction:
+            instruction, source = self.instruction_for(task_metadata)
+            if source == "none":
+                instruction = ""
                 log.warning("no instruction for task %s (no task prompt, no entry in %s); queries go in plain",
                             task, INSTRUCTIONS_FILE)
             else:
                 log.info("task %s: instruction from %s", task, source)
+        elif instructed:
+            self.instruction_for(task_metadata)  # the warning for a decoder without one
         return instruction, instructed
 
     def template_key(self, instruction: str, as_query: bool, task: str = "") -> str:

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench import conditions
 from workbench.errors import UnknownLanguageError, WorkbenchError
 from workbench.languages import Language, Registry
 from workbench.run import Run, file_sha256, now
@@ -432,6 +433,14 @@ class PasskeyProbe:
             "needle_template": needle.template_label, "needle_names": needle.names_label,
             "needles_file": {NEEDLES_FILE.name: file_sha256(NEEDLES_FILE)},
         }
+        from workbench.eval.targets import local_revision
+
+        # the condition columns: documents built from these texts (no published corpus to relate them to);
+        # the revision covers the filler files, the needles file and the seed that places the needles
+        self.target.corpora[code] = conditions.LOCAL
+        self.target.revisions[code] = local_revision({"files": {
+            **self.target.sources[dataset]["files"], **self.target.sources[dataset]["needles_file"],
+            "seed": str(self.grid.seed)}})
 
 
 def build_target(section: Any, registry: Registry) -> Any:
@@ -441,7 +450,7 @@ def build_target(section: Any, registry: Registry) -> Any:
     if section.split not in (None, SPLIT):
         raise WorkbenchError(f"the passkey probe has no '{section.split}' split", where="--split", fix="leave --split out")
     probe = PasskeyProbe(section, registry)
-    target = Target(probe, TASK_NAME, SPLIT, datasets={}, counts={}, sources={}, kind="passkey")
+    target = Target(probe, TASK_NAME, SPLIT, datasets={}, counts={}, sources={}, kind=conditions.PASSKEY)
     probe.target = target
     return target
 

@@ -753,6 +753,7 @@ def follow(context: DistContext, run_dir: Path) -> None:
     from workbench.config import EvalSection
     from workbench.encoder import minilm_path
     from workbench.eval.encoders import WorkbenchEncoder
+    from workbench.eval.passkey import encoder_overrides
     from workbench.eval.targets import build_target
     from workbench.languages import load_registry
 
@@ -780,12 +781,15 @@ def follow(context: DistContext, run_dir: Path) -> None:
                 targets[key] = build_target(section, registry)
             target = targets[key]
             path = minilm_path() if section.model == "minilm" else Path(section.model).expanduser()
-            encoder_key = (str(path), section.pooling, section.batch_size)
+            # the same encoder as rank 0's (eval/stage.py _build_systems): another folder's contract included
+            contract_from = Path(section.contract_from).expanduser() if section.contract_from else None
+            encoder_key = (str(path), section.pooling, section.batch_size, str(contract_from))
             if encoder_key not in encoders:
                 encoders.clear()
                 encoders[encoder_key] = WorkbenchEncoder(path, cache_root=None, pooling=section.pooling,
                                                          batch_size=section.batch_size, device=context.device,
-                                                         show_progress=False, name=message["system"])
+                                                         show_progress=False, name=message["system"],
+                                                         contract_from=contract_from, **encoder_overrides(section))
             encoder = encoders[encoder_key]
             if encoder.fingerprint != message["fingerprint"]:
                 raise WorkbenchError(f"the model files differ from rank 0's (fingerprint {encoder.fingerprint}, "

@@ -27,6 +27,7 @@ from typing import Any
 
 import polars as pl
 
+from workbench import conditions
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
@@ -65,33 +66,68 @@ def run_eval(run: Run, config: RunConfig, registry: Registry, *, systems: str = 
 def outside_inputs(config: Any) -> list[str]:
     """The data folders and model folders eval reads from outside the run (they join its digest)."""
     paths = [t.data_dir for t in (config.eval, *config.pipeline.eval_also) if t.data_dir]
-    return paths + [m for m in (config.eval.model, config.train.model) if m and m not in ("minilm", "bm25")]
+    models = (config.eval.model, config.eval.contract_from, config.train.model)
+    return paths + [m for m in models if m and m not in ("minilm", "bm25")]
+
+
+def seed_exports(run: Run, config: Any) -> list[tuple[int | None, Path]]:
+    """(seed, model folder) of every training seed: the first is ``train/model``, further seeds of
+    ``[train] seeds`` are ``train/seeds/<seed>/model`` (the train stage's layout)."""
+    seeds = list(config.train.seeds)
+    exports: list[tuple[int | None, Path]] = [(seeds[0] if seeds else None, run.stage_dir("train") / "model")]
+    return exports + [(seed, run.stage_dir("train") / "seeds" / str(seed) / "model") for seed in seeds[1:]]
+
+
+def pipeline_systems(run: Run, config: Any) -> dict[str, dict[str, Any]]:
+    """Every system ``[pipeline] eval_systems`` names -> its ``key`` there, its section settings and its seed group.
+
+    ``base`` is ``[train] model`` as it is; ``base@trained-contract`` the same weights under the contract
+    of this run's export (so trained minus it isolates what the data did); ``trained`` is the export,
+    one system per training seed (``<base>-ft``, ``<base>-ft-seed<N>``), all in the first one's seed group.
+    """
+    base = config.train.model or "minilm"
+    base_name = "minilm" if base == "minilm" else Path(base).name
+    trained = f"{base_name}-ft"
+    exports = seed_exports(run, config)
+    out: dict[str, dict[str, Any]] = {}
+    for key in config.pipeline.eval_systems:
+        if key == "bm25":
+            out["bm25"] = {"key": key, "model": "bm25", "contract_from": None, "seed_group": "bm25"}
+        elif key == "base":
+            out[base_name] = {"key": key, "model": base, "contract_from": None, "seed_group": base_name}
+        elif key == "base@trained-contract":
+            out[f"{base_name}@ft-contract"] = {"key": key, "model": base, "contract_from": str(exports[0][1]),
+                                               "seed_group": f"{base_name}@ft-contract"}
+        elif key == "trained":
+            for i, (seed, folder) in enumerate(exports):
+                name = trained if i == 0 else f"{trained}-seed{seed}"
+                out[name] = {"key": key, "model": str(folder), "contract_from": None, "seed_group": trained}
+    return out
 
 
 def eval_sections(run: Run, config: Any, systems: str) -> list[Any]:
     """One ``[eval]`` section per (target, system) this call evaluates.
 
     ``PIPELINE_SYSTEMS``: ``[eval]`` and every ``[[pipeline.eval_also]]`` target, each with every system
-    of ``[pipeline] eval_systems``: ``bm25``, ``base`` (``[train] model`` before training) and
-    ``trained`` (this run's ``train/model``). BM25 ranks passages and has no vectors to mine bitext
-    with, so it is left out of Tatoeba targets.
+    of :func:`pipeline_systems` (or the subset of eval_systems keys a target's ``systems`` names). BM25 ranks
+    passages and has no vectors to mine bitext with or a context to read, so it is left out of Tatoeba and
+    passkey targets.
     """
     if systems == ONE_SECTION:
         return [config.eval]
     if systems != PIPELINE_SYSTEMS:
         raise ValueError(f"unknown eval systems {systems!r}")
-    base = config.train.model or "minilm"
-    base_name = "minilm" if base == "minilm" else Path(base).name
-    named = {"bm25": ("bm25", "bm25"), "base": (base_name, base),
-             "trained": (f"{base_name}-ft", str(run.stage_dir("train") / "model"))}
     sections = []
     for target in [{}, *(t.model_dump() for t in config.pipeline.eval_also)]:
         only = target.pop("systems", None)  # an eval_also target may name a subset of eval_systems
-        for key in [k for k in config.pipeline.eval_systems if only is None or k in only]:
-            system, model = named[key]
-            if model == "bm25" and target.get("task", config.eval.task) in ("tatoeba", "passkey"):
+        for system, settings in pipeline_systems(run, config).items():
+            if only is not None and settings["key"] not in only:
                 continue
-            sections.append(config.eval.model_copy(update={**target, "model": model, "system": system, "bm25": False}))
+            if settings["model"] == "bm25" and target.get("task", config.eval.task) in ("tatoeba", "passkey"):
+                continue
+            sections.append(config.eval.model_copy(update={
+                **target, "model": settings["model"], "contract_from": settings["contract_from"], "system": system,
+                "bm25": False}))
     return sections
 
 
@@ -103,15 +139,21 @@ def evaluate(inputs: StageInput) -> StageResult:
     query_counts: dict[str, Any] = {}
     sources: dict[str, Any] = {}
     system_names: list[str] = []
-    sections = eval_sections(run, inputs.config, inputs.options.get("systems", PIPELINE_SYSTEMS))
+    which = inputs.options.get("systems", PIPELINE_SYSTEMS)
+    groups = {name: s["seed_group"] for name, s in pipeline_systems(run, inputs.config).items()} \
+        if which == PIPELINE_SYSTEMS else {}
+    sections = eval_sections(run, inputs.config, which)
     watch = EvalWatch(inputs.progress, len(sections))  # the CLI's view: task, system, texts/s, ETA
     for index, section in enumerate(sections, 1):
         target = build_target(section, registry)
+        built = _build_systems(section, run)
+        # the conditions come from the encoder itself: the sharded search below wraps it
+        measured_as = {name: _system_conditions(section, name, model, groups) for name, _, model in built}
         # under torchrun every rank encodes its shards of the corpus (workbench/eval/sharded.py)
-        systems = sharded.distribute(_build_systems(section, run), section, target, run)
+        systems = sharded.distribute(built, section, target, run)
         section_rows = []
         for system, model_label, model in systems:
-            if target.kind == "bitext" and system_is_bm25(model):
+            if target.kind == conditions.BITEXT and system_is_bm25(model):
                 log.warning("bm25 cannot mine bitext (it ranks passages, it has no sentence vectors): skipped on %s", target.task_name)
                 continue
             if target.kind == "passkey" and system_is_bm25(model):
@@ -119,7 +161,7 @@ def evaluate(inputs: StageInput) -> StageResult:
                 continue
             log.info("eval %s on %s (%s)", system, target.task_name, ", ".join(target.datasets))
             watch.start(index, target, system, model)
-            aggregate, scores = _evaluate(run, target, system, model_label, model)
+            aggregate, scores = _evaluate(run, target, system, model_label, model, measured_as[system])
             section_rows.extend(aggregate)
             per_query.extend(scores)
             system_names.append(system)
@@ -174,7 +216,8 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
     else:
         path = Path(section.model).expanduser()
         default_name = path.name
-    name = section.system or default_name
+    name = section.system or (f"{default_name}@{Path(section.contract_from).name}-contract" if section.contract_from
+                              else default_name)
     encoder = WorkbenchEncoder(
         path,
         cache_root=run.stage_dir("eval") / "embeddings",
@@ -182,6 +225,7 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
         batch_size=section.batch_size,
         device=section.device,
         name=name,
+        contract_from=Path(section.contract_from).expanduser() if section.contract_from else None,
         **encoder_overrides(section),
     )
     systems.append((name, section.model if section.model == "minilm" else str(path), encoder))
@@ -190,16 +234,82 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
     return systems
 
 
+def _system_conditions(section: Any, system: str, model: Any, groups: dict[str, str]) -> dict[str, Any]:
+    """The system's side of the condition columns: how it ran (contract, max_length), what trained it
+    (for the regime), its training seed and seed group."""
+    if system_is_bm25(model):
+        return {"lexical": True, "max_length": None, "contract_from": None, "training_seed": None,
+                "seed_group": groups.get(system, system), "name": "bm25", "trained_from": None,
+                "instruction_for": lambda task_metadata: (conditions.NO_INSTRUCTION, "none")}
+    spec = model.spec
+    facts = _contract_facts(Path(section.contract_from or spec.path))
+    trained_here = not section.contract_from and "trained_on" in facts
+    # the encoder's own method, bound before the sharded search wraps it (that wrapper has none)
+    return {"lexical": False, "max_length": model.max_length, "contract_from": section.contract_from,
+            "training_seed": facts.get("seed") if trained_here else None, "seed_group": groups.get(system, system),
+            "name": f"{section.model} {spec.path}", "trained_from": facts.get("base_model") if trained_here else None,
+            "instruction_for": model.instruction_for}
+
+
+def _measured_under(target: Target, subset: str, language: str, system_conditions: dict[str, Any],
+                    instruction: tuple[str, str]) -> dict[str, Any]:
+    """The condition columns of one subset's rows: the target's data conditions and the system's."""
+    return {
+        **target.conditions(subset), "instruction": instruction[0], "instruction_source": instruction[1],
+        "max_length": system_conditions["max_length"],
+        "regime": conditions.regime(system_conditions["name"], target.benchmark, language,
+                                    lexical=system_conditions["lexical"], trained_from=system_conditions["trained_from"]),
+        "contract_from": system_conditions["contract_from"],
+        "training_seed": system_conditions["training_seed"], "seed_group": system_conditions["seed_group"],
+    }
+
+
+def _contract_facts(folder: Path) -> dict[str, Any]:
+    from workbench.encoder import CONTRACT_FILE
+
+    path = folder / CONTRACT_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _cluster_ids(qrels: dict[str, dict[str, int]]) -> dict[str, str]:
+    """Query id -> cluster: queries that share a relevant passage (connected through shared ones) form one
+    cluster, named by its smallest query id; XQuAD's questions on one paragraph are one cluster."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first_query: dict[str, str] = {}
+    for query, docs in qrels.items():
+        find(query)
+        for doc, relevance in docs.items():
+            if relevance > 0:
+                if doc in first_query:
+                    a, b = find(query), find(first_query[doc])
+                    if a != b:
+                        parent[max(a, b)] = min(a, b)
+                else:
+                    first_query[doc] = query
+    return {query: find(query) for query in qrels}
+
+
 # -- evaluation ----------------------------------------------------------------------------------
-def _evaluate(run: Run, target: Target, system: str, model_label: str, model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _evaluate(run: Run, target: Target, system: str, model_label: str, model: Any,
+              system_conditions: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """mteb on one system: (aggregate rows for results.parquet, per-query rows for per_query.parquet)."""
     import mteb
     from mteb.cache import ResultCache
 
     from workbench.eval.per_query import bitext_scores, retrieval_scores
 
-    if target.kind == "passkey":  # a direct top-1 computation over its own documents (workbench/eval/passkey.py)
-        return target.task.evaluate(run, system, model_label, model)
+    if target.kind == conditions.PASSKEY:  # a direct top-1 computation over its own documents (workbench/eval/passkey.py)
+        return _passkey(run, target, system, model_label, model, system_conditions)
     eval_dir = run.stage_dir("eval")
     predictions = run.inside(eval_dir / "predictions" / system)  # the system name becomes a folder
     predictions_file = predictions / f"{target.task_name}_predictions.json"
@@ -217,7 +327,8 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
     if target.kind == "retrieval":
         _write_trec_runs(ranked, run.inside(eval_dir / "runs" / system), target)
     created = now()
-    metrics = BITEXT_METRICS if target.kind == "bitext" else METRICS
+    metrics = BITEXT_METRICS if target.kind == conditions.BITEXT else METRICS
+    instruction = system_conditions["instruction_for"](target.task.metadata)
     rows, per_query = [], []
     for task_result in result.task_results:
         for split, scores in task_result.scores.items():
@@ -233,6 +344,7 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
                     "language": target.languages.get(subset, subset),
                     "split": split,
                 }
+                measured_under = _measured_under(target, subset, key["language"], system_conditions, instruction)
                 for metric in metrics:
                     rows.append(
                         {
@@ -243,21 +355,42 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
                             "n_docs": counts.get("docs", 0),
                             "source": "measured",
                             "created_at": created,
+                            **measured_under,
                         }
                     )
                 ranking = ranked.get(subset, {}).get(split)
                 if ranking is None:
                     raise WorkbenchError(f"mteb saved no predictions for {subset}/{split}", where=str(predictions_file))
-                if target.kind == "bitext":
+                if target.kind == conditions.BITEXT:
                     per_metric = {"accuracy": bitext_scores(ranking["sentence1-sentence2"])}
+                    clusters: dict[str, str] = {}  # every sentence pair is its own cluster
                 else:
                     per_metric = retrieval_scores(ranking, target.qrels[subset], METRICS)
+                    clusters = _cluster_ids(target.qrels[subset])
                 for metric, by_query in per_metric.items():
-                    per_query.extend({**key, "metric": metric, "query_id": q, "score": v * 100} for q, v in by_query.items())
+                    per_query.extend({**key, "metric": metric, "query_id": q, "score": v * 100,
+                                      "cluster": clusters.get(q, q)} for q, v in by_query.items())
                     mean = 100 * sum(by_query.values()) / max(len(by_query), 1)
                     if abs(mean - 100 * float(score[metric])) > 1e-2:  # would be a bug: the table must add up
                         log.warning("%s %s %s %s: per-query mean %.3f differs from mteb's %.3f",
                                     system, key["dataset"], split, metric, mean, 100 * float(score[metric]))
+    return rows, per_query
+
+
+def _passkey(run: Run, target: Target, system: str, model_label: str, model: Any,
+             system_conditions: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The passkey probe's rows, with the same condition columns as every other task's (its queries take
+    the instruction the contract gives its task name; every query is its own cluster)."""
+    from types import SimpleNamespace
+
+    from workbench.eval.passkey import TASK_NAME
+
+    rows, per_query = target.task.evaluate(run, system, model_label, model)
+    instruction = system_conditions["instruction_for"](SimpleNamespace(name=TASK_NAME, prompt=None))
+    for row in rows:
+        row.update(_measured_under(target, row["language"], row["language"], system_conditions, instruction))
+    for row in per_query:
+        row["cluster"] = row["query_id"]
     return rows, per_query
 
 
@@ -274,7 +407,27 @@ def _write_trec_runs(data: dict[str, Any], folder: Path, target: Target) -> None
             atomic_write_bytes(folder / f"{target.task_name}-{subset}-{split}.trec", ("\n".join(lines) + "\n").encode())
 
 
+def _set_aside_older_tables(run: Run) -> None:
+    """A results table from before the condition columns cannot be joined with new rows (its conditions are
+    unknown): it is renamed ``*.before-conditions.parquet`` (kept, never deleted) and the eval starts afresh."""
+    from workbench.run import read_parquet_unchecked
+    from workbench.tables import EVAL_CONDITION_COLUMNS
+
+    for name in ("results", "per_query"):
+        path = run.stage_dir("eval") / f"{name}.parquet"
+        if not path.is_file():
+            continue
+        columns = read_parquet_unchecked(path).columns
+        wanted = EVAL_CONDITION_COLUMNS if name == "results" else ("cluster",)
+        if not all(c in columns for c in wanted):
+            aside = path.with_name(f"{name}.before-conditions.parquet")
+            path.replace(aside)
+            log.warning("%s was written by an older eval (no condition columns); kept as %s, this eval starts a new table",
+                        path, aside.name)
+
+
 def _upsert(run: Run, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    _set_aside_older_tables(run)
     new = pl.DataFrame(rows, schema=EVAL_RESULTS)
     if run.has_table("eval", "results"):
         old = run.read_table("eval", "results", EVAL_RESULTS)

@@ -14,6 +14,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+from workbench import conditions
 from workbench.errors import UnknownLanguageError, WorkbenchError, first_line
 from workbench.languages import Registry
 from workbench.run import file_sha256
@@ -29,6 +30,8 @@ MIRACL_CORPUS_SIZES = {
     "fi": 1883509, "fr": 14636953, "hi": 506264, "id": 1446315, "ja": 6953614, "ko": 1486752,
     "ru": 9543918, "sw": 131924, "te": 518079, "th": 542166, "yo": 49043, "zh": 4934368,
 }
+# XQuAD (Artetxe et al. 2020): 240 paragraphs per language; a folder with fewer holds a subset.
+XQUAD_PARAGRAPHS = 240
 
 
 @dataclass
@@ -41,9 +44,17 @@ class Target:
     datasets: dict[str, str]  # subset -> dataset label
     counts: dict[str, dict[str, int]]  # subset -> query/doc counts
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # dataset label -> data source
-    kind: str = "retrieval"  # or "bitext"
+    kind: str = conditions.RETRIEVAL  # conditions.TASK_KINDS
     languages: dict[str, str] = field(default_factory=dict)  # subset -> language column (default: subset)
     qrels: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # subset -> qrels (mteb unloads its copy)
+    benchmark: str = ""  # the EVAL_TASKS name ([eval] task)
+    corpora: dict[str, str] = field(default_factory=dict)  # subset -> corpus variant (conditions.CORPORA)
+    revisions: dict[str, str] = field(default_factory=dict)  # subset -> dataset revision
+
+    def conditions(self, subset: str) -> dict[str, Any]:
+        """The data conditions of one subset's rows (columns of EVAL_RESULTS)."""
+        return {"benchmark": self.benchmark, "task_kind": self.kind, "corpus": self.corpora.get(subset),
+                "revision": self.revisions.get(subset)}
 
 
 def _local_source(data_dir: Path, files: list[Path], **info: Any) -> dict[str, Any]:
@@ -56,9 +67,19 @@ def _local_source(data_dir: Path, files: list[Path], **info: Any) -> dict[str, A
     }
 
 
+def local_revision(source: dict[str, Any]) -> str:
+    """A local dataset's revision: the sha256 of its files' sha256s (any changed byte changes it)."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(f"{name} {sha}" for name, sha in sorted(source["files"].items())).encode())
+    return f"sha256:{digest.hexdigest()[:12]}"
+
+
 def build_target(section: Any, registry: Registry) -> Target:
     """The target one ``[eval]`` section names (its ``task`` is a key of :data:`TARGETS`)."""
-    return TARGETS[section.task](section, registry)
+    target = TARGETS[section.task](section, registry)
+    target.benchmark = section.task
+    return target
 
 
 def _local_files_target(section: Any, registry: Registry) -> Target:
@@ -118,7 +139,9 @@ def _miracl_target(section: Any, registry: Registry) -> Target:
                                        full_corpus_docs=MIRACL_CORPUS_SIZES.get(c))
             for c, s in splits.items()
         }
-        return Target(task, task_name, split, datasets, counts, sources, qrels={c: s.qrels for c, s in splits.items()})
+        return Target(task, task_name, split, datasets, counts, sources, qrels={c: s.qrels for c, s in splits.items()},
+                      corpora={c: conditions.FULL if v == "full" else conditions.SUBSET for c, v in variants.items()},
+                      revisions={c: local_revision(sources[datasets[c]]) for c in languages})
     return _hub_target(task_name, section.languages or miracl_codes, split, registry, suffix)
 
 
@@ -158,7 +181,10 @@ def _hub_target(task_name: str, languages: list[str], split: str, registry: Regi
                       "task": task_name, "corpus": "full" if suffix == "full" else "hard-negatives"}
         for s in task.hf_subsets
     }
-    return Target(task, task_name, split, datasets, counts, sources, qrels=all_qrels)
+    revision = str(task.metadata.dataset.get("revision") or conditions.NOT_STATED)
+    corpus = conditions.FULL if suffix == "full" else conditions.HARD_NEGATIVES_V1  # mteb's v1 task
+    return Target(task, task_name, split, datasets, counts, sources, qrels=all_qrels,
+                  corpora={s: corpus for s in task.hf_subsets}, revisions={s: revision for s in task.hf_subsets})
 
 
 def _tatoeba_target(section: Any, registry: Registry) -> Target:
@@ -189,7 +215,9 @@ def _tatoeba_target(section: Any, registry: Registry) -> Target:
         sources = {datasets[s]: {"origin": "hub", "location": task.metadata.dataset["path"], "revision": task.metadata.dataset.get("revision"),
                                  "task": bitext.TASK, "pairs": counts[s]["pairs"]} for s in subsets}
         languages = {s: by_tatoeba.get(c, c) for s, c in subsets.items()}
-        return Target(task, bitext.TASK, split, datasets, counts, sources, kind="bitext", languages=languages)
+        revision = str(task.metadata.dataset.get("revision") or conditions.NOT_STATED)
+        return Target(task, bitext.TASK, split, datasets, counts, sources, kind=conditions.BITEXT, languages=languages,
+                      corpora={s: conditions.FULL for s in subsets}, revisions={s: revision for s in subsets})
     data_dir = Path(section.data_dir)
     if not data_dir.is_dir():
         raise WorkbenchError("data folder not found", where=str(data_dir), fix="give --data-dir a LASER-layout Tatoeba folder")
@@ -212,7 +240,9 @@ def _tatoeba_target(section: Any, registry: Registry) -> Target:
         for p in pairs
     }
     languages = {p.hf_subset: by_tatoeba.get(p.code, p.code) for p in pairs}
-    return Target(task, task_name, split, datasets, counts, sources, kind="bitext", languages=languages)
+    return Target(task, task_name, split, datasets, counts, sources, kind=conditions.BITEXT, languages=languages,
+                  corpora={p.hf_subset: conditions.SUBSET if variants[p.code] else conditions.FULL for p in pairs},
+                  revisions={p.hf_subset: local_revision(sources[datasets[p.hf_subset]]) for p in pairs})
 
 
 def _beir_target(section: Any, registry: Registry) -> Target:
@@ -252,8 +282,13 @@ def _beir_target(section: Any, registry: Registry) -> Target:
     )
     datasets = {c: (f"{prefix}-{c}" if c != data_dir.name else prefix) for c in splits}
     sources = {datasets[c]: _local_source(data_dir, s.files, task=task_name, docs=len(s.corpus)) for c, s in splits.items()}
+    if section.task == "xquad":  # XQuAD has a published size; any other BEIR folder is its own corpus
+        corpora = {c: conditions.FULL if len(s.corpus) == XQUAD_PARAGRAPHS else conditions.SUBSET for c, s in splits.items()}
+    else:
+        corpora = {c: conditions.LOCAL for c in splits}
     return Target(task, task_name, split, datasets, {c: s.stats for c, s in splits.items()}, sources,
-                   qrels={c: s.qrels for c, s in splits.items()})
+                  qrels={c: s.qrels for c, s in splits.items()}, corpora=corpora,
+                  revisions={c: local_revision(sources[datasets[c]]) for c in splits})
 
 
 def _passkey_target(section: Any, registry: Registry) -> Target:

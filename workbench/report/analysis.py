@@ -1,6 +1,11 @@
-"""Report analysis: scores, like-for-like gaps, language-group means, the data table and the verdict.
+"""Report analysis: scores, like-for-like gaps, language-group means, the data table and the headline.
 
-Gaps are ``reference - model`` in points of the metric: a positive gap means the model is behind.
+Gaps are ``reference - model`` in points of the metric: a positive gap means the model is behind. A
+gap is computed only where every condition column matches (:func:`workbench.conditions.differences`:
+benchmark, task kind, corpus, split, revision where stated, instruction, max_length where stated,
+regime per language) and the reference is not disputed; every other pairing stays in ``gaps`` with
+its gap empty and the conditions that differ in words. The headline answers the tier question from
+the two-level bootstrap (:mod:`workbench.report.tiers`), never from published point differences.
 """
 
 from __future__ import annotations
@@ -9,31 +14,37 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from workbench import conditions
 from workbench.config import ReportSection
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
-from workbench.tables import REPORT_DATA, REPORT_GAPS, REPORT_GROUPS, REPORT_SCORES, conform
-from workbench.report.references import FULL, HARD_NEGATIVES_V1, NO_TRAINING, References, corpus_variant, is_bm25
+from workbench.report.inputs import SystemFacts, system_facts
+from workbench.report.references import References
+from workbench.report.tiers import headline as tier_headline
+from workbench.tables import REPORT_DATA, REPORT_GAPS, REPORT_GROUPS, REPORT_SCORES, REPORT_TIERS, conform
 
 METRICS = ("ndcg_at_10", "recall_at_100")
-METRIC_LABELS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "f1": "F1", "accuracy": "accuracy"}
+METRIC_LABELS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "f1": "F1", "accuracy": "accuracy",
+                 "ndcg_at_100": "nDCG@100", "recall_at_10": "Recall@10", "mrr_at_10": "MRR@10"}
 MEASURED_BM25 = "BM25 (measured here)"
-# Reference columns shown beside the model in the per-language table (in this order).
+# Reference columns shown beside the model in the per-language table (in this order), and the order
+# "auto" prefers among equally comparable references.
 SHOWN_REFERENCES = (
     "e5-mistral-7b-instruct (published)",
-    "e5-mistral-7b-instruct (MTEB hard negatives v1)",
+    "e5-mistral-7b-instruct (MTEB hard negatives v1, mteb default prompt)",
     "multilingual-e5-large (published)",
     "BM25 Lucene (published)",
     MEASURED_BM25,
 )
 TIER_RANK = {"high": 0, "mid": 1, "low": 2}
 GROUPS = ("high tier", "mid tier", "low tier", "MIRACL low-resource", "all MIRACL")
+_COND = list(conditions.CONDITIONS)
 
 
 @dataclass
 class Analysis:
     focus: str
-    primary: str
+    primary: str | None  # None: no reference is comparable with the focus system
     languages: list[dict]  # registry facts of the 18 MIRACL languages, in table order
     scores: pl.DataFrame
     gaps: pl.DataFrame
@@ -41,9 +52,11 @@ class Analysis:
     data: pl.DataFrame
     other: pl.DataFrame  # measured non-MIRACL rows (XQuAD, ...)
     references: References
+    tiers: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REPORT_TIERS))
+    systems: dict[str, SystemFacts] = field(default_factory=dict)
     sources: list[dict] = field(default_factory=list)
     headline: list[str] = field(default_factory=list)
-    focus_corpus: str = FULL
+    focus_corpus: str = conditions.FULL
     between: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -57,9 +70,14 @@ def measured_words(rec: dict) -> str:
         if rec["n_docs"] is not None:
             size.append(f"{rec['n_docs']:,} passages")
         size_txt = f", {' over '.join(size)}" if size else ""
+        how = f"; {conditions.instruction_words(rec.get('instruction'))}"
+        if rec.get("max_length"):
+            how += f", max_length {rec['max_length']}"
+        if rec.get("contract_from"):
+            how += f", under the contract of {rec['contract_from']}"
         return (
             f"measured here by the workbench: {rec['model']} on {rec['dataset']} ({rec['task']}, "
-            f"{rec['split']} split{size_txt}){', ' + when if when else ''}; table {rec['input_file']}"
+            f"{rec['split']} split{size_txt}{how}){', ' + when if when else ''}; table {rec['input_file']}"
         )
     return f"not measured here: source given as '{rec['source']}' in {rec['input_file']}"
 
@@ -74,48 +92,87 @@ def _language_facts(registry: Registry) -> list[dict]:
     ]
 
 
-def _pick_focus(results: pl.DataFrame, wanted: str | None) -> str:
-    systems = results["system"].unique(maintain_order=True).to_list()
+def pick_focus(results: pl.DataFrame, wanted: str | None) -> str:
+    """``--focus``, else a system this workbench trained (its first seed), else the last other system that
+    runs under its own contract; lexical systems only when nothing else was measured."""
+    facts = system_facts(results)
+    systems = list(facts)
     if wanted:
         if wanted not in systems:
             raise WorkbenchError(f"focus system '{wanted}' is not in the results", where="--focus",
                                  fix=f"choose one of {', '.join(systems)}")
         return wanted
-    miracl_systems = results.filter(pl.col("task").str.starts_with("MIRACL"))["system"].unique(maintain_order=True).to_list()
-    for pool in (miracl_systems, systems):
-        candidates = [s for s in pool if not is_bm25(s)]
-        if candidates:
-            return candidates[-1]
+    candidates = [s for s, f in facts.items() if not f.lexical and not f.replica and not f.contract_from]
+    trained = [s for s in candidates if facts[s].trained_here]
+    miracl = set(results.filter(pl.col("benchmark") == "miracl")["system"])
+    for pool in ([s for s in trained if s in miracl], trained, [s for s in candidates if s in miracl], candidates):
+        if pool:
+            return pool[-1]
     return systems[-1]
 
 
 def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References, registry: Registry,
-            config: ReportSection) -> Analysis:
+            config: ReportSection, tiers: pl.DataFrame | None = None) -> Analysis:
     facts = _language_facts(registry)
     by_code = {f["code"]: f for f in facts}
-    focus = _pick_focus(results, config.focus)
-    focus_corpora = [corpus_variant(t, d) for t, d in results.filter(
-        (pl.col("system") == focus) & pl.col("task").str.starts_with("MIRACL")).select("task", "dataset").iter_rows()]
-    # the corpus most of the focus system's MIRACL numbers were taken on (full when it has none)
-    focus_corpus = max(set(focus_corpora), key=focus_corpora.count) if focus_corpora else "no MIRACL measurement"
-    primary = config.primary_reference
-    if primary == "auto":
-        primary = ("e5-mistral-7b-instruct (MTEB hard negatives v1)" if focus_corpus == HARD_NEGATIVES_V1
-                   else "e5-mistral-7b-instruct (published)")
+    systems = system_facts(results)
+    focus = pick_focus(results, config.focus)
+    notes: list[str] = []
 
-    # measured rows: for MIRACL, one per (system, language, metric): the largest corpus wins
-    rows = []
+    # measured MIRACL rows: one per (system, language, metric), the largest corpus first; seed replicas
+    # and systems under another model's contract stay in the measured tables, not in the gap table
     measured = results.sort("n_docs", descending=True, nulls_last=True)
-    miracl_rows = measured.filter(pl.col("task").str.starts_with("MIRACL")).unique(
-        ["system", "language", "metric"], keep="first", maintain_order=True)
-    dropped = measured.filter(pl.col("task").str.starts_with("MIRACL")).height - miracl_rows.height
-    notes = []
-    if dropped:
-        notes.append(f"{dropped} MIRACL result row(s) measured on a smaller corpus were left out of the gap "
-                     "table where the same system, language and metric was measured on a larger one (all rows are in scores).")
-    bm25_systems = [s for s in miracl_rows["system"].unique(maintain_order=True).to_list() if is_bm25(s)]
-    if len(bm25_systems) > 1:
-        notes.append(f"several BM25 systems were measured ({', '.join(bm25_systems)}); '{MEASURED_BM25}' is {bm25_systems[0]}.")
+    miracl_all = measured.filter((pl.col("benchmark") == "miracl")
+                                 & pl.col("system").is_in([s for s, f in systems.items() if not f.replica]))
+    miracl_rows = miracl_all.unique(["system", "language", "metric"], keep="first", maintain_order=True)
+    if miracl_all.height > miracl_rows.height:
+        notes.append(f"{miracl_all.height - miracl_rows.height} MIRACL result row(s) measured on a smaller corpus were "
+                     "left out of the per-language table where the same system, language and metric was measured on a "
+                     "larger one (all rows are in scores and the measured tables).")
+    focus_corpora = miracl_rows.filter(pl.col("system") == focus)["corpus"].to_list()
+    focus_corpus = max(set(focus_corpora), key=focus_corpora.count) if focus_corpora else "no MIRACL measurement"
+    lexical = [s for s in miracl_rows["system"].unique(maintain_order=True).to_list() if systems[s].lexical]
+    if len(lexical) > 1:
+        notes.append(f"several BM25 systems were measured ({', '.join(lexical)}); '{MEASURED_BM25}' is {lexical[0]}.")
+
+    scores = _scores(measured, refs, registry, by_code)
+    ref_points = scores.filter((pl.col("kind") != "measured") & pl.col("shown")).select(
+        "language", "metric", *_COND, pl.col("system").alias("reference"), pl.col("kind").alias("reference_kind"),
+        pl.col("value").alias("reference_value"), "disputed", "other_sources", "version")
+    if lexical:
+        bm25 = miracl_rows.filter(pl.col("system") == lexical[0]).select(
+            "language", "metric", *_COND, pl.lit(MEASURED_BM25).alias("reference"),
+            pl.lit("measured").alias("reference_kind"), pl.col("value").alias("reference_value"),
+            pl.lit(False).alias("disputed"), pl.lit(None, pl.Utf8).alias("other_sources"),
+            pl.lit("measured here").alias("version"))
+        ref_points = pl.concat([ref_points, bm25])
+    gaps = _gaps(miracl_rows, ref_points, by_code, lexical[0] if lexical else None)
+
+    primary = _primary(config.primary_reference, gaps, ref_points, focus, notes)
+    tiers = tiers if tiers is not None else pl.DataFrame(schema=REPORT_TIERS)
+    groups = _groups(gaps, ref_points, primary, facts)
+    data = _data(facts, audit, registry, miracl_rows, gaps, focus, primary)
+    other = measured.filter((pl.col("benchmark") != "miracl") & (pl.col("source") == "measured"))
+    members = _group_members(facts)
+    if members["low tier"] == members["MIRACL low-resource"]:
+        notes.append(f"Among the MIRACL languages the low tier and MIRACL's own low-resource set are the same "
+                     f"({', '.join(sorted(members['low tier']))}), so those two groups show the same numbers.")
+    disputed = ref_points.filter(pl.col("disputed")).unique(["reference", "language", "metric"])
+    if disputed.height:
+        shown = ", ".join(f"{r['reference']} {r['language']} {METRIC_LABELS.get(r['metric'], r['metric'])}"
+                          for r in disputed.sort("reference", "language").iter_rows(named=True))
+        notes.append(f"Disputed published numbers (two sources more than 1 point apart; both shown, no gap computed): "
+                     f"{shown}.")
+    analysis = Analysis(focus=focus, primary=primary, languages=facts, scores=scores, gaps=gaps, groups=groups,
+                        data=data, other=other, references=refs, tiers=tiers, systems=systems, notes=notes,
+                        focus_corpus=focus_corpus)
+    analysis.headline = tier_headline(tiers, focus, METRIC_LABELS)
+    analysis.between = _between(groups)
+    return analysis
+
+
+def _scores(measured: pl.DataFrame, refs: References, registry: Registry, by_code: dict) -> pl.DataFrame:
+    rows = []
     for rec in measured.iter_rows(named=True):
         fact = registry.get(rec["language"])
         rows.append({
@@ -123,7 +180,8 @@ def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References,
             "system": rec["system"], "kind": "measured", "model": rec["model"], "task": rec["task"],
             "dataset": rec["dataset"], "metric": rec["metric"], "value": rec["value"],
             "n_queries": rec["n_queries"], "n_docs": rec["n_docs"], "provenance": measured_words(rec),
-            "corpus": corpus_variant(rec["task"], rec["dataset"]), "split": rec["split"], "regime": None,
+            **{c: rec[c] for c in _COND}, "source": rec["source"], "version": None, "disputed": False, "shown": True,
+            "other_sources": None,
         })
     for rec in refs.per_language.iter_rows(named=True):
         if rec["language"] not in by_code:
@@ -133,51 +191,68 @@ def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References,
             "language": rec["language"], "tier": fact["tier"], "miracl_low_resource": fact["miracl_low_resource"],
             "system": rec["reference"], "kind": rec["kind"], "model": rec["model"], "task": rec["task"],
             "dataset": "MIRACL dev", "metric": rec["metric"], "value": rec["value"],
-            "n_queries": None, "n_docs": None, "provenance": rec["provenance"],
-            "corpus": rec["corpus"], "split": rec["split"], "regime": rec["regime"],
+            "n_queries": None, "n_docs": None, "provenance": rec["provenance"], **{c: rec[c] for c in _COND},
+            "source": rec["source"], "version": rec["version"], "disputed": rec["disputed"], "shown": rec["shown"],
+            "other_sources": rec["other_sources"],
         })
-    scores = conform(pl.DataFrame(rows, schema=REPORT_SCORES), REPORT_SCORES, where="report scores")
+    return conform(pl.DataFrame(rows, schema=REPORT_SCORES), REPORT_SCORES, where="report scores")
 
-    # reference points per (language, metric): published + MTEB + BM25 measured here
-    # like for like: a gap joins a system and a reference on language, metric AND corpus variant
-    ref_points = scores.filter(pl.col("kind") != "measured").select(
-        "language", "metric", "corpus", pl.col("system").alias("reference"), pl.col("kind").alias("reference_kind"),
-        pl.col("value").alias("reference_value"), pl.col("regime").alias("reference_regime"))
-    miracl_rows = miracl_rows.with_columns(
-        pl.struct("task", "dataset").map_elements(lambda r: corpus_variant(r["task"], r["dataset"]),
-                                                  return_dtype=pl.Utf8).alias("corpus"))
-    if bm25_systems:
-        bm25 = miracl_rows.filter(pl.col("system") == bm25_systems[0]).select(
-            "language", "metric", "corpus", pl.lit(MEASURED_BM25).alias("reference"),
-            pl.lit("measured").alias("reference_kind"), pl.col("value").alias("reference_value"),
-            pl.lit(NO_TRAINING).alias("reference_regime"))
-        ref_points = pl.concat([ref_points, bm25])
-    sys_points = miracl_rows.select("language", "metric", "corpus", "system", "value")
-    gaps = sys_points.join(ref_points, on=["language", "metric", "corpus"], how="inner")
-    if bm25_systems:
-        gaps = gaps.filter(~((pl.col("system") == bm25_systems[0]) & (pl.col("reference") == MEASURED_BM25)))
-    gaps = gaps.with_columns(
-        pl.col("language").replace_strict({c: f["tier"] for c, f in by_code.items()}).alias("tier"),
-        pl.col("language").replace_strict({c: f["miracl_low_resource"] for c, f in by_code.items()},
-                                          return_dtype=pl.Boolean).alias("miracl_low_resource"),
-        (pl.col("reference_value") - pl.col("value")).round(3).alias("gap"),
-    )
-    gaps = conform(gaps.sort("system", "metric", "language", "reference"), REPORT_GAPS, where="report gaps")
 
-    if focus_corpora and primary not in set(ref_points.filter(pl.col("corpus") == focus_corpus)["reference"]):
-        notes.append(f"{focus} was measured on MIRACL {focus_corpus}; the primary reference {primary} has no number on "
-                     "that corpus, so no gap to it is computed (cells say 'no comparable reference').")
-    groups = _groups(scores, ref_points, miracl_rows, primary, facts)
-    data = _data(facts, audit, registry, miracl_rows, gaps, focus, primary)
-    other = measured.filter(~pl.col("task").str.starts_with("MIRACL"))
-    members = _group_members(facts)
-    if members["low tier"] == members["MIRACL low-resource"]:
-        notes.append(f"Among the MIRACL languages the low tier and MIRACL's own low-resource set are the same "
-                     f"({', '.join(sorted(members['low tier']))}), so those two groups show the same numbers.")
-    analysis = Analysis(focus=focus, primary=primary, languages=facts, scores=scores, gaps=gaps, groups=groups,
-                        data=data, other=other, references=refs, notes=notes, focus_corpus=focus_corpus)
-    analysis.headline, analysis.between = _headline(groups, focus, primary)
-    return analysis
+def _gaps(miracl_rows: pl.DataFrame, ref_points: pl.DataFrame, by_code: dict, bm25: str | None) -> pl.DataFrame:
+    """Every measured MIRACL number against every reference point of its language and metric; a gap only
+    where every condition matches and the reference is not disputed."""
+    refs_by = {}
+    for ref in ref_points.iter_rows(named=True):
+        refs_by.setdefault((ref["language"], ref["metric"]), []).append(ref)
+    rows = []
+    for rec in miracl_rows.iter_rows(named=True):
+        for ref in refs_by.get((rec["language"], rec["metric"]), []):
+            if rec["system"] == bm25 and ref["reference"] == MEASURED_BM25:
+                continue
+            differ = conditions.differences(rec, ref, conditions.PUBLISHED_CONDITIONS)
+            reasons = [conditions.difference_words(c, rec, ref) for c in differ]
+            if ref["disputed"]:
+                reasons.insert(0, f"disputed: {ref['reference_value']:.1f} ({ref['version']}) against "
+                                  f"{ref['other_sources']}")
+            comparable = not reasons
+            fact = by_code[rec["language"]]
+            rows.append({
+                "language": rec["language"], "tier": fact["tier"], "miracl_low_resource": fact["miracl_low_resource"],
+                "system": rec["system"], "metric": rec["metric"], "value": rec["value"], "reference": ref["reference"],
+                "reference_kind": ref["reference_kind"], "reference_value": ref["reference_value"],
+                "gap": round(ref["reference_value"] - rec["value"], 3) if comparable else None,
+                "corpus": rec["corpus"], "reference_regime": ref["regime"], "comparable": comparable,
+                "differs": "; ".join(reasons) or None,
+            })
+    gaps = pl.DataFrame(rows, schema=REPORT_GAPS)
+    return conform(gaps.sort("system", "metric", "language", "reference"), REPORT_GAPS, where="report gaps")
+
+
+def _primary(wanted: str, gaps: pl.DataFrame, ref_points: pl.DataFrame, focus: str, notes: list[str]) -> str | None:
+    """The reference the groups and the data table measure gaps to: the configured one, or ("auto") the
+    one comparable with the focus system on the most MIRACL languages (ties: SHOWN_REFERENCES order)."""
+    labels = ref_points["reference"].unique(maintain_order=True).to_list()
+    if wanted != "auto":
+        if wanted not in labels:
+            raise WorkbenchError(f"'{wanted}' is not a reference label here",
+                                 where="[report] primary_reference / --reference",
+                                 fix=f"use auto or one of: {', '.join(labels)}")
+        if not gaps.filter((pl.col("system") == focus) & (pl.col("reference") == wanted) & pl.col("comparable")).height:
+            notes.append(f"The primary reference {wanted} is comparable with {focus} on no MIRACL language, so no gap to "
+                         "it is computed (each cell says which condition differs).")
+        return wanted
+    focus_gaps = gaps.filter((pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10"))
+    counts = {label: focus_gaps.filter((pl.col("reference") == label) & pl.col("comparable")).height for label in labels}
+    rank = {label: i for i, label in enumerate(SHOWN_REFERENCES)}
+    best = sorted(labels, key=lambda label: (-counts[label], rank.get(label, len(rank)), label))
+    if not best or counts[best[0]] == 0:
+        if focus_gaps.height:
+            common = focus_gaps.filter(~pl.col("comparable"))["differs"].drop_nulls().to_list()
+            reasons = sorted({part.split(":")[0] for text in common for part in text.split("; ")})
+            notes.append(f"No published or measured reference is comparable with {focus}'s MIRACL numbers (conditions "
+                         f"that differ: {', '.join(reasons)}), so no gap is computed; each cell says why.")
+        return None
+    return best[0]
 
 
 def _group_members(facts: list[dict]) -> dict[str, set[str]]:
@@ -190,37 +265,32 @@ def _group_members(facts: list[dict]) -> dict[str, set[str]]:
     }
 
 
-def _groups(scores, ref_points, miracl_rows, primary, facts) -> pl.DataFrame:
+def _groups(gaps: pl.DataFrame, ref_points: pl.DataFrame, primary: str | None, facts: list[dict]) -> pl.DataFrame:
+    """Mean score and mean comparable gap to the primary reference per group, for each measured system."""
     members = _group_members(facts)
-    systems = miracl_rows.select("system", "language", "metric", "corpus", "value")
-    refs = ref_points.filter((pl.col("reference") != primary) & (pl.col("reference") != MEASURED_BM25)).select(
-        pl.col("reference").alias("system"), "language", "metric", "corpus", pl.col("reference_value").alias("value"))
-    everything = pl.concat([systems, refs])
-    target = ref_points.filter(pl.col("reference") == primary).select(
-        "language", "metric", "corpus", pl.col("reference_value").alias("ref"))
-    paired = everything.join(target, on=["language", "metric", "corpus"], how="inner")
     rows = []
-    for system in everything["system"].unique(maintain_order=True).to_list():
-        for metric in METRICS:
-            sub = paired.filter((pl.col("system") == system) & (pl.col("metric") == metric))
-            if sub.height == 0 and everything.filter((pl.col("system") == system) & (pl.col("metric") == metric)).height == 0:
-                continue
-            for group in GROUPS:
-                part = sub.filter(pl.col("language").is_in(sorted(members[group])))
-                n = part.height
-                rows.append({
-                    "group": group, "system": system, "metric": metric, "reference": primary, "n_languages": n,
-                    "languages": ",".join(sorted(part["language"].to_list())),
-                    "mean_value": round(part["value"].mean(), 3) if n else None,
-                    "mean_reference": round(part["ref"].mean(), 3) if n else None,
-                    "mean_gap": round((part["ref"] - part["value"]).mean(), 3) if n else None,
-                })
+    if primary is not None:
+        to_primary = gaps.filter((pl.col("reference") == primary) & pl.col("comparable"))
+        for system in gaps["system"].unique(maintain_order=True).to_list():
+            for metric in METRICS:
+                sub = to_primary.filter((pl.col("system") == system) & (pl.col("metric") == metric))
+                for group in GROUPS:
+                    part = sub.filter(pl.col("language").is_in(sorted(members[group])))
+                    n = part.height
+                    rows.append({
+                        "group": group, "system": system, "metric": metric, "reference": primary, "n_languages": n,
+                        "languages": ",".join(sorted(part["language"].to_list())),
+                        "mean_value": round(part["value"].mean(), 3) if n else None,
+                        "mean_reference": round(part["reference_value"].mean(), 3) if n else None,
+                        "mean_gap": round(part["gap"].mean(), 3) if n else None,
+                    })
     return conform(pl.DataFrame(rows, schema=REPORT_GROUPS), REPORT_GROUPS, where="report groups")
 
 
-def _headline(groups: pl.DataFrame, focus: str, primary: str) -> tuple[list[str], list[dict]]:
-    """Sentences answering "does the model leave low-resource languages behind, and by how much?"."""
-    lines, between = [], []
+def _between(groups: pl.DataFrame) -> list[dict]:
+    """(mean gap in a group) - (mean gap on the high tier), per system: descriptive, no verdict (published
+    references carry no per-query data; the tier question is answered with inference in the headline)."""
+    between = []
 
     def gap(system, metric, group):
         sel = groups.filter((pl.col("system") == system) & (pl.col("metric") == metric) & (pl.col("group") == group))
@@ -238,48 +308,7 @@ def _headline(groups: pl.DataFrame, focus: str, primary: str) -> tuple[list[str]
                 between.append({"system": system, "metric": METRIC_LABELS[metric], "group": other,
                                 "gap_high": hi, "n_high": n_hi, "gap_group": lo, "n_group": n_lo,
                                 "languages": langs, "difference": round(lo - hi, 3)})
-    label = METRIC_LABELS["ndcg_at_10"]
-    hi, n_hi, _ = gap(focus, "ndcg_at_10", "high tier")
-    lo, n_lo, lo_langs = gap(focus, "ndcg_at_10", "low tier")
-    if hi is not None and lo is not None and n_lo < 2:
-        lines.append(
-            f"No verdict: the low tier holds n = {n_lo} MIRACL language measured here ({lo_langs}), and one language "
-            f"cannot stand for a group. On {label}, {focus} is {hi:.1f} points behind {primary} on high-tier "
-            f"languages (mean over n = {n_hi}) and {lo:.1f} points behind on {lo_langs}; these are published "
-            "references, so no interval or significance test applies to the gap.")
-    elif hi is not None and lo is not None:
-        diff = lo - hi
-        verdict = "Yes" if diff > 0.5 else "No"
-        how = (f"low-resource languages trail by a further {diff:.1f} points" if diff > 0.5
-               else f"low-resource languages are {abs(diff):.1f} points {'closer to' if diff < 0 else 'about as far from'} the reference")
-        lines.append(
-            f"{verdict}: on {label}, {focus} is {hi:.1f} points behind {primary} on high-tier languages "
-            f"(mean over {n_hi}) and {lo:.1f} points behind on low-tier languages ({lo_langs}); {how}.")
-    else:
-        measured = groups.filter((pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10")
-                                 & (pl.col("group") == "all MIRACL"))
-        langs = measured["languages"][0] if measured.height and measured["n_languages"][0] else ""
-        missing = " and ".join(g for g, v in (("high-tier", hi), ("low-tier", lo)) if v is None)
-        where = f"it was measured on {langs} only, with no {missing} MIRACL measurement" if langs else \
-            "it was not measured on any MIRACL language with a comparable reference"
-        lines.append(
-            f"Cannot answer for {focus} from measurements alone: {where}, so the between-group gap of the model "
-            "is not known.")
-        for g, v, n in (("high tier", hi, n_hi), ("low tier", lo, n_lo)):
-            if v is not None:
-                lines.append(f"{focus} on the {g}: {v:.1f} points behind {primary} on {label} (mean over {n}).")
-    for system in ("BM25 Lucene (published)", "multilingual-e5-large (published)", MEASURED_BM25):
-        if system == focus:
-            continue
-        hi_r, n_h, _ = gap(system, "ndcg_at_10", "high tier")
-        lo_r, n_l, _ = gap(system, "ndcg_at_10", "low tier")
-        if hi_r is not None and lo_r is not None:
-            caveat = " (one low-tier language: not a group verdict)" if n_l < 2 else ""
-            lines.append(
-                f"For comparison, {system} is {hi_r:.1f} points from {primary} on high-tier languages "
-                f"(n={n_h}) and {lo_r:.1f} on low-tier ones (n={n_l}): a between-group difference of "
-                f"{lo_r - hi_r:+.1f}{caveat}.")
-    return lines, between
+    return between
 
 
 def _parse_counts(text: str | None) -> str:
@@ -290,7 +319,8 @@ def _data(facts, audit, registry, miracl_rows, gaps, focus, primary) -> pl.DataF
     focus_ndcg = {r["language"]: r["value"] for r in miracl_rows.filter(
         (pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10")).iter_rows(named=True)}
     primary_gap = {r["language"]: r["gap"] for r in gaps.filter(
-        (pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10") & (pl.col("reference") == primary)).iter_rows(named=True)}
+        (pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10") & (pl.col("reference") == primary)
+        & pl.col("comparable")).iter_rows(named=True)} if primary else {}
     audited = {r["language"]: r for r in audit.iter_rows(named=True)} if audit is not None else {}
     codes = [f["code"] for f in facts] + sorted(c for c in audited if c not in {f["code"] for f in facts})
     rows = []

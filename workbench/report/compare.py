@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
+from workbench import conditions
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry, load_registry
 from workbench.run import StageResult, atomic_write_bytes
@@ -17,7 +18,6 @@ from workbench.report import STAGE
 from workbench.report.analysis import METRIC_LABELS, TIER_RANK
 from workbench.report.inputs import load_results
 from workbench.report.plots import compare_plot
-from workbench.report.references import is_bm25
 from workbench.report.render import template_env, write_table
 
 
@@ -25,7 +25,10 @@ def _resolve_side(spec: str, registry: Registry) -> tuple[str, pl.DataFrame]:
     """``PATH[@SYSTEM]`` -> (label, that system's rows). PATH is a results table or a run directory."""
     path_text, system = spec, ""
     if not Path(spec).exists() and "@" in spec:
-        path_text, _, system = spec.rpartition("@")
+        # the first "@" after which the rest is the system (system names may hold "@": minilm@ft-contract)
+        cuts = [i for i, ch in enumerate(spec) if ch == "@" and Path(spec[:i]).exists()]
+        cut = cuts[0] if cuts else spec.rindex("@")
+        path_text, system = spec[:cut], spec[cut + 1:]
     path = Path(path_text)
     if path.is_dir():
         path = path / "eval" / "results.parquet"
@@ -47,14 +50,16 @@ def compare(a_spec: str, b_spec: str, registry: Registry) -> pl.DataFrame:
     """Per language, task and metric: the value of A, of B, and B - A. Raises on nothing in common."""
     label_a, a = _resolve_side(a_spec, registry)
     label_b, b = _resolve_side(b_spec, registry)
-    key = ["task", "dataset", "language", "split", "metric"]
+    # the same data only: the data conditions (benchmark, corpus, split, revision of the files) match too
+    key = list(dict.fromkeys(["task", "dataset", "language", "split", "metric", *conditions.DATA_CONDITIONS]))
     joined = a.select(*key, pl.col("value").alias("value_a")).join(
-        b.select(*key, pl.col("value").alias("value_b")), on=key, how="inner")
+        b.select(*key, pl.col("value").alias("value_b")), on=key, how="inner", nulls_equal=True)
     if joined.height == 0:
         def shape(df):
             return "; ".join(sorted({f"{r['task']}/{r['dataset']}/{r['metric']}" for r in df.iter_rows(named=True)}))[:300]
         raise WorkbenchError(
-            f"mixed metrics: A and B share no (task, dataset, language, metric): A has {shape(a)}; B has {shape(b)}",
+            f"mixed metrics: A and B share no (task, dataset, language, metric) on the same data (benchmark, corpus, split, "
+            f"revision): A has {shape(a)}; B has {shape(b)}",
             where="--compare", fix="compare results of the same evaluation (same task, dataset and metric)")
     rows = []
     for rec in joined.sort("task", "metric", "language").iter_rows(named=True):
@@ -93,12 +98,16 @@ def run_compare(a_spec: str, b_spec: str, out_dir: Path | str, *, registry: Regi
     return StageResult(STAGE, outputs=outputs, stats={"rows": table.height, "out_dir": str(out)})
 
 
-def compare_view(results: pl.DataFrame, systems: list[str], focus: str, out: Path, registry: Registry) -> str | None:
-    """compare/compare.html beside the report: the focus system against the model measured before it."""
-    models = [s for s in systems if not is_bm25(s)]
+def compare_view(results: pl.DataFrame, measured, focus: str, out: Path, registry: Registry) -> str | None:
+    """compare/compare.html beside the report: the focus system against its base under the focus system's
+    contract when that was measured (what the training data did), else the model measured before it."""
+    data = [b if a == focus else a for a, b in measured.shown_pairs(focus)
+            if focus in (a, b) and measured.comparisons.filter(
+                (pl.col("system_a") == a) & (pl.col("system_b") == b))["cause"][0] == "training data"]
+    models = [s for s in measured.systems if not measured.facts[s].lexical]
     if focus not in models or len(models) < 2:
         return None
-    base = models[models.index(focus) - 1] if models.index(focus) else models[1]
+    base = data[0] if data else (models[models.index(focus) - 1] if models.index(focus) else models[1])
     files = {s: results.filter(pl.col("system") == s)["input_file"][0] for s in (base, focus)}
     a = results.filter((pl.col("system") == base) & (pl.col("source") == "measured"))
     b = results.filter((pl.col("system") == focus) & (pl.col("source") == "measured"))

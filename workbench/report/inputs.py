@@ -1,19 +1,25 @@
-"""Report inputs: EVAL_RESULTS tables and the audit summary, read and checked.
+"""Report inputs: EVAL_RESULTS tables and the audit summary, read and checked; what each system is.
 
 Every error names the file and the fix (a WorkbenchError); nothing is read past the first bad table.
+A results table without the condition columns (written by an eval before they existed) is refused
+with one line: the report compares numbers only by those columns and never guesses them from a
+dataset label, so the fix is to re-run eval on that run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from workbench import conditions
 from workbench.errors import TableError, UnknownLanguageError, WorkbenchError
+from workbench.eval.targets import EVAL_TASKS
 from workbench.languages import Registry
-from workbench.run import read_parquet
-from workbench.tables import AUDIT_SUMMARY, EVAL_CELL_KEY, EVAL_RESULTS
+from workbench.run import read_parquet, read_parquet_unchecked
+from workbench.tables import AUDIT_SUMMARY, EVAL_CELL_KEY, EVAL_CONDITION_COLUMNS, EVAL_RESULTS
 
 # mteb's bitext-mining scores (Tatoeba): fractions of sentence pairs, in percent like every EVAL_RESULTS value
 _BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
@@ -33,6 +39,15 @@ def load_results(paths: Sequence[Path | str], registry: Registry) -> pl.DataFram
     frames: list[pl.DataFrame] = []
     for raw in paths:
         path = Path(raw)
+        missing = [c for c in EVAL_CONDITION_COLUMNS if c not in read_parquet_unchecked(path).columns]
+        if missing:
+            raise TableError(
+                f"results table without condition columns ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): "
+                "written by an older eval",
+                where=str(path),
+                fix="re-run eval on its run (workbench eval RUN ..., or workbench run CONFIG); the report compares "
+                    "numbers only by these columns",
+            )
         df = read_parquet(path, EVAL_RESULTS)
         if df.height == 0:
             raise TableError("results table is empty (0 rows)", where=str(path),
@@ -48,7 +63,13 @@ def load_results(paths: Sequence[Path | str], registry: Registry) -> pl.DataFram
                     where=str(path),
                     fix="use a code from 'workbench languages' (e.g. yo, sw, zh)",
                 )
-        bad_miracl = df.filter(pl.col("task").str.starts_with("MIRACL") & ~pl.col("language").is_in(list(miracl)))
+        for column, allowed in (("benchmark", EVAL_TASKS), ("task_kind", conditions.TASK_KINDS),
+                                ("corpus", conditions.CORPORA), ("regime", conditions.REGIMES)):
+            bad = df.filter(~pl.col(column).is_in(list(allowed)) | pl.col(column).is_null())
+            if bad.height:
+                raise TableError(f"'{bad[column][0]}' is not a {column.replace('_', ' ')} the report knows",
+                                 where=f"{path}: column '{column}'", fix=f"use one of {', '.join(allowed)}")
+        bad_miracl = df.filter((pl.col("benchmark") == "miracl") & ~pl.col("language").is_in(list(miracl)))
         if bad_miracl.height:
             code = bad_miracl["language"][0]
             raise UnknownLanguageError(
@@ -96,6 +117,39 @@ def load_results(paths: Sequence[Path | str], registry: Registry) -> pl.DataFram
             fix="give each model its own system name when evaluating",
         )
     return results.unique(key, keep="first", maintain_order=True)
+
+
+@dataclass(frozen=True)
+class SystemFacts:
+    """What one system of the results is, read from its columns (never from its name)."""
+
+    name: str
+    model: str
+    lexical: bool  # BM25: no vectors, no instruction, no max_length
+    contract_from: str | None  # the model folder whose contract its weights ran under
+    seed_group: str
+    training_seed: int | None
+
+    @property
+    def replica(self) -> bool:
+        """A further training seed of another system (its numbers feed that system's seed spread)."""
+        return self.seed_group != self.name
+
+    @property
+    def trained_here(self) -> bool:
+        return self.training_seed is not None
+
+
+def system_facts(results: pl.DataFrame) -> dict[str, SystemFacts]:
+    """Per system, in input order, from its rows' columns."""
+    facts = {}
+    for rec in results.unique("system", keep="first", maintain_order=True).iter_rows(named=True):
+        rows = results.filter(pl.col("system") == rec["system"])
+        facts[rec["system"]] = SystemFacts(
+            name=rec["system"], model=str(rec["model"]), lexical=bool((rows["regime"] == conditions.LEXICAL).all()),
+            contract_from=rec["contract_from"], seed_group=rec["seed_group"] or rec["system"],
+            training_seed=rec["training_seed"])
+    return facts
 
 
 def _looks_fractional(values: pl.Series) -> bool:

@@ -1,9 +1,14 @@
 """What the run itself measured: per task, dataset and language, every measured system with its 95%
-bootstrap interval, and every pair of measured systems compared by a paired test (Holm-corrected
-across languages); plus the training card of each fine-tuned system and the Tatoeba leakage guard.
+interval; the differences that isolate one cause (what the training data did: trained minus the
+base under the trained contract; what the input format did: the base under that contract minus the
+base as it is; and each system against the focus system where only the system differs), each with
+its paired test (Holm-corrected across languages) and, when it is not significant, the smallest
+difference it could have detected; the spread across training seeds; plus the training card of each
+fine-tuned system and the Tatoeba leakage guard.
 
 Inputs:
-- EVAL_RESULTS rows (``source == "measured"``) from the given results tables;
+- EVAL_RESULTS rows (``source == "measured"``) from the given results tables, with their condition
+  columns (:mod:`workbench.conditions`);
 - EVAL_PER_QUERY rows from ``per_query.parquet`` next to each results table (written by the eval
   stage); a number without per-query scores is shown without an interval, and says so;
 - for a system whose model folder carries ``workbench_encoder.json`` (``trained_on``: the run that
@@ -11,7 +16,8 @@ Inputs:
   ``manifest.json``, ``run.toml``, ``generated/*.parquet`` and ``train/records.parquet``.
 
 Outputs (frames, written by the report): REPORT_MEASURED (one row per task, dataset, language,
-metric, system) and REPORT_COMPARISONS (one row per pair of systems on one of those).
+metric, system) and REPORT_COMPARISONS (one row per pair of systems on one of those; every pair,
+with the cause that separates them).
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from pathlib import Path
 
 import polars as pl
 
-from workbench import stats
+from workbench import conditions, stats
 from workbench.encoder import CONTRACT_FILE
+from workbench.errors import TableError
 from workbench.languages import Registry
-from workbench.report.references import corpus_variant, is_bitext_task, is_bm25
+from workbench.report.inputs import SystemFacts, system_facts
 from workbench.run import read_parquet, read_parquet_unchecked
 from workbench.tables import EVAL_CELL_KEY, EVAL_PER_QUERY, REPORT_COMPARISONS, REPORT_MEASURED, conform
 
@@ -44,6 +51,11 @@ _MEAN_TOLERANCE = 0.05
 KEY = ["task", "dataset", "language", "split", "metric"]
 # bitext-mining metrics with no per-pair score (EVAL_PER_QUERY holds accuracy per pair)
 _NOT_PER_PAIR = ("f1", "precision", "recall")
+# The causes a paired difference can isolate (REPORT_COMPARISONS.cause); "several" is never shown as one.
+TRAINING_DATA = "training data"
+INPUT_FORMAT = "input format"
+SYSTEM = "system"
+SEVERAL = "several"
 
 
 def load_per_query(results_paths: Sequence[Path | str]) -> pl.DataFrame:
@@ -52,18 +64,42 @@ def load_per_query(results_paths: Sequence[Path | str]) -> pl.DataFrame:
     for raw in results_paths:
         path = Path(raw).parent / PER_QUERY_FILE
         if path.is_file():
+            if "cluster" not in read_parquet_unchecked(path).columns:
+                raise TableError("per-query table without the 'cluster' column: written by an older eval", where=str(path),
+                                 fix="re-run eval on its run (workbench eval RUN ..., or workbench run CONFIG)")
             frames.append(read_parquet(path, EVAL_PER_QUERY))
     if not frames:
         return pl.DataFrame(schema=EVAL_PER_QUERY)
     return pl.concat(frames).unique([*stats.GROUP_KEY, *EVAL_CELL_KEY, "query_id"], keep="first", maintain_order=True)
 
 
-def system_order(measured: pl.DataFrame, focus: str) -> list[str]:
-    """BM25 first, then the other systems in input order, the focus system last (deltas read later - earlier)."""
-    systems = measured["system"].unique(maintain_order=True).to_list()
-    bm25 = [s for s in systems if is_bm25(s) and s != focus]
-    rest = [s for s in systems if s not in bm25 and s != focus]
-    return bm25 + rest + ([focus] if focus in systems else [])
+def system_order(facts: dict[str, SystemFacts], focus: str) -> list[str]:
+    """Lexical systems first, then the others in input order, the focus system last (a difference reads
+    later minus earlier); further training seeds are left out (they feed their system's seed spread)."""
+    systems = [s for s, f in facts.items() if not f.replica]
+    lexical = [s for s in systems if facts[s].lexical and s != focus]
+    rest = [s for s in systems if s not in lexical and s != focus]
+    return lexical + rest + ([focus] if focus in systems else [])
+
+
+def cause_of(a: SystemFacts, b: SystemFacts, row_a: dict, row_b: dict) -> tuple[str, list[str]]:
+    """What separates B from A on one dataset: (cause, the conditions that differ besides the weights).
+
+    ``training data``: A is B's base model run under B's contract (only the training changed the
+    weights); ``input format``: the same weights, one under another model's contract; ``system``:
+    different models under the same conditions (a lexical system has no instruction or max_length);
+    ``several``: more than one of these at once.
+    """
+    differ = conditions.differences(row_a, row_b, conditions.SYSTEM_CONDITIONS)
+    if a.contract_from and Path(a.contract_from).resolve() == Path(b.model).resolve() and not differ:
+        return TRAINING_DATA, differ
+    if b.contract_from and Path(b.contract_from).resolve() == Path(a.model).resolve() and not differ:
+        return TRAINING_DATA, differ
+    if a.model == b.model and not a.lexical:
+        return (INPUT_FORMAT, differ) if differ else (SYSTEM, differ)
+    if not differ:
+        return SYSTEM, differ
+    return SEVERAL, differ
 
 
 @dataclass
@@ -71,39 +107,56 @@ class Measured:
     table: pl.DataFrame  # REPORT_MEASURED
     comparisons: pl.DataFrame  # REPORT_COMPARISONS
     systems: list[str]
+    facts: dict[str, SystemFacts] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def shown_pairs(self, focus: str) -> list[tuple[str, str]]:
+        """The pairs the tables show as differences: one cause each (training data, input format), and
+        every other system against the focus system where only the system differs."""
+        shown = []
+        causes = self.comparisons.unique(["system_a", "system_b"], keep="first", maintain_order=True)
+        for rec in causes.iter_rows(named=True):
+            if rec["cause"] in (TRAINING_DATA, INPUT_FORMAT) or (rec["cause"] == SYSTEM and focus in
+                                                                 (rec["system_a"], rec["system_b"])):
+                shown.append((rec["system_a"], rec["system_b"]))
+        order = {TRAINING_DATA: 0, INPUT_FORMAT: 1, SYSTEM: 2}
+        kinds = {(r["system_a"], r["system_b"]): r["cause"] for r in causes.iter_rows(named=True)}
+        return sorted(shown, key=lambda p: order.get(kinds[p], 3))
 
 
 def measure(results: pl.DataFrame, per_query: pl.DataFrame, registry: Registry, focus: str) -> Measured:
     measured = results.filter(pl.col("source") == "measured")
+    facts = system_facts(measured)
     notes: list[str] = []
-    order = system_order(measured, focus)
+    order = system_order(facts, focus)
     intervals = stats.intervals_table(per_query) if per_query.height else None
+    seed_rows = _seed_values(measured, facts)
     rows = []
     without = 0
-    for rec in measured.iter_rows(named=True):
-        low = high = None
-        n = None
+    for rec in measured.filter(pl.col("system").is_in(order)).iter_rows(named=True):
+        got = None
         if intervals is not None:
             match = intervals.filter(*[pl.col(k) == rec[k] for k in stats.GROUP_KEY])
             if match.height:
                 got = match.row(0, named=True)
-                if abs(got["mean"] - rec["value"]) <= _MEAN_TOLERANCE:
-                    low, high, n = got["ci_low"], got["ci_high"], got["n"]
-                else:
+                if abs(got["mean"] - rec["value"]) > _MEAN_TOLERANCE:
                     notes.append(f"per-query scores of {rec['system']} on {rec['dataset']} {rec['metric']} average "
                                  f"{got['mean']:.2f}, not the reported {rec['value']:.2f}: no interval shown for it.")
-        if low is None and not (is_bitext_task(rec["task"]) and rec["metric"] in _NOT_PER_PAIR):
+                    got = None
+        if got is None and not (rec["task_kind"] == conditions.BITEXT and rec["metric"] in _NOT_PER_PAIR):
             without += 1
-        fact = registry.get(rec["language"])
+        seeds = seed_rows.get((rec["system"], *(rec[k] for k in KEY)), [])
         rows.append({
-            "task": rec["task"], "dataset": rec["dataset"], "corpus": corpus_variant(rec["task"], rec["dataset"]),
-            "language": rec["language"], "tier": fact.tier, "split": rec["split"], "metric": rec["metric"],
-            "system": rec["system"], "model": rec["model"], "value": rec["value"], "ci_low": low, "ci_high": high,
-            "n_scored": n, "n_queries": rec["n_queries"], "n_docs": rec["n_docs"],
+            **{k: rec[k] for k in ("task", "dataset", "language", "split", "metric", "system", "model", "value",
+                                   "n_queries", "n_docs", "contract_from", *conditions.CONDITIONS)},
+            "tier": registry.get(rec["language"]).tier,
+            "ci_low": got["ci_low"] if got else None, "ci_high": got["ci_high"] if got else None,
+            "method": got["method"] if got else None, "n_scored": got["n"] if got else None,
+            "n_clusters": got["n_clusters"] if got else None, "n_seeds": max(1, len(seeds)),
+            "seed_values": "; ".join(f"{seed}: {value:.1f}" for seed, value in seeds) if len(seeds) > 1 else None,
+            "seed_spread": (max(v for _, v in seeds) - min(v for _, v in seeds)) if len(seeds) > 1 else None,
         })
-    if measured.filter(pl.col("task").map_elements(is_bitext_task, return_dtype=pl.Boolean)
-                       & pl.col("metric").is_in(list(_NOT_PER_PAIR))).height:
+    if measured.filter((pl.col("task_kind") == conditions.BITEXT) & pl.col("metric").is_in(list(_NOT_PER_PAIR))).height:
         notes.append("Bitext mining: mteb's F1 and precision are class-weighted over neighbour labels, not means over "
                      "sentence pairs, so they get no interval (recall equals accuracy); the interval and the paired test "
                      "are on accuracy (right translation retrieved or not, per pair).")
@@ -114,10 +167,41 @@ def measure(results: pl.DataFrame, per_query: pl.DataFrame, registry: Registry, 
     pairs = [(a, b) for i, a in enumerate(order) for b in order[i + 1:]]
     comparisons = stats.comparisons_table(per_query.filter(pl.col("system").is_in(order)), pairs) if per_query.height \
         else pl.DataFrame(schema=stats.COMPARISON_SCHEMA)
+    comparisons = _with_causes(comparisons, measured, facts, seed_rows, registry)
+    return Measured(table=table, comparisons=comparisons, systems=order, facts=facts, notes=notes)
+
+
+def _seed_values(measured: pl.DataFrame, facts: dict[str, SystemFacts]) -> dict[tuple, list[tuple[int, float]]]:
+    """(seed group's system, task, dataset, language, split, metric) -> [(seed, value)] over its training seeds."""
+    out: dict[tuple, list[tuple[int, float]]] = {}
+    for rec in measured.filter(pl.col("training_seed").is_not_null()).sort("training_seed").iter_rows(named=True):
+        group = facts[rec["system"]].seed_group
+        out.setdefault((group, *(rec[k] for k in KEY)), []).append((rec["training_seed"], rec["value"]))
+    return out
+
+
+def _with_causes(comparisons: pl.DataFrame, measured: pl.DataFrame, facts: dict[str, SystemFacts],
+                 seed_rows: dict, registry: Registry) -> pl.DataFrame:
+    by_key = {(r["system"], *(r[k] for k in KEY)): r for r in measured.iter_rows(named=True)}
+    extra = []
+    for rec in comparisons.iter_rows(named=True):
+        key = tuple(rec[k] for k in KEY)
+        row_a, row_b = by_key.get((rec["system_a"], *key), {}), by_key.get((rec["system_b"], *key), {})
+        cause, differ = cause_of(facts[rec["system_a"]], facts[rec["system_b"]], row_a, row_b)
+        words = "; ".join(conditions.difference_words(c, row_a, row_b) for c in differ)
+        seed_deltas = None
+        if cause == TRAINING_DATA and rec["value_a"] is not None:
+            trained, base = (rec["system_b"], rec["value_a"]) if not facts[rec["system_b"]].contract_from \
+                else (rec["system_a"], rec["value_b"])
+            seeds = seed_rows.get((trained, *key), [])
+            if len(seeds) > 1:
+                seed_deltas = "; ".join(f"{seed}: {value - base:+.1f}" for seed, value in seeds)
+        extra.append({"cause": cause, "differs": words or None, "seed_deltas": seed_deltas})
+    schema = {"cause": pl.Utf8, "differs": pl.Utf8, "seed_deltas": pl.Utf8}
+    comparisons = pl.concat([comparisons, pl.DataFrame(extra, schema=schema)], how="horizontal")
     comparisons = comparisons.with_columns(
         pl.col("language").replace_strict({l.code: l.tier for l in registry}, default=None).alias("tier"))
-    comparisons = conform(comparisons, REPORT_COMPARISONS, where="report comparisons")
-    return Measured(table=table, comparisons=comparisons, systems=order, notes=notes)
+    return conform(comparisons, REPORT_COMPARISONS, where="report comparisons")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,9 +221,10 @@ class TrainingCard:
     epochs: float | None
     from_test_double: bool
     warnings: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # training seeds measured here (this system's seed group)
 
 
-def _display_path(path: str | None) -> str | None:
+def display_path(path: str | None) -> str | None:
     """Paths as a reader can place them: relative to the working folder, or inside an installed package."""
     if not path:
         return path
@@ -216,8 +301,9 @@ def uses_test_double(run: Path, generators: Sequence[str]) -> bool:
 def training_cards(results: pl.DataFrame) -> list[TrainingCard]:
     cards = []
     measured = results.filter(pl.col("source") == "measured")
+    facts = system_facts(measured)
     for rec in measured.unique("system", keep="first", maintain_order=True).iter_rows(named=True):
-        if is_bm25(rec["system"]):
+        if facts[rec["system"]].lexical or facts[rec["system"]].replica or facts[rec["system"]].contract_from:
             continue
         run, contract = _training_run(str(rec["model"]), rec["input_file"])
         if run is None:
@@ -237,11 +323,13 @@ def training_cards(results: pl.DataFrame) -> list[TrainingCard]:
         if epochs is None and steps and batch and records:
             epochs = round(steps * batch / records, 1)
         generators = _generators(run)
-        card = TrainingCard(system=rec["system"], model=_display_path(str(rec["model"])), run_dir=_display_path(str(run)),
-                            base_model=_display_path(contract.get("base_model") or config.get("model")),
+        card = TrainingCard(system=rec["system"], model=display_path(str(rec["model"])), run_dir=display_path(str(run)),
+                            base_model=display_path(contract.get("base_model") or config.get("model")),
                             generators=generators,
                             records=records, per_language=per_language, steps=steps, batch_size=batch, epochs=epochs,
                             from_test_double=uses_test_double(run, generators))
+        group = facts[rec["system"]].seed_group
+        card.seeds = sorted({int(v) for v in measured.filter(pl.col("seed_group") == group)["training_seed"].drop_nulls()})
         if records is not None and records < TINY_TRAINING_SET:
             passes = f", about {epochs:g} passes over it" if epochs else ""
             card.warnings.append(
@@ -261,7 +349,7 @@ def _tatoeba_folders(results: pl.DataFrame) -> list[Path]:
     """LASER-layout Tatoeba folders the evaluations read: the local ``location`` of bitext datasets in
     ``data_sources.json`` beside each results table (written by eval), else the run's [eval] data_dir."""
     folders: list[Path] = []
-    bitext = results.filter(pl.col("task").map_elements(is_bitext_task, return_dtype=pl.Boolean))
+    bitext = results.filter(pl.col("task_kind") == conditions.BITEXT)
     for results_file in bitext["input_file"].unique().to_list():
         candidates = []
         sources_path = Path(results_file).parent / "data_sources.json"
@@ -307,7 +395,7 @@ def leakage_warnings(cards: Sequence[TrainingCard], results: pl.DataFrame) -> li
     """One loud line per system scored on Tatoeba whose training data came from the test double (by its
     generator name or run config) or holds verbatim sentences of the Tatoeba files the eval read."""
     lines = []
-    bitext_systems = set(results.filter(pl.col("task").map_elements(is_bitext_task, return_dtype=pl.Boolean))["system"])
+    bitext_systems = set(results.filter(pl.col("task_kind") == conditions.BITEXT)["system"])
     folders = _tatoeba_folders(results) if bitext_systems else []
     for card in cards:
         if card.system not in bitext_systems:

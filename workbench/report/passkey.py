@@ -8,7 +8,8 @@ a mean of per-query scores, so :func:`passkey_cells` recomputes the section from
 Definitions (also printed in the section):
 
 * accuracy at a length: the mean over all queries at that length, every depth pooled (each depth has
-  the same number of queries); 95% percentile bootstrap interval over those queries;
+  the same number of queries); 95% interval over those queries (per-query scores are 0/100: Clopper-Pearson,
+  as for every binary score, :func:`workbench.stats.value_interval`);
 * first failing length: the shortest measured length whose accuracy is below 90%, in tokens and in
   the median words of that language's documents there ("not reached" if none fails);
 * effective length: the longest measured length before the first failing one (0 when the shortest
@@ -55,7 +56,7 @@ def without_passkey(results: pl.DataFrame, per_query: pl.DataFrame) -> tuple[pl.
 
 def passkey_cells(results: pl.DataFrame, per_query: pl.DataFrame, registry: Registry) -> pl.DataFrame:
     """REPORT_PASSKEY: per setting, language and length, accuracy over all depths (``needle_depth``
-    null) and per depth, each a mean of per-query scores with its bootstrap interval."""
+    null) and per depth, each a mean of per-query scores with its 95% interval."""
     rows = []
     facts = results.filter(pl.col("task") == TASK_NAME)
     scores = per_query.filter(pl.col("task") == TASK_NAME)
@@ -68,7 +69,10 @@ def passkey_cells(results: pl.DataFrame, per_query: pl.DataFrame, registry: Regi
         groups = [(None, part)] + [(d, p) for (d,), p in part.group_by(["needle_depth"], maintain_order=True)]
         for depth, sub in sorted(groups, key=lambda g: -1 if g[0] is None else g[0]):
             values = sub["score"].to_numpy()
-            low, high = stats.bootstrap_interval(values, rng=np.random.default_rng(_seed(*key, depth)))
+            # 0/100 scores: the exact binomial interval (stats.value_interval), which covers near 0 and 100
+            # where a percentile bootstrap collapses to a point
+            interval = stats.value_interval(values, rng=np.random.default_rng(_seed(*key, depth)))
+            low, high = interval.low, interval.high
             cells = fact if depth is None else fact.filter(pl.col("needle_depth") == depth)
             words = cells["context_words_median"].drop_nulls()
             rows.append({

@@ -7,9 +7,9 @@ import io
 
 import polars as pl
 
-from workbench.report.analysis import GROUPS, MEASURED_BM25, METRIC_LABELS, SHOWN_REFERENCES, Analysis
-from workbench.report.references import is_bm25
-from workbench.report.render import other_measured, table_cell
+from workbench import conditions
+from workbench.report.analysis import GROUPS, MEASURED_BM25, METRIC_LABELS, Analysis
+from workbench.report.render import _lexical, other_measured, reference_columns, table_cell
 
 
 def _png(fig) -> str:
@@ -21,24 +21,22 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def miracl_chart_values(a: Analysis) -> dict[str, dict[str, float]]:
-    """Series of the MIRACL per-language chart: exactly the numbers of the per-language table beside it
-    (MIRACL rows only; a measured XQuAD or Tatoeba number never lands in it)."""
-    series = [a.focus] + other_measured(a) + [r for r in SHOWN_REFERENCES if r != a.focus]
-    bm25 = next((s for s in a.scores.filter(pl.col("kind") == "measured")["system"].unique(maintain_order=True).to_list()
-                 if is_bm25(s)), None)
-    chart = {}
+def miracl_chart_values(a: Analysis) -> dict[str, dict[str, dict[str, float]]]:
+    """Panels of the MIRACL per-language chart, one per corpus variant: corpus -> series -> language -> value,
+    exactly the numbers of the per-language table beside it (MIRACL rows only). Numbers on different
+    corpora never share an axis: each corpus is its own labelled panel."""
+    series = [a.focus] + other_measured(a) + reference_columns(a)
+    bm25 = _lexical(a)
+    panels: dict[str, dict[str, dict[str, float]]] = {}
     for name in series:
         system = bm25 if name == MEASURED_BM25 else name
-        if system is None:  # no BM25 measured here: no bars, the legend says nothing about it
+        if system is None:
             continue
-        values = {}
         for code in (f["code"] for f in a.languages):
             cell = table_cell(a.scores, system, code, "ndcg_at_10", {})
             if cell is not None:
-                values[code] = cell["value"]
-        chart[name] = values
-    return chart
+                panels.setdefault(cell["corpus"], {}).setdefault(name, {})[code] = cell["value"]
+    return panels
 
 
 def miracl_plots(a: Analysis) -> dict[str, str]:
@@ -49,25 +47,29 @@ def miracl_plots(a: Analysis) -> dict[str, str]:
 
     codes = [f["code"] for f in a.languages]
     plots: dict[str, str] = {}
-    # 1. per-language nDCG@10: focus beside the reference points
-    chart = miracl_chart_values(a)
-    fig, ax = plt.subplots(figsize=(11, 3.6))
-    width = 0.8 / max(len(chart), 1)
+    # 1. per-language nDCG@10: focus beside the reference points, one panel per corpus variant (a subset's
+    # numbers never stand beside full-corpus ones on one axis)
+    panels = miracl_chart_values(a) or {"none": {}}
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3.4 * len(panels)), squeeze=False)
     hatches = ["", "//", "..", "xx", "--", "++", "oo"]  # told apart by pattern as well as colour
-    for i, (name, values) in enumerate(chart.items()):
-        xs = [j + i * width for j, c in enumerate(codes) if c in values]
-        ax.bar(xs, [values[c] for c in codes if c in values], width, label=name, hatch=hatches[i % len(hatches)],
-               edgecolor="black", linewidth=0.4)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(codes))], [f"{c}\n{f['tier']}" for c, f in zip(codes, a.languages)])
-    ax.set_ylabel("nDCG@10 (%)")
-    ax.set_title("MIRACL dev nDCG@10 per language, MIRACL numbers only (missing bar = no number)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    for ax, (corpus, chart) in zip(axes[:, 0], panels.items()):
+        width = 0.8 / max(len(chart), 1)
+        for i, (name, values) in enumerate(chart.items()):
+            xs = [j + i * width for j, c in enumerate(codes) if c in values]
+            ax.bar(xs, [values[c] for c in codes if c in values], width, label=name, hatch=hatches[i % len(hatches)],
+                   edgecolor="black", linewidth=0.4)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(codes))], [f"{c}\n{f['tier']}" for c, f in zip(codes, a.languages)])
+        ax.set_ylabel("nDCG@10 (%)")
+        words = conditions.CORPUS_WORDS.get(corpus, "no MIRACL number")
+        ax.set_title(f"MIRACL dev nDCG@10 per language on {words} only: comparable within this panel only "
+                     "(missing bar = no number)", fontsize=9)
+        if chart:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout(h_pad=2.5)
     plots["per_language"] = _png(fig)
     # 2. mean gap to the primary reference per group
     g = a.groups.filter((pl.col("metric") == "ndcg_at_10") & (pl.col("n_languages") > 0))
-    # the same systems as the group table beside it (MTEB hard-negative rows stay in groups.csv)
-    mteb = set(a.scores.filter((pl.col("kind") == "mteb") & (pl.col("task") == "MIRACLRetrievalHardNegatives"))["system"].to_list())
-    systems = [s for s in g["system"].unique(maintain_order=True).to_list() if s not in mteb]
+    systems = g["system"].unique(maintain_order=True).to_list()  # the systems of the group table beside it
     fig, ax = plt.subplots(figsize=(10, 3.6))
     width = 0.8 / max(len(systems), 1)
     for i, name in enumerate(systems):
@@ -76,9 +78,10 @@ def miracl_plots(a: Analysis) -> dict[str, str]:
         ax.bar(xs, [sub[grp] for grp in GROUPS if grp in sub], width, label=name)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(GROUPS))], list(GROUPS))
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylabel(f"mean gap to {a.primary}\n(points; >0 = behind)", fontsize=8)
-    ax.set_title("nDCG@10 gap by language group")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_ylabel(f"mean comparable gap to {a.primary or 'no comparable reference'}\n(points; >0 = behind)", fontsize=8)
+    ax.set_title("nDCG@10 gap by language group" + ("" if systems else ": no comparable gap to draw"))
+    if systems:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     plots["groups"] = _png(fig)
     # 3. gap against synthetic data volume and acceptance rate
     pts = a.data.filter(pl.col("primary_gap_ndcg_at_10").is_not_null() & pl.col("has_synthetic_data"))
@@ -93,7 +96,7 @@ def miracl_plots(a: Analysis) -> dict[str, str]:
             ax.text(0.5, 0.5, "no language has both a measured gap\nand synthetic data in the audit",
                     ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"nDCG@10 gap to {a.primary.split(' ')[0]}", fontsize=8)
+        ax.set_ylabel(f"nDCG@10 gap to {(a.primary or 'no comparable reference').split(' ')[0]}", fontsize=8)
     fig.suptitle(f"{a.focus}: gap against the synthetic data behind it")
     plots["gap_vs_data"] = _png(fig)
     return plots

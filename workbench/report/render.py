@@ -19,6 +19,7 @@ from workbench.errors import WorkbenchError
 from workbench.languages import Registry
 from workbench.run import atomic_write_bytes
 from workbench.tables import Schema, conform
+from workbench import conditions
 from workbench.report import measured as measured_mod
 from workbench.report.analysis import (
     GROUPS,
@@ -30,7 +31,7 @@ from workbench.report.analysis import (
     Analysis,
     measured_words,
 )
-from workbench.report.references import ZERO_SHOT, References, is_bitext_task, is_bm25
+from workbench.report.references import References
 
 
 def templates_dir() -> Path:
@@ -47,6 +48,14 @@ def templates_dir() -> Path:
                          fix="set WORKBENCH_TEMPLATES to the folder holding gap_report.html.j2")
 
 
+def gap_words(v: float | None, d: int = 1) -> str:
+    """A gap in words only: the triangles mean "significantly higher / lower" in measured differences
+    and nothing else, so a published gap (untested) never carries one."""
+    if v is None:
+        return ""
+    return f"{abs(v):.{d}f} behind" if v > 0 else (f"{abs(v):.{d}f} ahead" if v < 0 else "level")
+
+
 def template_env():
     import jinja2
 
@@ -56,45 +65,57 @@ def template_env():
     env.filters["num"] = lambda v, d=1: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
     env.filters["signed"] = lambda v, d=1: "" if v is None else f"{v:+.{d}f}"
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}%"
-    # the sign of a gap in words and a symbol, never in colour alone
-    env.filters["gapword"] = lambda v, d=1: "" if v is None else (
-        f"\u25b2 {v:+.{d}f} behind" if v > 0 else (f"\u25bc {v:+.{d}f} ahead" if v < 0 else f"{v:+.{d}f} level"))
+    env.filters["gapword"] = gap_words
     return env
 
 
 def table_cell(scores: pl.DataFrame, system: str, language: str, metric: str, source_ids: dict[str, int]) -> dict | None:
+    """The MIRACL number a table cell shows for ``system`` (a measured system or a reference label)."""
     sel = scores.filter((pl.col("system") == system) & (pl.col("language") == language) & (pl.col("metric") == metric)
-                        & ~((pl.col("kind") == "measured") & ~pl.col("task").str.starts_with("MIRACL")))
+                        & (pl.col("benchmark") == "miracl") & pl.col("shown"))
     if sel.height == 0:
         return None
     rec = sel.sort("n_docs", descending=True, nulls_last=True).row(0, named=True)
     sid = source_ids.setdefault(rec["provenance"], len(source_ids) + 1)
     return {"value": rec["value"], "provenance": rec["provenance"], "source": sid, "corpus": rec["corpus"],
-            "regime": rec["regime"]}
+            "regime": rec["regime"], "disputed": rec["disputed"], "other_sources": rec["other_sources"]}
 
 
-def _gap_or_reason(cell: dict, model: dict) -> None:
-    """Like for like: a gap only on the same corpus variant (the metric is the row's); else say why not."""
-    if cell["corpus"] == model["corpus"]:
-        cell["gap"] = round(cell["value"] - model["value"], 3)
+def _gap_or_reason(cell: dict, gaps: pl.DataFrame, system: str, reference: str, language: str, metric: str) -> None:
+    """Like for like: the gap where every condition matches, else which conditions differ (from REPORT_GAPS)."""
+    hit = gaps.filter((pl.col("system") == system) & (pl.col("reference") == reference)
+                      & (pl.col("language") == language) & (pl.col("metric") == metric))
+    if hit.height == 0:
+        return
+    rec = hit.row(0, named=True)
+    if rec["comparable"]:
+        cell["gap"] = rec["gap"]
     else:
-        cell["no_gap"] = f"no comparable reference: this is {cell['corpus']}, the model was measured on {model['corpus']}"
+        cell["no_gap"] = f"no gap: {rec['differs']}"
 
 
 def other_measured(a: Analysis) -> list[str]:
-    """Measured systems with MIRACL results besides the focus and BM25 (e.g. the baseline of a fine-tune)."""
-    miracl = a.scores.filter((pl.col("kind") == "measured") & pl.col("task").str.starts_with("MIRACL"))
+    """Measured systems with MIRACL results besides the focus and BM25 (e.g. the base of a fine-tune)."""
+    miracl = a.scores.filter((pl.col("kind") == "measured") & (pl.col("benchmark") == "miracl"))
     return [s for s in miracl["system"].unique(maintain_order=True).to_list()
-            if s != a.focus and not is_bm25(s)]
+            if s != a.focus and s in a.systems and not a.systems[s].lexical and not a.systems[s].replica]
+
+
+def _lexical(a: Analysis) -> str | None:
+    return next((s for s, f in a.systems.items() if f.lexical and s in set(a.scores["system"])), None)
+
+
+def reference_columns(a: Analysis) -> list[str]:
+    labels = set(a.scores.filter(pl.col("kind") != "measured")["system"]) | ({MEASURED_BM25} if _lexical(a) else set())
+    return [r for r in SHOWN_REFERENCES if r != a.focus and r in labels]
 
 
 def _table_rows(a: Analysis, source_ids: dict[str, int], comparisons: pl.DataFrame | None = None
                 ) -> tuple[list[str], list[dict]]:
-    """Per MIRACL language: the focus cell and one cell per column. A column that was measured here too
-    (another model, BM25) carries the paired test of the two systems from ``comparisons``."""
-    measured_bm25 = a.scores.filter(pl.col("kind") == "measured")["system"].unique(maintain_order=True).to_list()
-    bm25 = next((s for s in measured_bm25 if is_bm25(s)), None)
-    columns = other_measured(a) + [r for r in SHOWN_REFERENCES if r != a.focus]
+    """Per MIRACL language: the focus cell and one cell per column (other measured systems, references),
+    each with the gap of the focus system where comparable, else the conditions that differ."""
+    bm25 = _lexical(a)
+    columns = other_measured(a) + reference_columns(a)
     rows = []
     for fact in a.languages:
         code = fact["code"]
@@ -106,16 +127,10 @@ def _table_rows(a: Analysis, source_ids: dict[str, int], comparisons: pl.DataFra
                 system = bm25 if ref == MEASURED_BM25 else ref
                 cell = table_cell(a.scores, system, code, metric, source_ids) if system else None
                 if cell and model:
-                    _gap_or_reason(cell, model)
-                    if comparisons is not None and comparisons.height and "gap" in cell:
-                        hit = comparisons.filter(pl.col("task").str.starts_with("MIRACL") & (pl.col("language") == code)
-                                                 & (pl.col("metric") == metric)
-                                                 & (pl.col("system_a").is_in([system, a.focus]))
-                                                 & (pl.col("system_b").is_in([system, a.focus])))
-                        if hit.height:
-                            test = hit.row(0, named=True)
-                            cell["tested"] = ("significant" if test["significant"] else "not significant") + \
-                                f" (paired test, p_Holm = {test['p_holm']:.3g})"
+                    if ref in a.systems:  # a system measured here: its paired comparison is in the measured tables
+                        cell["no_gap"] = "measured here: see the paired differences above"
+                    else:
+                        _gap_or_reason(cell, a.gaps, a.focus, ref, code, metric)
                 refs.append(cell)
             row["metrics"][metric] = {"model": model, "refs": refs}
         rows.append(row)
@@ -132,37 +147,59 @@ def _mteb_table(a: Analysis, source_ids: dict[str, int]) -> tuple[list[str], lis
         for system in systems:
             cell = table_cell(a.scores, system, fact["code"], "ndcg_at_10", source_ids)
             if cell and model:
-                _gap_or_reason(cell, model)
+                _gap_or_reason(cell, a.gaps, a.focus, system, fact["code"], "ndcg_at_10")
             cells.append(cell)
         rows.append({**fact, "cells": cells})
     return systems, rows
 
 
 def _delta_words(c: dict) -> str:
-    """'+8.1 [+5.0, +11.2]', with the sign also as a symbol: the page never relies on colour alone."""
+    """'▲ +8.1 [+5.0, +11.2]': ▲ / ▼ = significantly higher / lower after Holm (the shown interval excludes
+    0), ≈ = not; the sign is a symbol too, never colour alone."""
     if c.get("ci_low") is None:
         return f"{c['delta']:+.1f}"
     mark = ("\u25b2" if c["delta"] > 0 else "\u25bc") if c["significant"] else "\u2248"
     return f"{mark} {c['delta']:+.1f} [{c['ci_low']:+.1f}, {c['ci_high']:+.1f}]"
 
 
-def _task_label(task: str) -> str:
-    if task.startswith("MIRACL"):
-        return "MIRACL"
-    if is_bitext_task(task):
-        return "Tatoeba"
-    return task.removesuffix("Retrieval") or task
+def _detail_words(c: dict) -> str:
+    """The second line of a difference cell: level, test, and what could not have been detected."""
+    if c.get("p_holm") is None:
+        return ""
+    words = (f"{100 * c['confidence']:.1f}% interval (Holm step, family of {c['holm_family_size']}), "
+             f"p<sub>Holm</sub> = {c['p_holm']:.3g}, n = {c['n']}")
+    if c.get("n_clusters") is not None and c["n_clusters"] < c["n"]:
+        words += f" in {c['n_clusters']} clusters"
+    if not c["significant"]:
+        words += (f"; could detect only about \u00b1{c['mdd']:.1f} or more (80% power)" if c["mdd"] >= 0.05 else
+                  "; the two systems scored every query alike: no difference could show")
+    if c.get("seed_deltas"):
+        words += f"; per training seed: {c['seed_deltas']}"
+    return words
 
 
-def measured_sections(m: measured_mod.Measured, registry: Registry) -> list[dict]:
-    """One section per (task, corpus, metric): rows per language and dataset, one cell per system, one per pair."""
+CAUSE_WORDS = {measured_mod.TRAINING_DATA: "what the training data did", measured_mod.INPUT_FORMAT:
+               "what the input format did, same weights", measured_mod.SYSTEM: "system against system"}
+
+
+def _task_label(benchmark: str) -> str:
+    return {"miracl": "MIRACL", "xquad": "XQuAD", "tatoeba": "Tatoeba", "beir": "BEIR"}.get(benchmark, benchmark)
+
+
+def measured_sections(m: measured_mod.Measured, registry: Registry, focus: str) -> list[dict]:
+    """One section per (benchmark, task, corpus, split, metric): rows per language and dataset, one cell per
+    system, and one column per difference that isolates one cause (:meth:`Measured.shown_pairs`)."""
     sections = []
     # the first screen shows the headline metrics; every other metric mteb reports stays in measured.csv
     shown = (*METRICS, "f1", "accuracy")
-    table = m.table.filter(pl.col("metric").is_in(shown)).with_columns(pl.col("tier").replace_strict(TIER_RANK, default=3, return_dtype=pl.Int64).alias("_rank"))
-    for (task, corpus, metric), part in table.group_by(["task", "corpus", "metric"], maintain_order=True):
+    table = m.table.filter(pl.col("metric").is_in(shown)).with_columns(
+        pl.col("tier").replace_strict(TIER_RANK, default=3, return_dtype=pl.Int64).alias("_rank"))
+    all_pairs = m.shown_pairs(focus)
+    causes = {(r["system_a"], r["system_b"]): r["cause"] for r in m.comparisons.iter_rows(named=True)}
+    for (benchmark, task, corpus, split, metric), part in table.group_by(
+            ["benchmark", "task", "corpus", "split", "metric"], maintain_order=True):
         systems = [s for s in m.systems if s in set(part["system"])]
-        pairs = [(a, b) for i, a in enumerate(systems) for b in systems[i + 1:]]
+        pairs = [(a, b) for a, b in all_pairs if a in systems and b in systems]
         comps = m.comparisons.filter((pl.col("task") == task) & (pl.col("metric") == metric))
         rows = []
         for (language, dataset), lang_part in part.sort("_rank", "language").group_by(["language", "dataset"], maintain_order=True):
@@ -173,60 +210,87 @@ def measured_sections(m: measured_mod.Measured, registry: Registry) -> list[dict
                                    & (pl.col("dataset") == dataset))
                 if hit.height:
                     c = hit.row(0, named=True)
-                    deltas.append({**c, "words": _delta_words(c)})
+                    deltas.append({**c, "words": _delta_words(c), "detail": _detail_words(c)})
                 elif a in cells and b in cells:
                     d = {"delta": cells[b]["value"] - cells[a]["value"], "ci_low": None, "significant": None}
-                    deltas.append({**d, "words": _delta_words(d) + " (no per-query scores: untested)"})
+                    deltas.append({**d, "words": _delta_words(d) + " (no per-query scores: untested)", "detail": ""})
                 else:
                     deltas.append(None)
             lang = registry.get(language)
             rows.append({"language": language, "name": lang.name, "tier": lang.tier, "dataset": dataset,
                          "cells": [cells.get(s) for s in systems], "deltas": deltas,
                          "n": next((c["n_queries"] for c in cells.values() if c["n_queries"] is not None), None)})
-        sections.append({"task": task, "label": _task_label(task), "corpus": corpus, "metric": metric,
+        first = part.row(0, named=True)
+        sections.append({"task": task, "benchmark": benchmark, "label": _task_label(benchmark), "corpus": corpus,
+                         "corpus_words": conditions.CORPUS_WORDS.get(corpus, corpus), "split": split, "metric": metric,
                          "metric_label": METRIC_LABELS.get(metric, metric), "systems": systems,
-                         "pairs": [f"{b} \u2212 {a}" for a, b in pairs], "rows": rows,
-                         "id": f"measured-{task}-{metric}".replace(" ", "_").replace(".", "_")})
-    order = {"MIRACL": 0, "Tatoeba": 2}
-    return sorted(sections, key=lambda sec: (order.get(sec["label"], 1), sec["task"], sec["metric"] != "ndcg_at_10"))
+                         "system_notes": [_system_note(m, s, part) for s in systems],
+                         "pairs": [f"{b} \u2212 {a}" for a, b in pairs],
+                         "pair_causes": [CAUSE_WORDS.get(causes.get(p, ""), "") for p in pairs], "rows": rows,
+                         "revision": first["revision"],
+                         "id": f"measured-{task}-{corpus}-{metric}".replace(" ", "_").replace(".", "_")})
+    order = {"miracl": 0, "tatoeba": 2}
+    return sorted(sections, key=lambda sec: (order.get(sec["benchmark"], 1), sec["task"], sec["metric"] != "ndcg_at_10"))
 
 
-def significance_lines(m: measured_mod.Measured) -> list[str]:
-    """Per pair of systems, task and metric: how many languages moved significantly (Holm), and which."""
+def _system_note(m: measured_mod.Measured, system: str, part: pl.DataFrame) -> str:
+    """How a system ran on a section: instruction, max_length, contract; and its training seeds."""
+    rec = part.filter(pl.col("system") == system).row(0, named=True)
+    facts = m.facts.get(system)
+    if facts is not None and facts.lexical:
+        return "lexical (BM25)"
+    words = [conditions.instruction_words(rec["instruction"])]
+    if rec["max_length"]:
+        words.append(f"max_length {rec['max_length']}")
+    if rec["contract_from"]:
+        words.append("base weights under the trained model's contract")
+    if rec["n_seeds"] and rec["n_seeds"] > 1:
+        words.append(f"{rec['n_seeds']} training seeds")
+    return ", ".join(words)
+
+
+def significance_lines(m: measured_mod.Measured, focus: str) -> list[str]:
+    """Per shown pair of systems, task and metric: how many languages moved significantly (Holm), and which."""
     lines = []
     if m.comparisons.height == 0:
         return lines
+    shown = set(m.shown_pairs(focus))
     # the headline metric of each kind of task leads; the tables below carry every metric
-    headline = m.comparisons.filter(pl.col("metric").is_in(["ndcg_at_10", "accuracy"]))
-    comparisons = headline if headline.height else m.comparisons
+    comparisons = m.comparisons.filter(pl.col("metric").is_in(["ndcg_at_10", "accuracy"])
+                                       & pl.struct("system_a", "system_b").map_elements(
+                                           lambda r: (r["system_a"], r["system_b"]) in shown, return_dtype=pl.Boolean))
     for (a, b, task, metric), part in comparisons.group_by(["system_a", "system_b", "task", "metric"], maintain_order=True):
         up = part.filter(pl.col("significant") & (pl.col("delta") > 0))["language"].to_list()
         down = part.filter(pl.col("significant") & (pl.col("delta") < 0))["language"].to_list()
-        flat = part.filter(~pl.col("significant"))["language"].to_list()
+        flat = part.filter(~pl.col("significant"))
         words = []
         if up:
-            words.append(f"better on {len(up)} ({', '.join(up)})")
+            words.append(f"higher on {len(up)} ({', '.join(up)})")
         if down:
-            words.append(f"worse on {len(down)} ({', '.join(down)})")
-        if flat:
-            words.append(f"no significant difference on {len(flat)} ({', '.join(flat)})")
-        lines.append(f"{b} against {a} on {_task_label(task)} {METRIC_LABELS.get(metric, metric)}, n = {part.height} "
-                     f"language(s), paired test over queries, Holm-corrected: {'; '.join(words)}.")
+            words.append(f"lower on {len(down)} ({', '.join(down)})")
+        if flat.height:
+            detect = ", ".join(f"{r['language']} \u00b1{r['mdd']:.1f}" if r["mdd"] >= 0.05 else
+                               f"{r['language']} (every query alike)" for r in flat.iter_rows(named=True))
+            words.append(f"no significant difference on {flat.height}, where only differences of about {detect} or more "
+                         "could be detected")
+        cause = CAUSE_WORDS.get(part["cause"][0], part["cause"][0])
+        lines.append(f"{b} \u2212 {a} ({cause}) on {task} {METRIC_LABELS.get(metric, metric)}, "
+                     f"{part.height} language(s), Holm family = these {part.height}: {'; '.join(words)}.")
     return lines
 
 
 def tatoeba_rows(m: measured_mod.Measured, audit: pl.DataFrame | None, cards: list, refs: References,
-                  focus: str, registry: Registry, source_ids: dict[str, int]) -> list[dict]:
-    """Per language with bitext results: the audit row, the fine-tune's change with its interval, published MTEB."""
-    bitext = m.table.filter(pl.col("task").map_elements(is_bitext_task, return_dtype=pl.Boolean))
+                 focus: str, registry: Registry, source_ids: dict[str, int]) -> list[dict]:
+    """Per language with bitext results: the audit row, what the training data did (trained minus the base
+    under the trained contract) with its interval, published MTEB."""
+    bitext = m.table.filter(pl.col("task_kind") == conditions.BITEXT)
     if bitext.height == 0:
         return []
     audited = {r["language"]: r for r in audit.iter_rows(named=True)} if audit is not None else {}
     trained = next((c for c in cards if c.system == focus), None)
-    comps = m.comparisons.filter(pl.col("task").map_elements(is_bitext_task, return_dtype=pl.Boolean)
-                                 & (pl.col("system_b") == focus))
-    base = next((s for s in m.systems if s != focus and not is_bm25(s)
-                 and s in set(bitext["system"])), None)
+    data_pairs = m.comparisons.filter((pl.col("task").is_in(bitext["task"].unique().to_list()))
+                                      & (pl.col("cause") == measured_mod.TRAINING_DATA) & (pl.col("system_b") == focus))
+    base = data_pairs["system_a"][0] if data_pairs.height else None
     rows = []
     # precision/recall stay in measured.csv; the metric with per-pair intervals leads
     with_ci = set(bitext.filter(pl.col("ci_low").is_not_null())["metric"])
@@ -243,7 +307,7 @@ def tatoeba_rows(m: measured_mod.Measured, audit: pl.DataFrame | None, cards: li
             values = {r["system"]: r for r in sel.iter_rows(named=True)}
             change = None
             if base:
-                hit = comps.filter((pl.col("system_a") == base) & (pl.col("language") == language) & (pl.col("metric") == metric))
+                hit = data_pairs.filter((pl.col("language") == language) & (pl.col("metric") == metric))
                 if hit.height:
                     change = hit.row(0, named=True)
                 elif base in values and focus in values:
@@ -254,14 +318,19 @@ def tatoeba_rows(m: measured_mod.Measured, audit: pl.DataFrame | None, cards: li
                                   "source": source_ids.setdefault(rec["provenance"], len(source_ids) + 1)})
             label = METRIC_LABELS.get(metric, metric.upper() if metric == "f1" else metric)
             if change is None:
-                sentence = f"{label}: no base model measured beside {focus}, so no change to report."
+                sentence = (f"{label}: no base model measured under {focus}'s contract, so what the training data did "
+                            "is not isolated here.")
             elif change.get("ci_low") is None:
-                sentence = f"{label} {change['delta']:+.1f} after fine-tuning (no per-query scores: no interval, untested)."
+                sentence = f"{label} {change['delta']:+.1f} from the training data (no per-query scores: no interval, untested)."
             elif change["significant"]:
-                sentence = f"{label} {_delta_words(change)} after fine-tuning (significant, Holm-corrected p = {change['p_holm']:.3g})."
+                sentence = (f"{label} {_delta_words(change)} from the training data (trained minus {base}; significant, "
+                            f"Holm-corrected p = {change['p_holm']:.3g}).")
             else:
-                sentence = (f"{label}: nothing moved measurably, {_delta_words(change)} after fine-tuning "
-                            f"(not significant, Holm-corrected p = {change['p_holm']:.3g}).")
+                sentence = (f"{label} {_delta_words(change)} from the training data (trained minus {base}; not "
+                            f"significant, Holm-corrected p = {change['p_holm']:.3g}; only a change of about "
+                            f"\u00b1{change['mdd']:.1f} or more could have been detected).")
+            if change is not None and change.get("seed_deltas"):
+                sentence += f" Per training seed: {change['seed_deltas']}."
             per_metric.append({"metric": metric, "label": label, "values": values, "change": change,
                                "sentence": sentence, "published": published})
         rate = audit_row["acceptance_rate"] if audit_row else None
@@ -306,19 +375,32 @@ def render(a: Analysis, config: ReportSection, inputs: list[dict], plots: dict[s
         "data_other": data_rows[len(a.languages):], "mteb_systems": mteb_systems, "mteb_rows": mteb_rows,
         "other": other, "averages": averages, "sources": sources, "plots": plots, "inputs": inputs,
         "notes": a.notes, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "reference_dir": str(a.references.directory), "measured_bm25": MEASURED_BM25,
+        "reference_dir": measured_mod.display_path(str(a.references.directory)), "measured_bm25": MEASURED_BM25,
         "mteb_all": set(a.scores.filter(pl.col("kind") == "mteb")["system"].to_list()),
-        "mteb_hard": set(a.scores.filter((pl.col("kind") == "mteb") & (pl.col("task") == "MIRACLRetrievalHardNegatives"))["system"].to_list()),
-        "focus_corpus": a.focus_corpus, "regimes": _regimes(a), "zero_shot": ZERO_SHOT, **first,
+        "mteb_hard": set(a.scores.filter((pl.col("kind") == "mteb") & (pl.col("corpus") != conditions.FULL))["system"].to_list()),
+        "focus_corpus": conditions.CORPUS_WORDS.get(a.focus_corpus, a.focus_corpus), "regimes": _regimes(a),
+        "tiers": a.tiers.to_dicts(), **first,
     }
     env = template_env()
     return env.get_template("gap_report.html.j2").render(**context), env.get_template("summary.md.j2").render(**context)
 
 
 def _regimes(a: Analysis) -> list[dict]:
-    """Each reference column with its corpus and training regime, for the like-for-like legend."""
-    refs = a.scores.filter(pl.col("kind") != "measured").unique("system", keep="first", maintain_order=True)
-    return [{"reference": r["system"], "corpus": r["corpus"], "regime": r["regime"]} for r in refs.iter_rows(named=True)]
+    """Each reference label with the conditions its numbers were measured under, for the like-for-like legend
+    (the regime per language: supervised where the model saw MIRACL train for it, zero-shot on de and yo)."""
+    refs = a.scores.filter(pl.col("kind") != "measured")
+    rows = []
+    for (label,), part in refs.group_by(["system"], maintain_order=True):
+        rec = part.row(0, named=True)
+        regimes = part.group_by("regime").agg(pl.col("language").unique().sort()).sort("regime")
+        words = "; ".join(f"{r['regime']}: {', '.join(r['language'])}" if len(regimes) > 1 else r["regime"]
+                          for r in regimes.iter_rows(named=True))
+        versions = ", ".join(sorted({v for v in part["version"].to_list() if v}))
+        rows.append({"reference": label, "corpus": conditions.CORPUS_WORDS.get(rec["corpus"], rec["corpus"]),
+                     "instruction": conditions.instruction_words(rec["instruction"]),
+                     "max_length": rec["max_length"] or "not stated", "regime": words, "version": versions,
+                     "disputed": ", ".join(sorted(set(part.filter(pl.col("disputed"))["language"])))})
+    return rows
 
 
 def write_table(out: Path, name: str, df: pl.DataFrame, schema: Schema) -> dict[str, int]:

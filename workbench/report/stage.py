@@ -44,15 +44,17 @@ from workbench.tables import (
     REPORT_MEASURED,
     REPORT_PASSKEY,
     REPORT_SCORES,
+    REPORT_TIERS,
 )
 from workbench.report import STAGE
 from workbench.report import measured as measured_mod
-from workbench.report.analysis import Analysis, analyse
+from workbench.report.analysis import Analysis, analyse, pick_focus
 from workbench.report.compare import compare, compare_view, run_compare
 from workbench.report.inputs import load_audit, load_results
 from workbench.report.passkey import passkey_section, without_passkey
 from workbench.report.plots import measured_plots, miracl_chart_values, miracl_plots
 from workbench.report.references import load_references, reference_dir
+from workbench.report.tiers import tier_question
 from workbench.report.render import (
     measured_sections,
     render,
@@ -119,7 +121,10 @@ def build_report(
     everything = frame
     frame, per_query = without_passkey(frame, per_query)
     # a run with passkey results only: the systems (focus, training card) still come from its rows
-    analysis = analyse(frame if frame.height else everything, audit_df, refs, registry, config)
+    analysed = frame if frame.height else everything
+    focus = pick_focus(analysed, config.focus)
+    tiers = tier_question(frame, per_query, registry, focus)
+    analysis = analyse(analysed, audit_df, refs, registry, config, tiers)
     measured = measured_mod.measure(frame, per_query, registry, analysis.focus)
     cards = measured_mod.training_cards(everything)
     inputs = [{"role": "results", "path": str(p), "sha256": file_sha256(Path(p))} for p in results]
@@ -129,13 +134,14 @@ def build_report(
             inputs.append({"role": "per-query scores", "path": str(pq), "sha256": file_sha256(pq)})
     if audit is not None:
         inputs.append({"role": "audit", "path": str(audit), "sha256": file_sha256(Path(audit))})
-    sections = measured_sections(measured, registry)
+    sections = measured_sections(measured, registry, analysis.focus)
     plots = miracl_plots(analysis) | measured_plots(sections)
     warnings = measured_mod.leakage_warnings(cards, frame) + [f"{c.system}: {w}" for c in cards for w in c.warnings]
     out = Path(out_dir)
-    compare_link = compare_view(frame, measured.systems, analysis.focus, out, registry)
+    compare_link = compare_view(frame, measured, analysis.focus, out, registry)
     first = {
-        "sections": sections, "significance": significance_lines(measured), "cards": cards, "warnings": warnings,
+        "sections": sections, "significance": significance_lines(measured, analysis.focus), "cards": cards,
+        "warnings": warnings,
         "compare_link": compare_link, "measured_notes": measured.notes, "comparisons": measured.comparisons,
         "passkey": passkey,
         "tatoeba_builder": lambda ids: tatoeba_rows(measured, audit_df, cards, refs, analysis.focus, registry, ids),
@@ -148,11 +154,13 @@ def build_report(
     outputs |= write_table(out, "scores", analysis.scores, REPORT_SCORES)
     outputs |= write_table(out, "gaps", analysis.gaps, REPORT_GAPS)
     outputs |= write_table(out, "groups", analysis.groups, REPORT_GROUPS)
+    outputs |= write_table(out, "tiers", analysis.tiers, REPORT_TIERS)
     outputs |= write_table(out, "data", analysis.data, REPORT_DATA)
     if passkey is not None:
         outputs |= write_table(out, "passkey", passkey["table"], REPORT_PASSKEY)
     meta = {"focus": analysis.focus, "primary_reference": analysis.primary, "inputs": inputs,
-            "reference_dir": str(refs.directory), "headline": analysis.headline, "notes": analysis.notes,
+            "reference_dir": measured_mod.display_path(str(refs.directory)), "headline": analysis.headline,
+            "notes": analysis.notes,
             "measured_significance": first["significance"], "warnings": warnings,
             "compare_view": compare_link}
     atomic_write_bytes(out / "report.json", json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8"))

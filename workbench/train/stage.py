@@ -157,6 +157,35 @@ def train_model(inputs: StageInput) -> StageResult:
         run.write_table(STAGE, "records", built.records, TRAIN_RECORDS)
         train_data.save_hf_dataset(built.records, out / "hf_dataset")
     bf16 = _precision(tc, cuda)
+    seeds = list(tc.seeds) or [seed]
+    outputs: dict[str, int] = {}
+    stats: dict = {}
+    for i, this_seed in enumerate(seeds):
+        # the first seed is train/model (what a one-seed run has always written); further ones train/seeds/<seed>/
+        folder = out if i == 0 else out / "seeds" / str(this_seed)
+        if len(seeds) > 1:
+            log.info("training seed %d (%d of %d)", this_seed, i + 1, len(seeds))
+        one = _train_seed(inputs, tc, info, built, schedule, generators, dist, bf16, this_seed, folder,
+                          log_name="log" if i == 0 else f"seeds/{this_seed}/log")
+        if i == 0:
+            outputs, stats = one
+            stats["seed"] = this_seed
+        if len(seeds) > 1:
+            stats.setdefault("seeds", {})[str(this_seed)] = {
+                "export": one[1].get("export"), "first_loss": one[1].get("first_loss"), "last_loss": one[1].get("last_loss")}
+            if i:
+                outputs |= one[0]
+    barrier()
+    return StageResult(STAGE, outputs=outputs, stats=stats)
+
+
+def _train_seed(inputs: StageInput, tc: TrainSection, info, built, schedule, generators: list[str], dist, bf16: bool,
+                seed: int, out, log_name: str) -> tuple[dict[str, int], dict]:
+    """Train and export one model with ``seed`` into ``out`` (adapter/, model/, and the log table)."""
+    import torch
+
+    run = inputs.run
+    is_main = dist.rank == 0
     torch.manual_seed(seed)
     from workbench.train.model import load_model
 
@@ -179,9 +208,11 @@ def train_model(inputs: StageInput) -> StageResult:
     outputs: dict[str, int] = {}
     if is_main:
         spec = encoder_spec(tc, loaded)
-        # the run, relative to the model folder (train/model, train/adapter): no local path is published
-        facts = {"trained_on": "../..", "run_name": run.root.name, "steps": stats["steps"], "epochs": schedule.epochs,
-                 "batch_size": schedule.batch_size}
+        # the run, relative to the model folder (train/model, train/adapter; train/seeds/<seed>/model for
+        # further seeds): no local path is published
+        up = "/".join([".."] * len((out / "model").relative_to(run.root).parts))
+        facts = {"trained_on": up, "run_name": run.root.name, "steps": stats["steps"], "epochs": schedule.epochs,
+                 "batch_size": schedule.batch_size, "seed": seed}
         card = model_card_text(tc, loaded, built.records, schedule, {**stats, "deepspeed": tc.deepspeed, "world_size": dist.world_size,
                                                                    "precision": "bf16" if bf16 else "fp32"}, run,
                                ", ".join(generators) or None)
@@ -191,8 +222,10 @@ def train_model(inputs: StageInput) -> StageResult:
         if loaded.info.is_decoder or tc.export == "adapter":
             write_spec(adapter_dir, replace(spec, format="hf", path=str(adapter_dir)), **facts)
             atomic_write_bytes(adapter_dir / "README.md", card.encode())
-        run.write_table(STAGE, "log", pl.DataFrame(stats.pop("log"), schema=TRAIN_LOG), TRAIN_LOG)
-        outputs = {"train/records.parquet": built.records.height, "train/log.parquet": len(stats["losses"])}
+        run.write_table(STAGE, log_name, pl.DataFrame(stats.pop("log"), schema=TRAIN_LOG), TRAIN_LOG)
+        outputs = {f"train/{log_name}.parquet": len(stats["losses"])}
+        if log_name == "log":
+            outputs = {"train/records.parquet": built.records.height, **outputs}
         stats.pop("losses")
         stats.update(
             {
@@ -214,4 +247,4 @@ def train_model(inputs: StageInput) -> StageResult:
     if tc.deepspeed != "none" and hasattr(engine, "destroy"):
         engine.destroy()
     barrier()
-    return StageResult(STAGE, outputs=outputs, stats=stats)
+    return outputs, stats
