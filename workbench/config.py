@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from workbench.errors import ConfigError
 from workbench.eval.targets import EVAL_TASKS
 from workbench.families import FAMILIES, FAMILY_NAMES, Family
-from workbench.filter.members import MEMBERS
+from workbench.filter.members import MEMBERS, check_member_name, default_members
 from workbench.stages import STAGE_NAMES
 
 
@@ -175,9 +175,9 @@ class FilterSection(Section):
     """Thresholds of the filter stage (language ID, script, lengths, dedup). See docs/filter.md."""
 
     members: list[str] = Field(
-        default_factory=lambda: ["fasttext_lid176", "cld2", "langid"],
-        description="LID members (workbench/filter/members.py MEMBERS); 'langdetect' is slow (~10 ms/text), "
-                    "'extra' needs extra_fasttext_path",
+        default_factory=default_members,
+        description="LID members (workbench/filter/members.py MEMBERS; default: those on_by_default); "
+                    "'langdetect' is slow (~10 ms/text), 'extra' needs extra_fasttext_path",
     )
     weights: dict[str, float] = Field(
         default_factory=lambda: {name: member.default_weight for name, member in MEMBERS.items()}
@@ -224,17 +224,13 @@ class FilterSection(Section):
     @field_validator("members")
     @classmethod
     def _known_member_names(cls, members: list[str]) -> list[str]:
-        for name in members:
-            if name not in MEMBERS:
-                raise ValueError(f"'{name}' is not an LID member (one of {', '.join(MEMBERS)})")
-        return members
+        return [check_member_name(name) for name in members]
 
     @field_validator("weights")
     @classmethod
     def _known_members(cls, weights: dict[str, float]) -> dict[str, float]:
         for name, value in weights.items():
-            if name not in MEMBERS:
-                raise ValueError(f"'{name}' is not an LID member (one of {', '.join(MEMBERS)})")
+            check_member_name(name)
             if value < 0:
                 raise ValueError(f"weight of '{name}' is {value}; weights are >= 0")
         return weights
