@@ -30,6 +30,7 @@ from workbench.eval.targets import EVAL_TASKS
 from workbench.families import FAMILIES, FAMILY_NAMES, Family
 from workbench.filter.members import MEMBERS, check_member_name, default_members
 from workbench.stages import STAGE_NAMES
+from workbench.systems import EVAL_SYSTEM_KEYS, MINILM, EvalSystemKey
 
 
 class Section(BaseModel):
@@ -374,7 +375,7 @@ class EvalSection(Section):
     adds the BM25 baseline next to the model. ``data_dir`` switches to offline local files.
     """
 
-    model: str = "minilm"
+    model: str = MINILM
     system: str | None = Field(default=None, description="short name in the results table (default: from the model)")
     bm25: bool = False
     task: EvalTask = "miracl"
@@ -451,7 +452,7 @@ class EvalTarget(Section):
     corpus: Literal["hard-negatives", "full"] = "hard-negatives"
     split: str | None = None
     passkey: PasskeySection = Field(default_factory=PasskeySection, description="task 'passkey' only")
-    systems: list[Literal["bm25", "base", "base@trained-contract", "trained"]] | None = Field(
+    systems: list[EvalSystemKey] | None = Field(
         default=None, description="which of [pipeline] eval_systems evaluate this target (default: all)")
 
     @field_validator("split")
@@ -472,8 +473,8 @@ class PipelineSection(Section):
     stages: list[PipelineStage] = Field(
         default_factory=lambda: list(STAGE_NAMES)
     )
-    eval_systems: list[Literal["bm25", "base", "base@trained-contract", "trained"]] = Field(
-        default_factory=lambda: ["bm25", "base", "base@trained-contract", "trained"]
+    eval_systems: list[EvalSystemKey] = Field(
+        default_factory=lambda: list(EVAL_SYSTEM_KEYS)
     )
     eval_also: list[EvalTarget] = Field(
         default_factory=list, description="further tasks/datasets the eval stage runs, after [eval]'s (bm25 skips bitext)"
