@@ -31,6 +31,7 @@ from workbench import conditions
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
+from workbench.metrics import ACCURACY, BITEXT_METRICS, RETRIEVAL_METRICS
 from workbench.eval import sharded
 from workbench.eval.targets import Target, build_target
 from workbench.progress import EvalWatch
@@ -44,8 +45,7 @@ from workbench.tables import EVAL_CELL_KEY, EVAL_PER_QUERY, EVAL_RESULTS
 log = logging.getLogger(__name__)
 STAGE = "eval"
 
-METRICS = ("ndcg_at_10", "recall_at_100", "recall_at_10", "mrr_at_10", "ndcg_at_100")
-BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
+METRICS = RETRIEVAL_METRICS
 # the cell columns (passkey length, depth, RoPE overrides) are null for every other task
 RESULT_KEY = ("system", "model", "task", "dataset", "language", "split", "metric", *EVAL_CELL_KEY)
 RUN_DEPTH = 100
@@ -363,7 +363,7 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
                 if ranking is None:
                     raise WorkbenchError(f"mteb saved no predictions for {subset}/{split}", where=str(predictions_file))
                 if target.kind == conditions.BITEXT:
-                    per_metric = {"accuracy": bitext_scores(ranking["sentence1-sentence2"])}
+                    per_metric = {ACCURACY: bitext_scores(ranking["sentence1-sentence2"])}
                     clusters: dict[str, str] = {}  # every sentence pair is its own cluster
                 else:
                     per_metric = retrieval_scores(ranking, target.qrels[subset], METRICS)
