@@ -250,6 +250,10 @@ class FilterSection(Section):
 
 
 # --- train -----------------------------------------------------------------------------------
+# [train] deepspeed: ZeRO stage 2 or 3 (configs/<mode>.json), or plain DDP
+DeepSpeedMode = Literal["zero2", "zero3", "none"]
+
+
 class TrainSection(Section):
     """Fine-tuning an embedder on accepted/ (E5-mistral recipe defaults, Wang et al. 2024 §4.1).
 
@@ -259,7 +263,7 @@ class TrainSection(Section):
     """
 
     model: str | None = Field(default=None, description="local model folder, or \"minilm\" for the embedded MiniLM (required to train)")
-    deepspeed: Literal["zero2", "zero3", "none"] = "zero3"
+    deepspeed: DeepSpeedMode = "zero3"
     deepspeed_config: str | None = Field(default=None, description="JSON file replacing configs/<stage>.json")
     offload: Literal["none", "optimizer", "optimizer+params"] = "none"
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
