@@ -27,7 +27,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from workbench.errors import ConfigError, UnknownLanguageError
-from workbench.filter.members import LABELLED_MEMBERS, UNSUPPORTED
+from workbench.filter.members import LABEL_FIELDS, UNSUPPORTED
 
 Tier = Literal["high", "mid", "low"]
 TIERS: tuple[str, ...] = ("high", "mid", "low")
@@ -67,8 +67,9 @@ SCRIPT_UNICODE_NAMES: dict[str, tuple[str, ...]] = {
 # Scripts written without spaces between words: lengths are counted in characters there.
 UNSPACED_SCRIPTS = frozenset({"Hans", "Hant", "Jpan", "Thai", "Laoo", "Khmr", "Mymr"})
 
-# The LID models whose labels each language file lists under [lid] (workbench/filter/members.py).
-LID_MODELS = LABELLED_MEMBERS
+# The label fields each language file lists under [lid]: one per member of workbench/filter/members.py
+# MEMBERS that has a label_field.
+LID_MODELS: tuple[str, ...] = tuple(LABEL_FIELDS)
 
 
 class _Strict(BaseModel):
