@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.locks import torchrun_rank
 from workbench.run import now
 
 OWN_LOGGER = "workbench"
@@ -89,7 +90,7 @@ def _console_handler(handler: logging.Handler) -> bool:
 @contextlib.contextmanager
 def stage_log(root: Path, stage: str) -> Iterator[StageLog]:
     """Route warnings and log records to ``root/logs/<stage>.log`` while the block runs."""
-    rank = int(os.environ.get("RANK", "0") or 0)
+    rank = torchrun_rank()
     relative = f"logs/{stage}.log" if rank == 0 else f"logs/{stage}.rank{rank}.log"
     log = StageLog(root / relative, relative)
     log.path.parent.mkdir(parents=True, exist_ok=True)
