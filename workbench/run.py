@@ -21,6 +21,7 @@ import platform
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,24 @@ from workbench.tables import Schema, conform
 LAYOUT_VERSION = 1
 MANIFEST = "manifest.json"
 CONFIG = "run.toml"
+
+
+class Folder(StrEnum):
+    """The run directory's folders, named once; a member is the plain name (``Folder.ACCEPTED ==
+    "accepted"``), so it goes wherever a folder name does (:meth:`Run.stage_dir`,
+    :meth:`Run.write_table`, ...)."""
+
+    PLAN = "plan"  # plan: <lang>.parquet, the slots
+    TASKS = "tasks"  # generate: <lang>.parquet, the brainstormed tasks
+    GENERATED = "generated"  # generate: <lang>.parquet, slots with their example fields
+    ACCEPTED = "accepted"  # filter: <lang>.parquet
+    REJECTED = "rejected"  # filter: <lang>.parquet, with reasons
+    AUDIT = "audit"  # audit: summary.parquet, audit.json, index.html, rejects_for_review.jsonl
+    TRAIN = "train"  # train: records, log, adapter/, model/
+    EVAL = "eval"  # eval: results, per_query, embeddings/, mteb JSON
+    REPORT = "report"  # report: index.html, summary.md, the tables behind them
+    LOGS = "logs"  # the runner: <stage>.log
+    EXPORT = "export"  # workbench export: dataset/
 
 
 def now() -> str:
@@ -180,7 +199,12 @@ class Run:
         return Path(path)
 
     def stage_dir(self, stage: str) -> Path:
+        """The folder ``stage`` of the run (a :class:`Folder`)."""
         return self.inside(self.root / stage)
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the run directory, as the manifest names outputs (``accepted/sw.parquet``)."""
+        return Path(path).relative_to(self.root).as_posix()
 
     def table_path(self, stage: str, language: str) -> Path:
         return self.inside(self.root / stage / f"{language}.parquet")
