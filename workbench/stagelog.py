@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.locks import torchrun_rank
-from workbench.run import now
+from workbench.run import Folder, now
 
 OWN_LOGGER = "workbench"
 
@@ -91,7 +91,7 @@ def _console_handler(handler: logging.Handler) -> bool:
 def stage_log(root: Path, stage: str) -> Iterator[StageLog]:
     """Route warnings and log records to ``root/logs/<stage>.log`` while the block runs."""
     rank = torchrun_rank()
-    relative = f"logs/{stage}.log" if rank == 0 else f"logs/{stage}.rank{rank}.log"
+    relative = f"{Folder.LOGS}/{stage}.log" if rank == 0 else f"{Folder.LOGS}/{stage}.rank{rank}.log"
     log = StageLog(root / relative, relative)
     log.path.parent.mkdir(parents=True, exist_ok=True)
     file = logging.FileHandler(log.path, mode="a", encoding="utf-8")
