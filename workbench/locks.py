@@ -138,10 +138,11 @@ class RunLock:
             holder = _read_pid(fd)
             os.close(fd)
             who = f"pid {holder}" if holder else "another process"
+            kill = f" (kill {holder})" if holder else ""
             raise WorkbenchError(
                 f"another workbench process ({who}) is writing this run",
                 where=str(self.root),
-                fix=f"wait for it to finish or stop it{f' (kill {holder})' if holder else ''}, then re-run this command",
+                fix=f"wait for it to finish or stop it{kill}, then re-run this command",
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
