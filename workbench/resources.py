@@ -1,7 +1,7 @@
 """Where the workbench finds the files it ships: one rule for each of the two kinds.
 
 * **Data folders** at the top of the repository, which a user reads, edits or replaces:
-  ``languages/``, ``prompts/``, ``reports/templates/``, ``reports/reference/``. :func:`data_dir`
+  ``languages/``, ``prompts/``, ``reports/templates/``. :func:`data_dir`
   takes the folder named by its environment variable when that is set (``$WORKBENCH_LANGUAGES``,
   ``$WORKBENCH_PROMPTS``, ``$WORKBENCH_TEMPLATES``), else the checkout's folder, else the copy an
   installed wheel carries under ``<prefix>/share/workbench/`` (pyproject's ``data-files``).

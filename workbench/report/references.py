@@ -33,7 +33,6 @@ from pathlib import Path
 import polars as pl
 
 from workbench.errors import WorkbenchError, first_line
-from workbench.resources import REPO_ROOT, shipped_dir
 
 PAPER_CSV = "miracl_reference.csv"
 MTEB_CSV = "mteb_miracl_ndcg10.csv"
@@ -159,8 +158,9 @@ def reference_dir(configured: str | Path | None = None) -> Path:
     elif os.environ.get("WORKBENCH_REFERENCE_DIR"):
         candidates.append(Path(os.environ["WORKBENCH_REFERENCE_DIR"]))
     else:
+        repo = Path(__file__).resolve().parent.parent.parent
         candidates += [
-            REPO_ROOT.parent / "shared" / "data" / "reference",
+            repo.parent / "shared" / "data" / "reference",
             Path.cwd().parent / "shared" / "data" / "reference",
             _shipped_dir(),  # the copy shipped for machines without ../shared
         ]
@@ -187,7 +187,7 @@ def load_references(directory: Path) -> References:
 
 
 def _shipped_dir() -> Path:
-    return shipped_dir("reports/reference") or REPO_ROOT / "reports" / "reference"
+    return Path(__file__).resolve().parent.parent.parent / "reports" / "reference"
 
 
 def _tatoeba_rows(directory: Path) -> pl.DataFrame:
