@@ -170,7 +170,7 @@ def eval_command(
             raise WorkbenchError(f"unknown launcher '{launcher}'", where="--launcher", fix="use torchrun")
         raise typer.Exit(launch_torchrun(gpus))
     from workbench.eval import sharded
-    from workbench.run import enter_for_command
+    from workbench.locks import enter_for_command
 
     dist = enter_for_command(sharded.session(shard_rows))  # under torchrun: this rank (None otherwise)
     if dist is not None and not dist.leader:  # ranks > 0 do the shards rank 0 announces, nothing else

@@ -3,7 +3,7 @@
 
 The stages are declared once, in :mod:`workbench.stages`. For one stage the runner
 
-* holds the run's writer lock (one writer per run directory);
+* holds the run's writer lock (``run.lock``, one writer per run directory; :mod:`workbench.locks`);
 * decides whether the stage is current: its manifest entry is ``complete``, was recorded with the
   same digest (the config sections the stage declares, the recorded outputs of the stages it reads,
   the language files and the files outside the run when it declares them, and the call's options),
@@ -32,7 +32,6 @@ import hashlib
 import importlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,8 +149,8 @@ def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
     name the command that resumes the stage.
     """
     declared = BY_NAME[stage]
-    recording = int(os.environ.get("RANK", "0") or 0) == 0  # DeepSpeed ranks > 0 belong to rank 0's job
-    with run.writer_lock():
+    recording = not run.lock.follower  # torchrun ranks > 0 belong to rank 0's job, which records it
+    with run.lock.writer():
         digest = stage_digest(run, config, registry, stage, options)
         entry = run.stage_entry(stage) or {}
         if (not force and entry.get("status") == "complete" and entry.get("config_hash") == digest
@@ -202,7 +201,7 @@ def run_pipeline(
     generate's counters, train's steps, eval's texts) are the CLI's hooks.
     """
     outcomes: list[StageOutcome] = []
-    with run.writer_lock():
+    with run.lock.writer():
         for declared in STAGES:
             stage = declared.name
             if stage not in config.pipeline.stages:
