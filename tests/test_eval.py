@@ -26,7 +26,8 @@ from workbench.languages import load_registry
 from workbench.run import Run
 from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 EXAMPLE_XQUAD = REPO / "examples" / "data" / "xquad"
 
 

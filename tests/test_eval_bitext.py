@@ -17,14 +17,15 @@ import pytest
 
 from workbench.config import RunConfig
 from workbench.errors import UnknownLanguageError, WorkbenchError
-from workbench.eval.targets import build_target
 from workbench.eval.bitext import load_laser_pair
 from workbench.eval.stage import run_eval
+from workbench.eval.targets import build_target
 from workbench.languages import load_registry
 from workbench.run import Run
 from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 EXAMPLE_TATOEBA = REPO / "examples" / "data" / "tatoeba"
 
 

@@ -6,17 +6,18 @@ import dataclasses
 
 import pytest
 
-from filter_fixtures import ensemble, make_row, registry, section  # noqa: F401  (pytest fixtures)
 from workbench.config import FilterSection, RunConfig, parse_config
 from workbench.errors import ConfigError
+from workbench.families import FAMILIES
 from workbench.filter.dedup import find_duplicates
 from workbench.filter.lid import Ensemble, lid176_path
 from workbench.filter.members import MEMBERS, UNSUPPORTED, LidMember
 from workbench.filter.rules import REASONS, check_row
-from workbench.testing.samples import tatoeba_sentences, xquad_paragraphs
 from workbench.filter.script import script_share
-from workbench.families import FAMILIES
 from workbench.languages import load_registry
+from workbench.testing.samples import tatoeba_sentences, xquad_paragraphs
+
+from filter_fixtures import make_row
 
 # Real Tatoeba sentences (amh-eng pair 2 and 3, romanised by hand): Amharic in the Latin script.
 LATIN_AMHARIC = "Tom bizu gize ke wishaw gar yinageral. Temari aydelehum. Bewnet yasferal, ene alawkim."

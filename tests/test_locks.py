@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +16,7 @@ from workbench.locks import command_scope
 from workbench.plan import run_plan
 from workbench.run import Run
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
 
 # Holds the run's writer lock (argv[2] == "writer") or its manifest lock ("manifest") until stdin closes.
 HOLD = """

@@ -17,13 +17,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import report_inputs as ri
 from workbench.errors import UnknownLanguageError, WorkbenchError
 from workbench.languages import load_registry
-from workbench.report.stage import load_results, run_compare, build_report
+from workbench.report.stage import build_report, load_results, run_compare
 from workbench.tables import AUDIT_SUMMARY, EVAL_RESULTS
 
-REPO = Path(__file__).resolve().parent.parent
+import report_inputs as ri
+from conftest import REPO
+
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 FOCUS = "minilm (MTEB copy)"
 

@@ -7,20 +7,20 @@ MiniLM fine-tune) whose model is scored on Tatoeba by nearest-neighbour search."
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import polars as pl
 import pytest
 
-import report_inputs as ri
+from workbench import conditions
 from workbench.config import ReportSection
 from workbench.encoder import minilm_path
 from workbench.languages import load_registry
-from workbench.report.stage import analyse, load_results, miracl_chart_values, build_report
-from workbench import conditions
 from workbench.report.references import load_references, reference_dir
+from workbench.report.stage import analyse, build_report, load_results, miracl_chart_values
 
-REPO = Path(__file__).resolve().parent.parent
+import report_inputs as ri
+from conftest import REPO
+
 SHIPPED = REPO / "reports" / "reference"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -168,8 +168,8 @@ def trained_on_double(shared_data, tmp_path_factory):
     """A real run: the OpenAI test double generates sw/en data, the filter keeps some, MiniLM is fine-tuned;
     then the base and the fine-tuned model are scored on Tatoeba sw-eng (real encodes) with per-pair scores."""
     from workbench.config import parse_config
-    from workbench.runner import run_pipeline
     from workbench.run import Run
+    from workbench.runner import run_pipeline
     from workbench.testing.openai_double import OpenAIDouble
 
     root = tmp_path_factory.mktemp("double-run")

@@ -33,9 +33,9 @@ from workbench.plan import run_plan
 from workbench.run import Run
 from workbench.tables import FILTERED, GENERATED
 
+from conftest import REPO
 from filter_fixtures import make_run as make_filter_run
 
-REPO = Path(__file__).resolve().parent.parent
 AMX = r"ldtilecfg|tileloadd|tdpbf16ps|tdpbssd"
 
 

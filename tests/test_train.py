@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from workbench.config import TrainSection
+from workbench.encoder import inspect_model, last_token_pool, tokenize
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.run import Run
 from workbench.tables import ACCEPTED
 from workbench.train import data as train_data
 from workbench.train.loss import info_nce
-from workbench.encoder import inspect_model, last_token_pool, tokenize
 from workbench.train.model import load_model
 from workbench.train.stage import run_train
 from workbench.train.zero import check_fits, deepspeed_config, estimate_memory
