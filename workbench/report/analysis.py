@@ -24,8 +24,29 @@ from workbench.report.tiers import headline as tier_headline
 from workbench.tables import REPORT_DATA, REPORT_GAPS, REPORT_GROUPS, REPORT_SCORES, REPORT_TIERS, conform
 
 METRICS = ("ndcg_at_10", "recall_at_100")
-METRIC_LABELS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "f1": "F1", "accuracy": "accuracy",
-                 "ndcg_at_100": "nDCG@100", "recall_at_10": "Recall@10", "mrr_at_10": "MRR@10"}
+_METRIC_NAMES = {"ndcg": "nDCG", "recall": "Recall", "mrr": "MRR", "map": "MAP", "precision": "Precision",
+                 "f1": "F1", "accuracy": "accuracy"}
+
+
+def metric_label(metric: str) -> str:
+    """How a metric key is written in HTML and Markdown: ``ndcg_at_10`` -> nDCG@10, ``recall_at_100`` ->
+    Recall@100, ``mrr_at_10`` -> MRR@10 (the Parquet and CSV tables keep the keys)."""
+    name, at, k = metric.rpartition("_at_") if "_at_" in metric else (metric, "", "")
+    return _METRIC_NAMES.get(name, name) + (f"@{k}" if at else "")
+
+
+class _MetricLabels(dict):
+    """Every metric key has a label, known here or written from the key (one naming everywhere)."""
+
+    def __missing__(self, metric: str) -> str:
+        return metric_label(metric)
+
+    def get(self, metric: str, default: str | None = None) -> str:  # noqa: ARG002 - every key has a label
+        return self[metric]
+
+
+METRIC_LABELS = _MetricLabels({m: metric_label(m) for m in ("ndcg_at_10", "recall_at_100", "ndcg_at_100",
+                                                             "recall_at_10", "mrr_at_10", "f1", "accuracy")})
 MEASURED_BM25 = "BM25 (measured here)"
 # Reference columns shown beside the model in the per-language table (in this order), and the order
 # "auto" prefers among equally comparable references.
