@@ -96,11 +96,14 @@ def _xquad(shared: Path, language: str):
 
 
 def xquad_measured(shared: Path, languages: list[str], system: str, *, k1: float = 1.5, b: float = 0.75,
-                   doc_chars: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+                   doc_chars: int | None = None, corpus: str = conditions.FULL,
+                   revision: str = "shared/data/xquad") -> tuple[pl.DataFrame, pl.DataFrame]:
     """EVAL_RESULTS and EVAL_PER_QUERY rows of a real BM25 system on XQuAD (per-query scores by pytrec_eval).
 
     Systems differ by real settings: BM25 parameters ``k1``/``b``, or ``doc_chars`` (index only the
-    first characters of each paragraph: a deliberately weaker system for the paired tests).
+    first characters of each paragraph: a deliberately weaker system for the paired tests). ``shared``
+    may be any folder with an ``xquad/<lang>`` layout (the repo's examples/data: a 60-paragraph subset,
+    ``corpus=conditions.SUBSET``).
     """
     results, per_query = [], []
     for language in languages:
@@ -110,7 +113,7 @@ def xquad_measured(shared: Path, languages: list[str], system: str, *, k1: float
         model = f"bm25s k1={k1} b={b}" + (f" first {doc_chars} chars" if doc_chars else "")
         means = {metric: sum(v.values()) / len(v) for metric, v in scores.items()}
         results += _rows(system, model, "XQuADRetrieval", f"xquad-{language}", language, means, len(queries), len(docs),
-                         benchmark="xquad", corpus=conditions.FULL, revision="shared/data/xquad", lexical=True)
+                         benchmark="xquad", corpus=corpus, revision=revision, lexical=True)
         paragraph = {q: min(d for d, r in docs_.items() if r > 0) for q, docs_ in qrels.items()}
         for metric, by_query in scores.items():
             per_query += [{"system": system, "model": model, "task": "XQuADRetrieval", "dataset": f"xquad-{language}",

@@ -24,9 +24,10 @@ BITEXT_METRICS = (F1, ACCURACY, PRECISION, RECALL)
 # mteb's retrieval names are a prefix and a cutoff: ndcg_at_10, map_at_100, ...
 RETRIEVAL_PREFIXES = ("ndcg_at_", "recall_at_", "map_at_", "mrr_at_", "precision_at_")
 
-# how reports, plots, model cards and the CLI name a metric
-METRIC_LABELS = {NDCG_AT_10: "nDCG@10", RECALL_AT_100: "Recall@100", F1: "F1", ACCURACY: "accuracy",
-                 NDCG_AT_100: "nDCG@100", RECALL_AT_10: "Recall@10", MRR_AT_10: "MRR@10"}
+# how reports, plots, model cards and the CLI name a metric: NAME@K for any retrieval metric at a
+# cutoff (the Parquet and CSV tables keep the keys)
+_NAMES = {"ndcg": "nDCG", "recall": "Recall", "mrr": "MRR", "map": "MAP", "precision": "Precision", "f1": "F1",
+          "accuracy": "accuracy"}
 
 
 def is_metric_name(metric: str) -> bool:
@@ -36,5 +37,20 @@ def is_metric_name(metric: str) -> bool:
 
 
 def metric_label(metric: str) -> str:
-    """The label a metric is shown with (its own name where none is declared)."""
-    return METRIC_LABELS.get(metric, metric)
+    """How a metric key is written in HTML, Markdown and the CLI: ``ndcg_at_10`` -> nDCG@10,
+    ``recall_at_100`` -> Recall@100, ``mrr_at_10`` -> MRR@10, ``f1`` -> F1."""
+    name, at, k = metric.rpartition("_at_") if "_at_" in metric else (metric, "", "")
+    return _NAMES.get(name, name) + (f"@{k}" if at else "")
+
+
+class _MetricLabels(dict):
+    """Every metric key has a label: declared here or written from the key (one naming everywhere)."""
+
+    def __missing__(self, metric: str) -> str:
+        return metric_label(metric)
+
+    def get(self, metric: str, default: str | None = None) -> str:  # every key has a label
+        return self[metric]
+
+
+METRIC_LABELS: dict[str, str] = _MetricLabels({m: metric_label(m) for m in (*RETRIEVAL_METRICS, *BITEXT_METRICS)})

@@ -377,18 +377,35 @@ REPORT_PASSKEY: Schema = {
     "needle_template": pl.Utf8(),
     "needle_names": pl.Utf8(),
 }
-# report/compare.parquet (compare mode): per language, task and metric, B minus A.
+# report/compare.parquet (compare mode): per language, task and metric, B minus A; intervals and the paired
+# test as in REPORT_MEASURED / REPORT_COMPARISONS where both sides have per-query scores (else null).
 REPORT_COMPARE: Schema = {
     "language": pl.Utf8(),
     "tier": pl.Utf8(),
     "miracl_low_resource": pl.Boolean(),
     "task": pl.Utf8(),
+    "dataset": pl.Utf8(),
     "metric": pl.Utf8(),
+    "n_docs": pl.Int64(),
     "label_a": pl.Utf8(),
     "value_a": pl.Float64(),
+    "ci_low_a": pl.Float64(),  # 95% interval of value_a
+    "ci_high_a": pl.Float64(),
     "label_b": pl.Utf8(),
     "value_b": pl.Float64(),
+    "ci_low_b": pl.Float64(),
+    "ci_high_b": pl.Float64(),
     "delta": pl.Float64(),  # value_b - value_a, in points
+    "delta_ci_low": pl.Float64(),  # interval of delta at the level Holm tested it at (``confidence``)
+    "delta_ci_high": pl.Float64(),
+    "confidence": pl.Float64(),
+    "method": pl.Utf8(),
+    "n": pl.Int64(),  # queries both sides scored
+    "n_clusters": pl.Int64(),
+    "p_holm": pl.Float64(),  # Holm within (task, metric) across languages, as in REPORT_COMPARISONS
+    "holm_family_size": pl.Int64(),
+    "significant": pl.Boolean(),
+    "mdd": pl.Float64(),  # minimum detectable difference (80% power) at that level, points
 }
 
 

@@ -17,12 +17,15 @@ from workbench.tables import REPORT_COMPARE, conform
 from workbench.report import STAGE
 from workbench.report.analysis import METRIC_LABELS, TIER_RANK
 from workbench.report.inputs import load_results
-from workbench.report.plots import compare_plot
-from workbench.report.render import template_env, write_table
+from workbench import stats
+from workbench.report import measured as measured_mod
+from workbench.report.plots import compare_plot, shared_delta_limits
+from workbench.report.render import delta_words, detail_words, template_env, write_table
 
 
-def _resolve_side(spec: str, registry: Registry) -> tuple[str, pl.DataFrame]:
-    """``PATH[@SYSTEM]`` -> (label, that system's rows). PATH is a results table or a run directory."""
+def _resolve_side(spec: str, registry: Registry) -> tuple[str, str, Path, pl.DataFrame]:
+    """``PATH[@SYSTEM]`` -> (label, system, results table, that system's rows). PATH is a results table or a
+    run directory."""
     path_text, system = spec, ""
     if not Path(spec).exists() and "@" in spec:
         # the first "@" after which the rest is the system (system names may hold "@": minilm@ft-contract)
@@ -43,17 +46,43 @@ def _resolve_side(spec: str, registry: Registry) -> tuple[str, pl.DataFrame]:
     else:
         raise WorkbenchError(f"the table holds several systems ({', '.join(systems)})", where=str(path),
                              fix=f"name one as {path_text}@SYSTEM")
-    return f"{system} ({path})", frame.filter(pl.col("system") == system)
+    return f"{system} ({path})", system, path, frame.filter(pl.col("system") == system)
+
+
+_WHERE = ["task", "dataset", "language", "split", "metric"]
+
+
+def _statistics(path_a: Path, system_a: str, path_b: Path, system_b: str, joined: pl.DataFrame
+                ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Each side's 95% interval and the paired test of B against A, from the per-query scores beside each
+    results table, by the procedures of the main report (:mod:`workbench.stats`, same seeds: the same pair of
+    systems gets the same numbers here as in its report). Sides with the same system name are told apart."""
+    if system_a == system_b:
+        system_a, system_b = f"{system_a} (A)", f"{system_b} (B)"
+    sides = []
+    for path, system, original in ((path_a, system_a, joined["system_a"][0]), (path_b, system_b, joined["system_b"][0])):
+        scores = measured_mod.load_per_query([path]).filter(pl.col("system") == original)
+        sides.append(scores.with_columns(pl.lit(system).alias("system")))
+    per_query = pl.concat(sides).join(joined.select(_WHERE).unique(), on=_WHERE, how="semi")
+    if per_query.height == 0:
+        return pl.DataFrame(schema={**dict.fromkeys(_WHERE, pl.Utf8), "system": pl.Utf8}), \
+            pl.DataFrame(schema=stats.COMPARISON_SCHEMA)
+    intervals = stats.intervals_table(per_query).with_columns(
+        pl.when(pl.col("system") == system_a).then(pl.lit("a")).otherwise(pl.lit("b")).alias("side"))
+    return intervals, stats.comparisons_table(per_query, [(system_a, system_b)])
 
 
 def compare(a_spec: str, b_spec: str, registry: Registry) -> pl.DataFrame:
-    """Per language, task and metric: the value of A, of B, and B - A. Raises on nothing in common."""
-    label_a, a = _resolve_side(a_spec, registry)
-    label_b, b = _resolve_side(b_spec, registry)
+    """Per language, task and metric: the value of A and of B with their 95% intervals, and B - A with the
+    interval and Holm-corrected paired test of the main report (null where a side has no per-query scores).
+    Raises on nothing in common."""
+    label_a, system_a, path_a, a = _resolve_side(a_spec, registry)
+    label_b, system_b, path_b, b = _resolve_side(b_spec, registry)
     # the same data only: the data conditions (benchmark, corpus, split, revision of the files) match too
-    key = list(dict.fromkeys(["task", "dataset", "language", "split", "metric", *conditions.DATA_CONDITIONS]))
-    joined = a.select(*key, pl.col("value").alias("value_a")).join(
-        b.select(*key, pl.col("value").alias("value_b")), on=key, how="inner", nulls_equal=True)
+    key = list(dict.fromkeys([*_WHERE, *conditions.DATA_CONDITIONS]))
+    joined = a.select(*key, "n_docs", pl.col("system").alias("system_a"), pl.col("value").alias("value_a")).join(
+        b.select(*key, pl.col("system").alias("system_b"), pl.col("value").alias("value_b")), on=key, how="inner",
+        nulls_equal=True)
     if joined.height == 0:
         def shape(df):
             return "; ".join(sorted({f"{r['task']}/{r['dataset']}/{r['metric']}" for r in df.iter_rows(named=True)}))[:300]
@@ -61,21 +90,51 @@ def compare(a_spec: str, b_spec: str, registry: Registry) -> pl.DataFrame:
             f"mixed metrics: A and B share no (task, dataset, language, metric) on the same data (benchmark, corpus, split, "
             f"revision): A has {shape(a)}; B has {shape(b)}",
             where="--compare", fix="compare results of the same evaluation (same task, dataset and metric)")
+    intervals, tests = _statistics(path_a, system_a, path_b, system_b, joined)
+    value_ci = {(r["side"], *(r[k] for k in _WHERE)): r for r in intervals.iter_rows(named=True)}
+    paired = {tuple(r[k] for k in _WHERE): r for r in tests.iter_rows(named=True)}
     rows = []
     for rec in joined.sort("task", "metric", "language").iter_rows(named=True):
         fact = registry.get(rec["language"])
-        rows.append({"language": rec["language"], "tier": fact.tier, "miracl_low_resource": fact.miracl_low_resource,
-                     "task": rec["task"], "metric": rec["metric"], "label_a": label_a, "value_a": rec["value_a"],
-                     "label_b": label_b, "value_b": rec["value_b"],
-                     "delta": round(rec["value_b"] - rec["value_a"], 3)})
+        where = tuple(rec[k] for k in _WHERE)
+        row = {"language": rec["language"], "tier": fact.tier, "miracl_low_resource": fact.miracl_low_resource,
+               "task": rec["task"], "dataset": rec["dataset"], "metric": rec["metric"], "n_docs": rec["n_docs"],
+               "label_a": label_a, "value_a": rec["value_a"], "label_b": label_b, "value_b": rec["value_b"],
+               "delta": round(rec["value_b"] - rec["value_a"], 3)}
+        for side in ("a", "b"):
+            got = value_ci.get((side, *where))
+            # an interval belongs to the number shown only where the per-query scores average to it
+            if got is not None and abs(got["mean"] - row[f"value_{side}"]) <= measured_mod.MEAN_TOLERANCE:
+                row |= {f"ci_low_{side}": got["ci_low"], f"ci_high_{side}": got["ci_high"]}
+        test = paired.get(where)
+        if test is not None and "ci_low_a" in row and "ci_low_b" in row:
+            row |= {"delta_ci_low": test["ci_low"], "delta_ci_high": test["ci_high"], "confidence": test["confidence"],
+                    "method": test["method"], "n": test["n"], "n_clusters": test["n_clusters"], "p_holm": test["p_holm"],
+                    "holm_family_size": test["holm_family_size"], "significant": test["significant"], "mdd": test["mdd"]}
+        rows.append(row)
     return conform(pl.DataFrame(rows, schema=REPORT_COMPARE), REPORT_COMPARE, where="compare")
+
+
+def _section_rows(part: pl.DataFrame) -> list[dict]:
+    """Rows of one compare section with the words of the main report's difference cells."""
+    rows = []
+    for r in part.iter_rows(named=True):
+        d = {"delta": r["delta"], "ci_low": r["delta_ci_low"], "ci_high": r["delta_ci_high"],
+             "significant": r["significant"], "p_holm": r["p_holm"], "confidence": r["confidence"],
+             "holm_family_size": r["holm_family_size"], "n": r["n"], "n_clusters": r["n_clusters"], "mdd": r["mdd"]}
+        words = delta_words(d) + ("" if r["delta_ci_low"] is not None else " (no per-query scores: untested)")
+        rows.append({**r, "words": words, "detail": detail_words(d),
+                     "mark": "flat" if not r["significant"] else ("up" if r["delta"] > 0 else "down")})
+    return rows
 
 
 def run_compare(a_spec: str, b_spec: str, out_dir: Path | str, *, registry: Registry | None = None,
                 title: str = "Run comparison") -> StageResult:
-    """Write compare.html, compare.md and compare.parquet/.csv: per-language deltas B - A.
+    """Write compare.html, compare.md and compare.parquet/.csv: per-language B - A with intervals and tests.
 
     ``a_spec``/``b_spec``: ``PATH[@SYSTEM]``, PATH an EVAL_RESULTS table or a run directory.
+    Sections per task and metric, the task's primary metric first and open; a metric that cannot
+    discriminate on any of its datasets is folded with the reason; every chart has the same y scale.
     """
     registry = registry or load_registry()
     table = compare(a_spec, b_spec, registry)
@@ -84,10 +143,27 @@ def run_compare(a_spec: str, b_spec: str, out_dir: Path | str, *, registry: Regi
         part = part.with_columns(pl.col("tier").replace_strict(TIER_RANK, return_dtype=pl.Int64).alias("_rank")).sort(
             "_rank", "language").drop("_rank")
         means = part.group_by("tier", maintain_order=True).agg(pl.col("delta").mean().round(3).alias("mean"), pl.len().alias("n"))
-        sections.append({"task": task, "metric": METRIC_LABELS.get(metric, metric), "rows": part.to_dicts(),
-                         "means": means.to_dicts(), "plot": compare_plot(part, task, metric)})
+        reasons = [measured_mod.cannot_discriminate(metric, [r["value_a"], r["value_b"]], r["n_docs"])
+                   for r in part.iter_rows(named=True)]
+        ceiling = None
+        if all(reasons):
+            ceiling = (f"{METRIC_LABELS[metric]} cannot tell A and B apart on any dataset here: "
+                       + "; ".join(sorted(set(reasons))) + ".")
+        sections.append({"task": task, "metric_key": metric, "metric": METRIC_LABELS[metric], "rows": _section_rows(part),
+                         "means": means.to_dicts(), "ceiling": ceiling, "part": part,
+                         "id": f"{task}-{metric}".replace(" ", "_").replace(".", "_")})
+    primary = set(conditions.PRIMARY_METRIC.values())
+    sections.sort(key=lambda sec: (sec["task"], sec["metric_key"] not in primary))
+    first_of_task: set[str] = set()
+    for sec in sections:
+        sec["open"] = sec["task"] not in first_of_task and not sec["ceiling"]
+        first_of_task.add(sec["task"])
+    limits = shared_delta_limits(table)
+    for sec in sections:
+        sec["plot"] = compare_plot(sec.pop("part"), sec["task"], sec["metric_key"], limits)
+    has_ci = table["delta_ci_low"].null_count() < table.height
     context = {"title": title, "label_a": table["label_a"][0], "label_b": table["label_b"][0], "sections": sections,
-               "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+               "has_ci": has_ci, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     env = template_env()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ PER_QUERY_FILE = "per_query.parquet"
 # recipe does at scale (the paper trains on ~500k examples); the report says so in a warning.
 TINY_TRAINING_SET = 1_000
 # mean of per-query scores vs the aggregate in results.parquet: equal up to the eval stage's rounding
-_MEAN_TOLERANCE = 0.05
+MEAN_TOLERANCE = 0.05
 KEY = ["task", "dataset", "language", "split", "metric"]
 # bitext-mining metrics with no per-pair score (EVAL_PER_QUERY holds accuracy per pair)
 _NOT_PER_PAIR = ("f1", "precision", "recall")
@@ -56,6 +56,22 @@ TRAINING_DATA = "training data"
 INPUT_FORMAT = "input format"
 SYSTEM = "system"
 SEVERAL = "several"
+
+
+def cannot_discriminate(metric: str, values: Sequence[float | None], n_docs: int | None) -> str | None:
+    """Why ``metric`` cannot tell the systems apart on one dataset, in words, or None: Recall@k on a corpus
+    of at most k passages (every passage a system ranks is in its top k, so it measures only whether the
+    system ranked them all), or every system at the ceiling (100)."""
+    from workbench.metrics import metric_label
+
+    name, _, k = metric.rpartition("_at_")
+    if name == "recall" and k.isdigit() and n_docs is not None and n_docs <= int(k):
+        return (f"the corpus has {n_docs:,} passages, no more than {k}: {metric_label(metric)} counts every passage "
+                "a system ranks, so it is 100 for any system that ranks them all")
+    present = [v for v in values if v is not None]
+    if present and all(v >= 100 - 1e-9 for v in present):
+        return f"every system scores 100.0 ({metric_label(metric)} at its ceiling)"
+    return None
 
 
 def load_per_query(results_paths: Sequence[Path | str]) -> pl.DataFrame:
@@ -139,7 +155,7 @@ def measure(results: pl.DataFrame, per_query: pl.DataFrame, registry: Registry, 
             match = intervals.filter(*[pl.col(k) == rec[k] for k in stats.GROUP_KEY])
             if match.height:
                 got = match.row(0, named=True)
-                if abs(got["mean"] - rec["value"]) > _MEAN_TOLERANCE:
+                if abs(got["mean"] - rec["value"]) > MEAN_TOLERANCE:
                     notes.append(f"per-query scores of {rec['system']} on {rec['dataset']} {rec['metric']} average "
                                  f"{got['mean']:.2f}, not the reported {rec['value']:.2f}: no interval shown for it.")
                     got = None

@@ -131,6 +131,7 @@ def measured_plots(sections: list[dict]) -> dict[str, str]:
                    yerr=[err_lo, err_hi] if has_ci else None, capsize=2)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, fontsize=8)
         ax.set_ylabel(f"{sec['metric_label']} (%)")
+        ax.set_ylim(0, 100)  # every chart on the metric's whole scale, so bars compare across charts
         whiskers = "whiskers = 95% interval" if has_ci else "no per-query scores: no intervals"
         ax.set_title(f"{sec['label']} ({sec['corpus']}): {sec['metric_label']} measured here; {whiskers}", fontsize=9)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -138,17 +139,43 @@ def measured_plots(sections: list[dict]) -> dict[str, str]:
     return plots
 
 
-def compare_plot(part: pl.DataFrame, task: str, metric: str) -> str:
-    """Compare mode: B - A per language for one task and metric (rows of REPORT_COMPARE, in table order)."""
+def shared_delta_limits(table: pl.DataFrame) -> tuple[float, float]:
+    """One y range for every chart of a compare view (REPORT_COMPARE rows): every difference and its interval
+    fits, 0 included, so panels are read on one scale and a small difference never fills its frame."""
+    lows = [v for v in [*table["delta"].to_list(), *table["delta_ci_low"].to_list()] if v is not None]
+    highs = [v for v in [*table["delta"].to_list(), *table["delta_ci_high"].to_list()] if v is not None]
+    low, high = min([0.0, *lows]), max([0.0, *highs])
+    pad = max(high - low, 1.0) * 0.08
+    return low - pad, high + pad
+
+
+def compare_plot(part: pl.DataFrame, task: str, metric: str, limits: tuple[float, float] | None = None) -> str:
+    """Compare mode: B - A per language for one task and metric (rows of REPORT_COMPARE, in table order), with
+    the interval of each difference as whiskers and its mark (the same ▲/▼/≈ as the table: significant after
+    Holm or not); ``limits``: the y range shared by every chart of the page."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * part.height + 2), 3))
-    colors = ["#1b7f3b" if d >= 0 else "#b00020" for d in part["delta"].to_list()]
-    ax.bar(part["language"].to_list(), part["delta"].to_list(), color=colors)
+    rows = part.to_dicts()
+    marks = ["" if r["delta_ci_low"] is None else "\u2248" if not r["significant"] else
+             ("\u25b2" if r["delta"] > 0 else "\u25bc") for r in rows]
+    colors = ["#bbbbbb" if not r["significant"] else ("#1b7f3b" if r["delta"] > 0 else "#b00020") for r in rows]
+    has_ci = any(r["delta_ci_low"] is not None for r in rows)
+    err = [[r["delta"] - r["delta_ci_low"] if r["delta_ci_low"] is not None else 0 for r in rows],
+           [r["delta_ci_high"] - r["delta"] if r["delta_ci_high"] is not None else 0 for r in rows]]
+    xs = list(range(len(rows)))
+    ax.bar(xs, [r["delta"] for r in rows], color=colors, edgecolor="black", linewidth=0.4,
+           yerr=err if has_ci else None, capsize=3)
+    ax.set_xticks(xs, [f"{r['language']} {m}" if has_ci else r["language"] for r, m in zip(rows, marks)])
+    if limits is not None:
+        ax.set_ylim(*limits)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylabel(f"B - A, {METRIC_LABELS.get(metric, metric)} (points)")
-    ax.set_title(f"{task}: {METRIC_LABELS.get(metric, metric)}")
+    label = METRIC_LABELS.get(metric, metric)
+    ax.set_ylabel(f"B - A, {label} (points)")
+    whiskers = ("whiskers: interval at Holm's level; grey = not significant" if has_ci else
+                "no per-query scores: no intervals, untested")
+    ax.set_title(f"{task}: {label}; {whiskers}; same scale in every chart", fontsize=8)
     return _png(fig)

@@ -142,7 +142,7 @@ def _mteb_table(a: Analysis, source_ids: dict[str, int]) -> tuple[list[str], lis
     return systems, rows
 
 
-def _delta_words(c: dict) -> str:
+def delta_words(c: dict) -> str:
     """'▲ +8.1 [+5.0, +11.2]': ▲ / ▼ = significantly higher / lower after Holm (the shown interval excludes
     0), ≈ = not; the sign is a symbol too, never colour alone."""
     if c.get("ci_low") is None:
@@ -151,7 +151,7 @@ def _delta_words(c: dict) -> str:
     return f"{mark} {c['delta']:+.1f} [{c['ci_low']:+.1f}, {c['ci_high']:+.1f}]"
 
 
-def _detail_words(c: dict) -> str:
+def detail_words(c: dict) -> str:
     """The second line of a difference cell: level, test, and what could not have been detected."""
     if c.get("p_holm") is None:
         return ""
@@ -199,27 +199,87 @@ def measured_sections(m: measured_mod.Measured, registry: Registry, focus: str) 
                                    & (pl.col("dataset") == dataset))
                 if hit.height:
                     c = hit.row(0, named=True)
-                    deltas.append({**c, "words": _delta_words(c), "detail": _detail_words(c)})
+                    deltas.append({**c, "words": delta_words(c), "detail": detail_words(c)})
                 elif a in cells and b in cells:
                     d = {"delta": cells[b]["value"] - cells[a]["value"], "ci_low": None, "significant": None}
-                    deltas.append({**d, "words": _delta_words(d) + " (no per-query scores: untested)", "detail": ""})
+                    deltas.append({**d, "words": delta_words(d) + " (no per-query scores: untested)", "detail": ""})
                 else:
                     deltas.append(None)
             lang = registry.get(language)
+            n_docs = next((c["n_docs"] for c in cells.values() if c["n_docs"] is not None), None)
             rows.append({"language": language, "name": lang.name, "tier": lang.tier, "dataset": dataset,
                          "cells": [cells.get(s) for s in systems], "deltas": deltas,
-                         "n": next((c["n_queries"] for c in cells.values() if c["n_queries"] is not None), None)})
+                         "n": next((c["n_queries"] for c in cells.values() if c["n_queries"] is not None), None),
+                         "ceiling": measured_mod.cannot_discriminate(metric, [c["value"] for c in cells.values()], n_docs)})
         first = part.row(0, named=True)
         sections.append({"task": task, "benchmark": benchmark, "label": _task_label(benchmark), "corpus": corpus,
+                         "task_kind": first["task_kind"],
                          "corpus_words": conditions.CORPUS_WORDS.get(corpus, corpus), "split": split, "metric": metric,
                          "metric_label": METRIC_LABELS.get(metric, metric), "systems": systems,
                          "system_notes": [_system_note(m, s, part) for s in systems],
-                         "pairs": [f"{b} \u2212 {a}" for a, b in pairs],
+                         "pairs": [f"{b} \u2212 {a}" for a, b in pairs], "pair_keys": pairs,
                          "pair_causes": [CAUSE_WORDS.get(causes.get(p, ""), "") for p in pairs], "rows": rows,
-                         "revision": first["revision"],
+                         "revision": first["revision"], "ceiling": _section_ceiling(rows, METRIC_LABELS[metric]),
                          "id": f"measured-{task}-{corpus}-{metric}".replace(" ", "_").replace(".", "_")})
     order = {"miracl": 0, "tatoeba": 2}
     return sorted(sections, key=lambda sec: (order.get(sec["benchmark"], 1), sec["task"], sec["metric"] != "ndcg_at_10"))
+
+
+def _section_ceiling(rows: list[dict], label: str) -> str | None:
+    """When the metric cannot discriminate on any dataset of a section: the note the folded section carries."""
+    if not rows or not all(r["ceiling"] for r in rows):
+        return None
+    reasons = sorted({r["ceiling"] for r in rows})
+    if len(reasons) == 1:
+        return f"{label} cannot tell these systems apart on any dataset here: {reasons[0]}."
+    return (f"{label} cannot tell these systems apart on any dataset here: "
+            + "; ".join(f"{r['dataset']}: {r['ceiling']}" for r in rows) + ".")
+
+
+def main_result(sections: list[dict], m: measured_mod.Measured, focus: str) -> dict:
+    """The first screen: per task and language, every measured system on the task's primary metric (nDCG@10
+    for retrieval, accuracy for bitext mining; a task without it leads with its first metric) with its 95%
+    interval, and the one difference that answers "what changed" (what the training data did, where the
+    base was measured under the focus system's contract; else the first shown pair with the focus system)
+    with its interval and mark. Cells and differences are the measured sections' own (no new numbers)."""
+    by_task: dict[tuple, dict] = {}
+    for sec in sections:
+        key = (sec["task"], sec["corpus"])
+        primary = conditions.PRIMARY_METRIC.get(sec["task_kind"])
+        if key not in by_task or (sec["metric"] == primary and by_task[key]["metric"] != primary):
+            by_task[key] = sec
+    chosen = [sec for sec in sections if by_task.get((sec["task"], sec["corpus"])) is sec]
+    shown = [p for p in m.shown_pairs(focus) if focus in p]
+    pair = shown[0] if shown else None
+    cause = None
+    if pair is not None:
+        hit = m.comparisons.filter((pl.col("system_a") == pair[0]) & (pl.col("system_b") == pair[1]))
+        cause = CAUSE_WORDS.get(hit["cause"][0], hit["cause"][0]) if hit.height else None
+    systems = [s for s in m.systems if any(s in sec["systems"] for sec in chosen)]
+    rows = []
+    for sec in chosen:
+        j = sec["pair_keys"].index(pair) if pair in sec["pair_keys"] else None
+        for row in sec["rows"]:
+            cells = [row["cells"][sec["systems"].index(s)] if s in sec["systems"] else None for s in systems]
+            rows.append({"task": sec["label"], "corpus_words": sec["corpus_words"], "metric_label": sec["metric_label"],
+                         "section_id": sec["id"], "language": row["language"], "name": row["name"],
+                         "tier": row["tier"], "dataset": row["dataset"], "n": row["n"], "cells": cells,
+                         "delta": row["deltas"][j] if j is not None else None, "ceiling": row["ceiling"]})
+    return {"systems": systems, "focus": focus, "rows": rows, "cause": cause,
+            "pair": f"{pair[1]} \u2212 {pair[0]}" if pair else None,
+            "tasks": list(dict.fromkeys(f"{sec['label']} ({sec['corpus_words']})" for sec in chosen)),
+            "metrics": list(dict.fromkeys(sec["metric_label"] for sec in chosen)),
+            "languages": list(dict.fromkeys(r["language"] for r in rows))}
+
+
+def measured_lede(m: measured_mod.Measured, cards: list, focus: str) -> dict:
+    """The one line above the main result: which run, which systems and models, and a compact training-size
+    warning (the full one is on the training card)."""
+    card = next((c for c in cards if c.system == focus), None)
+    models = {s: measured_mod.display_path(str(m.facts[s].model)) for s in m.systems if s in m.facts}
+    tiny = card is not None and card.records is not None and card.records < measured_mod.TINY_TRAINING_SET
+    return {"systems": m.systems, "models": models, "card": card, "tiny": tiny,
+            "recipe_records": "~500k"}
 
 
 def _system_note(m: measured_mod.Measured, system: str, part: pl.DataFrame) -> str:
@@ -312,10 +372,10 @@ def tatoeba_rows(m: measured_mod.Measured, audit: pl.DataFrame | None, cards: li
             elif change.get("ci_low") is None:
                 sentence = f"{label} {change['delta']:+.1f} from the training data (no per-query scores: no interval, untested)."
             elif change["significant"]:
-                sentence = (f"{label} {_delta_words(change)} from the training data (trained minus {base}; significant, "
+                sentence = (f"{label} {delta_words(change)} from the training data (trained minus {base}; significant, "
                             f"Holm-corrected p = {change['p_holm']:.3g}).")
             else:
-                sentence = (f"{label} {_delta_words(change)} from the training data (trained minus {base}; not "
+                sentence = (f"{label} {delta_words(change)} from the training data (trained minus {base}; not "
                             f"significant, Holm-corrected p = {change['p_holm']:.3g}; only a change of about "
                             f"\u00b1{change['mdd']:.1f} or more could have been detected).")
             if change is not None and change.get("seed_deltas"):
@@ -342,6 +402,9 @@ def render(a: Analysis, config: ReportSection, inputs: list[dict], plots: dict[s
     first.setdefault("significance", [])
     first.setdefault("cards", [])
     first.setdefault("warnings", [])
+    first.setdefault("alerts", first["warnings"])
+    first.setdefault("main", {"rows": [], "systems": [], "pair": None})
+    first.setdefault("lede", {})
     first.setdefault("compare_link", None)
     first.setdefault("measured_notes", [])
     tatoeba_builder = first.pop("tatoeba_builder", None)

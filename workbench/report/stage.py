@@ -56,6 +56,8 @@ from workbench.report.plots import measured_plots, miracl_chart_values, miracl_p
 from workbench.report.references import load_references, reference_dir
 from workbench.report.tiers import tier_question
 from workbench.report.render import (
+    main_result,
+    measured_lede,
     measured_sections,
     render,
     significance_lines,
@@ -136,12 +138,14 @@ def build_report(
         inputs.append({"role": "audit", "path": str(audit), "sha256": file_sha256(Path(audit))})
     sections = measured_sections(measured, registry, analysis.focus)
     plots = miracl_plots(analysis) | measured_plots(sections)
-    warnings = measured_mod.leakage_warnings(cards, frame) + [f"{c.system}: {w}" for c in cards for w in c.warnings]
+    alerts = measured_mod.leakage_warnings(cards, frame)
+    warnings = alerts + [f"{c.system}: {w}" for c in cards for w in c.warnings]
     out = Path(out_dir)
     compare_link = compare_view(frame, measured, analysis.focus, out, registry)
     first = {
         "sections": sections, "significance": significance_lines(measured, analysis.focus), "cards": cards,
-        "warnings": warnings,
+        "warnings": warnings, "alerts": alerts, "main": main_result(sections, measured, analysis.focus),
+        "lede": measured_lede(measured, cards, analysis.focus),
         "compare_link": compare_link, "measured_notes": measured.notes, "comparisons": measured.comparisons,
         "passkey": passkey,
         "tatoeba_builder": lambda ids: tatoeba_rows(measured, audit_df, cards, refs, analysis.focus, registry, ids),
