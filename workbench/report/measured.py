@@ -37,6 +37,7 @@ from workbench.encoder import CONTRACT_FILE
 from workbench.errors import TableError
 from workbench.languages import Registry
 from workbench.report.inputs import SystemFacts, system_facts
+from workbench.resources import INSTALLED_ROOT, REPO_ROOT
 from workbench.run import read_parquet, read_parquet_unchecked
 from workbench.tables import EVAL_CELL_KEY, EVAL_PER_QUERY, REPORT_COMPARISONS, REPORT_MEASURED, conform
 
@@ -246,6 +247,9 @@ def display_path(path: str | None) -> str | None:
         return path
     if "site-packages/" in path:
         return path.split("site-packages/", 1)[1] + " (installed package)"
+    for root, suffix in ((REPO_ROOT, " (shipped with the workbench)"), (INSTALLED_ROOT, " (installed with the workbench)")):
+        if Path(path).resolve().is_relative_to(root.resolve()) and not Path.cwd().resolve().is_relative_to(root.resolve()):
+            return Path(path).resolve().relative_to(root.resolve()).as_posix() + suffix
     try:
         return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd().resolve()) else path
     except ValueError:
