@@ -22,7 +22,7 @@ from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_s
 from workbench.filter.script import words
 from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
-from workbench.runner import run_pipeline
+from workbench.pipeline import run_pipeline
 from workbench.run import Run
 from workbench.tables import FILTERED, GENERATED
 from workbench.testing.openai_double import Faults, OpenAIDouble

@@ -46,8 +46,7 @@ from workbench.filter.script import words
 from workbench.generate.budget import TRUNCATED
 from workbench.languages import TIERS, Registry
 from workbench.run import Run, StageResult, atomic_write_bytes, now
-from workbench.runner import run_stage
-from workbench.stages import StageInput
+from workbench.runner import Stage, StageInput, run_stage
 from workbench.tables import AUDIT_SUMMARY, FILTERED, GENERATED, PLAN
 
 STAGE = "audit"
@@ -328,7 +327,7 @@ def _render_html(context: dict) -> str:
 def run_audit(run: Run, config: RunConfig, registry: Registry) -> StageResult:
     """Write ``audit/summary.parquet``, ``audit/audit.json`` and ``audit/index.html`` for ``run``,
     through the runner (skipped when current)."""
-    return run_stage(run, STAGE, config, registry)
+    return run_stage(run, AUDIT, config, registry)
 
 
 def write_audit(inputs: StageInput) -> StageResult:
@@ -380,3 +379,7 @@ def write_audit(inputs: StageInput) -> StageResult:
                       "audit/index.html": len(rows), f"audit/{REVIEW_FILE}": totals["rejected"]}
     result.stats = {"totals": totals, "seconds": round(time.perf_counter() - start, 3)}
     return result
+
+
+AUDIT = Stage(STAGE, reads=("plan", "generate", "filter"), sections=(), body=write_audit,
+              writes="audit/ (summary.parquet, audit.json, index.html)", languages=True)
