@@ -52,7 +52,7 @@ $(STAMP): pyproject.toml $(LLAMA_STAMP) | $(BIN)/python
 
 install: $(STAMP)
 
-# The test extras on top (pytest, the test server, metric cross-checks).
+# The test extras on top (pytest, the test server, metric cross-checks, ruff).
 $(VENV)/.installed-dev: $(STAMP)
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $@
@@ -74,6 +74,7 @@ browser:
 	  else echo "chromium missing: install Debian's 'chromium' package for the HTML tests"; fi; }
 
 test: install-dev browser
+	$(BIN)/ruff check workbench tests benchmarks tools examples
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean-runs:

@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the repo and to ../shared/data, and a fresh languages copy."""
+"""Shared fixtures: paths to the repo and to ../shared/data, a fresh languages copy, the language
+registry, the default filter section and its LID ensemble (loaded once: the models take seconds)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from workbench.config import FilterSection
+from workbench.filter.lid import Ensemble
+from workbench.languages import Registry, load_registry
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -25,3 +30,21 @@ def languages_copy(tmp_path: Path) -> Path:
     target = tmp_path / "languages"
     shutil.copytree(REPO / "languages", target)
     return target
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    """The shipped language registry (read-only: tests that change a file use ``languages_copy``)."""
+    return load_registry()
+
+
+@pytest.fixture(scope="session")
+def section() -> FilterSection:
+    """The default ``[filter]`` section."""
+    return FilterSection()
+
+
+@pytest.fixture(scope="session")
+def ensemble(registry: Registry, section: FilterSection) -> Ensemble:
+    """The default LID ensemble over the shipped registry."""
+    return Ensemble.load(registry, section)

@@ -1,35 +1,22 @@
-"""Helpers shared by the filter and audit tests: the registry, filter section and LID ensemble
-fixtures, generated rows, and real-text generated tables in a run directory."""
+"""Helpers shared by the filter and audit tests: generated rows, and real-text generated tables in a
+run directory (the registry, filter section and LID ensemble fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
-import pytest
-
-from workbench.config import FilterSection, RunConfig
+from workbench.config import RunConfig
 from workbench.families import EXAMPLE_FIELDS, PLACEHOLDER_COLUMNS
-from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
-from workbench.filter.lid import Ensemble
-from workbench.languages import Registry, load_registry
+from workbench.languages import Registry
 from workbench.run import Run
 from workbench.tables import GENERATED
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return load_registry()
-
-
-@pytest.fixture(scope="module")
-def section():
-    return FilterSection()
-
-
-@pytest.fixture(scope="module")
-def ensemble(registry, section):
-    return Ensemble.load(registry, section)
+from workbench.testing.samples import (
+    generated_table,
+    synthetic_rows,
+    tatoeba_sentences,
+    xquad_paragraphs,
+)
 
 
 def make_row(language: str, family: str, **fields) -> dict:

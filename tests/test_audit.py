@@ -11,13 +11,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from filter_fixtures import make_run
 from workbench.audit import distinct_n, run_audit
 from workbench.config import RunConfig
 from workbench.errors import TableError
 from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
 from workbench.tables import AUDIT_SUMMARY, FILTERED, GENERATED
+
+from filter_fixtures import make_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 LANGS = {"sw": 60, "am": 40, "ms": 40, "ja": 40}

@@ -21,7 +21,8 @@ import pytest
 
 from workbench.testing.openai_double import OpenAIDouble
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 KEY = "right-key"
 
 

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from workbench.cli import app
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 runner = CliRunner()
 
 

@@ -243,7 +243,7 @@ HOLD_LOCK = """
 import sys, time
 from pathlib import Path
 from workbench.run import Run
-with Run.open(Path(sys.argv[1])).writer_lock():
+with Run.open(Path(sys.argv[1])).lock.writer():
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))
 """

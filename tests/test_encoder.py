@@ -19,11 +19,12 @@ import pytest
 import torch
 from mteb.types import PromptType
 
-from train_support import accepted_run, tiny_model, train_config
 from workbench import encoder as contract
 from workbench.encoder import QUERY_TEMPLATE, check_eos, load_spec, minilm_path, tokenize
 from workbench.errors import WorkbenchError
 from workbench.eval.encoders import WorkbenchEncoder
+
+from train_support import accepted_run, tiny_model, train_config
 
 torch.set_num_threads(1)
 MAX_LENGTH = 32

@@ -26,7 +26,8 @@ from workbench.languages import load_registry
 from workbench.run import Run
 from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 EXAMPLE_XQUAD = REPO / "examples" / "data" / "xquad"
 
 
@@ -306,3 +307,23 @@ def test_minilm_through_mteb_then_rerun_is_fully_cached(
     assert not run_eval(run, config, load_registry()).current  # everything comes from RUN/eval/embeddings
     again = run.read_table("eval", "results", EVAL_RESULTS).filter(pl.col("metric") == "ndcg_at_10")
     assert dict(zip(again["system"], again["value"], strict=True)) == values
+
+
+def test_every_eval_system_key_names_systems_and_no_other_key_is_accepted(tmp_path: Path) -> None:
+    """workbench.systems owns the eval_systems vocabulary: the config accepts exactly its keys and
+    pipeline_systems turns each one into at least one system (a key added there without a branch fails)."""
+    from workbench.config import parse_config
+    from workbench.errors import ConfigError
+    from workbench.eval.stage import pipeline_systems
+    from workbench.systems import BM25, EVAL_SYSTEM_KEYS, MINILM
+
+    run = Run.create(tmp_path / "run")
+    for key in EVAL_SYSTEM_KEYS:
+        config = parse_config({"pipeline": {"eval_systems": [key]}}, where="run.toml")
+        systems = pipeline_systems(run, config.pipeline, config.train)
+        assert systems and {settings["key"] for settings in systems.values()} == {key}, key
+    config = parse_config({"pipeline": {"eval_systems": list(EVAL_SYSTEM_KEYS)}}, where="run.toml")
+    models = {name: settings["model"] for name, settings in pipeline_systems(run, config.pipeline, config.train).items()}
+    assert models[BM25] == BM25 and models[MINILM] == MINILM  # no [train] model: the demo embedder is the base
+    with pytest.raises(ConfigError, match="pipeline.eval_systems"):
+        parse_config({"pipeline": {"eval_systems": ["bm42"]}}, where="run.toml")

@@ -17,14 +17,15 @@ import pytest
 
 from workbench.config import RunConfig
 from workbench.errors import UnknownLanguageError, WorkbenchError
-from workbench.eval.targets import build_target
 from workbench.eval.bitext import load_laser_pair
 from workbench.eval.stage import run_eval
+from workbench.eval.targets import build_target
 from workbench.languages import load_registry
 from workbench.run import Run
 from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 EXAMPLE_TATOEBA = REPO / "examples" / "data" / "tatoeba"
 
 
@@ -61,7 +62,7 @@ def test_minilm_on_amharic_reproduces_the_published_mteb_result(tmp_path: Path, 
 def test_targets_label_complete_sets_and_subsets(tmp_path: Path) -> None:
     registry = load_registry()
     target = build_target(_config(data_dir=str(EXAMPLE_TATOEBA)).eval, registry)
-    assert target.task_name == "Tatoeba" and target.kind == "bitext"
+    assert target.task_name == "Tatoeba" and target.kind == "bitext-mining"
     assert target.datasets == {f"{c}-eng": f"tatoeba-{c}-eng" for c in ("amh", "deu", "jpn", "swh")}
     assert target.languages == {"amh-eng": "am", "deu-eng": "de", "jpn-eng": "ja", "swh-eng": "sw"}
     assert {s: c["pairs"] for s, c in target.counts.items()} == {"amh-eng": 168, "deu-eng": 1000, "jpn-eng": 1000, "swh-eng": 390}

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-from workbench.errors import WorkbenchError
-from workbench.encoder import load_spec, minilm_path, task_instructions
-from workbench.eval.encoders import WorkbenchEncoder
 from mteb.types import PromptType
+
+from workbench.encoder import load_spec, minilm_path, task_instructions
+from workbench.errors import WorkbenchError
+from workbench.eval.encoders import WorkbenchEncoder
 
 TEXTS = [
     "Where is the Eiffel tower?",

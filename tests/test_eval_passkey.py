@@ -26,7 +26,8 @@ from workbench.report.stage import build_report
 from workbench.run import Run
 from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 TATOEBA = REPO / "examples" / "data" / "tatoeba"
 REGISTRY = load_registry()
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from cli_support import workbench
 
 from workbench.config import RunConfig
 from workbench.eval.sharded import Shard, ShardStore, content_digest, owned, plan_shards, shard_rows, torchrun_argv
@@ -27,7 +26,9 @@ from workbench.run import Run
 from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
 from workbench.testing.corpora import write_synthetic_beir
 
-REPO = Path(__file__).resolve().parent.parent
+from cli_support import workbench
+from conftest import REPO
+
 YO_SUBSET = REPO / "examples" / "data" / "miracl-yo"
 KEY = ["system", "model", "task", "dataset", "language", "split", "metric"]
 YO_ARGS = ("--model", "minilm", "--task", "miracl", "-l", "yo", "--data-dir", str(YO_SUBSET))

@@ -14,12 +14,10 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import polars as pl
 import pytest
 
-from filter_fixtures import make_run
 from workbench.config import RunConfig, parse_config
 from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
@@ -29,8 +27,9 @@ from workbench.tables import ACCEPTED, EVAL_RESULTS, REJECTED
 from workbench.testing.openai_double import OpenAIDouble
 
 from cli_support import workbench
+from conftest import REPO
+from filter_fixtures import make_run
 
-REPO = Path(__file__).resolve().parent.parent
 LANGUAGES = ("sw", "de", "so")  # so: no accepted rows (see the module docstring)
 
 
@@ -243,9 +242,10 @@ def test_model_card_names_no_local_path_is_refreshed_by_eval_and_is_what_push_pu
                                                                                           shared_data, monkeypatch):
     """MiniLM trained on a real run; eval after training rewrites the card's Evaluation section, and
     --push-model-to-hub uploads that card (the upload itself is the fake Hub's)."""
-    from train_support import accepted_run, train_config
     from workbench.encoder import minilm_path
     from workbench.train.stage import run_train
+
+    from train_support import accepted_run, train_config
 
     run = accepted_run(tmp_path / "run", shared_data, n=12)
     run_train(run, train_config("minilm", deepspeed="none", lora=False, steps=2, batch_size=4, max_length=32,

@@ -37,7 +37,8 @@ import pytest
 
 from workbench.testing.openai_double import Faults, OpenAIDouble
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 KEY = "right-key"
 XQUAD = REPO / "examples" / "data" / "xquad"
 

@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 from datasketch import LeanMinHash, MinHashLSH
 
-from filter_fixtures import registry  # noqa: F401  (pytest fixture)
 from workbench.config import RunConfig
 from workbench.families import FAMILIES
 from workbench.filter.dedup import find_duplicates, lsh_bands, signature, signatures
@@ -33,7 +32,12 @@ from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
 from workbench.run import Run
 from workbench.tables import FILTERED, GENERATED
-from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
+from workbench.testing.samples import (
+    generated_table,
+    synthetic_rows,
+    tatoeba_sentences,
+    xquad_paragraphs,
+)
 
 
 def _reference_duplicates(texts, *, exact=True, near=True, threshold=0.8, num_perm=64, shingle_chars=5, seed=1,
@@ -182,7 +186,13 @@ def test_a_field_without_the_needed_characters_is_not_boilerplate(texts):
 
     import regex
 
-    from workbench.filter.rules import _BOILERPLATE, BOILERPLATE_NEEDS, PLACEHOLDERS, REFUSALS, _may_be_boilerplate
+    from workbench.filter.rules import (
+        _BOILERPLATE,
+        BOILERPLATE_NEEDS,
+        PLACEHOLDERS,
+        REFUSALS,
+        _may_be_boilerplate,
+    )
 
     every = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c < 0xE000)
     needs = set(BOILERPLATE_NEEDS)

@@ -12,13 +12,11 @@ import random
 import polars as pl
 import pytest
 
-from filter_fixtures import ensemble, make_row, registry, section  # noqa: F401  (pytest fixtures)
 from workbench.audit import run_audit
 from workbench.config import FilterSection, RunConfig, parse_config
 from workbench.errors import ConfigError
 from workbench.filter.lid import Ensemble, Vote
 from workbench.filter.rules import check_row
-from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences
 from workbench.filter.script import words
 from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
@@ -26,6 +24,9 @@ from workbench.pipeline import run_pipeline
 from workbench.run import Run
 from workbench.tables import FILTERED, GENERATED
 from workbench.testing.openai_double import Faults, OpenAIDouble
+from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences
+
+from filter_fixtures import make_row
 
 # UDHR article 1 in Amharic, written as formal Amharic writes it: words separated by the Ethiopic
 # wordspace ፡ (U+1361), no spaces; sentences end with ። (U+1362).

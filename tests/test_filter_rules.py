@@ -6,16 +6,18 @@ import dataclasses
 
 import pytest
 
-from filter_fixtures import ensemble, make_row, registry, section  # noqa: F401  (pytest fixtures)
 from workbench.config import FilterSection, RunConfig, parse_config
 from workbench.errors import ConfigError
+from workbench.families import FAMILIES
 from workbench.filter.dedup import find_duplicates
 from workbench.filter.lid import Ensemble, lid176_path
+from workbench.filter.members import MEMBERS, UNSUPPORTED, LidMember
 from workbench.filter.rules import REASONS, check_row
-from workbench.testing.samples import tatoeba_sentences, xquad_paragraphs
 from workbench.filter.script import script_share
-from workbench.families import FAMILIES
 from workbench.languages import load_registry
+from workbench.testing.samples import tatoeba_sentences, xquad_paragraphs
+
+from filter_fixtures import make_row
 
 # Real Tatoeba sentences (amh-eng pair 2 and 3, romanised by hand): Amharic in the Latin script.
 LATIN_AMHARIC = "Tom bizu gize ke wishaw gar yinageral. Temari aydelehum. Bewnet yasferal, ene alawkim."
@@ -260,6 +262,49 @@ def test_member_registry_drives_config_and_labels(registry):
     ensemble = Ensemble.load(registry, section)
     assert [m.name for m in ensemble.members] == ["cld2", "cld3", "lingua"]  # cheapest first, by MEMBERS' cost
     assert "lingua" not in ensemble.covers("gl") and "lingua" in ensemble.covers("sw")  # lingua has no Galician
+
+
+def test_config_accepts_exactly_the_registered_members():
+    for name in MEMBERS:  # every registered member is a valid filter.members / filter.weights name
+        config = parse_config({"filter": {"members": [name], "weights": {name: 2.0}}}, where="run.toml")
+        assert config.filter.members == [name]
+    assert set(RunConfig().filter.weights) == set(MEMBERS)
+    assert RunConfig().filter.members == [name for name, member in MEMBERS.items() if member.on_by_default]
+    with pytest.raises(ConfigError, match="filter.weights.*'cld4' is not an LID member"):
+        parse_config({"filter": {"weights": {"cld4": 1.0}}}, where="run.toml")
+
+
+class _ScriptGuessMember(LidMember):
+    """A new LID model, registered the way a contributor would: one class (labels from the run, like 'extra')."""
+
+    name = "script_guess"
+    label_field = None
+    cost = 1.0  # cheaper than every real member: asked first
+
+    def predict(self, text: str) -> tuple[str, float]:
+        return ("am", 0.9) if any("\u1200" <= ch <= "\u137f" for ch in text) else ("", 0.0)
+
+    @classmethod
+    def known_labels(cls) -> set[str]:
+        return {"am"}
+
+    @classmethod
+    def labels(cls, registry, section) -> dict[str, str]:
+        return {code: code if code == "am" else UNSUPPORTED for code in registry.by_code}
+
+
+def test_adding_a_member_is_one_class_in_the_registry(monkeypatch, registry, text):
+    """With the class in MEMBERS (nothing else edited), config validates it, weighs it by its
+    default and the ensemble asks it first (cost) and counts its vote."""
+    monkeypatch.setitem(MEMBERS, _ScriptGuessMember.name, _ScriptGuessMember)
+    config = parse_config({"filter": {"members": ["script_guess", "cld2"]}}, where="run.toml")
+    assert config.filter.weights["script_guess"] == 1.0
+    ensemble = Ensemble.load(registry, config.filter)
+    assert [m.name for m in ensemble.members] == ["script_guess", "cld2"]
+    assert "script_guess" in ensemble.covers("am") and "script_guess" not in ensemble.covers("sw")  # its labels
+    amharic = next(s for s in text["am"] if len(s) > 25)
+    verdict = ensemble.decide(amharic, "am")
+    assert verdict.accepted and [vote.member for vote in verdict.votes][0] == "script_guess"
 
 
 def test_lingua_and_cld3_vote_on_real_text(text, registry):

@@ -10,13 +10,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from filter_fixtures import make_run, registry  # noqa: F401  (registry: a pytest fixture)
 from workbench.config import RunConfig
 from workbench.errors import TableError
 from workbench.filter.stage import run_filter
 from workbench.tables import FILTERED, GENERATED
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+from filter_fixtures import make_run
 
 
 @pytest.fixture(scope="module")

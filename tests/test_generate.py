@@ -24,7 +24,8 @@ from workbench.runconfig import resolve_run_config
 from workbench.tables import GENERATED, TASKS
 from workbench.testing.openai_double import Faults, OpenAIDouble
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 2.0, "model": "double"}
 
 

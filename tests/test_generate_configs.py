@@ -23,7 +23,8 @@ from workbench.runconfig import resolve_run_config
 from workbench.tables import FILTERED, GENERATED, PLAN
 from workbench.testing.openai_double import Faults, OpenAIDouble
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 EXAMPLES = sorted((REPO / "examples").glob("*.toml"))
 
 

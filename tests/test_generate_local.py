@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from workbench.generate.stage import run_generate
 from workbench.generate.local import LocalServer, gguf_path
+from workbench.generate.stage import run_generate
 from workbench.languages import load_registry
 from workbench.plan import run_plan
 from workbench.runconfig import resolve_run_config

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from workbench.errors import ConfigError, UnknownLanguageError
-from workbench.filter.members import MEMBERS
+from workbench.filter.members import LABEL_FIELDS, MEMBERS
 from workbench.languages import LID_MODELS, UNSUPPORTED, load_registry, tier_for_tokens
 
 GENERATION_CODES = set(
@@ -121,13 +122,19 @@ def test_broken_toml_syntax_names_the_file(languages_copy: Path):
 
 
 def test_lid_label_columns_are_the_labelled_members_of_the_member_registry(registry):
-    assert LID_MODELS == tuple(name for name, member in MEMBERS.items() if member.label_field)
-    assert set(LID_MODELS) == set(registry.get("en").lid.model_dump())
+    """The member registry owns the [lid] columns: each member's label_field is a column of every
+    language file, and no file has a column that no member reads."""
+    label_fields = [member.label_field for member in MEMBERS.values() if member.label_field]
+    assert LID_MODELS == tuple(label_fields) == tuple(LABEL_FIELDS)
+    assert all(MEMBERS[LABEL_FIELDS[field]].label_field == field for field in LID_MODELS)
+    for path in sorted(registry.directory.glob("*.toml")):
+        columns = tomllib.loads(path.read_text(encoding="utf-8"))["lid"]
+        assert list(columns) == label_fields, path.name  # same fields, in the registry's order
 
 
 def test_lid_labels_exist_in_the_real_models(registry):
     """Every label the registry names is one the installed model can actually emit."""
-    known = {name: MEMBERS[name].known_labels() for name in LID_MODELS}
+    known = {field: MEMBERS[LABEL_FIELDS[field]].known_labels() for field in LID_MODELS}
     assert len(known["fasttext_lid176"]) == 176
     for lang in registry:
         for model_name, label in lang.lid.model_dump().items():

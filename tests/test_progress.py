@@ -26,9 +26,9 @@ from workbench.cli_render import StageProgress, eval_line, train_line
 from workbench.progress import EvalProgress, TrainProgress
 from workbench.stagelog import logged_note, stage_log
 
+from conftest import REPO
 from train_support import accepted_run, tiny_model
 
-REPO = Path(__file__).resolve().parent.parent
 LIBRARY_WARNING = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ WARNING (?!workbench)(\S+): (.*)$")
 
 

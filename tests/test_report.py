@@ -17,13 +17,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import report_inputs as ri
 from workbench.errors import UnknownLanguageError, WorkbenchError
 from workbench.languages import load_registry
-from workbench.report.stage import load_results, run_compare, build_report
+from workbench.report.stage import build_report, load_results, run_compare
 from workbench.tables import AUDIT_SUMMARY, EVAL_RESULTS
 
-REPO = Path(__file__).resolve().parent.parent
+import report_inputs as ri
+from conftest import REPO
+
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 FOCUS = "minilm (MTEB copy)"
 
@@ -286,6 +287,27 @@ def test_bad_results_give_one_clear_error(tmp_path, rows, message):
         load_results([path], load_registry())
     line = str(err.value)
     assert message in line and str(path) in line and "\n" not in line
+
+
+def test_every_metric_eval_writes_loads_in_the_report_and_has_a_label(tmp_path):
+    """workbench.metrics owns the names: each one eval measures is one the report's loader accepts,
+    and every metric the report, the model card or the tier question shows has its display label."""
+    from workbench import conditions
+    from workbench.metrics import BITEXT_METRICS, METRIC_LABELS, RETRIEVAL_METRICS
+    from workbench.report.analysis import METRICS as REPORTED
+    from workbench.train.card import CARD_METRICS
+
+    rows = [{"metric": metric, "value": 40.0 + i} for i, metric in enumerate(RETRIEVAL_METRICS)]
+    loaded = load_results([_results(tmp_path / "all.parquet", rows)], load_registry())
+    assert set(loaded["metric"]) == set(RETRIEVAL_METRICS)
+    bitext = [{"metric": metric, "task": "Tatoeba", "benchmark": "tatoeba", "task_kind": "bitext-mining",
+               "language": "sw"} for metric in BITEXT_METRICS]
+    path = _results(tmp_path / "bitext.parquet", bitext)
+    assert set(load_results([path], load_registry())["metric"]) == set(BITEXT_METRICS)
+    shown = {*RETRIEVAL_METRICS, *REPORTED, *CARD_METRICS, *conditions.PRIMARY_METRIC.values()} - {"precision", "recall"}
+    assert shown <= set(METRIC_LABELS)
+    assert METRIC_LABELS["ndcg_at_10"] == "nDCG@10" and METRIC_LABELS["recall_at_100"] == "Recall@100"
+    assert METRIC_LABELS["mrr_at_10"] == "MRR@10"
 
 
 def test_results_without_condition_columns_are_refused_with_the_fix(tmp_path):

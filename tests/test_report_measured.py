@@ -7,20 +7,20 @@ MiniLM fine-tune) whose model is scored on Tatoeba by nearest-neighbour search."
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import polars as pl
 import pytest
 
-import report_inputs as ri
+from workbench import conditions
 from workbench.config import ReportSection
 from workbench.encoder import minilm_path
 from workbench.languages import load_registry
-from workbench.report.stage import analyse, load_results, miracl_chart_values, build_report
-from workbench import conditions
 from workbench.report.references import load_references, reference_dir
+from workbench.report.stage import analyse, build_report, load_results, miracl_chart_values
 
-REPO = Path(__file__).resolve().parent.parent
+import report_inputs as ri
+from conftest import REPO
+
 SHIPPED = REPO / "reports" / "reference"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 

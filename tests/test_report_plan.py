@@ -6,18 +6,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
 
-import report_inputs as ri
 from workbench.errors import WorkbenchError
 from workbench.languages import load_registry
-from workbench.report.stage import build_report
 from workbench.report.next_plan import MIN_ACCEPTANCE, MIN_GAP, parse_budget, propose_quotas
+from workbench.report.stage import build_report
 
-REPO = Path(__file__).resolve().parent.parent
+import report_inputs as ri
+from conftest import REPO
 
 
 @pytest.fixture(scope="module")

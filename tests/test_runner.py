@@ -12,9 +12,9 @@ from workbench.config import parse_config
 from workbench.errors import TableError, UnknownLanguageError
 from workbench.filter.stage import run_filter
 from workbench.languages import languages_dir, load_registry
+from workbench.pipeline import run_pipeline
 from workbench.plan import run_plan
 from workbench.run import Run
-from workbench.pipeline import run_pipeline
 from workbench.runner import stage_digest
 from workbench.stages import BY_NAME
 from workbench.tables import PLAN

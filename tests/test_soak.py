@@ -30,7 +30,8 @@ import pytest
 
 from workbench.testing.openai_double import Faults, OpenAIDouble
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 LANGUAGES = ["de", "sw", "ja"]
 PER_LANGUAGE = 10
 # How an answer was obtained, not what it is: differs between a clean run and one with retries.

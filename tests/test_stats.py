@@ -11,8 +11,9 @@ import polars as pl
 import pytest
 import scipy.stats
 
-import report_inputs as ri
 from workbench import stats
+
+import report_inputs as ri
 
 
 def test_accuracy_intervals_cover_near_zero_in_simulation():

@@ -33,9 +33,9 @@ from workbench.plan import run_plan
 from workbench.run import Run
 from workbench.tables import FILTERED, GENERATED
 
+from conftest import REPO
 from filter_fixtures import make_run as make_filter_run
 
-REPO = Path(__file__).resolve().parent.parent
 AMX = r"ldtilecfg|tileloadd|tdpbf16ps|tdpbssd"
 
 
@@ -217,7 +217,7 @@ def test_interrupted_generate_stops_cleanly_refuses_a_second_writer_and_resumes(
         second = _workbench("generate", str(run.root), env=env, timeout=30)
         assert second.returncode == 2
         assert f"pid {process.pid}" in _error_lines(second.stderr)[0]
-        assert run.lock_holder() == process.pid
+        assert run.lock.holder() == process.pid
         process.send_signal(stop_signal)
         returncode = process.wait(timeout=10)
     finally:
@@ -227,7 +227,7 @@ def test_interrupted_generate_stops_cleanly_refuses_a_second_writer_and_resumes(
     assert returncode == 130, stderr
     assert "Traceback" not in stderr and "re-run the same command to resume" in stderr
     assert _stand_ins_alive(tmp_path) == []
-    assert run.lock_holder() is None
+    assert run.lock.holder() is None
     kept = {k: v for k, v in _cache_statuses(run).items() if v[0] == "ok"}
     done = _workbench("generate", str(run.root), env=env, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -282,25 +282,25 @@ def test_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path, share
     registry = load_registry()
     run = make_filter_run(tmp_path / "run", shared_data, registry, {"sw": 10})
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    with run.writer_lock():
-        assert run.lock_holder() == os.getpid()
+    with run.lock.writer():
+        assert run.lock.holder() == os.getpid()
         refused = _workbench("filter", str(run.root), env=env)
         assert refused.returncode == 2
         lines = _error_lines(refused.stderr)
         assert len(lines) == 1 and f"pid {os.getpid()}" in lines[0] and str(run.root) in lines[0]
         assert not (run.root / "accepted").exists()  # refused before doing anything
-        with run.writer_lock():  # re-entrant in the holding process
+        with run.lock.writer():  # re-entrant in the holding process
             pass
-    assert run.lock_holder() is None
+    assert run.lock.holder() is None
     # a holder killed with SIGKILL leaves its pid in the lock file; the kernel has released the lock
     killed = subprocess.run([sys.executable, "-c",
                              "import os, signal, sys; from workbench.run import Run\n"
                              f"run = Run.open({str(run.root)!r})\n"
-                             "with run.writer_lock(): os.kill(os.getpid(), signal.SIGKILL)"],
+                             "with run.lock.writer(): os.kill(os.getpid(), signal.SIGKILL)"],
                             env=env, cwd=REPO, timeout=60)
     assert killed.returncode == -signal.SIGKILL
     assert (run.root / ".writer.lock").read_text().strip().isdigit()
-    assert run.lock_holder() is None
+    assert run.lock.holder() is None
     done = _workbench("filter", str(run.root), env=env)
     assert done.returncode == 0, done.stderr
     assert run.read_table("accepted", "sw", FILTERED).height + run.read_table("rejected", "sw", FILTERED).height == 10

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from workbench.config import TrainSection
+from workbench.encoder import inspect_model, last_token_pool, tokenize
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.run import Run
 from workbench.tables import ACCEPTED
 from workbench.train import data as train_data
 from workbench.train.loss import info_nce
-from workbench.encoder import inspect_model, last_token_pool, tokenize
 from workbench.train.model import load_model
 from workbench.train.stage import run_train
 from workbench.train.zero import check_fits, deepspeed_config, estimate_memory
@@ -385,3 +385,19 @@ def test_plain_torch_clips_once_per_step_after_all_gradcache_chunks(tmp_path, ti
     assert (losses[0.0, 0] - losses[0.05, 0]).abs().max() > 1e-3, losses
     # the chunks' gradients add up to the whole batch's before the one clip and step
     assert torch.allclose(losses[0.05, 0], losses[0.05, 4], rtol=1e-5, atol=1e-5), losses
+
+
+def test_unknown_deepspeed_mode_is_one_line_naming_the_option_and_the_config_modes(tmp_path):
+    """The CLI names --deepspeed (not run.toml) and lists the modes the config declares, before any run exists."""
+    from typing import get_args
+
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.config import DeepSpeedMode
+
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "run"), "--deepspeed", "zero9"])
+    assert isinstance(result.exception, WorkbenchError)  # the CLI's main prints it as one error: line, exit 2
+    line = str(result.exception)
+    assert "--deepspeed" in line and "unknown DeepSpeed mode 'zero9'" in line and "\n" not in line
+    assert ", ".join(get_args(DeepSpeedMode)) in line and not (tmp_path / "run").exists()

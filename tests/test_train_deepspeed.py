@@ -16,11 +16,11 @@ import polars as pl
 import pytest
 import torch
 
+from conftest import REPO
 from train_support import accepted_run, tiny_model, train_config
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
 
@@ -93,12 +93,12 @@ def test_saved_adapter_reloads_to_the_same_embeddings(tmp_path, tiny, shared_dat
     from peft import PeftModel
     from transformers import AutoModel
 
-    from workbench.train import data as train_data
     from workbench.encoder import tokenize
-    from workbench.train.model import Embedder, load_model
+    from workbench.train import data as train_data
     from workbench.train.distributed import setup_distributed
     from workbench.train.export import save_trainable
     from workbench.train.loop import Batch, Loop
+    from workbench.train.model import Embedder, load_model
     from workbench.train.zero import build_engine
 
     tc = train_config(tiny, deepspeed="zero3", steps=3).train
@@ -179,8 +179,9 @@ def test_ranks_agree_on_hard_negatives_under_gloo(tiny):
     import multiprocessing
     import time
 
-    from train_support import hard_negative_step_worker
     from workbench.processes import free_port
+
+    from train_support import hard_negative_step_worker
 
     queries = ["Instruct: Find it\nQuery: Tom is here.", "Instruct: Find it\nQuery: I love you.",
                "Instruct: Find it\nQuery: Where is the station?", "Instruct: Find it\nQuery: It is late."]

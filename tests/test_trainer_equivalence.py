@@ -22,8 +22,8 @@ import torch
 
 from workbench.config import TrainSection
 from workbench.encoder import CONTRACT_FILE, load_spec, pool, tokenize
-from workbench.train import data as train_data
 from workbench.processes import free_port
+from workbench.train import data as train_data
 from workbench.train.distributed import DistState, setup_distributed
 from workbench.train.export import save_trainable
 from workbench.train.loop import Batch, Loop
@@ -325,8 +325,8 @@ def test_stock_tokenising_of_a_decoder_ends_without_eos_and_changes_the_loss(tin
 
 
 def test_a_row_without_a_hard_negative_cannot_share_a_batch_with_rows_that_have_one(tiny):
-    from sentence_transformers.sentence_transformer.modules import Transformer
     from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
+    from sentence_transformers.sentence_transformer.modules import Transformer
 
     module = Transformer(str(tiny), max_seq_length=MAX_LENGTH)
     collate = SentenceTransformerDataCollator(preprocess_fn=module.preprocess)

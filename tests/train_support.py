@@ -76,9 +76,9 @@ def hard_negative_step_worker(rank: int, world: int, port: int, model: str, quer
     import torch
 
     from workbench.config import TrainSection
-    from workbench.train.model import load_model
     from workbench.train.distributed import DistState
     from workbench.train.loop import Batch, Loop
+    from workbench.train.model import load_model
     from workbench.train.zero import build_engine
 
     torch.set_num_threads(1)

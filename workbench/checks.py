@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigError, WorkbenchError
-
-EMBEDDED_MODELS = ("minilm", "bm25")  # names, not folders: the demo embedder and the BM25 baseline
+from workbench.systems import BASE, BASE_AT_TRAINED_CONTRACT, MINILM, NAMED_MODELS
 
 
 def plan(config: Any, pipeline: bool = False) -> None:
@@ -75,7 +74,7 @@ def train(config: Any, pipeline: bool = False) -> None:
     section = config.train
     if not section.model:
         raise WorkbenchError("no model to train", where="train.model", fix="give --model PATH (a local model folder) or \"minilm\"")
-    if section.model != "minilm":
+    if section.model != MINILM:
         from workbench.encoder import inspect_model
 
         inspect_model(section.model)
@@ -98,11 +97,11 @@ def eval(config: Any, pipeline: bool = False) -> None:  # noqa: A001 - the stage
             raise ConfigError("data folder not found (eval.data_dir)", where=str(target.data_dir),
                               fix="give --data-dir an existing MIRACL-, BEIR-, XQuAD- or Tatoeba-layout folder")
     if pipeline:
-        base = {"base", "base@trained-contract"} & set(config.pipeline.eval_systems)
-        if base and config.train.model not in (None, *EMBEDDED_MODELS):
+        base = {BASE, BASE_AT_TRAINED_CONTRACT} & set(config.pipeline.eval_systems)
+        if base and config.train.model not in (None, *NAMED_MODELS):
             check_model_folder(config.train.model, "train.model")
         return
-    if config.eval.model not in EMBEDDED_MODELS:
+    if config.eval.model not in NAMED_MODELS:
         check_model_folder(config.eval.model, "--model")
     if config.eval.contract_from:
         from workbench.encoder import CONTRACT_FILE

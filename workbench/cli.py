@@ -24,7 +24,7 @@ from workbench import cli_data, cli_model, cli_outputs, logs, signals
 from workbench.cli_errors import click_exception_types, is_connection_error, print_error, usage_error_line
 from workbench.cli_render import console, err_console
 from workbench.errors import WorkbenchError
-from workbench.run import command_scope
+from workbench.locks import command_scope
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # subcommands inherit it from the app's context
 

@@ -128,6 +128,7 @@ def plan(
     """Write the generation plan: per language, slots per task family with sampled placeholders."""
     from workbench.languages import load_registry
     from workbench.plan import planned_languages, run_plan
+    from workbench.run import Folder
     from workbench.runconfig import resolve_run_config
 
     updates: dict[str, object] = {}
@@ -164,7 +165,7 @@ def plan(
     result = run_plan(run, config, registry)
     print_plan_summary(run)
     state = "already current, nothing rewritten" if result.current else "written"
-    console.print(f"plan {state}: {sum(result.outputs.values())} slots in {run.root / 'plan'}")
+    console.print(f"plan {state}: {sum(result.outputs.values())} slots in {run.stage_dir(Folder.PLAN)}")
 
 
 # --- generate, batch, serve ------------------------------------------------------------------
@@ -328,9 +329,10 @@ def audit(
     """Per-language audit: acceptance, reject reasons, LID confusions, dup rates, lengths, cost -> audit/."""
     from workbench.audit import run_audit
     from workbench.languages import load_registry
+    from workbench.run import Folder
     from workbench.runconfig import resolve_run_config
 
     run, config = resolve_run_config(run_dir, create=False, stages=("audit",))
     result = run_audit(run, config, load_registry())
     state = "already current, nothing rewritten" if result.current else "written"
-    console.print(f"audit {state}: {run.root / 'audit' / 'index.html'}")
+    console.print(f"audit {state}: {run.stage_dir(Folder.AUDIT) / 'index.html'}")

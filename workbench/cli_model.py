@@ -40,8 +40,14 @@ def train(
     from workbench.runconfig import resolve_run_config
     from workbench.train.stage import estimate_training, run_train
 
-    if deepspeed is not None and deepspeed not in ("zero2", "zero3", "none"):
-        raise WorkbenchError(f"unknown DeepSpeed mode '{deepspeed}'", where="--deepspeed", fix="use zero2, zero3 or none")
+    from typing import get_args
+
+    from workbench.config import DeepSpeedMode
+
+    # the config owns the modes; checked here too so the line names the option, not run.toml
+    if deepspeed is not None and deepspeed not in get_args(DeepSpeedMode):
+        raise WorkbenchError(f"unknown DeepSpeed mode '{deepspeed}'", where="--deepspeed",
+                             fix=f"use {', '.join(get_args(DeepSpeedMode))}")
     options = {
         "model": model,
         "deepspeed": deepspeed,
@@ -164,7 +170,7 @@ def eval_command(
             raise WorkbenchError(f"unknown launcher '{launcher}'", where="--launcher", fix="use torchrun")
         raise typer.Exit(launch_torchrun(gpus))
     from workbench.eval import sharded
-    from workbench.run import enter_for_command
+    from workbench.locks import enter_for_command
 
     dist = enter_for_command(sharded.session(shard_rows))  # under torchrun: this rank (None otherwise)
     if dist is not None and not dist.leader:  # ranks > 0 do the shards rank 0 announces, nothing else
@@ -183,7 +189,7 @@ def eval_command(
                        ("batch_size", batch_size), ("pooling", pooling), ("device", device)):
         if value is not None:
             updates[key] = value
-    if task is not None and task not in EVAL_TASKS:
+    if task is not None and task not in EVAL_TASKS:  # as config checks it, but naming the option
         raise WorkbenchError(f"unknown task '{task}'", where="--task", fix=f"use one of {', '.join(EVAL_TASKS)}")
     if languages:
         updates["languages"] = split_values(languages)

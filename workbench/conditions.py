@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from workbench.metrics import ACCURACY, NDCG_AT_10
+
 # --- task kinds --------------------------------------------------------------------------------
 RETRIEVAL = "retrieval"
 BITEXT = "bitext-mining"
@@ -32,7 +34,7 @@ PASSKEY = "passkey"  # the long-context probe (workbench/eval/passkey.py): top-1
 TASK_KINDS = (RETRIEVAL, BITEXT, PASSKEY)
 # The one metric per task kind the report's tier question is answered on, fixed before any number is seen
 # (the passkey probe has its own report section, per length and depth, and no tier question).
-PRIMARY_METRIC = {RETRIEVAL: "ndcg_at_10", BITEXT: "accuracy"}
+PRIMARY_METRIC = {RETRIEVAL: NDCG_AT_10, BITEXT: ACCURACY}
 
 # --- corpus variants: numbers are comparable only within one -------------------------------------
 FULL = "full"

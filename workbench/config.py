@@ -29,7 +29,8 @@ from pydantic_core import PydanticCustomError
 from workbench.errors import ConfigError
 from workbench.eval.targets import EVAL_TASKS
 from workbench.families import FAMILIES, FAMILY_NAMES, Family
-from workbench.filter.members import MEMBERS
+from workbench.filter.members import MEMBERS, check_member_name, default_members
+from workbench.systems import EVAL_SYSTEM_KEYS, MINILM, EvalSystemKey
 
 
 class Section(BaseModel):
@@ -175,9 +176,9 @@ class FilterSection(Section):
     """Thresholds of the filter stage (language ID, script, lengths, dedup). See docs/filter.md."""
 
     members: list[str] = Field(
-        default_factory=lambda: ["fasttext_lid176", "cld2", "langid"],
-        description="LID members (workbench/filter/members.py MEMBERS); 'langdetect' is slow (~10 ms/text), "
-                    "'extra' needs extra_fasttext_path",
+        default_factory=default_members,
+        description="LID members (workbench/filter/members.py MEMBERS; default: those on_by_default); "
+                    "'langdetect' is slow (~10 ms/text), 'extra' needs extra_fasttext_path",
     )
     weights: dict[str, float] = Field(
         default_factory=lambda: {name: member.default_weight for name, member in MEMBERS.items()}
@@ -224,17 +225,13 @@ class FilterSection(Section):
     @field_validator("members")
     @classmethod
     def _known_member_names(cls, members: list[str]) -> list[str]:
-        for name in members:
-            if name not in MEMBERS:
-                raise ValueError(f"'{name}' is not an LID member (one of {', '.join(MEMBERS)})")
-        return members
+        return [check_member_name(name) for name in members]
 
     @field_validator("weights")
     @classmethod
     def _known_members(cls, weights: dict[str, float]) -> dict[str, float]:
         for name, value in weights.items():
-            if name not in MEMBERS:
-                raise ValueError(f"'{name}' is not an LID member (one of {', '.join(MEMBERS)})")
+            check_member_name(name)
             if value < 0:
                 raise ValueError(f"weight of '{name}' is {value}; weights are >= 0")
         return weights
@@ -253,6 +250,10 @@ class FilterSection(Section):
 
 
 # --- train -----------------------------------------------------------------------------------
+# [train] deepspeed: ZeRO stage 2 or 3 (configs/<mode>.json), or plain DDP
+DeepSpeedMode = Literal["zero2", "zero3", "none"]
+
+
 class TrainSection(Section):
     """Fine-tuning an embedder on accepted/ (E5-mistral recipe defaults, Wang et al. 2024 §4.1).
 
@@ -262,7 +263,7 @@ class TrainSection(Section):
     """
 
     model: str | None = Field(default=None, description="local model folder, or \"minilm\" for the embedded MiniLM (required to train)")
-    deepspeed: Literal["zero2", "zero3", "none"] = "zero3"
+    deepspeed: DeepSpeedMode = "zero3"
     deepspeed_config: str | None = Field(default=None, description="JSON file replacing configs/<stage>.json")
     offload: Literal["none", "optimizer", "optimizer+params"] = "none"
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
@@ -378,7 +379,7 @@ class EvalSection(Section):
     adds the BM25 baseline next to the model. ``data_dir`` switches to offline local files.
     """
 
-    model: str = "minilm"
+    model: str = MINILM
     system: str | None = Field(default=None, description="short name in the results table (default: from the model)")
     bm25: bool = False
     task: EvalTask = "miracl"
@@ -472,7 +473,7 @@ class EvalTarget(Section):
     corpus: Literal["hard-negatives", "full"] = "hard-negatives"
     split: str | None = None
     passkey: PasskeySection = Field(default_factory=PasskeySection, description="task 'passkey' only")
-    systems: list[Literal["bm25", "base", "base@trained-contract", "trained"]] | None = Field(
+    systems: list[EvalSystemKey] | None = Field(
         default=None, description="which of [pipeline] eval_systems evaluate this target (default: all)")
 
     @field_validator("split")
@@ -491,8 +492,8 @@ class PipelineSection(Section):
     """
 
     stages: list[PipelineStage] = Field(default_factory=lambda: list(pipeline_stage_names()))
-    eval_systems: list[Literal["bm25", "base", "base@trained-contract", "trained"]] = Field(
-        default_factory=lambda: ["bm25", "base", "base@trained-contract", "trained"]
+    eval_systems: list[EvalSystemKey] = Field(
+        default_factory=lambda: list(EVAL_SYSTEM_KEYS)
     )
     eval_also: list[EvalTarget] = Field(
         default_factory=list, description="further tasks/datasets the eval stage runs, after [eval]'s (bm25 skips bitext)"

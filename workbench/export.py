@@ -28,7 +28,7 @@ from workbench.config import RunConfig
 from workbench.errors import WorkbenchError, first_line
 from workbench.families import EXAMPLE_FIELDS, FAMILIES, FAMILY_NAMES
 from workbench.languages import Registry
-from workbench.run import Run, atomic_write_bytes, read_parquet
+from workbench.run import Folder, Run, atomic_write_bytes, read_parquet
 from workbench.tables import ACCEPTED, REJECTED
 
 TASK_CATEGORIES = ["sentence-similarity", "text-retrieval", "text-classification", "translation"]
@@ -52,9 +52,9 @@ def all_columns() -> list[str]:
 def export_dataset(run: Run, config: RunConfig, registry: Registry, out: Path) -> dict[str, Any]:
     """Write the JSONL files and the dataset card; returns per-language counts, the languages left out
     (no accepted rows), the configs the card lists and the models seen."""
-    codes = run.table_languages("accepted")
+    codes = run.table_languages(Folder.ACCEPTED)
     if not codes:
-        raise WorkbenchError("no accepted/ tables to export", where=str(run.root),
+        raise WorkbenchError(f"no {Folder.ACCEPTED}/ tables to export", where=str(run.root),
                              fix="run 'workbench filter RUN' first")
     counts: dict[str, dict[str, int]] = {}
     per_family: dict[str, dict[str, int]] = defaultdict(dict)  # family -> language -> rows
@@ -62,8 +62,8 @@ def export_dataset(run: Run, config: RunConfig, registry: Registry, out: Path) -
     reasons: Counter[str] = Counter()
     written: set[Path] = set()
     for code in codes:
-        accepted = read_parquet(run.table_path("accepted", code), ACCEPTED)
-        rejected_path = run.table_path("rejected", code)
+        accepted = read_parquet(run.table_path(Folder.ACCEPTED, code), ACCEPTED)
+        rejected_path = run.table_path(Folder.REJECTED, code)
         rejected = read_parquet(rejected_path, REJECTED) if rejected_path.is_file() else None
         counts[code] = {"accepted": accepted.height, "rejected": 0 if rejected is None else rejected.height}
         models.update(m for m in accepted["model"].to_list() if m)
@@ -79,7 +79,7 @@ def export_dataset(run: Run, config: RunConfig, registry: Registry, out: Path) -
     _remove_stale(out / "data", written)
     left_out = sorted(code for code, c in counts.items() if not c["accepted"])
     if not per_family:
-        raise WorkbenchError("no accepted rows in any language", where=str(run.root / "accepted"),
+        raise WorkbenchError("no accepted rows in any language", where=str(run.stage_dir(Folder.ACCEPTED)),
                              fix="nothing to export: see 'workbench audit RUN' for why every example was rejected")
     families = {name: per_family[name] for name in FAMILY_NAMES if name in per_family}
     card = dataset_card(config, registry, counts, models, families, reasons)
@@ -236,7 +236,7 @@ def trained_model_dir(run: Run) -> Path:
     stats = entry.get("stats", {})
     folder = stats.get("export") or stats.get("adapter")
     if entry.get("status") != "complete" or not folder or not Path(folder).is_dir():
-        raise WorkbenchError("no trained model in this run", where=str(run.root / "train"),
+        raise WorkbenchError("no trained model in this run", where=str(run.stage_dir(Folder.TRAIN)),
                              fix="run 'workbench train RUN' first")
     return Path(folder)
 

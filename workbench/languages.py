@@ -16,8 +16,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
-import sys
 import tomllib
 from collections.abc import Iterable
 from functools import lru_cache
@@ -27,7 +25,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from workbench.errors import ConfigError, UnknownLanguageError
-from workbench.filter.members import LABELLED_MEMBERS, UNSUPPORTED
+from workbench.filter.members import LABEL_FIELDS, UNSUPPORTED
+from workbench.resources import data_dir
 
 Tier = Literal["high", "mid", "low"]
 TIERS: tuple[str, ...] = ("high", "mid", "low")
@@ -67,8 +66,9 @@ SCRIPT_UNICODE_NAMES: dict[str, tuple[str, ...]] = {
 # Scripts written without spaces between words: lengths are counted in characters there.
 UNSPACED_SCRIPTS = frozenset({"Hans", "Hant", "Jpan", "Thai", "Laoo", "Khmr", "Mymr"})
 
-# The LID models whose labels each language file lists under [lid] (workbench/filter/members.py).
-LID_MODELS = LABELLED_MEMBERS
+# The label fields each language file lists under [lid]: one per member of workbench/filter/members.py
+# MEMBERS that has a label_field.
+LID_MODELS: tuple[str, ...] = tuple(LABEL_FIELDS)
 
 
 class _Strict(BaseModel):
@@ -265,23 +265,7 @@ class Registry:
 
 def languages_dir() -> Path:
     """Where the language files are: $WORKBENCH_LANGUAGES, a checkout, or an installed copy."""
-    return _data_dir("languages", "WORKBENCH_LANGUAGES")
-
-
-def _data_dir(name: str, env_var: str) -> Path:
-    if os.environ.get(env_var):
-        return Path(os.environ[env_var])
-    checkout = Path(__file__).resolve().parent.parent / name
-    if checkout.is_dir():
-        return checkout
-    installed = Path(sys.prefix) / "share" / "workbench" / name
-    if installed.is_dir():
-        return installed
-    raise ConfigError(
-        f"cannot find the '{name}' data folder",
-        where=str(checkout),
-        fix=f"set {env_var} to the folder that holds it",
-    )
+    return data_dir("languages", "WORKBENCH_LANGUAGES")
 
 
 def load_language(path: Path) -> Language:

@@ -44,7 +44,7 @@ def run_pipeline(
     generate's counters, train's steps, eval's texts) are the CLI's hooks.
     """
     outcomes: list[StageOutcome] = []
-    with run.writer_lock():
+    with run.lock.writer():
         for declared in STAGES:
             stage = declared.name
             if stage not in config.pipeline.stages:

@@ -33,7 +33,7 @@ from workbench.config import RunConfig, RunSection
 from workbench.errors import WorkbenchError
 from workbench.families import FAMILIES, PLACEHOLDER_COLUMNS, family_shares
 from workbench.languages import Language, Registry
-from workbench.run import Run, StageResult
+from workbench.run import Folder, Run, StageResult
 from workbench.runner import Stage, StageInput, run_stage
 from workbench.tables import PLAN as PLAN_TABLE
 
@@ -214,16 +214,16 @@ def write_plan(inputs: StageInput, section: RunSection) -> StageResult:
     check_plan_size(quotas)
     for code, quota in quotas.items():
         chunks = plan_chunks(registry.get(code), quota, section.families, section.seed, registry)
-        path, rows = run.write_table_chunks(STAGE, code, chunks, PLAN_TABLE)
-        result.outputs[str(path.relative_to(run.root))] = rows
-    for code in run.table_languages(STAGE):
+        path, rows = run.write_table_chunks(Folder.PLAN, code, chunks, PLAN_TABLE)
+        result.outputs[run.relative(path)] = rows
+    for code in run.table_languages(Folder.PLAN):
         if code not in quotas:
-            run.table_path(STAGE, code).unlink()
+            run.table_path(Folder.PLAN, code).unlink()
     return result
 
 
 def read_plan(run: Run) -> dict[str, pl.DataFrame]:
-    return {code: run.read_table(STAGE, code, PLAN_TABLE) for code in run.table_languages(STAGE)}
+    return {code: run.read_table(Folder.PLAN, code, PLAN_TABLE) for code in run.table_languages(Folder.PLAN)}
 
 
 PLAN = Stage(STAGE, reads=(), sections=(RunSection,), body=write_plan, writes="plan/<lang>.parquet",

@@ -11,62 +11,48 @@ says so; that entry is written after the stage's tables.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import errno
-import fcntl
 import hashlib
 import io
 import json
 import os
 import platform
 import tempfile
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import polars as pl
 
 from workbench import __version__
 from workbench.errors import TableError, WorkbenchError, first_line
+from workbench.locks import RunLock
 from workbench.tables import Schema, conform
 
 LAYOUT_VERSION = 1
 MANIFEST = "manifest.json"
 CONFIG = "run.toml"
-WRITER_LOCK = ".writer.lock"
-
-# Writer locks this process holds: run directory (real path) -> [fd, depth]. flock locks belong to
-# an open file, so a second open of the same lock file in this process would refuse us; nested
-# holders (``workbench run`` -> a stage) share the one fd instead.
-_HELD: dict[str, list[int]] = {}
-_HELD_GUARD = threading.Lock()
-# Open CLI command scopes: writer locks taken with Run.hold_writer_lock() live until the command ends.
-_COMMAND_SCOPES: list[contextlib.ExitStack] = []
-T = TypeVar("T")
 
 
-@contextlib.contextmanager
-def command_scope() -> Iterator[None]:
-    """Run one CLI command inside this: writer locks it takes are released when it ends."""
-    stack = contextlib.ExitStack()
-    _COMMAND_SCOPES.append(stack)
-    try:
-        with stack:
-            yield
-    finally:
-        _COMMAND_SCOPES.remove(stack)
+class Folder(StrEnum):
+    """The run directory's folders, named once; a member is the plain name (``Folder.ACCEPTED ==
+    "accepted"``), so it goes wherever a folder name does (:meth:`Run.stage_dir`,
+    :meth:`Run.write_table`, ...)."""
 
-
-def enter_for_command(manager: contextlib.AbstractContextManager[T]) -> T:
-    """Enter ``manager`` until the current CLI command (:func:`command_scope`) ends, errors included
-    (e.g. the process group of a torchrun rank); outside a command it stays entered for the process."""
-    if _COMMAND_SCOPES:
-        return _COMMAND_SCOPES[-1].enter_context(manager)
-    return manager.__enter__()
+    PLAN = "plan"  # plan: <lang>.parquet, the slots
+    TASKS = "tasks"  # generate: <lang>.parquet, the brainstormed tasks
+    GENERATED = "generated"  # generate: <lang>.parquet, slots with their example fields
+    ACCEPTED = "accepted"  # filter: <lang>.parquet
+    REJECTED = "rejected"  # filter: <lang>.parquet, with reasons
+    AUDIT = "audit"  # audit: summary.parquet, audit.json, index.html, rejects_for_review.jsonl
+    TRAIN = "train"  # train: records, log, adapter/, model/
+    EVAL = "eval"  # eval: results, per_query, embeddings/, mteb JSON
+    REPORT = "report"  # report: index.html, summary.md, the tables behind them
+    LOGS = "logs"  # the runner: <stage>.log
+    EXPORT = "export"  # workbench export: dataset/
 
 
 def now() -> str:
@@ -148,6 +134,7 @@ class Run:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.lock = RunLock(self.root)  # writer lock, manifest lock, torchrun followers (workbench.locks)
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -188,81 +175,6 @@ class Run:
                 fix="start a new run, or use the workbench version that wrote it",
             )
 
-    # -- one writer per run ------------------------------------------------------------------
-    @contextmanager
-    def writer_lock(self) -> Iterator["Run"]:
-        """Hold the run's writer lock: a second process that tries to write this run is refused.
-
-        The lock is ``flock`` on ``.writer.lock`` (which also records the holder's pid), so the
-        kernel releases it when the holder dies, however it dies: a stale lock file left by a
-        killed process is simply taken over. Re-entrant within one process. DeepSpeed ranks other
-        than 0 belong to rank 0's job and do not take it.
-        """
-        if int(os.environ.get("RANK", "0") or 0) > 0:
-            yield self
-            return
-        key = os.path.realpath(self.root)
-        with _HELD_GUARD:
-            if key in _HELD:
-                _HELD[key][1] += 1
-            else:
-                _HELD[key] = [self._take_writer_lock(), 1]
-        try:
-            yield self
-        finally:
-            with _HELD_GUARD:
-                _HELD[key][1] -= 1
-                if _HELD[key][1] == 0:
-                    os.close(_HELD.pop(key)[0])  # closing the file releases the flock
-
-    def hold_writer_lock(self) -> None:
-        """Inside a CLI command (:func:`command_scope`), hold the writer lock until the command ends;
-        elsewhere only check that no other process holds it. Refuses with one line naming the holder."""
-        if _COMMAND_SCOPES:
-            _COMMAND_SCOPES[-1].enter_context(self.writer_lock())
-        else:
-            with self.writer_lock():
-                pass
-
-    def _take_writer_lock(self) -> int:
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / WRITER_LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_pid(fd)
-            os.close(fd)
-            who = f"pid {holder}" if holder else "another process"
-            raise WorkbenchError(
-                f"another workbench process ({who}) is writing this run",
-                where=str(self.root),
-                fix=f"wait for it to finish or stop it{f' (kill {holder})' if holder else ''}, then re-run this command",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return fd
-
-    def lock_holder(self) -> int | None:
-        """The pid of the live process holding this run's writer lock (this one included), else None."""
-        path = self.root / WRITER_LOCK
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
-            key = os.path.realpath(self.root)
-            if key in _HELD:
-                return os.getpid()
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return _read_pid(fd) or -1
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
-
     # -- paths -----------------------------------------------------------------------------
     @property
     def config_path(self) -> Path:
@@ -287,7 +199,12 @@ class Run:
         return Path(path)
 
     def stage_dir(self, stage: str) -> Path:
+        """The folder ``stage`` of the run (a :class:`Folder`)."""
         return self.inside(self.root / stage)
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the run directory, as the manifest names outputs (``accepted/sw.parquet``)."""
+        return Path(path).relative_to(self.root).as_posix()
 
     def table_path(self, stage: str, language: str) -> Path:
         return self.inside(self.root / stage / f"{language}.parquet")
@@ -372,16 +289,6 @@ class Run:
     def _write_manifest(self, data: dict[str, Any]) -> None:
         atomic_write_bytes(self.root / MANIFEST, json.dumps(data, indent=2, sort_keys=True).encode())
 
-    @contextmanager
-    def _manifest_lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".manifest.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def stage_entry(self, stage: str) -> dict[str, Any] | None:
         return self.manifest()["stages"].get(stage)
 
@@ -403,7 +310,7 @@ class Run:
             present = path.is_file()
             recorded[rel] = {"rows": rows, "sha256": file_sha256(path) if present else None,
                              "bytes": path.stat().st_size if present else None}
-        with self._manifest_lock():
+        with self.lock.manifest():
             manifest = self.manifest()
             manifest["stages"][stage] = {
                 "status": status,
@@ -416,14 +323,6 @@ class Run:
                 **({"via": via} if via else {}),
             }
             self._write_manifest(manifest)
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 def read_parquet_unchecked(

@@ -103,7 +103,7 @@ def resolve_run_config(
     if not create or existing:
         run = Run.open(run_dir)
         if write:
-            run.hold_writer_lock()  # one writer per run: refuse before touching run.toml
+            run.lock.hold()  # one writer per run: refuse before touching run.toml
         if not run.config_path.is_file():
             raise WorkbenchError(
                 "missing: this run's settings are unknown (they are never guessed from defaults)",
@@ -131,7 +131,7 @@ def resolve_run_config(
     check_stages(config, config.pipeline.stages if pipeline else stages, pipeline=pipeline, saved=saved)
     if not existing:
         run = Run.create(run_dir)
-        run.hold_writer_lock()
+        run.lock.hold()
     logs.attach(run.root)  # this command writes the run: its log records go to RUN/workbench.log
     atomic_write_bytes(run.config_path, config.to_toml().encode())
     return run, config

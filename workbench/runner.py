@@ -5,7 +5,7 @@ A stage is a :class:`Stage` object declared in its own module (``FILTER`` in
 :mod:`workbench.filter.stage`, ...); :mod:`workbench.stages` lists them in pipeline order and
 :mod:`workbench.pipeline` runs that list. For one stage the runner
 
-* holds the run's writer lock (one writer per run directory);
+* holds the run's writer lock (``run.lock``, one writer per run directory; :mod:`workbench.locks`);
 * decides whether the stage is current: its manifest entry is ``complete``, was recorded with the
   same digest (the config sections the stage declares, the recorded outputs of the stages it reads,
   the language files and the files outside the run when it declares them, and the call's options),
@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,8 +192,8 @@ def run_stage(run: Run, declared: Stage, config: RunConfig, registry: Registry, 
     name the command that resumes the stage.
     """
     stage = declared.name
-    recording = int(os.environ.get("RANK", "0") or 0) == 0  # DeepSpeed ranks > 0 belong to rank 0's job
-    with run.writer_lock():
+    recording = not run.lock.follower  # torchrun ranks > 0 belong to rank 0's job, which records it
+    with run.lock.writer():
         digest = stage_digest(run, config, registry, declared, options)
         entry = run.stage_entry(stage) or {}
         if (not force and entry.get("status") == "complete" and entry.get("config_hash") == digest

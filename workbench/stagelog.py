@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.run import now
+from workbench.locks import torchrun_rank
+from workbench.run import Folder, now
 
 OWN_LOGGER = "workbench"
 
@@ -89,8 +90,8 @@ def _console_handler(handler: logging.Handler) -> bool:
 @contextlib.contextmanager
 def stage_log(root: Path, stage: str) -> Iterator[StageLog]:
     """Route warnings and log records to ``root/logs/<stage>.log`` while the block runs."""
-    rank = int(os.environ.get("RANK", "0") or 0)
-    relative = f"logs/{stage}.log" if rank == 0 else f"logs/{stage}.rank{rank}.log"
+    rank = torchrun_rank()
+    relative = f"{Folder.LOGS}/{stage}.log" if rank == 0 else f"{Folder.LOGS}/{stage}.rank{rank}.log"
     log = StageLog(root / relative, relative)
     log.path.parent.mkdir(parents=True, exist_ok=True)
     file = logging.FileHandler(log.path, mode="a", encoding="utf-8")

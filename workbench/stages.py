@@ -13,7 +13,7 @@ Adding a stage: one module with its body and its :class:`~workbench.runner.Stage
 
 from __future__ import annotations
 
-from workbench.audit import AUDIT
+from workbench.audit.stage import AUDIT
 from workbench.eval.stage import EVAL
 from workbench.filter.stage import FILTER
 from workbench.generate.stage import GENERATE

@@ -46,7 +46,7 @@ def run_status(run_dir: Path | str) -> list[dict[str, Any]]:
     run = Run.open(run_dir)
     stages = run.manifest()["stages"]
     names = list(STAGE_ORDER) + sorted(set(stages) - set(STAGE_ORDER))
-    holder = run.lock_holder()  # pid of the live writer, -1 if it wrote none, None if nobody holds the run
+    holder = run.lock.holder()  # pid of the live writer, -1 if it wrote none, None if nobody holds the run
     rows = []
     for name in names:
         entry = stages.get(name)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import UnknownLanguageError, WorkbenchError
+from workbench.systems import BM25, MINILM
 
 SCALE_FILE = Path(__file__).with_name("scale.toml")
 SAMPLE_PASSAGES = 2000  # passages the model's tokenizer counts per language
@@ -188,12 +189,12 @@ def model_facts(model: str | None, params: float | None) -> ModelFacts:
     """Parameters (``--model-params``, else the weight files' size / dtype width), vector size and
     max length of ``model`` (a folder or ``minilm``); without a model a 7B one is assumed."""
     assumed = scale_assumptions()["throughput"]
-    if not model or model == "bm25":
+    if not model or model == BM25:
         return ModelFacts(params or float(assumed["model_params"]), DEFAULT_DIM, 512, None,
                           "none given: a 7B embedder assumed (e5-mistral-7b shape, 4096-dim)")
     from workbench.encoder import inspect_model, load_spec, minilm_path
 
-    path = minilm_path() if model == "minilm" else Path(model).expanduser()
+    path = minilm_path() if model == MINILM else Path(model).expanduser()
     spec = load_spec(path)
     info = inspect_model(path) if not (path / "adapter_config.json").is_file() else None
     config_dir = info.hf_path if info else Path(spec.base_model or path)

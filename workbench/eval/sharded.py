@@ -62,6 +62,7 @@ import numpy as np
 
 from workbench.errors import WorkbenchError, first_line
 from workbench.run import atomic_write_bytes, now
+from workbench.systems import MINILM
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -780,7 +781,7 @@ def follow(context: DistContext, run_dir: Path) -> None:
                 targets.clear()  # one target at a time: a corpus can be large
                 targets[key] = build_target(section, registry)
             target = targets[key]
-            path = minilm_path() if section.model == "minilm" else Path(section.model).expanduser()
+            path = minilm_path() if section.model == MINILM else Path(section.model).expanduser()
             # the same encoder as rank 0's (eval/stage.py _build_systems): another folder's contract included
             contract_from = Path(section.contract_from).expanduser() if section.contract_from else None
             encoder_key = (str(path), section.pooling, section.batch_size, str(contract_from))

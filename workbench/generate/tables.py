@@ -16,7 +16,7 @@ from workbench.families import EXAMPLE_FIELDS, FAMILIES, PLACEHOLDER_COLUMNS
 from workbench.generate import prompts
 from workbench.generate.cache import FINISHED, RequestCache
 from workbench.generate.jobs import ExampleJobs, Job, TaskLists
-from workbench.run import Run
+from workbench.run import Folder, Run
 from workbench.tables import GENERATED, TASKS
 
 
@@ -33,7 +33,7 @@ def write_tasks(run: Run, cache: RequestCache, plans: dict[str, pl.DataFrame], j
             rows[code].append({"language": code, "family": family, "seed": seed, "task_index": index,
                                "task": task, "model": model})
     for code in plans:
-        run.write_table("tasks", code, pl.DataFrame(rows.get(code, []), schema=TASKS), TASKS)
+        run.write_table(Folder.TASKS, code, pl.DataFrame(rows.get(code, []), schema=TASKS), TASKS)
     return tasks, errors
 
 
@@ -94,6 +94,6 @@ def write_generated(run: Run, cache: RequestCache, plans: dict[str, pl.DataFrame
                 created_at=entry.updated_at if entry else None,
             )
             rows.append(row)
-        run.write_table("generated", code, pl.DataFrame(rows, schema=GENERATED), GENERATED)
-        outputs[f"generated/{code}.parquet"] = len(rows)
+        path = run.write_table(Folder.GENERATED, code, pl.DataFrame(rows, schema=GENERATED), GENERATED)
+        outputs[run.relative(path)] = len(rows)
     return outputs

