@@ -320,10 +320,10 @@ def test_every_eval_system_key_names_systems_and_no_other_key_is_accepted(tmp_pa
     run = Run.create(tmp_path / "run")
     for key in EVAL_SYSTEM_KEYS:
         config = parse_config({"pipeline": {"eval_systems": [key]}}, where="run.toml")
-        systems = pipeline_systems(run, config)
+        systems = pipeline_systems(run, config.pipeline, config.train)
         assert systems and {settings["key"] for settings in systems.values()} == {key}, key
     config = parse_config({"pipeline": {"eval_systems": list(EVAL_SYSTEM_KEYS)}}, where="run.toml")
-    models = {name: settings["model"] for name, settings in pipeline_systems(run, config).items()}
+    models = {name: settings["model"] for name, settings in pipeline_systems(run, config.pipeline, config.train).items()}
     assert models[BM25] == BM25 and models[MINILM] == MINILM  # no [train] model: the demo embedder is the base
     with pytest.raises(ConfigError, match="pipeline.eval_systems"):
         parse_config({"pipeline": {"eval_systems": ["bm42"]}}, where="run.toml")

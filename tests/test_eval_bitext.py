@@ -133,7 +133,7 @@ def test_hub_tatoeba_offline_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_pipeline_eval_also_runs_every_dataset_and_bm25_skips_bitext(tmp_path: Path) -> None:
     from workbench.config import parse_config
-    from workbench.runner import run_pipeline
+    from workbench.pipeline import run_pipeline
 
     tiny = tmp_path / "tatoeba"
     tiny.mkdir()

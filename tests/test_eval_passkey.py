@@ -373,7 +373,7 @@ def test_an_eval_also_target_can_name_a_subset_of_the_systems(tmp_path: Path):
 
     path = REPO / "examples" / "quickstart.toml"
     config = parse_config(tomllib.loads(path.read_text(encoding="utf-8")), str(path))
-    sections = eval_sections(Run.create(tmp_path / "run"), config, PIPELINE_SYSTEMS)
+    sections = eval_sections(Run.create(tmp_path / "run"), config.eval, config.pipeline, config.train, PIPELINE_SYSTEMS)
     by_task = {}
     for section in sections:
         by_task.setdefault(section.task, []).append(section.system)

@@ -20,8 +20,8 @@ from workbench.filter.rules import check_row
 from workbench.filter.script import words
 from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
+from workbench.pipeline import run_pipeline
 from workbench.run import Run
-from workbench.runner import run_pipeline
 from workbench.tables import FILTERED, GENERATED
 from workbench.testing.openai_double import Faults, OpenAIDouble
 from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences

@@ -120,14 +120,14 @@ def test_example_config_plans_and_dry_runs(path, tmp_path):
         assert config.generate.batch and dry.stats["price_known"] and dry.stats["est_cost_usd"] > 0
     if path.stem == "quickstart":  # the embedded server's 2,048-token context bounds every request
         assert max(high for _, high in dry.stats["max_tokens_by_family"].values()) < 2048
-    systems = {section.system: section.model for section in eval_sections(run, config, PIPELINE_SYSTEMS)}
+    systems = {section.system: section.model for section in eval_sections(run, config.eval, config.pipeline, config.train, PIPELINE_SYSTEMS)}
     if "eval" in config.pipeline.stages and config.eval.task != "passkey":  # BM25 has no passkey probe
         assert "bm25" in systems
     if path.stem == "quickstart":  # the base in its own format and under the trained contract, two seeds
         trained = str(run.stage_dir("train") / "model")
         assert systems["minilm"] == systems["minilm@ft-contract"] == "minilm" and systems["minilm-ft"] == trained
         assert systems["minilm-ft-seed14"] == str(run.stage_dir("train") / "seeds" / "14" / "model")
-        contracts = {s.system: s.contract_from for s in eval_sections(run, config, PIPELINE_SYSTEMS)}
+        contracts = {s.system: s.contract_from for s in eval_sections(run, config.eval, config.pipeline, config.train, PIPELINE_SYSTEMS)}
         assert contracts["minilm@ft-contract"] == trained and contracts["minilm"] is None
     if path.stem == "gpu_miracl":  # before/after: the base model next to the fine-tuned one
         assert config.train.model in systems.values()

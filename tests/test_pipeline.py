@@ -7,8 +7,8 @@ import pytest
 
 from workbench.config import parse_config
 from workbench.languages import load_registry
+from workbench.pipeline import run_pipeline
 from workbench.run import Run
-from workbench.runner import run_pipeline
 from workbench.status import run_status
 from workbench.tables import FILTERED
 from workbench.testing.openai_double import OpenAIDouble

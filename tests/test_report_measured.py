@@ -168,8 +168,8 @@ def trained_on_double(shared_data, tmp_path_factory):
     """A real run: the OpenAI test double generates sw/en data, the filter keeps some, MiniLM is fine-tuned;
     then the base and the fine-tuned model are scored on Tatoeba sw-eng (real encodes) with per-pair scores."""
     from workbench.config import parse_config
+    from workbench.pipeline import run_pipeline
     from workbench.run import Run
-    from workbench.runner import run_pipeline
     from workbench.testing.openai_double import OpenAIDouble
 
     root = tmp_path_factory.mktemp("double-run")

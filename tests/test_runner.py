@@ -12,9 +12,11 @@ from workbench.config import parse_config
 from workbench.errors import TableError, UnknownLanguageError
 from workbench.filter.stage import run_filter
 from workbench.languages import languages_dir, load_registry
+from workbench.pipeline import run_pipeline
 from workbench.plan import run_plan
 from workbench.run import Run
-from workbench.runner import run_pipeline, stage_digest
+from workbench.runner import stage_digest
+from workbench.stages import BY_NAME
 from workbench.tables import PLAN
 
 
@@ -29,7 +31,7 @@ def test_a_current_stage_is_skipped_and_anything_it_depends_on_runs_it_again(tmp
     first = run_plan(run, config, registry)
     entry = run.stage_entry("plan")
     assert not first.current and entry["status"] == "complete"
-    assert entry["config_hash"] == stage_digest(run, config, registry, "plan")
+    assert entry["config_hash"] == stage_digest(run, config, registry, BY_NAME["plan"])
     assert entry["outputs"]["plan/sw.parquet"]["rows"] == 4 and entry["stats"]["seconds"] >= 0
     table = run.table_path("plan", "sw")
     before = table.stat().st_mtime_ns
@@ -49,12 +51,12 @@ def test_the_digest_covers_input_files_on_disk_and_the_language_files_only_where
     config = _config()
     run = Run.create(tmp_path / "run")
     run_plan(run, config, registry)
-    filter_digest = stage_digest(run, config, registry, "filter")
-    generate_digest = stage_digest(run, config, registry, "generate")
+    filter_digest = stage_digest(run, config, registry, BY_NAME["filter"])
+    generate_digest = stage_digest(run, config, registry, BY_NAME["generate"])
     table = run.table_path("plan", "sw")
     run.write_table("plan", "sw", run.read_table("plan", "sw", PLAN).head(2), PLAN)
-    assert stage_digest(run, config, registry, "generate") != generate_digest  # the input changed on disk
-    assert stage_digest(run, config, registry, "filter") == filter_digest  # filter does not read the plan
+    assert stage_digest(run, config, registry, BY_NAME["generate"]) != generate_digest  # the input changed on disk
+    assert stage_digest(run, config, registry, BY_NAME["filter"]) == filter_digest  # filter does not read the plan
     assert table.is_file()
 
     edited = tmp_path / "languages"
@@ -63,8 +65,8 @@ def test_the_digest_covers_input_files_on_disk_and_the_language_files_only_where
     sw.write_text("lid_threshold = 0.77\n" + sw.read_text())  # top-level keys come before the tables
     other = load_registry(edited)
     assert other.get("sw").lid_threshold == 0.77
-    assert stage_digest(run, config, other, "filter") != filter_digest  # LID policy lives in the language files
-    assert stage_digest(run, config, other, "train") == stage_digest(run, config, registry, "train")
+    assert stage_digest(run, config, other, BY_NAME["filter"]) != filter_digest  # LID policy lives in the language files
+    assert stage_digest(run, config, other, BY_NAME["train"]) == stage_digest(run, config, registry, BY_NAME["train"])
 
 
 def test_a_stage_stopped_by_an_error_is_recorded_partial_with_its_line(tmp_path):
@@ -89,14 +91,14 @@ def test_files_outside_the_run_join_the_digest_of_the_stages_that_read_them(tmp_
     config = parse_config({"eval": {"task": "beir", "data_dir": str(data)}, "report": {"results": [str(extra)]}},
                           where="test")
     run = Run.create(tmp_path / "run")
-    eval_digest = stage_digest(run, config, registry, "eval")
-    report_digest = stage_digest(run, config, registry, "report")
+    eval_digest = stage_digest(run, config, registry, BY_NAME["eval"])
+    report_digest = stage_digest(run, config, registry, BY_NAME["report"])
     corpus = next(p for p in data.rglob("*") if p.is_file())
     corpus.write_text(corpus.read_text() + "\n")  # the local eval data changed in place
-    assert stage_digest(run, config, registry, "eval") != eval_digest
-    assert stage_digest(run, config, registry, "report") == report_digest
+    assert stage_digest(run, config, registry, BY_NAME["eval"]) != eval_digest
+    assert stage_digest(run, config, registry, BY_NAME["report"]) == report_digest
     pl.DataFrame({"x": [2]}).write_parquet(extra)  # an extra results table changed
-    assert stage_digest(run, config, registry, "report") != report_digest
+    assert stage_digest(run, config, registry, BY_NAME["report"]) != report_digest
 
 
 def test_the_pipeline_names_a_current_stage_skipped_and_never_running(tmp_path):
@@ -122,16 +124,16 @@ def test_the_model_folders_train_and_filter_read_from_outside_the_run_join_their
     config = parse_config({"train": {"model": str(model), "deepspeed_config": str(ds_config)},
                            "filter": {"extra_fasttext_path": str(lid)}}, where="test")
     run = Run.create(tmp_path / "run")
-    train_digest = stage_digest(run, config, registry, "train")
-    filter_digest = stage_digest(run, config, registry, "filter")
+    train_digest = stage_digest(run, config, registry, BY_NAME["train"])
+    filter_digest = stage_digest(run, config, registry, BY_NAME["filter"])
     (model / "model.safetensors").write_bytes(b"other weights")  # another checkpoint in the same folder
-    assert stage_digest(run, config, registry, "train") != train_digest
-    train_digest = stage_digest(run, config, registry, "train")
+    assert stage_digest(run, config, registry, BY_NAME["train"]) != train_digest
+    train_digest = stage_digest(run, config, registry, BY_NAME["train"])
     ds_config.write_text('{"gradient_clipping": 1.0}')
-    assert stage_digest(run, config, registry, "train") != train_digest
-    assert stage_digest(run, config, registry, "filter") == filter_digest
+    assert stage_digest(run, config, registry, BY_NAME["train"]) != train_digest
+    assert stage_digest(run, config, registry, BY_NAME["filter"]) == filter_digest
     lid.write_bytes(b"a newer lid model")
-    assert stage_digest(run, config, registry, "filter") != filter_digest
+    assert stage_digest(run, config, registry, BY_NAME["filter"]) != filter_digest
 
 
 def test_a_stage_stopped_after_an_earlier_run_keeps_that_run_s_outputs_and_stats(tmp_path):

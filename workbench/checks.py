@@ -8,7 +8,7 @@ line and exit 2, and ``run.toml`` keeps what it had, so the next command is not 
 The checks only look at the disk (folders, small JSON files); they load no model and reach no
 network. Each takes the whole run config (the plan's size check estimates the generation it would
 cost) and ``pipeline``: True when ``workbench run`` evaluates ``[pipeline] eval_systems`` rather
-than ``[eval] model``. Declared per stage in :mod:`workbench.stages` (``Stage.check``).
+than ``[eval] model``. Each stage's :class:`~workbench.runner.Stage` names its check (``check=checks.filter``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def plan(config: Any, pipeline: bool = False) -> None:
     from workbench.plan import check_plan_size, resolve_quotas
 
     registry = load_registry()
-    quotas, _ = resolve_quotas(config, registry)
+    quotas, _ = resolve_quotas(config.run, registry)
     check_plan_size(quotas, config, registry)
 
 

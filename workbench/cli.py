@@ -25,7 +25,6 @@ from workbench.cli_errors import click_exception_types, is_connection_error, pri
 from workbench.cli_render import console, err_console
 from workbench.errors import WorkbenchError
 from workbench.locks import command_scope
-from workbench.stages import STAGE_NAMES
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # subcommands inherit it from the app's context
 
@@ -58,6 +57,30 @@ def _options(
 
 def _first_paragraph(doc: object) -> str | None:
     return " ".join(doc.strip().split("\n\n")[0].split()) if isinstance(doc, str) and doc.strip() else None
+
+
+class _PipelineCommand(typer.core.TyperCommand):
+    """``workbench run``: its help names the stages in order. They are imported only when a help text
+    is shown (every stage module, a few seconds), not by every command."""
+
+    @property
+    def help(self) -> str:
+        from workbench.stages import STAGE_NAMES
+
+        return ("Run the whole pipeline from one config (" + " → ".join(STAGE_NAMES)
+                + "); stages whose inputs are unchanged are skipped.")
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        pass  # click sets the docstring; the property above is the help
+
+    @property
+    def short_help(self) -> str:
+        return self.help
+
+    @short_help.setter
+    def short_help(self, value: str | None) -> None:
+        pass
 
 
 def _untruncated_command_help(typer_app: typer.Typer) -> None:
@@ -157,8 +180,7 @@ app.command()(cli_model.train)
 app.command("eval")(cli_model.eval_command)
 app.command()(cli_outputs.report)
 app.command("export")(cli_outputs.export_command)
-app.command("run", help="Run the whole pipeline from one config ("
-            + " → ".join(STAGE_NAMES) + "); stages whose inputs are unchanged are skipped.")(cli_outputs.run_command)
+app.command("run", cls=_PipelineCommand)(cli_outputs.run_command)
 app.command()(cli_outputs.status)
 _untruncated_command_help(app)
 

@@ -295,10 +295,8 @@ def filter_command(
 
     from workbench.filter.stage import run_filter
     from workbench.languages import load_registry
-    from workbench.run import Run
     from workbench.runconfig import resolve_run_config
 
-    Run.open(run_dir)  # an existing run only: filtering needs generated tables
     updates: dict[str, object] = {}
     if allow_confusable is not None:
         updates["allow_confusable"] = allow_confusable
@@ -306,6 +304,7 @@ def filter_command(
         updates["lid_threshold"] = lid_threshold
     if workers is not None:
         updates["workers"] = workers
+    # create=False: an existing run only (filtering needs generated tables); the run is opened there, once
     run, config = resolve_run_config(run_dir, config_file, {"filter": updates} if updates else None, create=False,
                                      stages=("filter",))
     registry = load_registry()

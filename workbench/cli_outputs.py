@@ -123,7 +123,7 @@ def run_command(
     """Run the whole pipeline from one config; stages whose inputs are unchanged are skipped."""
     from workbench.config import load_config
     from workbench.languages import load_registry
-    from workbench.runner import run_pipeline
+    from workbench.pipeline import run_pipeline
     from workbench.runconfig import resolve_run_config
 
     from workbench.errors import UnknownLanguageError

@@ -69,7 +69,7 @@ def print_plan_estimate(run, config, registry) -> None:
     what the run's request cache already holds; nothing is written."""
     from workbench.plan import MAX_PLAN_SLOTS, estimate_plan, resolve_quotas
 
-    quotas, left_out = resolve_quotas(config, registry)
+    quotas, left_out = resolve_quotas(config.run, registry)
     stats = estimate_plan(config, registry, quotas, cache_path=run.cache_path)
     print_dry_run(stats, what="nothing written, nothing sent")
     for code, reason in left_out.items():

@@ -20,16 +20,16 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from workbench.errors import ConfigError
 from workbench.eval.targets import EVAL_TASKS
 from workbench.families import FAMILIES, FAMILY_NAMES, Family
 from workbench.filter.members import MEMBERS, check_member_name, default_members
-from workbench.stages import STAGE_NAMES
 from workbench.systems import EVAL_SYSTEM_KEYS, MINILM, EvalSystemKey
 
 
@@ -444,7 +444,24 @@ class ReportSection(Section):
 
 
 # --- pipeline --------------------------------------------------------------------------------
-PipelineStage = Literal[STAGE_NAMES]  # declared once, in workbench/stages.py
+def pipeline_stage_names() -> tuple[str, ...]:
+    """The stages in pipeline order, as :mod:`workbench.stages` lists them. Looked up when a config
+    is validated, not when this module loads: the stage modules import their sections from here,
+    so this module imports no stage code."""
+    from workbench.stages import STAGE_NAMES
+
+    return STAGE_NAMES
+
+
+def _known_stage(value: Any) -> str:
+    names = pipeline_stage_names()
+    if isinstance(value, str) and value in names:
+        return value
+    expected = ", ".join(repr(name) for name in names[:-1]) + f" or {names[-1]!r}"
+    raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+
+
+PipelineStage = Annotated[str, PlainValidator(_known_stage, json_schema_input_type=str)]
 
 
 class EvalTarget(Section):
@@ -474,9 +491,7 @@ class PipelineSection(Section):
     ``trained`` = the model this run exported under ``train/model`` (and one per further seed).
     """
 
-    stages: list[PipelineStage] = Field(
-        default_factory=lambda: list(STAGE_NAMES)
-    )
+    stages: list[PipelineStage] = Field(default_factory=lambda: list(pipeline_stage_names()))
     eval_systems: list[EvalSystemKey] = Field(
         default_factory=lambda: list(EVAL_SYSTEM_KEYS)
     )

@@ -28,14 +28,14 @@ from typing import Any
 
 import polars as pl
 
-from workbench.config import RunConfig
+from workbench import checks
+from workbench.config import RunConfig, RunSection
 from workbench.errors import WorkbenchError
 from workbench.families import FAMILIES, PLACEHOLDER_COLUMNS, family_shares
 from workbench.languages import Language, Registry
 from workbench.run import Folder, Run, StageResult
-from workbench.runner import run_stage
-from workbench.stages import StageInput
-from workbench.tables import PLAN
+from workbench.runner import Stage, StageInput, run_stage
+from workbench.tables import PLAN as PLAN_TABLE
 
 STAGE = "plan"
 CHUNK_SLOTS = 50_000  # rows built and written at a time (one Parquet row group)
@@ -87,22 +87,21 @@ def plan_chunks(
                 row["target_language"] = bitext_partner(language, registry, rng)
             rows.append(row)
             if len(rows) == chunk:
-                yield pl.DataFrame(rows, schema=PLAN)
+                yield pl.DataFrame(rows, schema=PLAN_TABLE)
                 rows = []
     if rows:
-        yield pl.DataFrame(rows, schema=PLAN)
+        yield pl.DataFrame(rows, schema=PLAN_TABLE)
 
 
 def plan_language(
     language: Language, quota: int, families: list[str], seed: int, registry: Registry
 ) -> pl.DataFrame:
     """The language's whole plan table in memory (small plans, estimates, tests)."""
-    return pl.concat(list(plan_chunks(language, quota, families, seed, registry)) or [pl.DataFrame(schema=PLAN)])
+    return pl.concat(list(plan_chunks(language, quota, families, seed, registry)) or [pl.DataFrame(schema=PLAN_TABLE)])
 
 
-def resolve_quotas(config: RunConfig, registry: Registry) -> tuple[dict[str, int], dict[str, str]]:
-    """Languages to plan with their quotas, and languages left out with the reason."""
-    section = config.run
+def resolve_quotas(section: RunSection, registry: Registry) -> tuple[dict[str, int], dict[str, str]]:
+    """Languages to plan with their quotas, and languages left out with the reason (``[run]``)."""
     for code in section.quotas:
         registry.get(code)  # unknown codes fail here, with a suggestion
     quotas: dict[str, int] = {}
@@ -129,7 +128,7 @@ def planned_languages(config: RunConfig, registry: Registry,
     from workbench.errors import UnknownLanguageError, WorkbenchError
 
     try:
-        _, left_out = resolve_quotas(config, registry)
+        _, left_out = resolve_quotas(config.run, registry)
     except UnknownLanguageError:
         return None, {}
     tokens = [t for value in config.run.languages for t in str(value).replace(",", " ").split()]
@@ -180,7 +179,7 @@ def estimate_plan(config: Any, registry: Registry, quotas: dict[str, int], cache
         plans[code] = plan_language(registry.get(code), sample, section.families, section.seed, registry)
         scale[code] = quota / max(1, sample)
     scaled = any(factor != 1.0 for factor in scale.values())
-    stats = estimate_generation(config, registry, plans, cache_path=None if scaled else cache_path)
+    stats = estimate_generation(config.generate, registry, plans, cache_path=None if scaled else cache_path)
     per_language = stats["per_language"]
     for code, factor in scale.items():
         info = per_language[code]
@@ -203,20 +202,19 @@ PLAN_BYTES_PER_SLOT = 3.1  # zstd Parquet: 3.07 MB for 1,000,000 sw slots (docs/
 
 def run_plan(run: Run, config: RunConfig, registry: Registry) -> StageResult:
     """Write ``plan/<lang>.parquet`` for every selected language, through the runner (skipped when current)."""
-    return run_stage(run, STAGE, config, registry)
+    return run_stage(run, PLAN, config, registry)
 
 
-def write_plan(inputs: StageInput) -> StageResult:
+def write_plan(inputs: StageInput, section: RunSection) -> StageResult:
     """The plan stage's body: one table of slots per selected language; plans of languages no longer
     selected are removed (later stages would generate them)."""
     run, registry = inputs.run, inputs.registry
-    quotas, left_out = resolve_quotas(inputs.config, registry)
+    quotas, left_out = resolve_quotas(section, registry)
     result = StageResult(STAGE, stats={"left_out": left_out})
-    section = inputs.config.run
     check_plan_size(quotas)
     for code, quota in quotas.items():
         chunks = plan_chunks(registry.get(code), quota, section.families, section.seed, registry)
-        path, rows = run.write_table_chunks(Folder.PLAN, code, chunks, PLAN)
+        path, rows = run.write_table_chunks(Folder.PLAN, code, chunks, PLAN_TABLE)
         result.outputs[run.relative(path)] = rows
     for code in run.table_languages(Folder.PLAN):
         if code not in quotas:
@@ -225,4 +223,8 @@ def write_plan(inputs: StageInput) -> StageResult:
 
 
 def read_plan(run: Run) -> dict[str, pl.DataFrame]:
-    return {code: run.read_table(Folder.PLAN, code, PLAN) for code in run.table_languages(Folder.PLAN)}
+    return {code: run.read_table(Folder.PLAN, code, PLAN_TABLE) for code in run.table_languages(Folder.PLAN)}
+
+
+PLAN = Stage(STAGE, reads=(), sections=(RunSection,), body=write_plan, writes="plan/<lang>.parquet",
+             languages=True, check=checks.plan)

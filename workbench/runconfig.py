@@ -16,7 +16,6 @@ read-only commands (``write=False``). Only ``plan`` and ``run`` may create a run
 
 from __future__ import annotations
 
-import importlib
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
@@ -77,16 +76,15 @@ def check_stages(config: RunConfig, stages: Iterable[str], *, pipeline: bool = F
     With ``saved`` (the run's ``run.toml``), a stage whose declared sections are unchanged is not
     checked again: its settings passed when they were saved (re-running a finished pipeline needs
     no endpoint, for instance)."""
-    from workbench.stages import BY_NAME
+    from workbench.stages import BY_NAME  # every stage module: only once a command checks its stages
 
     for name in stages:
         declared = BY_NAME[name]
         if not declared.check:
             continue
-        if saved is not None and all(getattr(saved, s) == getattr(config, s) for s in declared.sections):
+        if saved is not None and declared.sections_of(saved) == declared.sections_of(config):
             continue
-        module, _, function = declared.check.partition(":")
-        getattr(importlib.import_module(module), function)(config, pipeline)
+        declared.check(config, pipeline)
 
 
 def resolve_run_config(

@@ -1,7 +1,9 @@
 """The runner: every stage runs through here, alone (``workbench filter RUN``) or as the pipeline
 (``workbench run``, plan → generate → filter → audit → train → eval → report).
 
-The stages are declared once, in :mod:`workbench.stages`. For one stage the runner
+A stage is a :class:`Stage` object declared in its own module (``FILTER`` in
+:mod:`workbench.filter.stage`, ...); :mod:`workbench.stages` lists them in pipeline order and
+:mod:`workbench.pipeline` runs that list. For one stage the runner
 
 * holds the run's writer lock (``run.lock``, one writer per run directory; :mod:`workbench.locks`);
 * decides whether the stage is current: its manifest entry is ``complete``, was recorded with the
@@ -9,8 +11,8 @@ The stages are declared once, in :mod:`workbench.stages`. For one stage the runn
   the language files and the files outside the run when it declares them, and the call's options),
   and every output it recorded is still on disk with its sha256. A current stage is not run again
   and rewrites nothing;
-* otherwise records the stage ``running``, calls its body with only the config sections it
-  declared, times it, and records what the body returned (status, outputs with rows and sha256,
+* otherwise records the stage ``running``, calls its body with its :class:`StageInput` and the
+  config sections it declares (typed, in declared order; nothing else of the config), times it, and records what the body returned (status, outputs with rows and sha256,
   stats) in ``manifest.json``. A body that stops with a :class:`WorkbenchError` leaves the stage
   recorded ``partial`` with the error line (resumable); an interrupted one stays ``running``, which
   ``workbench status`` shows as interrupted once no process holds the run. While the body runs,
@@ -19,6 +21,10 @@ The stages are declared once, in :mod:`workbench.stages`. For one stage the runn
 
 Stage bodies never write the manifest; the public stage functions (``run_plan``, ``run_filter``, ...)
 are this module's :func:`run_stage` for their stage.
+
+Adding a stage: write ``<stage>.py`` (or ``<stage>/stage.py``) with its body, a public
+``run_<stage>(run, config, registry)`` that calls :func:`run_stage`, and one :class:`Stage` object,
+then list that object in :mod:`workbench.stages`, in pipeline order.
 
 Example::
 
@@ -29,47 +35,89 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.config import RunConfig
+from workbench.config import RunConfig, Section
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
 from workbench.run import Run, StageResult, file_sha256, now
-from workbench.stagelog import logged_note, stage_log
-from workbench.stages import BY_NAME, STAGES, DeclaredConfig, Stage, StageInput
+from workbench.stagelog import stage_log
 
 log = logging.getLogger(__name__)
 
-VIA_PIPELINE = "workbench run"
+VIA_PIPELINE = "workbench run"  # recorded as ``via`` so ``status`` names the command that resumes a stage
 
 
 @dataclass
-class StageOutcome:
+class StageInput:
+    """What the runner hands a stage body, besides the config sections its stage declares."""
+
     stage: str
-    state: str  # ran | skipped | not selected
-    seconds: float = 0.0
+    run: Run
+    registry: Registry
+    options: dict[str, Any] = field(default_factory=dict)  # the call's own settings (part of the digest)
+    # the CLI's live view (generate: counters; filter: done, total; train, eval: workbench.progress states)
+    progress: Callable[..., None] | None = None
+    notify: Callable[[str], None] | None = None  # one state line for the CLI (e.g. batch polling)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline, declared in its own module and listed in :mod:`workbench.stages`.
+
+    ``body(inputs, *sections)`` does the work: it gets a :class:`StageInput` and the config
+    sections named in ``sections`` (section classes of :mod:`workbench.config`, in that order), and
+    nothing else of the config, so the skip digest, which hashes exactly those sections, cannot
+    miss a setting the stage uses. It returns a :class:`~workbench.run.StageResult` and never
+    writes the manifest.
+    """
+
+    name: str
+    reads: tuple[str, ...]  # stages whose recorded outputs this stage reads (they join its digest)
+    sections: tuple[type[Section], ...]  # config sections it uses (they join its digest; its body gets them)
+    body: Callable[..., StageResult]
+    writes: str  # what it leaves in the run directory
+    languages: bool = False  # the language files shape its outputs (their content joins its digest)
+    # (*sections) -> paths: files and folders outside the run the stage reads (the filter's LID models,
+    # train's base model and DeepSpeed JSON, eval's data folders and models, report's extra tables);
+    # the runner puts their state in the digest
+    outside: Callable[..., list[str]] | None = None
+    # (RunConfig, pipeline) -> None: the stage's own checks of its settings (model and data folders
+    # exist, ...), run before run.toml records them (workbench/checks.py)
+    check: Callable[[RunConfig, bool], None] | None = None
+
+    @property
+    def section_names(self) -> tuple[str, ...]:
+        """The ``RunConfig`` fields of the declared sections (``[filter]`` -> ``filter``)."""
+        return tuple(_FIELD_OF_SECTION[section] for section in self.sections)
+
+    def sections_of(self, config: RunConfig) -> tuple[Section, ...]:
+        """The declared sections of ``config``, in declared order: what the body and ``outside`` get."""
+        return tuple(getattr(config, name) for name in self.section_names)
+
+
+# each section class is the type of one RunConfig field
+_FIELD_OF_SECTION: dict[type, str] = {info.annotation: name for name, info in RunConfig.model_fields.items()}
 
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def stage_digest(run: Run, config: RunConfig, registry: Registry | None, stage: str,
+def stage_digest(run: Run, config: RunConfig, registry: Registry | None, declared: Stage,
                  options: dict[str, Any] | None = None) -> str:
     """What a stage's outputs depend on, hashed: its declared config sections, the outputs of the
     stages it reads (as they are on disk now), the language files (when it declares them), the
     files outside the run it reads (when it declares them) and the call's options."""
-    declared = BY_NAME[stage]
     manifest = run.manifest()["stages"]
     payload = {
-        "config": {name: getattr(config, name).model_dump(mode="json") for name in declared.sections},
+        "config": {name: getattr(config, name).model_dump(mode="json") for name in declared.section_names},
         "inputs": {up: _on_disk((manifest.get(up) or {}).get("outputs", {}), run) for up in declared.reads},
         "languages": registry.fingerprint() if declared.languages and registry is not None else None,
         "options": _jsonable(options or {}),
@@ -99,7 +147,7 @@ def _outside(declared: Stage, config: RunConfig) -> dict[str, Any] | None:
     """The state of every file outside the run the stage declares it reads (``Stage.outside``)."""
     if declared.outside is None:
         return None
-    paths = _call(declared.outside, DeclaredConfig(config, declared))
+    paths = declared.outside(*declared.sections_of(config))
     return {p: _outside_state(Path(p)) for p in sorted(set(paths))}
 
 
@@ -132,12 +180,7 @@ def _recorded_result(stage: str, entry: dict[str, Any]) -> StageResult:
     return StageResult(stage, outputs=_recorded_rows(entry), stats=entry.get("stats", {}), current=True)
 
 
-def _call(where: str, *args: Any) -> Any:
-    module, _, function = where.partition(":")
-    return getattr(importlib.import_module(module), function)(*args)
-
-
-def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
+def run_stage(run: Run, declared: Stage, config: RunConfig, registry: Registry, *,
               options: dict[str, Any] | None = None, progress: Callable[..., None] | None = None,
               notify: Callable[[str], None] | None = None, force: bool = False,
               via: str | None = None) -> StageResult:
@@ -148,10 +191,10 @@ def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
     runs) are the CLI's hooks; ``force`` runs a current stage again; ``via`` is recorded so ``status`` can
     name the command that resumes the stage.
     """
-    declared = BY_NAME[stage]
+    stage = declared.name
     recording = not run.lock.follower  # torchrun ranks > 0 belong to rank 0's job, which records it
     with run.lock.writer():
-        digest = stage_digest(run, config, registry, stage, options)
+        digest = stage_digest(run, config, registry, declared, options)
         entry = run.stage_entry(stage) or {}
         if (not force and entry.get("status") == "complete" and entry.get("config_hash") == digest
                 and outputs_intact(run, entry)):
@@ -163,11 +206,11 @@ def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
             run.record_stage(stage, status="running", config_hash=digest, started_at=started, via=via)
         if notify:
             notify("running")
-        inputs = StageInput(stage=stage, run=run, config=DeclaredConfig(config, declared), registry=registry,
-                            options=dict(options or {}), progress=progress, notify=notify)
+        inputs = StageInput(stage=stage, run=run, registry=registry, options=dict(options or {}),
+                            progress=progress, notify=notify)
         try:
             with stage_log(run.root, stage) as logged:  # library warnings to logs/<stage>.log, not the console
-                result = _call(declared.body, inputs)
+                result = declared.body(inputs, *declared.sections_of(config))
         except WorkbenchError as err:
             if recording:  # stopped, not crashed: resumable, and the line says why; what an earlier run
                 # recorded (its outputs, hashed as they are now, and its stats) stays in the entry
@@ -184,46 +227,3 @@ def run_stage(run: Run, stage: str, config: RunConfig, registry: Registry, *,
             run.record_stage(stage, status=result.status, config_hash=digest, outputs=result.outputs,
                              stats=result.stats, started_at=started, via=via)
         return result
-
-
-def run_pipeline(
-    run: Run,
-    config: RunConfig,
-    registry: Registry,
-    *,
-    on_stage: Callable[[str, str], None] | None = None,
-    progress: dict[str, Callable[[Any], None]] | None = None,
-) -> list[StageOutcome]:
-    """Run every selected stage in declaration order; current stages are skipped. A stage that ends
-    short of complete (generation with requests still unanswered) stops the pipeline with one line.
-
-    ``on_stage(stage, state line)`` and ``progress`` (per stage, the view its live state goes to:
-    generate's counters, train's steps, eval's texts) are the CLI's hooks.
-    """
-    outcomes: list[StageOutcome] = []
-    with run.lock.writer():
-        for declared in STAGES:
-            stage = declared.name
-            if stage not in config.pipeline.stages:
-                outcomes.append(StageOutcome(stage, "not selected"))
-                continue
-            start = time.perf_counter()
-            notify = (lambda line, stage=stage: on_stage(stage, line)) if on_stage else None
-            result = run_stage(run, stage, config, registry,
-                               progress=(progress or {}).get(stage), notify=notify, via=VIA_PIPELINE)
-            seconds = time.perf_counter() - start
-            if result.current:
-                outcomes.append(StageOutcome(stage, "skipped"))
-                if on_stage:
-                    on_stage(stage, "skipped (current)")
-                continue
-            if result.status != "complete":
-                raise WorkbenchError(
-                    f"{stage} is {result.status}: {result.stats.get('incomplete') or 'see workbench status'}",
-                    where=str(run.root),
-                    fix="re-run the same command to resume (finished work is not done again)")
-            outcomes.append(StageOutcome(stage, "ran", seconds))
-            if on_stage:
-                note = logged_note(result.stats, run.root)
-                on_stage(stage, f"done in {seconds:.1f} s" + (f"; {note}" if note else ""))
-    return outcomes

@@ -14,7 +14,7 @@ from typing import Any
 
 from workbench.run import Run, file_sha256
 from workbench.runner import VIA_PIPELINE
-from workbench.stages import STAGE_NAMES as STAGE_ORDER  # pipeline order, declared once
+from workbench.stages import STAGE_NAMES as STAGE_ORDER  # pipeline order, listed once
 
 
 def resume_command(run: Run, stage: str) -> str:

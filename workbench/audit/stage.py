@@ -42,8 +42,7 @@ from workbench.config import RunConfig
 from workbench.errors import TableError
 from workbench.languages import Registry
 from workbench.run import Folder, Run, StageResult, atomic_write_bytes, now
-from workbench.runner import run_stage
-from workbench.stages import StageInput
+from workbench.runner import Stage, StageInput, run_stage
 from workbench.tables import AUDIT_SUMMARY, FILTERED, GENERATED, PLAN
 
 STAGE = "audit"
@@ -53,7 +52,7 @@ REVIEW_FILE = "rejects_for_review.jsonl"
 def run_audit(run: Run, config: RunConfig, registry: Registry) -> StageResult:
     """Write ``audit/summary.parquet``, ``audit/audit.json`` and ``audit/index.html`` for ``run``,
     through the runner (skipped when current)."""
-    return run_stage(run, STAGE, config, registry)
+    return run_stage(run, AUDIT, config, registry)
 
 
 def write_audit(inputs: StageInput) -> StageResult:
@@ -105,3 +104,7 @@ def write_audit(inputs: StageInput) -> StageResult:
                       run.relative(out / "index.html"): len(rows), run.relative(out / REVIEW_FILE): totals["rejected"]}
     result.stats = {"totals": totals, "seconds": round(time.perf_counter() - start, 3)}
     return result
+
+
+AUDIT = Stage(STAGE, reads=("plan", "generate", "filter"), sections=(), body=write_audit,
+              writes="audit/ (summary.parquet, audit.json, index.html)", languages=True)

@@ -27,20 +27,19 @@ from typing import Any
 
 import polars as pl
 
-from workbench import conditions
-from workbench.config import RunConfig
+from workbench import checks, conditions
+from workbench.config import EvalSection, PipelineSection, RunConfig, TrainSection
 from workbench.errors import WorkbenchError
-from workbench.languages import Registry
-from workbench.metrics import ACCURACY, BITEXT_METRICS, RETRIEVAL_METRICS
 from workbench.eval import sharded
 from workbench.eval.targets import Target, build_target
+from workbench.languages import Registry
+from workbench.metrics import ACCURACY, BITEXT_METRICS, RETRIEVAL_METRICS
 from workbench.progress import EvalWatch
-from workbench.train.card import refresh_model_cards
 from workbench.run import Run, StageResult, atomic_write_bytes, now
-from workbench.runner import run_stage
-from workbench.stages import StageInput
+from workbench.runner import Stage, StageInput, run_stage
 from workbench.systems import BASE, BASE_AT_TRAINED_CONTRACT, BM25, BM25_MODEL_LABEL, MINILM, NAMED_MODELS, TRAINED
 from workbench.tables import EVAL_CELL_KEY, EVAL_PER_QUERY, EVAL_RESULTS
+from workbench.train.card import refresh_model_cards
 
 log = logging.getLogger(__name__)
 STAGE = "eval"
@@ -61,37 +60,37 @@ def run_eval(run: Run, config: RunConfig, registry: Registry, *, systems: str = 
     (and BM25 when asked) on ``[eval]``'s task; ``systems=PIPELINE_SYSTEMS`` is what ``workbench run``
     evaluates (see :func:`eval_sections`). ``progress`` gets a :class:`~workbench.progress.EvalProgress`
     as systems start and texts are embedded (the CLI's view)."""
-    return run_stage(run, STAGE, config, registry, options={"systems": systems}, progress=progress)
+    return run_stage(run, EVAL, config, registry, options={"systems": systems}, progress=progress)
 
 
-def outside_inputs(config: Any) -> list[str]:
+def outside_inputs(section: EvalSection, pipeline: PipelineSection, train: TrainSection) -> list[str]:
     """The data folders and model folders eval reads from outside the run (they join its digest)."""
-    paths = [t.data_dir for t in (config.eval, *config.pipeline.eval_also) if t.data_dir]
-    models = (config.eval.model, config.eval.contract_from, config.train.model)
+    paths = [t.data_dir for t in (section, *pipeline.eval_also) if t.data_dir]
+    models = (section.model, section.contract_from, train.model)
     return paths + [m for m in models if m and m not in NAMED_MODELS]
 
 
-def seed_exports(run: Run, config: Any) -> list[tuple[int | None, Path]]:
+def seed_exports(run: Run, train: TrainSection) -> list[tuple[int | None, Path]]:
     """(seed, model folder) of every training seed: the first is ``train/model``, further seeds of
     ``[train] seeds`` are ``train/seeds/<seed>/model`` (the train stage's layout)."""
-    seeds = list(config.train.seeds)
+    seeds = list(train.seeds)
     exports: list[tuple[int | None, Path]] = [(seeds[0] if seeds else None, run.stage_dir("train") / "model")]
     return exports + [(seed, run.stage_dir("train") / "seeds" / str(seed) / "model") for seed in seeds[1:]]
 
 
-def pipeline_systems(run: Run, config: Any) -> dict[str, dict[str, Any]]:
+def pipeline_systems(run: Run, pipeline: PipelineSection, train: TrainSection) -> dict[str, dict[str, Any]]:
     """Every system ``[pipeline] eval_systems`` names -> its ``key`` there, its section settings and its seed group.
 
     ``base`` is ``[train] model`` as it is; ``base@trained-contract`` the same weights under the contract
     of this run's export (so trained minus it isolates what the data did); ``trained`` is the export,
     one system per training seed (``<base>-ft``, ``<base>-ft-seed<N>``), all in the first one's seed group.
     """
-    base = config.train.model or MINILM
+    base = train.model or MINILM
     base_name = MINILM if base == MINILM else Path(base).name
     trained = f"{base_name}-ft"
-    exports = seed_exports(run, config)
+    exports = seed_exports(run, train)
     out: dict[str, dict[str, Any]] = {}
-    for key in config.pipeline.eval_systems:
+    for key in pipeline.eval_systems:
         if key == BM25:
             out[BM25] = {"key": key, "model": BM25, "contract_from": None, "seed_group": BM25}
         elif key == BASE:
@@ -106,7 +105,8 @@ def pipeline_systems(run: Run, config: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def eval_sections(run: Run, config: Any, systems: str) -> list[Any]:
+def eval_sections(run: Run, section: EvalSection, pipeline: PipelineSection, train: TrainSection,
+                  systems: str) -> list[EvalSection]:
     """One ``[eval]`` section per (target, system) this call evaluates.
 
     ``PIPELINE_SYSTEMS``: ``[eval]`` and every ``[[pipeline.eval_also]]`` target, each with every system
@@ -115,24 +115,24 @@ def eval_sections(run: Run, config: Any, systems: str) -> list[Any]:
     passkey targets.
     """
     if systems == ONE_SECTION:
-        return [config.eval]
+        return [section]
     if systems != PIPELINE_SYSTEMS:
         raise ValueError(f"unknown eval systems {systems!r}")
     sections = []
-    for target in [{}, *(t.model_dump() for t in config.pipeline.eval_also)]:
+    for target in [{}, *(t.model_dump() for t in pipeline.eval_also)]:
         only = target.pop("systems", None)  # an eval_also target may name a subset of eval_systems
-        for system, settings in pipeline_systems(run, config).items():
+        for system, settings in pipeline_systems(run, pipeline, train).items():
             if only is not None and settings["key"] not in only:
                 continue
-            if settings["model"] == BM25 and target.get("task", config.eval.task) in ("tatoeba", "passkey"):
+            if settings["model"] == BM25 and target.get("task", section.task) in ("tatoeba", "passkey"):
                 continue
-            sections.append(config.eval.model_copy(update={
+            sections.append(section.model_copy(update={
                 **target, "model": settings["model"], "contract_from": settings["contract_from"], "system": system,
                 "bm25": False}))
     return sections
 
 
-def evaluate(inputs: StageInput) -> StageResult:
+def evaluate(inputs: StageInput, eval_section: EvalSection, pipeline: PipelineSection, train: TrainSection) -> StageResult:
     """The eval stage's body: every section of :func:`eval_sections`, then one upsert of the tables."""
     run, registry = inputs.run, inputs.registry
     rows: list[dict[str, Any]] = []
@@ -141,9 +141,9 @@ def evaluate(inputs: StageInput) -> StageResult:
     sources: dict[str, Any] = {}
     system_names: list[str] = []
     which = inputs.options.get("systems", PIPELINE_SYSTEMS)
-    groups = {name: s["seed_group"] for name, s in pipeline_systems(run, inputs.config).items()} \
+    groups = {name: s["seed_group"] for name, s in pipeline_systems(run, pipeline, train).items()} \
         if which == PIPELINE_SYSTEMS else {}
-    sections = eval_sections(run, inputs.config, which)
+    sections = eval_sections(run, eval_section, pipeline, train, which)
     watch = EvalWatch(inputs.progress, len(sections))  # the CLI's view: task, system, texts/s, ETA
     for index, section in enumerate(sections, 1):
         target = build_target(section, registry)
@@ -447,3 +447,8 @@ def _upsert_per_query(run: Run, rows: list[dict[str, Any]]) -> pl.DataFrame:
     new = new.sort(["task", "dataset", "system", "metric", "query_id"])
     run.write_table("eval", "per_query", new, EVAL_PER_QUERY)
     return new
+
+
+EVAL = Stage(STAGE, reads=("train",), sections=(EvalSection, PipelineSection, TrainSection), body=evaluate,
+             writes="eval/ (results.parquet, per_query.parquet, mteb JSON)", outside=outside_inputs,
+             check=checks.eval)

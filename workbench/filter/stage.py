@@ -32,7 +32,8 @@ from concurrent.futures import ProcessPoolExecutor
 import polars as pl
 import pyarrow as pa
 
-from workbench.config import RunConfig
+from workbench import checks
+from workbench.config import FilterSection, RunConfig
 from workbench.errors import TableError
 from workbench.families import EXAMPLE_FIELDS, FAMILIES
 from workbench.filter.dedup import find_normalised_duplicates
@@ -41,8 +42,7 @@ from workbench.filter.rules import Verdict, check_row, normalise_lines
 from workbench.languages import Registry
 from workbench.processes import init_pool_worker, terminate_children
 from workbench.run import Folder, Run, StageResult
-from workbench.runner import run_stage
-from workbench.stages import StageInput
+from workbench.runner import Stage, StageInput, run_stage
 from workbench.tables import FILTERED, GENERATED, LID_VOTE
 
 STAGE = "filter"
@@ -179,19 +179,17 @@ def run_filter(run: Run, config: RunConfig, registry: Registry,
                progress: Callable[[int, int], None] | None = None) -> StageResult:
     """Filter every ``generated/<lang>.parquet`` of ``run`` through the runner (skipped when current);
     ``progress(done, total)`` is optional."""
-    return run_stage(run, STAGE, config, registry, progress=progress)
+    return run_stage(run, FILTER, config, registry, progress=progress)
 
 
-def outside_inputs(config) -> list[str]:
+def outside_inputs(section: FilterSection) -> list[str]:
     """The LID model files the filter reads from outside the run (they join its digest)."""
-    section = config.filter
     return [p for p in (section.lid176_path, section.extra_fasttext_path) if p]
 
 
-def filter_generated(inputs: StageInput) -> StageResult:
+def filter_generated(inputs: StageInput, section: FilterSection) -> StageResult:
     """The filter stage's body (see the module docstring)."""
     run, registry, progress = inputs.run, inputs.registry, inputs.progress
-    section = inputs.config.filter
     languages = run.table_languages(Folder.GENERATED)
     if not languages:
         raise TableError("no generated tables to filter", where=str(run.stage_dir(Folder.GENERATED)),
@@ -249,3 +247,8 @@ def filter_generated(inputs: StageInput) -> StageResult:
             pool.shutdown(cancel_futures=True)
     result.stats = {"languages": stats, "seconds": round(time.perf_counter() - start, 3)}
     return result
+
+
+FILTER = Stage(STAGE, reads=("generate",), sections=(FilterSection,), body=filter_generated,
+               writes="accepted/<lang>.parquet, rejected/<lang>.parquet", languages=True,
+               outside=outside_inputs, check=checks.filter)

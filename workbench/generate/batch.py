@@ -29,7 +29,7 @@ from typing import Any
 
 import openai
 
-from workbench.config import RunConfig
+from workbench.config import GenerateSection, RunConfig
 from workbench.errors import WorkbenchError
 from workbench.generate import budget, prompts
 from workbench.generate.budget import TRUNCATED, truncation_error
@@ -93,8 +93,7 @@ class BatchRunner:
             log.info("submitted batch %s: %d %s requests (%d bytes)", job_info.id, len(chunk), name, len(data))
 
 
-def _client(config: RunConfig) -> LLMClient:
-    section = config.generate
+def _client(section: GenerateSection) -> LLMClient:
     if section.base_url == "local":
         raise WorkbenchError("the embedded server has no Batch API", where="generate.base_url",
                              fix="point --base-url at an endpoint with /v1/batches")
@@ -115,7 +114,7 @@ def batch_status(run: Run, config: RunConfig) -> list[dict[str, Any]]:
         cache.close()
 
     async def fetch() -> list[dict[str, Any]]:
-        client = _client(config)
+        client = _client(config.generate)
         try:
             rows = []
             for batch_id, keys in sorted(jobs.items()):
@@ -134,20 +133,19 @@ def batch_status(run: Run, config: RunConfig) -> list[dict[str, Any]]:
         raise _endpoint_error(err, config.generate.base_url) from None
 
 
-def ingest_finished(run: Run, config: RunConfig) -> dict[str, int]:
+def ingest_finished(run: Run, section: GenerateSection) -> dict[str, int]:
     """Ingest every finished batch into the cache; counts of ok/failed/resubmitted answers and open batches.
 
     :func:`workbench.generate.stage.collect` then continues the stage.
     """
     import asyncio
 
-    section = config.generate
     pricer = Pricer(section, batch=True)
     cache = RequestCache(run.cache_path)
     ingested = {"ok": 0, "failed": 0, "resubmit": 0, "open_batches": 0}
 
     async def ingest() -> None:
-        client = _client(config)
+        client = _client(section)
         try:
             for batch_id, keys in sorted(cache.submitted().items()):
                 info = await client.openai.batches.retrieve(batch_id)

@@ -84,27 +84,27 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def generate_tables(run: Run, config: RunConfig, registry: Registry, *, dry_run: bool = False, batch: bool = False,
+def generate_tables(run: Run, section: GenerateSection, registry: Registry, *, seed: int, dry_run: bool = False, batch: bool = False,
                     retry_failed: bool = False, progress: ProgressCallback | None = None,
                     base_url: str | None = None) -> StageResult:
     """Run (or resume) generation for every planned language; see the module docstring. The
     manifest is the runner's: this returns the status (complete, partial, waiting) with the result.
 
-    ``base_url`` overrides the config's. With ``base_url = "local"`` (and no override) this call
+    ``section`` is ``[generate]``, ``seed`` the run's (``[run] seed``: the retry backoff's jitter).
+    ``base_url`` overrides the section's. With ``base_url = "local"`` (and no override) this call
     starts the embedded llama.cpp server and runs again against its URL. With ``batch=True`` requests go through the Batch API
     (:mod:`workbench.generate.batch`) and the call returns after submitting or collecting.
     """
-    section = config.generate
     plans = _read_plans(run)
     if dry_run:
-        return StageResult(STAGE, stats=estimate_generation(config, registry, plans, cache_path=run.cache_path, batch=batch))
+        return StageResult(STAGE, stats=estimate_generation(section, registry, plans, cache_path=run.cache_path, batch=batch))
     local = section.base_url == "local"
     url = base_url or section.base_url
     if url == "local":
         from workbench.generate.local import serve_local
 
         with serve_local(log_path=run.root / LOCAL_SERVER_LOG) as local_url:
-            return generate_tables(run, config, registry, dry_run=dry_run, batch=batch, retry_failed=retry_failed,
+            return generate_tables(run, section, registry, seed=seed, dry_run=dry_run, batch=batch, retry_failed=retry_failed,
                                    progress=progress, base_url=local_url)
     mode = resolve_mode(section.structured_output, url, local)
     client = LLMClient(
@@ -112,7 +112,7 @@ def generate_tables(run: Run, config: RunConfig, registry: Registry, *, dry_run:
         timeout_s=section.timeout_s, max_retries=section.max_retries, backoff_base_s=section.backoff_base_s,
         backoff_max_s=section.backoff_max_s, mode=mode, concurrency=1 if local else section.concurrency,
         requests_per_minute=section.requests_per_minute, tokens_per_minute=section.tokens_per_minute,
-        temperature=section.temperature, top_p=section.top_p, rng=random.Random(f"{config.run.seed}:backoff"),
+        temperature=section.temperature, top_p=section.top_p, rng=random.Random(f"{seed}:backoff"),
     )
     context_tokens = section.context_tokens or (_local_context_tokens() if local else None)
     cache = RequestCache(run.cache_path)
@@ -425,12 +425,11 @@ class Engine:
         return StageResult(STAGE, stats=stats)
 
 
-def estimate_generation(config: RunConfig, registry: Registry, plans: dict[str, pl.DataFrame], *,
+def estimate_generation(section: GenerateSection, registry: Registry, plans: dict[str, pl.DataFrame], *,
                         cache_path: Path | None = None, batch: bool | None = None) -> dict[str, Any]:
     """The dry run over ``plans`` (in memory): requests, tokens and cost per language and in all,
     less what the request cache at ``cache_path`` already holds (when it exists). Sends nothing,
     writes nothing, starts no server."""
-    section = config.generate
     batch = section.batch if batch is None else batch
     local = section.base_url == "local"
     url = "http://127.0.0.1:0/v1" if local else section.base_url  # never contacted

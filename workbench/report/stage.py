@@ -29,13 +29,12 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from workbench import checks
 from workbench.config import ReportSection, RunConfig
 from workbench.languages import Registry, load_registry
 from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256
-from workbench.runner import run_stage
-from workbench.stages import StageInput
+from workbench.runner import Stage, StageInput, run_stage
 from workbench.tables import (
     REPORT_COMPARISONS,
     REPORT_DATA,
@@ -67,7 +66,7 @@ from workbench.report.render import (
 )
 
 # Imported by name elsewhere (cli, stages, tests): keep them reachable from here.
-__all__ = ["STAGE", "Analysis", "analyse", "build_report", "compare", "load_audit", "load_results",
+__all__ = ["REPORT", "STAGE", "Analysis", "analyse", "build_report", "compare", "load_audit", "load_results",
            "miracl_chart_values", "render", "run_compare", "run_report", "templates_dir", "write_report"]
 
 log = logging.getLogger(__name__)
@@ -76,18 +75,17 @@ log = logging.getLogger(__name__)
 def run_report(run: Run, config: RunConfig, registry: Registry) -> StageResult:
     """The report stage over a run, through the runner (skipped when current): the run's
     ``eval/results.parquet`` (plus ``[report] results``) and its audit -> ``report/``."""
-    return run_stage(run, STAGE, config, registry)
+    return run_stage(run, REPORT, config, registry)
 
 
-def outside_inputs(config: Any) -> list[str]:
+def outside_inputs(section: ReportSection) -> list[str]:
     """Tables from outside the run the report reads (they join its digest, by content)."""
-    section = config.report
     return [*section.results, *([section.audit] if section.audit else [])]
 
 
-def write_report(inputs: StageInput) -> StageResult:
+def write_report(inputs: StageInput, section: ReportSection) -> StageResult:
     """The report stage's body."""
-    run, section = inputs.run, inputs.config.report
+    run = inputs.run
     audit = Path(section.audit) if section.audit else run.stage_dir("audit") / "summary.parquet"
     own = run.stage_dir("eval") / "results.parquet"
     result = build_report(run.stage_dir(STAGE), [*([own] if own.is_file() else []), *section.results],
@@ -174,3 +172,8 @@ def build_report(
     log.info("report written to %s (focus %s)", out, analysis.focus)
     return StageResult(STAGE, outputs=outputs, stats={"focus": analysis.focus, "headline": analysis.headline,
                                                       "out_dir": str(out), "inputs": inputs})
+
+
+REPORT = Stage(STAGE, reads=("train", "eval", "audit"), sections=(ReportSection,), body=write_report,
+               writes="report/ (index.html, summary.md, tables)", languages=True, outside=outside_inputs,
+               check=checks.report)

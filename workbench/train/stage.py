@@ -37,12 +37,12 @@ from dataclasses import replace
 
 import polars as pl
 
-from workbench.config import RunConfig, TrainSection
+from workbench import checks
+from workbench.config import RunConfig, RunSection, TrainSection
 from workbench.encoder import inspect_model, write_spec
 from workbench.errors import WorkbenchError
 from workbench.run import Run, StageResult, atomic_write_bytes
-from workbench.runner import run_stage
-from workbench.stages import StageInput
+from workbench.runner import Stage, StageInput, run_stage
 from workbench.systems import MINILM
 from workbench.tables import TRAIN_LOG, TRAIN_RECORDS
 from workbench.train import data as train_data
@@ -116,21 +116,20 @@ def run_train(run: Run, config: RunConfig, registry=None, *, progress=None) -> S
     """Train an embedder on ``accepted/`` and export it under ``train/`` (see the module docstring),
     through the runner (skipped when current). ``progress`` gets a :class:`~workbench.progress.TrainProgress`
     after every step (the CLI's view)."""
-    return run_stage(run, STAGE, config, registry, progress=progress)
+    return run_stage(run, TRAIN, config, registry, progress=progress)
 
 
-def outside_inputs(config) -> list[str]:
+def outside_inputs(run_section: RunSection, section: TrainSection) -> list[str]:
     """The model folder and the DeepSpeed JSON train reads from outside the run (they join its digest)."""
-    section = config.train
     return [p for p in (section.model, section.deepspeed_config) if p and p != MINILM]
 
 
-def train_model(inputs: StageInput) -> StageResult:
+def train_model(inputs: StageInput, run_section: RunSection, section: TrainSection) -> StageResult:
     """The train stage's body."""
     import torch
 
-    run, seed = inputs.run, inputs.config.run.seed
-    tc = _resolved(inputs.config.train)
+    run, seed = inputs.run, run_section.seed
+    tc = _resolved(section)
     info = inspect_model(tc.model)
     world_hint = int(os.environ.get("WORLD_SIZE", "1"))
     check_backend(tc, world_hint)
@@ -249,3 +248,7 @@ def _train_seed(inputs: StageInput, tc: TrainSection, info, built, schedule, gen
         engine.destroy()
     barrier()
     return outputs, stats
+
+
+TRAIN = Stage(STAGE, reads=("filter",), sections=(RunSection, TrainSection), body=train_model,
+              writes="train/ (records, log, model/)", outside=outside_inputs, check=checks.train)
