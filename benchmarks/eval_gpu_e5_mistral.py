@@ -143,7 +143,7 @@ def main() -> None:
     lines = [f"# Encoding throughput per GPU: {name}, {'bf16' if cuda else 'fp32'}, max_length {args.max_length}",
              "", "| model | batch | tokens/passage | passages/s | tokens/s | peak GiB |", "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {m} | {b} | {t:.0f} | {p:,.1f} | {tk:,.0f} | {g:.1f} |" for m, b, t, p, tk, g in rows]
-    lines += ["", f"Use with: workbench eval RUN --estimate --throughput <passages/s> --throughput-tokens <tokens/passage>",
+    lines += ["", "Use with: workbench eval RUN --estimate --throughput <passages/s> --throughput-tokens <tokens/passage>",
               f"(host {os.uname().nodename}, torch {torch.__version__})"]
     text = "\n".join(lines) + "\n"
     args.out.write_text(text, encoding="utf-8")

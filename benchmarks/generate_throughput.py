@@ -181,7 +181,6 @@ def main() -> None:
     lost = slots - ok
     duplicated = sum(1 for n in answered.values() if n > 1)
     http_rate = http_requests / measured["elapsed"]
-    slot_rate = ok / measured["elapsed"]
     rss = measured["rss"] or [rss_mib()]
     third = max(1, len(rss) // 3)
     rows = [

@@ -388,7 +388,7 @@ def text_floor(args, registry: Registry, section: FilterSection) -> None:
           "(Tatoeba, every language; MIRACL queries and yo passages; XQuAD questions and paragraphs)")
     for q in (0.0001, 0.001, 0.01):
         print(f"  {q:.2%} quantile of the share: {stats[int(q * len(stats))][0]:.3f}")
-    print(f"  lowest: " + "; ".join(f"{s:.3f} {w} {t[:30]!r}" for s, _, w, t in stats[:5]))
+    print("  lowest: " + "; ".join(f"{s:.3f} {w} {t[:30]!r}" for s, _, w, t in stats[:5]))
     few = [(w, t) for _, letters, w, t in stats if letters < section.min_text_letters]
     print(f"  fewer than min_text_letters={section.min_text_letters} letters: {len(few)} {few[:5]}")
     print(f"  share below min_text_share={section.min_text_share}: {sum(s < section.min_text_share for s, *_ in stats)}")

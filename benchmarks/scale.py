@@ -169,11 +169,11 @@ stages = ["plan", "generate"]
 def filtering(args: argparse.Namespace, root: Path) -> None:
     import polars as pl
 
-    from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
-    from workbench.languages import load_registry
     from workbench.config import RunConfig
+    from workbench.languages import load_registry
     from workbench.run import Run
     from workbench.tables import GENERATED
+    from workbench.testing.samples import generated_table, synthetic_rows, tatoeba_sentences, xquad_paragraphs
 
     registry = load_registry()
     english = tatoeba_sentences(args.data, registry.get("en"))

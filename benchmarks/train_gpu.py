@@ -92,8 +92,8 @@ def main() -> int:
         return 2
 
     from workbench.config import TrainSection
-    from workbench.train.loss import info_nce
     from workbench.train.distributed import setup_distributed
+    from workbench.train.loss import info_nce
     from workbench.train.zero import build_engine
 
     dist = setup_distributed(args.stage != "none")

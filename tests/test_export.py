@@ -21,8 +21,8 @@ import pytest
 from workbench.config import RunConfig, parse_config
 from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
-from workbench.run import Run
 from workbench.pipeline import run_pipeline
+from workbench.run import Run
 from workbench.tables import ACCEPTED, EVAL_RESULTS, REJECTED
 from workbench.testing.openai_double import OpenAIDouble
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import report_inputs as ri
 from workbench import conditions
 from workbench.config import ReportSection
 from workbench.report.stage import build_report, run_compare
+
+import report_inputs as ri
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "data"

@@ -20,13 +20,14 @@ from workbench.cli_render import (
     console,
     err_console,
     print_dry_run,
-    print_plan_estimate,
     print_generate_summary,
     print_left_out,
+    print_plan_estimate,
     print_plan_summary,
     print_proposal,
 )
 from workbench.errors import WorkbenchError
+
 
 def split_values(values: Optional[list[str]]) -> list[str]:
     """Repeated or comma/space-separated option values as one list."""

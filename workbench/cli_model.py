@@ -18,6 +18,7 @@ from workbench.cli_render import StageProgress, console, err_console
 from workbench.errors import WorkbenchError
 from workbench.stagelog import logged_note
 
+
 # --- train -----------------------------------------------------------------------------------
 def train(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory with accepted/ tables")],
@@ -37,12 +38,11 @@ def train(
     estimate: Annotated[bool, typer.Option("--estimate", help="print per-GPU memory and exit")] = False,
 ) -> None:
     """Fine-tune an embedder on accepted/ (E5 recipe); writes train/ and an exported model eval loads."""
-    from workbench.runconfig import resolve_run_config
-    from workbench.train.stage import estimate_training, run_train
-
     from typing import get_args
 
     from workbench.config import DeepSpeedMode
+    from workbench.runconfig import resolve_run_config
+    from workbench.train.stage import estimate_training, run_train
 
     # the config owns the modes; checked here too so the line names the option, not run.toml
     if deepspeed is not None and deepspeed not in get_args(DeepSpeedMode):

@@ -16,6 +16,7 @@ from rich.text import Text
 from workbench.cli_render import GenerateProgress, StageProgress, console, print_left_out
 from workbench.errors import WorkbenchError
 
+
 # --- report ----------------------------------------------------------------------------------
 def report(
     run_dir: Annotated[Optional[Path], typer.Argument(metavar="RUN", help="run directory: reads eval/results.parquet and audit/summary.parquet, writes report/")] = None,
@@ -93,7 +94,8 @@ def export_command(
     private: Annotated[bool, typer.Option("--private", help="create new Hub repositories as private")] = False,
 ) -> None:
     """Write accepted/ as JSONL with a Hugging Face dataset card; optionally push data and model to the Hub."""
-    from workbench.export import export_dataset, push_to_hub as push, trained_model_dir
+    from workbench.export import export_dataset, trained_model_dir
+    from workbench.export import push_to_hub as push
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
 
@@ -122,11 +124,10 @@ def run_command(
 ) -> None:
     """Run the whole pipeline from one config; stages whose inputs are unchanged are skipped."""
     from workbench.config import load_config
+    from workbench.errors import UnknownLanguageError
     from workbench.languages import load_registry
     from workbench.pipeline import run_pipeline
     from workbench.runconfig import resolve_run_config
-
-    from workbench.errors import UnknownLanguageError
 
     registry = load_registry()
     requested = load_config(config_file)

@@ -124,9 +124,8 @@ def dataset_card(config: RunConfig, registry: Registry, counts: dict[str, dict[s
     """The README.md of the exported dataset: Hub YAML header, then counts, generator, filter, licence.
 
     ``families`` maps each family with rows to its rows per language."""
-    from huggingface_hub import DatasetCardData
-
     import tomli_w
+    from huggingface_hub import DatasetCardData
 
     total = sum(c["accepted"] for c in counts.values())
     kept = sorted(code for code, c in counts.items() if c["accepted"])

@@ -23,9 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,8 +45,8 @@ from workbench.encoder import (
     is_decoder_config,
     load_spec,
     pool,
-    tokenize,
     task_instructions,
+    tokenize,
 )
 from workbench.errors import WorkbenchError, first_line
 from workbench.eval.cache import EmbeddingCache, text_key

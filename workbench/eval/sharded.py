@@ -432,9 +432,8 @@ class _Job:
 
     # -- texts exactly as mteb builds them --------------------------------------------------------
     def _texts(self, dataset: Any, prompt_type: Any) -> list[str]:
-        from mteb._create_dataloaders import create_dataloader
-
         import datasets
+        from mteb._create_dataloaders import create_dataloader
 
         shown = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()  # one "Standardizing" bar per shard would bury the progress line

@@ -9,9 +9,9 @@ table, and where the data came from (``eval/data_sources.json``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from workbench import conditions
@@ -246,8 +246,8 @@ def _tatoeba_target(section: Any, registry: Registry) -> Target:
 
 
 def _beir_target(section: Any, registry: Registry) -> Target:
-    from workbench.eval.local_tasks import build_local_task, load_beir_split
     from workbench.encoder import task_instructions
+    from workbench.eval.local_tasks import build_local_task, load_beir_split
 
     data_dir = Path(section.data_dir)
     if not data_dir.is_dir():

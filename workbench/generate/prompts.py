@@ -133,8 +133,9 @@ def _nonblank(value: str) -> str:
 @lru_cache(maxsize=None)
 def answer_model(family: str) -> type[BaseModel]:
     """A pydantic model with the family's fields, each a non-empty string."""
-    from pydantic import AfterValidator
     from typing import Annotated
+
+    from pydantic import AfterValidator
 
     Text = Annotated[str, AfterValidator(_nonblank)]
     fields = {name: (Text, ...) for name in FAMILIES[family].fields}

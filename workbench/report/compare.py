@@ -9,18 +9,17 @@ from pathlib import Path
 
 import polars as pl
 
-from workbench import conditions
+from workbench import conditions, stats
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry, load_registry
-from workbench.run import StageResult, atomic_write_bytes
-from workbench.tables import REPORT_COMPARE, conform
 from workbench.report import STAGE
+from workbench.report import measured as measured_mod
 from workbench.report.analysis import METRIC_LABELS, TIER_RANK
 from workbench.report.inputs import load_results
-from workbench import stats
-from workbench.report import measured as measured_mod
 from workbench.report.plots import compare_plot, shared_delta_limits
 from workbench.report.render import delta_words, detail_words, template_env, write_table
+from workbench.run import StageResult, atomic_write_bytes
+from workbench.tables import REPORT_COMPARE, conform
 
 
 def _resolve_side(spec: str, registry: Registry) -> tuple[str, str, Path, pl.DataFrame]:

@@ -23,7 +23,6 @@ from workbench.run import read_parquet, read_parquet_unchecked
 from workbench.tables import AUDIT_SUMMARY, EVAL_CELL_KEY, EVAL_CONDITION_COLUMNS, EVAL_RESULTS
 
 
-
 def load_results(paths: Sequence[Path | str], registry: Registry) -> pl.DataFrame:
     """Read and check EVAL_RESULTS tables; adds ``input_file``. Errors name the file and the fix."""
     if not paths:

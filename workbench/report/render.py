@@ -12,12 +12,9 @@ from pathlib import Path
 
 import polars as pl
 
+from workbench import conditions
 from workbench.config import ReportSection
 from workbench.languages import Registry
-from workbench.resources import data_dir
-from workbench.run import atomic_write_bytes
-from workbench.tables import Schema, conform
-from workbench import conditions
 from workbench.report import measured as measured_mod
 from workbench.report.analysis import (
     GROUPS,
@@ -30,6 +27,9 @@ from workbench.report.analysis import (
     measured_words,
 )
 from workbench.report.references import References
+from workbench.resources import data_dir
+from workbench.run import atomic_write_bytes
+from workbench.tables import Schema, conform
 
 
 def templates_dir() -> Path:

@@ -33,6 +33,25 @@ from pathlib import Path
 from workbench import checks
 from workbench.config import ReportSection, RunConfig
 from workbench.languages import Registry, load_registry
+from workbench.report import STAGE
+from workbench.report import measured as measured_mod
+from workbench.report.analysis import Analysis, analyse, pick_focus
+from workbench.report.compare import compare, compare_view, run_compare
+from workbench.report.inputs import load_audit, load_results
+from workbench.report.passkey import passkey_section, without_passkey
+from workbench.report.plots import measured_plots, miracl_chart_values, miracl_plots
+from workbench.report.references import load_references, reference_dir
+from workbench.report.render import (
+    main_result,
+    measured_lede,
+    measured_sections,
+    render,
+    significance_lines,
+    tatoeba_rows,
+    templates_dir,
+    write_table,
+)
+from workbench.report.tiers import tier_question
 from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256
 from workbench.runner import Stage, StageInput, run_stage
 from workbench.tables import (
@@ -44,25 +63,6 @@ from workbench.tables import (
     REPORT_PASSKEY,
     REPORT_SCORES,
     REPORT_TIERS,
-)
-from workbench.report import STAGE
-from workbench.report import measured as measured_mod
-from workbench.report.analysis import Analysis, analyse, pick_focus
-from workbench.report.compare import compare, compare_view, run_compare
-from workbench.report.inputs import load_audit, load_results
-from workbench.report.passkey import passkey_section, without_passkey
-from workbench.report.plots import measured_plots, miracl_chart_values, miracl_plots
-from workbench.report.references import load_references, reference_dir
-from workbench.report.tiers import tier_question
-from workbench.report.render import (
-    main_result,
-    measured_lede,
-    measured_sections,
-    render,
-    significance_lines,
-    tatoeba_rows,
-    templates_dir,
-    write_table,
 )
 
 # Imported by name elsewhere (cli, stages, tests): keep them reachable from here.
