@@ -61,7 +61,7 @@ def test_minilm_on_amharic_reproduces_the_published_mteb_result(tmp_path: Path, 
 def test_targets_label_complete_sets_and_subsets(tmp_path: Path) -> None:
     registry = load_registry()
     target = build_target(_config(data_dir=str(EXAMPLE_TATOEBA)).eval, registry)
-    assert target.task_name == "Tatoeba" and target.kind == "bitext"
+    assert target.task_name == "Tatoeba" and target.kind == "bitext-mining"
     assert target.datasets == {f"{c}-eng": f"tatoeba-{c}-eng" for c in ("amh", "deu", "jpn", "swh")}
     assert target.languages == {"amh-eng": "am", "deu-eng": "de", "jpn-eng": "ja", "swh-eng": "sw"}
     assert {s: c["pairs"] for s, c in target.counts.items()} == {"amh-eng": 168, "deu-eng": 1000, "jpn-eng": 1000, "swh-eng": 390}
