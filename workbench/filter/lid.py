@@ -242,12 +242,7 @@ class Ensemble:
             # settled wrong_language: one other language holds a majority whatever the rest say
             if others and max(others.values()) > 0.5 * bound:
                 break
-            vote = known.get(member.name)
-            if vote is None:
-                self._misses += 1
-                vote = known[member.name] = self._vote(member, snippet)
-            else:
-                self._hits += 1
+            vote = self._vote_cached(member, snippet, known)
             out.append(vote)
             remaining -= weight
             label = vote.label
