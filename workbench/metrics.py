@@ -43,14 +43,4 @@ def metric_label(metric: str) -> str:
     return _NAMES.get(name, name) + (f"@{k}" if at else "")
 
 
-class _MetricLabels(dict):
-    """Every metric key has a label: declared here or written from the key (one naming everywhere)."""
-
-    def __missing__(self, metric: str) -> str:
-        return metric_label(metric)
-
-    def get(self, metric: str, default: str | None = None) -> str:  # every key has a label
-        return self[metric]
-
-
-METRIC_LABELS: dict[str, str] = _MetricLabels({m: metric_label(m) for m in (*RETRIEVAL_METRICS, *BITEXT_METRICS)})
+METRIC_LABELS: dict[str, str] = {m: metric_label(m) for m in (*RETRIEVAL_METRICS, *BITEXT_METRICS)}

@@ -18,7 +18,7 @@ from workbench import conditions
 from workbench.config import ReportSection
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
-from workbench.metrics import METRIC_LABELS, NDCG_AT_10, RECALL_AT_100
+from workbench.metrics import NDCG_AT_10, RECALL_AT_100, metric_label
 from workbench.report.inputs import SystemFacts, system_facts
 from workbench.report.references import References
 from workbench.report.tiers import headline as tier_headline
@@ -158,14 +158,14 @@ def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References,
                      f"({', '.join(sorted(members['low tier']))}), so those two groups show the same numbers.")
     disputed = ref_points.filter(pl.col("disputed")).unique(["reference", "language", "metric"])
     if disputed.height:
-        shown = ", ".join(f"{r['reference']} {r['language']} {METRIC_LABELS.get(r['metric'], r['metric'])}"
+        shown = ", ".join(f"{r['reference']} {r['language']} {metric_label(r['metric'])}"
                           for r in disputed.sort("reference", "language").iter_rows(named=True))
         notes.append(f"Disputed published numbers (two sources more than 1 point apart; both shown, no gap computed): "
                      f"{shown}.")
     analysis = Analysis(focus=focus, primary=primary, languages=facts, scores=scores, gaps=gaps, groups=groups,
                         data=data, other=other, references=refs, tiers=tiers, systems=systems, notes=notes,
                         focus_corpus=focus_corpus)
-    analysis.headline = tier_headline(tiers, focus, METRIC_LABELS)
+    analysis.headline = tier_headline(tiers, focus)
     analysis.between = _between(groups)
     return analysis
 
@@ -304,7 +304,7 @@ def _between(groups: pl.DataFrame) -> list[dict]:
                 lo, n_lo, langs = gap(system, metric, other)
                 if hi is None or lo is None:
                     continue
-                between.append({"system": system, "metric": METRIC_LABELS[metric], "group": other,
+                between.append({"system": system, "metric": metric_label(metric), "group": other,
                                 "gap_high": hi, "n_high": n_hi, "gap_group": lo, "n_group": n_lo,
                                 "languages": langs, "difference": round(lo - hi, 3)})
     return between

@@ -12,9 +12,10 @@ import polars as pl
 from workbench import conditions, stats
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry, load_registry
+from workbench.metrics import metric_label
 from workbench.report import STAGE
 from workbench.report import measured as measured_mod
-from workbench.report.analysis import METRIC_LABELS, TIER_RANK
+from workbench.report.analysis import TIER_RANK
 from workbench.report.inputs import load_results
 from workbench.report.plots import compare_plot, shared_delta_limits
 from workbench.report.render import delta_words, detail_words, template_env, write_table
@@ -146,9 +147,9 @@ def run_compare(a_spec: str, b_spec: str, out_dir: Path | str, *, registry: Regi
                    for r in part.iter_rows(named=True)]
         ceiling = None
         if all(reasons):
-            ceiling = (f"{METRIC_LABELS[metric]} cannot tell A and B apart on any dataset here: "
+            ceiling = (f"{metric_label(metric)} cannot tell A and B apart on any dataset here: "
                        + "; ".join(sorted(set(reasons))) + ".")
-        sections.append({"task": task, "metric_key": metric, "metric": METRIC_LABELS[metric], "rows": _section_rows(part),
+        sections.append({"task": task, "metric_key": metric, "metric": metric_label(metric), "rows": _section_rows(part),
                          "means": means.to_dicts(), "ceiling": ceiling, "part": part,
                          "id": f"{task}-{metric}".replace(" ", "_").replace(".", "_")})
     primary = set(conditions.PRIMARY_METRIC.values())

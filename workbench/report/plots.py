@@ -8,7 +8,8 @@ import io
 import polars as pl
 
 from workbench import conditions
-from workbench.report.analysis import GROUPS, MEASURED_BM25, METRIC_LABELS, Analysis
+from workbench.metrics import metric_label
+from workbench.report.analysis import GROUPS, MEASURED_BM25, Analysis
 from workbench.report.render import _lexical, other_measured, reference_columns, table_cell
 
 
@@ -173,7 +174,7 @@ def compare_plot(part: pl.DataFrame, task: str, metric: str, limits: tuple[float
     if limits is not None:
         ax.set_ylim(*limits)
     ax.axhline(0, color="black", linewidth=0.8)
-    label = METRIC_LABELS.get(metric, metric)
+    label = metric_label(metric)
     ax.set_ylabel(f"B - A, {label} (points)")
     whiskers = ("whiskers: interval at Holm's level; grey = not significant" if has_ci else
                 "no per-query scores: no intervals, untested")

@@ -15,11 +15,11 @@ import polars as pl
 from workbench import conditions
 from workbench.config import ReportSection
 from workbench.languages import Registry
+from workbench.metrics import metric_label
 from workbench.report import measured as measured_mod
 from workbench.report.analysis import (
     GROUPS,
     MEASURED_BM25,
-    METRIC_LABELS,
     METRICS,
     SHOWN_REFERENCES,
     TIER_RANK,
@@ -55,6 +55,7 @@ def template_env():
     env.filters["signed"] = lambda v, d=1: "" if v is None else f"{v:+.{d}f}"
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}%"
     env.filters["gapword"] = gap_words
+    env.filters["metric_label"] = metric_label  # nDCG@10, Recall@100, MRR@10, F1, ...
     return env
 
 
@@ -215,11 +216,11 @@ def measured_sections(m: measured_mod.Measured, registry: Registry, focus: str) 
         sections.append({"task": task, "benchmark": benchmark, "label": _task_label(benchmark), "corpus": corpus,
                          "task_kind": first["task_kind"],
                          "corpus_words": conditions.CORPUS_WORDS.get(corpus, corpus), "split": split, "metric": metric,
-                         "metric_label": METRIC_LABELS.get(metric, metric), "systems": systems,
+                         "metric_label": metric_label(metric), "systems": systems,
                          "system_notes": [_system_note(m, s, part) for s in systems],
                          "pairs": [f"{b} \u2212 {a}" for a, b in pairs], "pair_keys": pairs,
                          "pair_causes": [CAUSE_WORDS.get(causes.get(p, ""), "") for p in pairs], "rows": rows,
-                         "revision": first["revision"], "ceiling": _section_ceiling(rows, METRIC_LABELS[metric]),
+                         "revision": first["revision"], "ceiling": _section_ceiling(rows, metric_label(metric)),
                          "id": f"measured-{task}-{corpus}-{metric}".replace(" ", "_").replace(".", "_")})
     order = {"miracl": 0, "tatoeba": 2}
     return sorted(sections, key=lambda sec: (order.get(sec["benchmark"], 1), sec["task"], sec["metric"] != "ndcg_at_10"))
@@ -323,7 +324,7 @@ def significance_lines(m: measured_mod.Measured, focus: str) -> list[str]:
             words.append(f"no significant difference on {flat.height}, where only differences of about {detect} or more "
                          "could be detected")
         cause = CAUSE_WORDS.get(part["cause"][0], part["cause"][0])
-        lines.append(f"{b} \u2212 {a} ({cause}) on {task} {METRIC_LABELS.get(metric, metric)}, "
+        lines.append(f"{b} \u2212 {a} ({cause}) on {task} {metric_label(metric)}, "
                      f"{part.height} language(s), Holm family = these {part.height}: {'; '.join(words)}.")
     return lines
 
@@ -365,7 +366,7 @@ def tatoeba_rows(m: measured_mod.Measured, audit: pl.DataFrame | None, cards: li
             for rec in refs.tatoeba.filter((pl.col("language") == language) & (pl.col("metric") == metric)).iter_rows(named=True):
                 published.append({"reference": rec["reference"], "value": rec["value"],
                                   "source": source_ids.setdefault(rec["provenance"], len(source_ids) + 1)})
-            label = METRIC_LABELS.get(metric, metric.upper() if metric == "f1" else metric)
+            label = metric_label(metric)
             if change is None:
                 sentence = (f"{label}: no base model measured under {focus}'s contract, so what the training data did "
                             "is not isolated here.")
@@ -422,7 +423,7 @@ def render(a: Analysis, config: ReportSection, inputs: list[dict], plots: dict[s
     data_rows = a.data.to_dicts()
     context = {
         "title": config.title, "focus": a.focus, "primary": a.primary, "columns": columns, "rows": rows,
-        "metric_labels": METRIC_LABELS, "metrics": METRICS, "groups": a.groups.to_dicts(), "group_names": GROUPS,
+        "metrics": METRICS, "groups": a.groups.to_dicts(), "group_names": GROUPS,
         "between": a.between, "headline": a.headline, "data_miracl": data_rows[: len(a.languages)],
         "data_other": data_rows[len(a.languages):], "mteb_systems": mteb_systems, "mteb_rows": mteb_rows,
         "other": other, "averages": averages, "sources": sources, "plots": plots, "inputs": inputs,

@@ -19,6 +19,7 @@ import polars as pl
 
 from workbench import conditions, stats
 from workbench.languages import Registry
+from workbench.metrics import metric_label
 from workbench.tables import REPORT_TIERS, conform
 
 # A tier needs this many languages for its mean to be resampled at all meaningfully.
@@ -64,7 +65,7 @@ def tier_question(results: pl.DataFrame, per_query: pl.DataFrame, registry: Regi
     return conform(pl.DataFrame(rows, schema=REPORT_TIERS), REPORT_TIERS, where="report tiers")
 
 
-def headline(tiers: pl.DataFrame, focus: str, labels: dict[str, str]) -> list[str]:
+def headline(tiers: pl.DataFrame, focus: str) -> list[str]:
     """Sentences answering the tier question from REPORT_TIERS, the answered benchmarks first."""
     lines = []
     if tiers.height == 0:
@@ -72,7 +73,7 @@ def headline(tiers: pl.DataFrame, focus: str, labels: dict[str, str]) -> list[st
     ordered = tiers.sort(pl.col("answer") == CANNOT_SAY, "benchmark")
     for rec in ordered.iter_rows(named=True):
         what = f"{rec['benchmark']} ({rec['task']}, {conditions.CORPUS_WORDS.get(rec['corpus'], rec['corpus'])}), " \
-               f"{labels.get(rec['metric'], rec['metric'])}"
+               f"{metric_label(rec['metric'])}"
         if rec["difference"] is None:
             lines.append(f"Cannot say on {what}: {rec['why']}.")
             continue

