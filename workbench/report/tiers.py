@@ -14,6 +14,8 @@ languages with per-query scores (MIRACL's low tier is Yoruba alone, so MIRACL al
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
+
 import numpy as np
 import polars as pl
 
@@ -25,6 +27,20 @@ from workbench.tables import REPORT_TIERS, conform
 # A tier needs this many languages for its mean to be resampled at all meaningfully.
 MIN_LANGUAGES = 3
 YES, NO, CANNOT_SAY = "yes", "no", "cannot say"
+
+
+def too_few_languages(tiers: Mapping[str, Collection[str]], *, what: str = "with per-query scores",
+                      also: Sequence[str] = ()) -> str | None:
+    """Why a two-level bootstrap over ``tiers`` (tier -> its languages) cannot say anything, in words, or
+    None when every tier holds at least :data:`MIN_LANGUAGES` languages. The one rule for every tier
+    contrast of the report (this tier question, the passkey section, the compare view); ``also``: further
+    reasons, said only when a tier is short."""
+    short = [f"the {tier} tier holds {len(codes)} language(s) {what}"
+             f"{' (' + ', '.join(sorted(codes)) + ')' if codes else ''}"
+             for tier, codes in tiers.items() if len(codes) < MIN_LANGUAGES]
+    if not short:
+        return None
+    return f"{' and '.join([*short, *also])}; the two-level bootstrap needs at least {MIN_LANGUAGES} per tier"
 
 
 def tier_question(results: pl.DataFrame, per_query: pl.DataFrame, registry: Registry, focus: str) -> pl.DataFrame:
@@ -47,14 +63,12 @@ def tier_question(results: pl.DataFrame, per_query: pl.DataFrame, registry: Regi
         base = {"benchmark": benchmark, "task": task, "corpus": corpus, "metric": metric, "system": focus,
                 "n_high": len(tiers["high"]), "n_low": len(tiers["low"]),
                 "languages_high": ",".join(sorted(tiers["high"])), "languages_low": ",".join(sorted(tiers["low"]))}
-        if min(len(tiers["high"]), len(tiers["low"])) < MIN_LANGUAGES:
-            unscored = sorted(set(part["language"]) - set(by_language))
-            short = [f"the {t} tier holds {len(v)} language(s) with per-query scores"
-                     f"{' (' + ', '.join(sorted(v)) + ')' if v else ''}" for t, v in tiers.items() if len(v) < MIN_LANGUAGES]
-            if unscored:
-                short.append(f"{len(unscored)} language(s) were measured without per-query scores (copied or older results)")
+        unscored = sorted(set(part["language"]) - set(by_language))
+        short = too_few_languages(tiers, also=[f"{len(unscored)} language(s) were measured without per-query scores "
+                                               "(copied or older results)"] if unscored else [])
+        if short:
             rows.append({**base, "difference": None, "ci_low": None, "ci_high": None, "answer": CANNOT_SAY,
-                         "why": f"{' and '.join(short)}; the two-level bootstrap needs at least {MIN_LANGUAGES} per tier"})
+                         "why": short})
             continue
         got = stats.tier_difference(tiers["high"], tiers["low"], rng=np.random.default_rng(stats._seed(focus, task, corpus)))
         answer = YES if got.low > 0 else NO if got.high < 0 else CANNOT_SAY
