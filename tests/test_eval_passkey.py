@@ -23,6 +23,7 @@ from workbench.eval.stage import run_eval
 from workbench.languages import load_registry
 from workbench.report.passkey import effective_index, passkey_cells, passkey_section, tier_contrasts
 from workbench.report.stage import build_report
+from workbench.report.tiers import CANNOT_SAY, too_few_languages
 from workbench.run import Run
 from workbench.tables import EVAL_PER_QUERY, EVAL_RESULTS
 
@@ -238,6 +239,61 @@ def test_report_section_is_recomputed_from_per_query(evaluated: Run, tmp_path: P
     assert passkey.TASK_NAME not in set(measured["task"])
 
 
+def test_a_tier_of_fewer_than_three_languages_cannot_say_in_the_report(evaluated: Run, tmp_path: Path):
+    """One high-tier (en) and one low-tier language (am): the tier contrast says "cannot say" with the
+    languages per tier, by the tier question's own rule, and shows no difference."""
+    out = tmp_path / "report"
+    build_report(out, [evaluated.root / "eval" / "results.parquet"], registry=REGISTRY)
+    why = too_few_languages({"high": ["en"], "low": ["am"]}, what="measured")
+    assert "the high tier holds 1 language(s) measured (en) and the low tier holds 1 language(s) measured (am)" in why
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert f"- Effective length, low tier minus high tier, in tokens: cannot say: {why}." in summary
+    html = (out / "index.html").read_text(encoding="utf-8")
+    contrast = html[html.index('<ul class="passkey-contrast">'):]
+    contrast = contrast[:contrast.index("</ul>")]
+    assert f"in tokens:\ncannot say: {why}</li>" in contrast and "[" not in contrast  # no interval anywhere
+
+
+def test_rows_measured_under_other_conditions_are_never_pooled(evaluated: Run, tmp_path: Path):
+    """Real evals into one run: the first grid (seed 13, MiniLM's 256 tokens), a longer length on documents
+    placed with another seed (another revision of the same dataset), and a length read with max_length 64.
+    The report pools none of them with the others: max_length makes its own setting, and a language with
+    two revisions gets one row per revision, named, and stays out of the tier contrast."""
+    import shutil
+
+    run = Run(shutil.copytree(evaluated.root, tmp_path / "run"))
+    grid = {"depths": [0, 100], "queries": 6, "candidates": 12}
+    for extra in ({"lengths": [192], "seed": 14}, {"lengths": [60], "max_length": 64}):
+        run_eval(run, RunConfig.model_validate({"run": {"name": "t"}, "eval": {
+            "task": "passkey", "model": "minilm", "data_dir": str(TATOEBA), "languages": ["en"],
+            "passkey": {**grid, **extra}}}), REGISTRY)
+    results = run.read_table("eval", "results", EVAL_RESULTS)
+    en = results.filter(pl.col("language") == "en")
+    assert set(en["dataset"]) == {"passkey-en-tatoeba"} and en["revision"].n_unique() == 2
+    assert set(en["max_length"]) == {256, 64}
+    first, second = (en.filter(pl.col("context_tokens") == n)["revision"][0] for n in (48, 192))
+    assert first != second
+
+    out = tmp_path / "report"
+    build_report(out, [run.root / "eval" / "results.parquet"], registry=REGISTRY)
+    table = pl.read_parquet(out / "passkey.parquet")
+    # every row carries its conditions; no row mixes two revisions or two max_lengths
+    assert set(table.filter(pl.col("language") == "en")["revision"]) == {first, second}
+    pooled = table.filter(pl.col("needle_depth").is_null() & (pl.col("language") == "en"))
+    assert sorted(pooled.select("context_tokens", "max_length").rows()) == [(48, 256), (60, 64), (96, 256), (192, 256)]
+    assert set(pooled["n_queries"]) == {12}
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "<h3>minilm, max_length 256</h3>" in html and "<h3>minilm, max_length 64</h3>" in html
+    section = html[html.index("<h3>minilm, max_length 256</h3>"):html.index("<h3>minilm, max_length 64</h3>")]
+    assert section.count('data-language="en"') == 2 and section.count('data-language="am"') == 1
+    assert f"(revision {first})" in section and f"(revision {second})" in section
+    assert f"en: 2 sets of documents (revision: {first} vs {second}): not pooled" in section
+    # en is out of the contrast: the high tier has no language left, so it cannot say
+    assert "low tier (am) &minus; high tier (none), in tokens:\ncannot say: the high tier holds 0 language(s) measured" in section
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert f"- en (high; revision {first}): 48 tok" in summary and f"- en (high; revision {second}): 192 tok" in summary
+
+
 def _synthetic(accuracy: dict[str, dict[int, float]], words: dict[str, float], n: int = 50) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Results and per-query rows with exact accuracies (n queries per cell, one depth)."""
     rows, scores = [], []
@@ -256,20 +312,35 @@ def _synthetic(accuracy: dict[str, dict[int, float]], words: dict[str, float], n
 
 def test_effective_length_and_the_tier_contrast():
     assert effective_index(np.array([[100, 95, 80], [80, 100, 100], [99, 99, 99]])).tolist() == [2, 0, 3]
+    words = {"en": 0.7, "de": 0.6, "es": 0.65, "am": 0.9, "yo": 0.8, "so": 0.75}
     results, per_query = _synthetic({"en": {128: 100, 256: 100, 512: 60}, "de": {128: 100, 256: 70, 512: 40},
-                                     "am": {128: 60, 256: 10, 512: 0}}, {"en": 0.7, "de": 0.6, "am": 0.9})
+                                     "es": {128: 100, 256: 100, 512: 100}, "am": {128: 60, 256: 10, 512: 0},
+                                     "yo": {128: 100, 256: 50, 512: 0}, "so": {128: 40, 256: 10, 512: 0}}, words)
     section = passkey_section(results, per_query, REGISTRY)
     (setting,) = section["settings"]
     curves = {c.language: c for c in setting.curves}
     assert curves["en"].effective() == (256, pytest.approx(0.7 * 256), False)
     assert curves["de"].effective() == (128, pytest.approx(0.6 * 128), False)
+    assert curves["es"].effective() == (512, pytest.approx(0.65 * 512), True)
     assert curves["am"].effective() == (0, 0.0, False) and curves["am"].first_fail == 0
     (low,) = [c for c in setting.contrasts if c["tier"] == "low"]
-    assert low["tokens"]["delta"] == pytest.approx(0 - (256 + 128) / 2)
+    assert low["tokens"]["delta"] == pytest.approx(128 / 3 - (256 + 128 + 512) / 3)
     assert low["tokens"]["ci_low"] <= low["tokens"]["delta"] <= low["tokens"]["ci_high"] <= 0
-    assert low["words"]["delta"] == pytest.approx(-(0.7 * 256 + 0.6 * 128) / 2)
+    assert low["tokens"]["answer"] is None and low["tokens"]["why"] is None
+    assert low["words"]["delta"] == pytest.approx(0.8 * 128 / 3 - (0.7 * 256 + 0.6 * 128 + 0.65 * 512) / 3)
     # reproducible: the same inputs give the same interval
     assert tier_contrasts(setting.curves, seed=5) == tier_contrasts(setting.curves, seed=5)
+    # two high-tier languages and one low-tier one: the report's rule, "cannot say" with the counts, no difference
+    results, per_query = _synthetic({"en": {128: 100, 256: 100, 512: 60}, "de": {128: 100, 256: 70, 512: 40},
+                                     "am": {128: 60, 256: 10, 512: 0}}, words)
+    (setting,) = passkey_section(results, per_query, REGISTRY)["settings"]
+    (low,) = setting.contrasts
+    for unit, what in (("tokens", "measured"), ("words", "with word counts")):
+        got = low[unit]
+        assert got["answer"] == CANNOT_SAY and got["delta"] is None and got["ci_low"] is None
+        assert got["why"] == too_few_languages({"high": ["de", "en"], "low": ["am"]}, what=what)
+        assert got["why"].startswith("the high tier holds 2 language(s) " + what + " (de, en) and the low tier holds "
+                                     "1 language(s) " + what + " (am); the two-level bootstrap needs at least 3")
     # none failing: the longest length is a lower bound
     results, per_query = _synthetic({"en": {128: 100, 256: 95}}, {"en": 0.7})
     (curve,) = passkey_section(results, per_query, REGISTRY)["settings"][0].curves
@@ -285,6 +356,7 @@ def test_effective_length_and_the_tier_contrast():
     assert ja.effective() == (0, None, False)
     (mid,) = setting.contrasts
     assert mid["tokens"]["languages"] == ["ja"] and mid["words"]["languages"] == [] and mid["words"]["delta"] is None
+    assert mid["tokens"]["answer"] == mid["words"]["answer"] == CANNOT_SAY
 
 
 # --- RoPE base and sliding window ----------------------------------------------------------------

@@ -376,6 +376,7 @@ REPORT_PASSKEY: Schema = {
     "context_words_median": pl.Float64(),
     "needle_template": pl.Utf8(),
     "needle_names": pl.Utf8(),
+    **_CONDITIONS,  # a row pools only per-query scores whose results rows agree on every one of these
 }
 # report/compare.parquet (compare mode): per language, task and metric, B minus A; intervals and the paired
 # test as in REPORT_MEASURED / REPORT_COMPARISONS where both sides have per-query scores (else null).

@@ -16,7 +16,14 @@ Definitions (also printed in the section):
   already fails; the longest measured when none fails: then a lower bound, marked "≥");
 * tier contrast: mean effective length of a tier minus that of the high tier (tokens and words),
   its interval from a two-level bootstrap: languages resampled within each tier, then queries
-  within each of the sampled languages' lengths.
+  within each of the sampled languages' lengths; "cannot say" with the languages per tier when
+  either tier holds fewer than :data:`workbench.report.tiers.MIN_LANGUAGES` (the report's one rule).
+
+Pooling follows the conditions (:mod:`workbench.conditions`): the depths of a length, the lengths of a
+language's curve and the languages of a setting pool only rows whose condition columns agree. A
+setting is one system, RoPE base, window, instruction and max_length; within it, a language whose rows
+were measured on more than one set of documents (dataset or revision) gets one curve per set, each
+named, and is left out of the tier contrast (the section says which condition differs).
 """
 
 from __future__ import annotations
@@ -28,15 +35,19 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from workbench import stats
+from workbench import conditions, stats
 from workbench.eval.passkey import TASK_NAME
 from workbench.languages import Registry
-from workbench.tables import REPORT_PASSKEY, conform
+from workbench.report.tiers import CANNOT_SAY, MIN_LANGUAGES, too_few_languages
+from workbench.tables import EVAL_CELL_KEY, REPORT_PASSKEY, conform
 
 THRESHOLD = 90.0  # percent: "the length at which accuracy first falls below 90%"
 N_RESAMPLES = 2_000  # two-level bootstrap draws of the tier contrast
 TIER_ORDER = {"high": 0, "mid": 1, "low": 2}
-SETTING = ("system", "rope_theta", "sliding_window")
+# One chart and table per setting: how the system ran (every language of a setting ran the same way).
+SETTING = ("system", "rope_theta", "sliding_window", "instruction", "max_length")
+# One curve per language and set of documents within a setting: the data conditions and the regime.
+CURVE = ("dataset", *conditions.DATA_CONDITIONS, "regime")
 
 
 def _seed(*parts: object) -> int:
@@ -54,15 +65,25 @@ def without_passkey(results: pl.DataFrame, per_query: pl.DataFrame) -> tuple[pl.
     return results.filter(pl.col("task") != TASK_NAME), per_query.filter(pl.col("task") != TASK_NAME)
 
 
+def _scored(results: pl.DataFrame, per_query: pl.DataFrame) -> pl.DataFrame:
+    """The passkey per-query scores with the condition columns of their results row (per-query rows
+    carry the cell key only)."""
+    on = ["system", "model", "task", "dataset", "language", "split", "metric", *EVAL_CELL_KEY]
+    facts = results.filter(pl.col("task") == TASK_NAME).select(*on, *(c for c in conditions.CONDITIONS if c not in on))
+    return per_query.filter(pl.col("task") == TASK_NAME).join(facts, on=on, how="left", nulls_equal=True)
+
+
 def passkey_cells(results: pl.DataFrame, per_query: pl.DataFrame, registry: Registry) -> pl.DataFrame:
-    """REPORT_PASSKEY: per setting, language and length, accuracy over all depths (``needle_depth``
-    null) and per depth, each a mean of per-query scores with its 95% interval."""
+    """REPORT_PASSKEY: per setting, language, set of documents and length, accuracy over all depths
+    (``needle_depth`` null) and per depth, each a mean of per-query scores with its 95% interval; rows
+    pooled only where their condition columns agree."""
     rows = []
     facts = results.filter(pl.col("task") == TASK_NAME)
-    scores = per_query.filter(pl.col("task") == TASK_NAME)
+    scores = _scored(results, per_query)
     if facts.height == 0 or scores.height == 0:
         return pl.DataFrame(schema=REPORT_PASSKEY)
-    keys = ["system", "model", "dataset", "language", "rope_theta", "sliding_window", "context_tokens"]
+    keys = ["system", "model", "dataset", "language", "rope_theta", "sliding_window", *conditions.CONDITIONS,
+            "context_tokens"]
     for key, part in scores.group_by(keys, maintain_order=True):
         rec = dict(zip(keys, key))
         fact = facts.filter(*[pl.col(k).eq_missing(rec[k]) for k in keys])
@@ -109,6 +130,8 @@ class LanguageCurve:
     first_fail: int | None = None  # index into lengths
     template: str = ""
     names: str = ""
+    documents: dict[str, Any] = field(default_factory=dict)  # the CURVE columns: dataset and data conditions
+    variant: str = ""  # set where the language has several curves in one setting: which documents this one is
 
     def effective(self) -> tuple[int, float | None, bool]:
         """(tokens, words, lower bound?) of the effective length."""
@@ -125,27 +148,56 @@ class Setting:
     curves: list[LanguageCurve]
     contrasts: list[dict] = field(default_factory=list)
     plot: str = ""
+    not_pooled: list[str] = field(default_factory=list)  # languages measured on several sets of documents, in words
+
+    @property
+    def lengths(self) -> list[int]:
+        """Every length measured in this setting (a curve may lack some: a needle that did not fit)."""
+        return sorted({n for c in self.curves for n in c.lengths})
 
 
-def _curves(cells: pl.DataFrame, per_query: pl.DataFrame, registry: Registry, setting: tuple) -> list[LanguageCurve]:
-    system, rope, window = setting
-    mine = cells.filter((pl.col("system") == system) & pl.col("rope_theta").eq_missing(rope)
-                        & pl.col("sliding_window").eq_missing(window) & pl.col("needle_depth").is_null())
-    scores = per_query.filter((pl.col("task") == TASK_NAME) & (pl.col("system") == system)
-                              & pl.col("rope_theta").eq_missing(rope) & pl.col("sliding_window").eq_missing(window))
+def _matches(frame: pl.DataFrame, values: dict[str, Any]) -> pl.DataFrame:
+    return frame.filter(*[pl.col(k).eq_missing(v) for k, v in values.items()])
+
+
+def _curves(cells: pl.DataFrame, scored: pl.DataFrame, registry: Registry, setting: dict[str, Any]) -> list[LanguageCurve]:
+    mine = _matches(cells, setting).filter(pl.col("needle_depth").is_null())
+    scores = _matches(scored, setting)
     curves = []
-    for (language,), part in mine.sort("context_tokens").group_by(["language"], maintain_order=True):
+    for key, part in mine.sort("context_tokens").group_by(["language", *CURVE], maintain_order=True):
+        language, documents = key[0], dict(zip(CURVE, key[1:]))
         lang = registry.get(language)
         lengths = part["context_tokens"].to_list()
-        per_length = [scores.filter((pl.col("language") == language) & (pl.col("context_tokens") == n))["score"].to_numpy()
-                      for n in lengths]
+        mine_scores = _matches(scores, {"language": language, **documents})
+        per_length = [mine_scores.filter(pl.col("context_tokens") == n)["score"].to_numpy() for n in lengths]
         accuracy = part["accuracy"].to_list()
         below = [i for i, a in enumerate(accuracy) if a < THRESHOLD]
         curves.append(LanguageCurve(language, lang.name, lang.tier, lengths, part["context_words_median"].to_list(),
                                     accuracy, part["ci_low"].to_list(), part["ci_high"].to_list(), per_length,
                                     below[0] if below else None, part["needle_template"][0] or "",
-                                    part["needle_names"][0] or ""))
+                                    part["needle_names"][0] or "", documents))
     return sorted(curves, key=lambda c: (TIER_ORDER.get(c.tier, 3), c.language))
+
+
+def _not_pooled(curves: list[LanguageCurve]) -> list[str]:
+    """Name each curve of a language measured on several sets of documents (``variant``) and say, per
+    such language, which conditions differ; those languages stay out of the tier contrast."""
+    by_language: dict[str, list[LanguageCurve]] = {}
+    for curve in curves:
+        by_language.setdefault(curve.language, []).append(curve)
+    notes = []
+    for language, several in by_language.items():
+        if len(several) < 2:
+            continue
+        differ = [c for c in CURVE if len({curve.documents[c] for curve in several}) > 1]
+        for curve in several:
+            curve.variant = "; ".join(f"{c.replace('_', ' ')} {curve.documents[c]}" for c in differ)
+        first = several[0].documents
+        words = "; ".join(conditions.difference_words(c, first, other.documents)
+                          for c in differ for other in several[1:])
+        notes.append(f"{language}: {len(several)} sets of documents ({words}): not pooled, each on its own row, "
+                     "and left out of the tier contrast")
+    return notes
 
 
 def _draws(curve: LanguageCurve, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,12 +212,13 @@ def _draws(curve: LanguageCurve, rng: np.random.Generator, n: int) -> tuple[np.n
 
 def tier_contrasts(curves: list[LanguageCurve], *, seed: int = 0, n_resamples: int = N_RESAMPLES) -> list[dict]:
     """Each tier's mean effective length minus the high tier's, in tokens and words, with a 95%
-    two-level bootstrap interval (languages within tiers, then queries within languages)."""
+    two-level bootstrap interval (languages within tiers, then queries within languages); ``answer``
+    "cannot say" and no difference where either tier holds too few languages (``why`` says how many,
+    :func:`workbench.report.tiers.too_few_languages`). ``curves``: one per language."""
     by_tier: dict[str, list[LanguageCurve]] = {}
     for curve in curves:
         by_tier.setdefault(curve.tier, []).append(curve)
-    if "high" not in by_tier:
-        return []
+    by_tier.setdefault("high", [])  # no high-tier language: every contrast says it cannot say, and why
     rng = np.random.default_rng(seed)
     draws = {c.language: _draws(c, rng, n_resamples) for c in curves}
 
@@ -191,10 +244,16 @@ def tier_contrasts(curves: list[LanguageCurve], *, seed: int = 0, n_resamples: i
             ok = np.isfinite(difference)
             interval = (np.percentile(difference[ok], [2.5, 97.5]).tolist() if ok.any() and n_hi and n_lo
                         else [None, None])
-            row[name] = {"high": hi, "tier": lo, "delta": lo - hi if n_hi and n_lo else None,
+            languages = [c.language for c in by_tier[tier] if unit == 0 or c.effective()[1] is not None]
+            high_languages = [c.language for c in by_tier["high"] if unit == 0 or c.effective()[1] is not None]
+            why = too_few_languages({"high": high_languages, tier: languages},
+                                    what="measured" if unit == 0 else "with word counts")
+            if why:  # the draws above are still taken, so the other tiers' intervals do not depend on this one
+                interval = [None, None]
+            row[name] = {"high": hi, "tier": lo, "delta": lo - hi if n_hi and n_lo and not why else None,
                          "ci_low": interval[0], "ci_high": interval[1], "n_high": n_hi, "n_tier": n_lo,
-                         "languages": [c.language for c in by_tier[tier] if unit == 0 or c.effective()[1] is not None],
-                         "high_languages": [c.language for c in by_tier["high"] if unit == 0 or c.effective()[1] is not None]}
+                         "answer": CANNOT_SAY if why else None, "why": why,
+                         "languages": languages, "high_languages": high_languages}
         rows.append(row)
     return rows
 
@@ -214,10 +273,10 @@ def _plot(setting: Setting) -> str:
         ax.errorbar(curve.lengths, curve.accuracy,
                     yerr=[np.subtract(curve.accuracy, curve.ci_low), np.subtract(curve.ci_high, curve.accuracy)],
                     linestyle=styles.get(curve.tier, "-."), marker=markers[i % len(markers)], capsize=3,
-                    label=f"{curve.language} ({curve.tier})")
+                    label=f"{curve.language} ({curve.tier})" + (f" {curve.variant}" if curve.variant else ""))
     ax.axhline(THRESHOLD, color="grey", linewidth=0.8)
     ax.set_xscale("log", base=2)
-    lengths = sorted({n for c in setting.curves for n in c.lengths})
+    lengths = setting.lengths
     ax.set_xticks(lengths, [str(n) for n in lengths])
     ax.set_ylim(-3, 103)
     ax.set_xlabel("document length (encoder tokens)")
@@ -228,24 +287,42 @@ def _plot(setting: Setting) -> str:
     return _png(fig)
 
 
+def _how(key: dict[str, Any], keys: list[dict[str, Any]]) -> str:
+    """What tells a setting from another of the same system, RoPE base and window ("" when none does)."""
+    twins = [k for k in keys if k is not key and all(k[c] == key[c] for c in SETTING[:3])]
+    words = []
+    if any(k["max_length"] != key["max_length"] for k in twins):
+        words.append(f"max_length {key['max_length'] if key['max_length'] is not None else conditions.NOT_STATED}")
+    if any(k["instruction"] != key["instruction"] for k in twins):
+        words.append(conditions.instruction_words(key["instruction"]))
+    return f", {', '.join(words)}" if words else ""
+
+
 def passkey_section(results: pl.DataFrame, per_query: pl.DataFrame, registry: Registry) -> dict | None:
     """The template context of the passkey section (None when the results hold no passkey rows), and
     the REPORT_PASSKEY table behind it."""
     cells = passkey_cells(results, per_query, registry)
     if cells.height == 0:
         return None
+    scored = _scored(results, per_query)
+    keys = cells.select(SETTING).unique(maintain_order=True).rows(named=True)
     settings = []
-    for key in cells.select(SETTING).unique(maintain_order=True).iter_rows():
-        curves = _curves(cells, per_query, registry, key)
-        setting = Setting(_setting_label(*key), key[0], curves)
-        setting.contrasts = tier_contrasts(curves, seed=_seed("passkey-contrast", *key))
+    for key in keys:
+        curves = _curves(cells, scored, registry, key)
+        setting = Setting(_setting_label(key["system"], key["rope_theta"], key["sliding_window"]) + _how(key, keys),
+                          key["system"], curves)
+        setting.not_pooled = _not_pooled(curves)
+        pooled = [c for c in curves if not c.variant]
+        # the seed of a setting that differs from another only in instruction or max_length names them
+        seed_key = [key[c] for c in SETTING[:3]] + [key[c] for c in SETTING[3:] if _how(key, keys)]
+        setting.contrasts = tier_contrasts(pooled, seed=_seed("passkey-contrast", *seed_key))
         setting.plot = _plot(setting)
         settings.append(setting)
     depths = sorted(d for d in cells["needle_depth"].unique().to_list() if d is not None)
     candidates = results.filter(pl.col("task") == TASK_NAME)["n_docs"].max()
     return {"settings": settings, "table": cells, "threshold": THRESHOLD, "depths": depths, "candidates": candidates,
             "queries": int(cells.filter(pl.col("needle_depth").is_not_null())["n_queries"].max()),
-            "resamples": N_RESAMPLES}
+            "resamples": N_RESAMPLES, "min_languages": MIN_LANGUAGES}
 
 
 __all__ = ["THRESHOLD", "effective_index", "passkey_cells", "passkey_section", "tier_contrasts", "without_passkey"]
