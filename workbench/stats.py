@@ -29,7 +29,8 @@ statement; where nothing is significant, the minimum detectable difference (80% 
 level) says how large a difference the data could have shown.
 
 :func:`tier_difference`: the two-level bootstrap (languages resampled within each tier, then
-queries or clusters within each language) of the difference between two tiers' mean scores.
+queries or clusters within each language) of the difference between two tiers' mean scores;
+:func:`tier_mean`: the same for one tier's mean (the compare view's mean B - A per tier).
 
 Randomness is explicit: every call takes a seeded ``numpy.random.Generator``; the table helpers
 derive one seed per group from the group's key, so a report rebuilt from the same inputs shows the
@@ -330,25 +331,47 @@ class TierDifference:
     languages_b: tuple[str, ...]
 
 
+def _tier_draws(tier: dict[str, tuple[np.ndarray, np.ndarray | None]], rng: np.random.Generator,
+                n_resamples: int) -> tuple[list[str], float, np.ndarray]:
+    """(languages, mean over the languages' means, the two-level bootstrap draws of that mean)."""
+    codes = sorted(tier)
+    draws = np.stack([bootstrap_means(tier[c][0], rng=rng, n_resamples=n_resamples, clusters=tier[c][1])
+                      for c in codes])  # languages x resamples
+    means = np.array([float(np.mean(tier[c][0])) for c in codes])
+    picks = rng.integers(0, len(codes), size=(n_resamples, len(codes)))
+    outer = draws[picks, np.arange(n_resamples)[:, None]].mean(axis=1)
+    return codes, float(means.mean()), outer
+
+
 def tier_difference(tier_a: dict[str, tuple[np.ndarray, np.ndarray | None]],
                     tier_b: dict[str, tuple[np.ndarray, np.ndarray | None]], *, rng: np.random.Generator,
                     n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE) -> TierDifference:
     """Two-level bootstrap of (mean over tier A's languages) - (mean over tier B's): each resample draws
     the languages of each tier with replacement, then each drawn language's queries (or clusters)
     with replacement. ``tier_x``: language -> (per-query scores, clusters or None)."""
-    def inner(tier):
-        codes = sorted(tier)
-        draws = np.stack([bootstrap_means(tier[c][0], rng=rng, n_resamples=n_resamples, clusters=tier[c][1])
-                          for c in codes])  # languages x resamples
-        means = np.array([float(np.mean(tier[c][0])) for c in codes])
-        picks = rng.integers(0, len(codes), size=(n_resamples, len(codes)))
-        outer = draws[picks, np.arange(n_resamples)[:, None]].mean(axis=1)
-        return codes, float(means.mean()), outer
-
-    codes_a, mean_a, draws_a = inner(tier_a)
-    codes_b, mean_b, draws_b = inner(tier_b)
+    codes_a, mean_a, draws_a = _tier_draws(tier_a, rng, n_resamples)
+    codes_b, mean_b, draws_b = _tier_draws(tier_b, rng, n_resamples)
     low, high = percentile_interval(draws_a - draws_b, confidence)
     return TierDifference(mean_a - mean_b, low, high, len(codes_a), len(codes_b), tuple(codes_a), tuple(codes_b))
+
+
+@dataclass(frozen=True)
+class TierMean:
+    mean: float  # mean over the tier's languages of each language's mean score, points
+    low: float
+    high: float
+    n: int  # languages
+    languages: tuple[str, ...]
+
+
+def tier_mean(tier: dict[str, tuple[np.ndarray, np.ndarray | None]], *, rng: np.random.Generator,
+              n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE) -> TierMean:
+    """The same two-level bootstrap for one tier's mean (languages resampled, then queries or clusters
+    within each drawn language); with per-query paired differences B - A as scores, the interval of a
+    tier's mean difference between two systems. ``tier``: language -> (scores, clusters or None)."""
+    codes, mean, draws = _tier_draws(tier, rng, n_resamples)
+    low, high = percentile_interval(draws, confidence)
+    return TierMean(mean, low, high, len(codes), tuple(codes))
 
 
 # ---------------------------------------------------------------------------------------------

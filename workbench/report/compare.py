@@ -1,5 +1,7 @@
 """Compare mode: per-language deltas B - A between two systems' results (``workbench report --compare``),
-and the compare page linked from a report.
+and the compare page linked from a report. Per tier, the mean B - A over its languages with the report's
+two-level bootstrap interval (:func:`workbench.stats.tier_mean` on per-query paired differences), or
+"cannot say" under the report's rule (:func:`workbench.report.tiers.too_few_languages`).
 """
 
 from __future__ import annotations
@@ -7,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from workbench import conditions, stats
@@ -19,6 +22,7 @@ from workbench.report.analysis import TIER_RANK
 from workbench.report.inputs import load_results
 from workbench.report.plots import compare_plot, shared_delta_limits
 from workbench.report.render import delta_words, detail_words, template_env, write_table
+from workbench.report.tiers import MIN_LANGUAGES, too_few_languages
 from workbench.run import StageResult, atomic_write_bytes
 from workbench.tables import REPORT_COMPARE, conform
 
@@ -53,10 +57,11 @@ _WHERE = ["task", "dataset", "language", "split", "metric"]
 
 
 def _statistics(path_a: Path, system_a: str, path_b: Path, system_b: str, joined: pl.DataFrame
-                ) -> tuple[pl.DataFrame, pl.DataFrame]:
+                ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Each side's 95% interval and the paired test of B against A, from the per-query scores beside each
     results table, by the procedures of the main report (:mod:`workbench.stats`, same seeds: the same pair of
-    systems gets the same numbers here as in its report). Sides with the same system name are told apart."""
+    systems gets the same numbers here as in its report), and the per-query paired differences B - A
+    (``score``). Sides with the same system name are told apart."""
     if system_a == system_b:
         system_a, system_b = f"{system_a} (A)", f"{system_b} (B)"
     sides = []
@@ -66,16 +71,25 @@ def _statistics(path_a: Path, system_a: str, path_b: Path, system_b: str, joined
     per_query = pl.concat(sides).join(joined.select(_WHERE).unique(), on=_WHERE, how="semi")
     if per_query.height == 0:
         return pl.DataFrame(schema={**dict.fromkeys(_WHERE, pl.Utf8), "system": pl.Utf8}), \
-            pl.DataFrame(schema=stats.COMPARISON_SCHEMA)
+            pl.DataFrame(schema=stats.COMPARISON_SCHEMA), pl.DataFrame(schema={**dict.fromkeys(_WHERE, pl.Utf8),
+                                                                                "score": pl.Float64, "cluster": pl.Utf8})
     intervals = stats.intervals_table(per_query).with_columns(
         pl.when(pl.col("system") == system_a).then(pl.lit("a")).otherwise(pl.lit("b")).alias("side"))
-    return intervals, stats.comparisons_table(per_query, [(system_a, system_b)])
+    side_b = per_query.filter(pl.col("system") == system_b).select(*_WHERE, "query_id", pl.col("score").alias("b"))
+    paired = per_query.filter(pl.col("system") == system_a).join(side_b, on=[*_WHERE, "query_id"], how="inner").select(
+        *_WHERE, (pl.col("b") - pl.col("score")).alias("score"), "cluster")
+    return intervals, stats.comparisons_table(per_query, [(system_a, system_b)]), paired
 
 
 def compare(a_spec: str, b_spec: str, registry: Registry) -> pl.DataFrame:
     """Per language, task and metric: the value of A and of B with their 95% intervals, and B - A with the
     interval and Holm-corrected paired test of the main report (null where a side has no per-query scores).
     Raises on nothing in common."""
+    return _compare(a_spec, b_spec, registry)[0]
+
+
+def _compare(a_spec: str, b_spec: str, registry: Registry) -> tuple[pl.DataFrame, pl.DataFrame, tuple[str, str]]:
+    """REPORT_COMPARE (:func:`compare`), the per-query paired differences B - A behind it, and the two systems."""
     label_a, system_a, path_a, a = _resolve_side(a_spec, registry)
     label_b, system_b, path_b, b = _resolve_side(b_spec, registry)
     # the same data only: the data conditions (benchmark, corpus, split, revision of the files) match too
@@ -90,7 +104,7 @@ def compare(a_spec: str, b_spec: str, registry: Registry) -> pl.DataFrame:
             f"mixed metrics: A and B share no (task, dataset, language, metric) on the same data (benchmark, corpus, split, "
             f"revision): A has {shape(a)}; B has {shape(b)}",
             where="--compare", fix="compare results of the same evaluation (same task, dataset and metric)")
-    intervals, tests = _statistics(path_a, system_a, path_b, system_b, joined)
+    intervals, tests, paired_scores = _statistics(path_a, system_a, path_b, system_b, joined)
     value_ci = {(r["side"], *(r[k] for k in _WHERE)): r for r in intervals.iter_rows(named=True)}
     paired = {tuple(r[k] for k in _WHERE): r for r in tests.iter_rows(named=True)}
     rows = []
@@ -112,7 +126,36 @@ def compare(a_spec: str, b_spec: str, registry: Registry) -> pl.DataFrame:
                     "method": test["method"], "n": test["n"], "n_clusters": test["n_clusters"], "p_holm": test["p_holm"],
                     "holm_family_size": test["holm_family_size"], "significant": test["significant"], "mdd": test["mdd"]}
         rows.append(row)
-    return conform(pl.DataFrame(rows, schema=REPORT_COMPARE), REPORT_COMPARE, where="compare")
+    return conform(pl.DataFrame(rows, schema=REPORT_COMPARE), REPORT_COMPARE, where="compare"), paired_scores, \
+        (system_a, system_b)
+
+
+def tier_means(part: pl.DataFrame, paired: pl.DataFrame, systems: tuple[str, str]) -> list[dict]:
+    """Per tier of one section (one task and metric of REPORT_COMPARE), in tier order: the mean B - A over its
+    languages with a 95% two-level bootstrap interval (languages resampled within the tier, then queries or
+    clusters within each language; :func:`workbench.stats.tier_mean`), on the languages with a paired test
+    (one dataset per language: the one with most paired queries); ``why`` instead where the tier holds too
+    few of them (the report's rule). ``descriptive``: the plain mean of the rows' B - A, ``n`` rows."""
+    out = []
+    for (tier,), rows in part.group_by(["tier"], maintain_order=True):
+        tested = rows.filter(pl.col("delta_ci_low").is_not_null()).sort("n", descending=True).unique(
+            "language", keep="first", maintain_order=True)
+        by_language = {}
+        for rec in tested.iter_rows(named=True):
+            diffs = paired.filter(*[pl.col(k) == rec[k] for k in ("task", "dataset", "language", "metric")])
+            clusters = diffs["cluster"]
+            by_language[rec["language"]] = (diffs["score"].to_numpy(),
+                                            clusters.to_numpy() if clusters.null_count() == 0 else None)
+        got = {"tier": tier, "descriptive": round(rows["delta"].mean(), 3), "n": rows.height,
+               "languages": sorted(by_language), "mean": None, "ci_low": None, "ci_high": None,
+               "why": too_few_languages({tier: list(by_language)}, what="with per-query scores on both sides")}
+        if not got["why"]:
+            rec = rows.row(0, named=True)
+            mean = stats.tier_mean(by_language, rng=np.random.default_rng(
+                stats._seed(*systems, rec["task"], rec["metric"], tier)))
+            got |= {"mean": mean.mean, "ci_low": mean.low, "ci_high": mean.high}
+        out.append(got)
+    return out
 
 
 def _section_rows(part: pl.DataFrame) -> list[dict]:
@@ -137,12 +180,12 @@ def run_compare(a_spec: str, b_spec: str, out_dir: Path | str, *, registry: Regi
     discriminate on any of its datasets is folded with the reason; every chart has the same y scale.
     """
     registry = registry or load_registry()
-    table = compare(a_spec, b_spec, registry)
+    table, paired, systems = _compare(a_spec, b_spec, registry)
     sections = []
     for (task, metric), part in table.group_by(["task", "metric"], maintain_order=True):
         part = part.with_columns(pl.col("tier").replace_strict(TIER_RANK, return_dtype=pl.Int64).alias("_rank")).sort(
             "_rank", "language").drop("_rank")
-        means = part.group_by("tier", maintain_order=True).agg(pl.col("delta").mean().round(3).alias("mean"), pl.len().alias("n"))
+        means = tier_means(part, paired, systems)
         reasons = [measured_mod.cannot_discriminate(metric, [r["value_a"], r["value_b"]], r["n_docs"])
                    for r in part.iter_rows(named=True)]
         ceiling = None
@@ -150,7 +193,7 @@ def run_compare(a_spec: str, b_spec: str, out_dir: Path | str, *, registry: Regi
             ceiling = (f"{metric_label(metric)} cannot tell A and B apart on any dataset here: "
                        + "; ".join(sorted(set(reasons))) + ".")
         sections.append({"task": task, "metric_key": metric, "metric": metric_label(metric), "rows": _section_rows(part),
-                         "means": means.to_dicts(), "ceiling": ceiling, "part": part,
+                         "means": means, "ceiling": ceiling, "part": part,
                          "id": f"{task}-{metric}".replace(" ", "_").replace(".", "_")})
     primary = set(conditions.PRIMARY_METRIC.values())
     sections.sort(key=lambda sec: (sec["task"], sec["metric_key"] not in primary))
@@ -163,7 +206,8 @@ def run_compare(a_spec: str, b_spec: str, out_dir: Path | str, *, registry: Regi
         sec["plot"] = compare_plot(sec.pop("part"), sec["task"], sec["metric_key"], limits)
     has_ci = table["delta_ci_low"].null_count() < table.height
     context = {"title": title, "label_a": table["label_a"][0], "label_b": table["label_b"][0], "sections": sections,
-               "has_ci": has_ci, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+               "has_ci": has_ci, "min_languages": MIN_LANGUAGES,
+               "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     env = template_env()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
