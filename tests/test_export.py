@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import polars as pl
 import pytest
 
+from workbench import conditions
 from workbench.config import RunConfig, parse_config
 from workbench.filter.stage import run_filter
 from workbench.languages import load_registry
@@ -256,10 +257,27 @@ def test_model_card_names_no_local_path_is_refreshed_by_eval_and_is_what_push_pu
     code, _, err = workbench(capsys, "eval", str(run.root), "--model", "bm25", "--task", "xquad", "--data-dir",
                              str(xquad), "-l", "de")
     assert code == 0, err
+    # the same BM25 on the full XQuAD German corpus (240 paragraphs) beside the repository's 60-paragraph subset
+    code, _, err = workbench(capsys, "eval", str(run.root), "--model", "bm25", "--system", "bm25-full", "--task",
+                             "xquad", "--data-dir", str(shared_data / "xquad"), "-l", "de")
+    assert code == 0, err
+    code, _, err = workbench(capsys, "eval", str(run.root), "--model", str(model_dir), "--system", "minilm-ft",
+                             "--task", "xquad", "--data-dir", str(xquad), "-l", "de")
+    assert code == 0, err
     card = (model_dir / "README.md").read_text(encoding="utf-8")
-    ndcg = run.read_table("eval", "results", EVAL_RESULTS).filter(pl.col("metric") == "ndcg_at_10").row(0, named=True)
+    ndcg = {r["system"]: r for r in run.read_table("eval", "results", EVAL_RESULTS).filter(
+        pl.col("metric") == "ndcg_at_10").iter_rows(named=True)}
     assert "Not evaluated" not in card
-    assert f"| bm25 | XQuADRetrieval | xquad-de | de | test | nDCG@10 | {ndcg['value']:.1f} | 318 |" in card
+    # each number with the conditions it was measured under: a subset's figure never reads as the full corpus's
+    assert "| system | task | task kind | dataset | corpus | language | split | instruction | max length |" in card
+    assert (f"| bm25 | XQuADRetrieval | retrieval | xquad-de | a subset of the corpus | de | test | no instruction | n/a "
+            f"| nDCG@10 | {ndcg['bm25']['value']:.1f} | 318 |") in card
+    assert (f"| bm25-full | XQuADRetrieval | retrieval | xquad-de | full corpus | de | test | no instruction | n/a "
+            f"| nDCG@10 | {ndcg['bm25-full']['value']:.1f} | {ndcg['bm25-full']['n_queries']} |") in card
+    trained = ndcg["minilm-ft"]  # the fine-tuned model runs under its own contract: its instruction and 32 tokens
+    assert trained["max_length"] == 32 and trained["instruction"] not in (None, conditions.NO_INSTRUCTION)
+    assert (f"| minilm-ft | XQuADRetrieval | retrieval | xquad-de | a subset of the corpus | de | test "
+            f"| {conditions.instruction_words(trained['instruction'])} | 32 | nDCG@10 | {trained['value']:.1f} | 318 |") in card
     contract = json.loads((model_dir / "workbench_encoder.json").read_text())
     for text in (card, json.dumps(contract)):  # no local path anywhere a push publishes in words
         assert str(minilm_path()) not in text and str(tmp_path) not in text and "site-packages" not in text

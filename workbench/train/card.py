@@ -13,6 +13,7 @@ from typing import Any
 
 import polars as pl
 
+from workbench import conditions
 from workbench.config import TrainSection
 from workbench.errors import WorkbenchError
 from workbench.metrics import ACCURACY, NDCG_AT_10, metric_label
@@ -42,13 +43,23 @@ def _eval_section(run: Run) -> str:
         return "Not evaluated with this version of the workbench yet: `workbench eval` on the run fills this section in."
     if results.height == 0:
         return "The run's eval table has no nDCG@10 or bitext accuracy rows."
-    rows = [[r["system"], r["task"], r["dataset"], r["language"], r["split"], CARD_METRICS[r["metric"]],
+    rows = [[r["system"], r["task"], r["task_kind"], r["dataset"], conditions.CORPUS_WORDS.get(r["corpus"], r["corpus"]),
+             r["language"], r["split"], _cell(conditions.instruction_words(r["instruction"])),
+             r["max_length"] if r["max_length"] is not None else "n/a", CARD_METRICS[r["metric"]],
              f"{r['value']:.1f}", r["n_queries"]]
             for r in results.sort(["task", "language", "system"]).iter_rows(named=True)]
     created = max(results["created_at"].drop_nulls().to_list(), default="")
     return (f"Measured by the run's eval stage (`eval/results.parquet`, last written {created[:10] or 'unknown'}), "
-            "every system the run evaluated, in percent:\n\n"
-            + _table(["system", "task", "dataset", "language", "split", "metric", "value", "queries"], rows))
+            "every system the run evaluated, in percent. A number is comparable with another only where every "
+            "condition column (task kind, corpus, split, instruction, max length in tokens; n/a: BM25) matches: "
+            "a subset of a corpus scores differently from the full corpus.\n\n"
+            + _table(["system", "task", "task kind", "dataset", "corpus", "language", "split", "instruction",
+                      "max length", "metric", "value", "queries"], rows))
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: an instruction may hold a pipe or a line break."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def base_model_id(info) -> tuple[str, bool, str]:
