@@ -357,7 +357,8 @@ REPORT_COMPARISONS: Schema = {
     "seed_deltas": pl.Utf8(),  # training data pairs: the same difference for every training seed
 }
 # report/passkey.parquet: the passkey probe per system setting, language and length: accuracy over all
-# depths (needle_depth null) and per depth, each the mean of per-query scores, with its 95% bootstrap interval.
+# depths (needle_depth null) and per depth, each the mean of per-query 0/100 outcomes, with its 95% Clopper-Pearson
+# interval (exact for a proportion, so it stays honest near 0 and 100).
 REPORT_PASSKEY: Schema = {
     "system": pl.Utf8(),
     "model": pl.Utf8(),
