@@ -267,8 +267,17 @@ def verdict_rows(data: Path, registry) -> dict[str, list[dict]]:  # noqa: F811
     return out
 
 
+PROB_SCALE = 10_000  # the filter rounds probabilities to 4 decimals
+# fastText's and the other members' probabilities move in the 4th decimal from one CPU to another (SIMD
+# paths), so a recorded probability is compared within this many 1e-4 steps, and everything discrete
+# (labels, reasons, the verdict) exactly.
+PROB_STEPS = 3
+
+
 def _digests(run: Run) -> dict[str, dict]:
-    """Per language: accepted and rejected counts, reasons by count, and a digest of every row's verdict."""
+    """Per language: accepted and rejected counts, reasons by count, a digest of every row's discrete
+    verdict (reasons, language, accepted-as, each vote's field, member and label) and every row's
+    probabilities (its votes' and its support) in 1e-4 steps."""
     out = {}
     for code in run.table_languages("accepted"):
         entry, rows = {}, []
@@ -280,9 +289,17 @@ def _digests(run: Run) -> dict[str, dict]:
         rows.sort(key=lambda r: r["slot_id"])
         reasons = Counter(reason for row in rows for reason in row["reasons"])
         entry["reasons"] = dict(sorted(reasons.items()))
-        entry["digest"] = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+        discrete = [[r["slot_id"], r["reasons"], r["lid_language"], r["lid_accepted_as"],
+                     [[v["field"], v["member"], v["label"]] for v in r["lid_votes"] or []]] for r in rows]
+        entry["digest"] = hashlib.sha256(json.dumps(discrete, sort_keys=True).encode()).hexdigest()
+        entry["probs"] = {r["slot_id"]: [_steps(v["prob"]) for v in r["lid_votes"] or []] + [_steps(r["lid_support"])]
+                          for r in rows}
         out[code] = entry
     return out
+
+
+def _steps(prob: float | None) -> int:
+    return -1 if prob is None else round(prob * PROB_SCALE)
 
 
 def filter_verdicts(data: Path, registry, root: Path) -> dict[str, dict]:  # noqa: F811
@@ -300,7 +317,10 @@ def record(root: str = "/tmp/filter-verdicts", data: Path = Path(__file__).resol
 
     shutil.rmtree(root, ignore_errors=True)
     VERDICTS.parent.mkdir(exist_ok=True)
-    VERDICTS.write_text(json.dumps(filter_verdicts(data, load_registry(), Path(root)), indent=1) + "\n")
+    verdicts = filter_verdicts(data, load_registry(), Path(root))
+    # one language per line: the file stays diffable by language without a line per probability
+    VERDICTS.write_text("{\n" + ",\n".join(f"{json.dumps(code)}: {json.dumps(entry, sort_keys=True)}"
+                                            for code, entry in sorted(verdicts.items())) + "\n}\n")
 
 
 def test_filter_verdicts_equal_those_recorded_before_the_speedups(shared_data, registry, tmp_path):  # noqa: F811
@@ -311,3 +331,8 @@ def test_filter_verdicts_equal_those_recorded_before_the_speedups(shared_data, r
         assert {k: now[code][k] for k in ("accepted", "rejected", "reasons")} == \
                {k: recorded[code][k] for k in ("accepted", "rejected", "reasons")}, code
         assert now[code]["digest"] == recorded[code]["digest"], f"{code}: same counts, some reasons or votes differ"
+        assert now[code]["probs"].keys() == recorded[code]["probs"].keys(), code
+        for slot, steps in recorded[code]["probs"].items():
+            assert len(now[code]["probs"][slot]) == len(steps), slot
+            moved = max((abs(a - b) for a, b in zip(now[code]["probs"][slot], steps)), default=0)
+            assert moved <= PROB_STEPS, f"{slot}: a probability moved by {moved / PROB_SCALE:.4f}"
