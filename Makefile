@@ -52,7 +52,7 @@ $(STAMP): pyproject.toml $(LLAMA_STAMP) | $(BIN)/python
 
 install: $(STAMP)
 
-# The test extras on top (pytest, the test server, metric cross-checks, ruff).
+# The test extras on top (pytest, the test server, ruff, mypy).
 $(VENV)/.installed-dev: $(STAMP)
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $@
@@ -75,6 +75,7 @@ browser:
 
 test: install-dev browser
 	$(BIN)/ruff check workbench tests benchmarks tools examples
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean-runs:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
@@ -254,6 +254,14 @@ class FilterSection(Section):
 DeepSpeedMode = Literal["zero2", "zero3", "none"]
 
 
+def _family_instruction(name: str) -> str:
+    """The default instruction of a family that has one (``[train] <name>_instruction``'s default)."""
+    instruction = FAMILIES[name].default_instruction
+    if instruction is None:
+        raise ValueError(f"workbench/families.py: family '{name}' has no default_instruction; give it one")
+    return instruction
+
+
 class TrainSection(Section):
     """Fine-tuning an embedder on accepted/ (E5-mistral recipe defaults, Wang et al. 2024 §4.1).
 
@@ -288,8 +296,8 @@ class TrainSection(Section):
     one_task_per_batch: bool = False
     language_weights: dict[str, float] = Field(default_factory=dict, description="default 1.0 each")
     family_weights: dict[str, float] = Field(default_factory=dict, description="default 1.0 each")
-    sts_instruction: str = FAMILIES["sts"].default_instruction
-    bitext_instruction: str = FAMILIES["bitext"].default_instruction
+    sts_instruction: str = _family_instruction("sts")
+    bitext_instruction: str = _family_instruction("bitext")
     gpu_memory_gib: float = Field(default=80.0, gt=0.0, description="per-GPU memory for the fit check")
     export: Literal["merged", "adapter"] = "merged"
     log_every: int = Field(default=10, ge=1)
@@ -328,7 +336,12 @@ class TrainSection(Section):
 
 
 # --- eval ------------------------------------------------------------------------------------
-EvalTask = Literal[EVAL_TASKS]  # declared once, with their builders, in workbench/eval/targets.py
+# declared once, with their builders, in workbench/eval/targets.py; mypy cannot read a Literal built
+# at import, so it sees a str (pydantic checks the names)
+if TYPE_CHECKING:
+    EvalTask = str
+else:
+    EvalTask = Literal[EVAL_TASKS]
 
 
 class PasskeySection(Section):

@@ -103,7 +103,8 @@ class Stage:
 
 
 # each section class is the type of one RunConfig field
-_FIELD_OF_SECTION: dict[type, str] = {info.annotation: name for name, info in RunConfig.model_fields.items()}
+_FIELD_OF_SECTION: dict[type, str] = {info.annotation: name for name, info in RunConfig.model_fields.items()
+                                       if isinstance(info.annotation, type)}
 
 
 def _jsonable(value: Any) -> Any:

