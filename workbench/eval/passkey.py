@@ -45,13 +45,14 @@ import numpy as np
 from workbench import conditions
 from workbench.errors import UnknownLanguageError, WorkbenchError
 from workbench.languages import Language, Registry
+from workbench.metrics import ACCURACY
 from workbench.run import Folder, Run, file_sha256, now
 
 log = logging.getLogger(__name__)
 
 TASK = "passkey"  # the name in TARGETS / [eval] task
 TASK_NAME = "PersonalizedPasskeyRetrieval"  # the task column (and instructions.toml key)
-METRIC = "accuracy"
+METRIC = ACCURACY
 SPLIT = "test"
 NEEDLES_FILE = Path(__file__).with_name("passkey_needles.toml")
 NEUTRAL = "neutral ({name}: {passkey})"

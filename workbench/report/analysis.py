@@ -240,7 +240,7 @@ def _primary(wanted: str, gaps: pl.DataFrame, ref_points: pl.DataFrame, focus: s
             notes.append(f"The primary reference {wanted} is comparable with {focus} on no MIRACL language, so no gap to "
                          "it is computed (each cell says which condition differs).")
         return wanted
-    focus_gaps = gaps.filter((pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10"))
+    focus_gaps = gaps.filter((pl.col("system") == focus) & (pl.col("metric") == NDCG_AT_10))
     counts = {label: focus_gaps.filter((pl.col("reference") == label) & pl.col("comparable")).height for label in labels}
     rank = {label: i for i, label in enumerate(SHOWN_REFERENCES)}
     best = sorted(labels, key=lambda label: (-counts[label], rank.get(label, len(rank)), label))
@@ -316,9 +316,9 @@ def _parse_counts(text: str | None) -> str:
 
 def _data(facts, audit, registry, miracl_rows, gaps, focus, primary) -> pl.DataFrame:
     focus_ndcg = {r["language"]: r["value"] for r in miracl_rows.filter(
-        (pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10")).iter_rows(named=True)}
+        (pl.col("system") == focus) & (pl.col("metric") == NDCG_AT_10)).iter_rows(named=True)}
     primary_gap = {r["language"]: r["gap"] for r in gaps.filter(
-        (pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10") & (pl.col("reference") == primary)
+        (pl.col("system") == focus) & (pl.col("metric") == NDCG_AT_10) & (pl.col("reference") == primary)
         & pl.col("comparable")).iter_rows(named=True)} if primary else {}
     audited = {r["language"]: r for r in audit.iter_rows(named=True)} if audit is not None else {}
     codes = [f["code"] for f in facts] + sorted(c for c in audited if c not in {f["code"] for f in facts})

@@ -36,6 +36,7 @@ from workbench import conditions, stats
 from workbench.encoder import CONTRACT_FILE
 from workbench.errors import TableError
 from workbench.languages import Registry
+from workbench.metrics import F1, PRECISION, RECALL
 from workbench.report.inputs import SystemFacts, system_facts
 from workbench.resources import INSTALLED_ROOT, REPO_ROOT
 from workbench.run import CONFIG, MANIFEST, Folder, read_parquet, read_parquet_unchecked
@@ -51,7 +52,7 @@ TINY_TRAINING_SET = 1_000
 MEAN_TOLERANCE = 0.05
 KEY = ["task", "dataset", "language", "split", "metric"]
 # bitext-mining metrics with no per-pair score (EVAL_PER_QUERY holds accuracy per pair)
-_NOT_PER_PAIR = ("f1", "precision", "recall")
+_NOT_PER_PAIR = (F1, PRECISION, RECALL)
 # The causes a paired difference can isolate (REPORT_COMPARISONS.cause); "several" is never shown as one.
 TRAINING_DATA = "training data"
 INPUT_FORMAT = "input format"

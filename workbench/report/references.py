@@ -40,6 +40,7 @@ import polars as pl
 
 from workbench import conditions
 from workbench.errors import WorkbenchError, first_line
+from workbench.metrics import ACCURACY, F1, NDCG_AT_10, RECALL_AT_100
 from workbench.resources import REPO_ROOT, shipped_dir
 
 PAPER_CSV = "miracl_reference_v2.csv"
@@ -47,6 +48,9 @@ SOURCES_TOML = "sources.toml"
 MTEB_CSV = "mteb_miracl_ndcg10.csv"
 MTEB_REMOVED_CSV = "mteb_miracl_ndcg10_removed_at_head.csv"
 MTEB_TATOEBA_CSV = "mteb_tatoeba.csv"
+# the metrics the MTEB CSVs hold, one column each (0-1 there)
+MTEB_MIRACL_METRICS = (NDCG_AT_10, RECALL_AT_100)
+MTEB_TATOEBA_METRICS = (F1, ACCURACY)
 MTEB_PROVENANCE = Path("mteb_results") / "PROVENANCE.md"
 # The MTEB results commit, where the reference folder has no mteb_results/ copy (reports/reference).
 SHIPPED_PROVENANCE = "PROVENANCE.md"
@@ -80,7 +84,7 @@ SWIM_X = {
     "reference": "SWIM-X (published, synthetic only)", "kind": "paper", "model": "SWIM-X", "source": "swim-x-paper",
     "version": "arXiv 2311.05800", "task": "MIRACL dev", "benchmark": "miracl", "task_kind": conditions.RETRIEVAL,
     "corpus": conditions.FULL, "split": "dev", "revision": MIRACL_RELEASE, "instruction": conditions.NOT_STATED,
-    "max_length": None, "regime": "synthetic training data only", "language": "avg18", "metric": "ndcg_at_10",
+    "max_length": None, "regime": "synthetic training data only", "language": "avg18", "metric": NDCG_AT_10,
     "value": 46.4, "disputed": False, "shown": True, "other_sources": None,
     "provenance": ("published in Thakur et al. 2024, 'Leveraging LLMs for Synthesizing Training Data Across "
                    "Many Languages in Multilingual Dense Retrieval' (SWIM-IR / SWIM-X, arXiv 2311.05800): "
@@ -231,7 +235,7 @@ def _mteb_instruction(described: dict[str, Any], model: str, task: str) -> str:
 
 
 def _mteb_rows(directory: Path, described: dict[str, Any]) -> pl.DataFrame:
-    columns = ("model", "task", "revision", "mteb_version", "language", "split", "ndcg_at_10", "recall_at_100")
+    columns = ("model", "task", "revision", "mteb_version", "language", "split", *MTEB_MIRACL_METRICS)
     frames = []
     for name, at_head in ((MTEB_CSV, True), (MTEB_REMOVED_CSV, False)):
         path = directory / name
@@ -259,7 +263,7 @@ def _mteb_rows(directory: Path, described: dict[str, Any]) -> pl.DataFrame:
         label = f"{short} ({MTEB_TASK_SHORT[rec['task']]})"
         if instruction == conditions.MTEB_DEFAULT_PROMPT:
             label = f"{short} ({MTEB_TASK_SHORT[rec['task']]}, mteb default prompt)"
-        for metric in ("ndcg_at_10", "recall_at_100"):
+        for metric in MTEB_MIRACL_METRICS:
             if rec[metric] in (None, ""):
                 continue
             rows.append({
@@ -307,7 +311,7 @@ def _tatoeba_rows(directory: Path) -> pl.DataFrame:
     path = next((p for p in (directory / MTEB_TATOEBA_CSV, _shipped_dir() / MTEB_TATOEBA_CSV) if p.is_file()), None)
     if path is None:
         return _frame([])
-    df = _read_csv(path, ("model", "task", "revision", "mteb_version", "hf_subset", "language", "split", "f1", "accuracy"))
+    df = _read_csv(path, ("model", "task", "revision", "mteb_version", "hf_subset", "language", "split", *MTEB_TATOEBA_METRICS))
     commit = _mteb_commit(path.parent)
     described = _sources(path.parent)
     rows = []
@@ -317,7 +321,7 @@ def _tatoeba_rows(directory: Path) -> pl.DataFrame:
                  f"mteb {rec['mteb_version']}, subset {rec['hf_subset']} ({rec['split']} split); converted from 0-1 "
                  f"to percent; {TATOEBA_CAVEAT}")
         instruction = _mteb_instruction(described, rec["model"], rec["task"])
-        for metric in ("f1", "accuracy"):
+        for metric in MTEB_TATOEBA_METRICS:
             rows.append({"reference": f"{rec['model'].split('/')[-1]} (MTEB)", "kind": "mteb", "model": rec["model"],
                          "source": f"mteb-results-{commit[:12]}", "version": f"mteb {rec['mteb_version']}",
                          "task": rec["task"], "benchmark": "tatoeba", "task_kind": conditions.BITEXT,
