@@ -21,10 +21,10 @@ from workbench.report.analysis import (
     GROUPS,
     MEASURED_BM25,
     METRICS,
-    SHOWN_REFERENCES,
     TIER_RANK,
     Analysis,
     measured_words,
+    shown_references,
 )
 from workbench.report.references import References
 from workbench.resources import data_dir
@@ -97,7 +97,7 @@ def _lexical(a: Analysis) -> str | None:
 
 def reference_columns(a: Analysis) -> list[str]:
     labels = set(a.scores.filter(pl.col("kind") != "measured")["system"]) | ({MEASURED_BM25} if _lexical(a) else set())
-    return [r for r in SHOWN_REFERENCES if r != a.focus and r in labels]
+    return [r for r in shown_references(a.references) if r != a.focus and r in labels]
 
 
 def _table_rows(a: Analysis, source_ids: dict[str, int], comparisons: pl.DataFrame | None = None
