@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from workbench.config import ReportSection
 from workbench.errors import UnknownLanguageError, WorkbenchError
 from workbench.languages import load_registry
 from workbench.report.stage import build_report, load_results, run_compare
@@ -335,6 +336,35 @@ def test_unknown_source_in_a_reference_file_is_a_data_error(tmp_path):
     line = str(err.value)
     assert "unknown source 'some-blog-post'" in line and "miracl_reference_v2.csv: row 5 (line 6)" in line
     assert "sources.toml" in line and "references.py" not in line
+
+
+def test_the_per_language_reference_columns_come_from_sources_toml(inputs, tmp_path):
+    from workbench.report.references import load_references
+
+    folder = tmp_path / "reference"
+    shutil.copytree(REPO / "reports" / "reference", folder)
+    assert load_references(folder).report_columns == (
+        "e5-mistral-7b-instruct (published)", "e5-mistral-7b-instruct (MTEB hard negatives v1, mteb default prompt)",
+        "multilingual-e5-large (published)", "BM25 Lucene (published)")
+    # showing another reference is one line in the data file: bge-m3 between e5-mistral and its MTEB numbers
+    toml = folder / "sources.toml"
+    text = toml.read_text()
+    toml.write_text(text.replace('model = "BAAI/bge-m3"\n', 'model = "BAAI/bge-m3"\nreport_column = 1.5\n'))
+    with pytest.raises(WorkbenchError, match=r"sources.toml: \[systems.bge-m3-dense\], field 'report_column'"):
+        load_references(folder)
+    toml.write_text(text.replace('model = "BAAI/bge-m3"\n', 'model = "BAAI/bge-m3"\nreport_column = 3\n'))
+    with pytest.raises(WorkbenchError, match=r"position 3 is also given to \[systems.multilingual-e5-large\]"):
+        load_references(folder)
+    toml.write_text(text.replace("report_column = 1\n", "report_column = 10\n")
+                    .replace('model = "BAAI/bge-m3"\n', 'model = "BAAI/bge-m3"\nreport_column = 5\n'))
+    build_report(tmp_path / "out", [inputs["bm25"], inputs["minilm"]], audit=inputs["audit"],
+                 config=ReportSection(reference_dir=str(folder)))
+    header = next(line for line in (tmp_path / "out" / "summary.md").read_text().splitlines()
+                  if line.startswith("| language | tier |"))
+    assert header.split(" | ")[3:] == [
+        "e5-mistral-7b-instruct (MTEB hard negatives v1, mteb default prompt)", "multilingual-e5-large (published)",
+        "BM25 Lucene (published)", "bge-m3 dense (published)", "e5-mistral-7b-instruct (published)",
+        "BM25 (measured here) |"]
 
 
 def test_shipped_references_win_unless_asked(tmp_path, monkeypatch):

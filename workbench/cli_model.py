@@ -16,6 +16,7 @@ from rich.table import Table
 from workbench.cli_data import split_values
 from workbench.cli_render import StageProgress, console, err_console
 from workbench.errors import WorkbenchError
+from workbench.metrics import ACCURACY, F1, NDCG_AT_10, RECALL_AT_100
 from workbench.stagelog import logged_note
 
 
@@ -224,7 +225,7 @@ def eval_command(
     rows = [r for r in rows if r["context_tokens"] is None]
     for key in sorted({(r["system"], r["dataset"]) for r in rows}):
         values = {r["metric"]: r for r in rows if (r["system"], r["dataset"]) == key}
-        ndcg, recall = values.get("ndcg_at_10") or values["f1"], values.get("recall_at_100") or values["accuracy"]
+        ndcg, recall = values.get(NDCG_AT_10) or values[F1], values.get(RECALL_AT_100) or values[ACCURACY]
         table.add_row(*key, f"{ndcg['value']:.1f}", f"{recall['value']:.1f}", str(ndcg["n_queries"]), str(ndcg["n_docs"]))
     if rows or not cells:
         console.print(table)

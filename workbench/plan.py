@@ -226,5 +226,5 @@ def read_plan(run: Run) -> dict[str, pl.DataFrame]:
     return {code: run.read_table(Folder.PLAN, code, PLAN_TABLE) for code in run.table_languages(Folder.PLAN)}
 
 
-PLAN = Stage(STAGE, reads=(), sections=(RunSection,), body=write_plan, writes="plan/<lang>.parquet",
+PLAN = Stage(STAGE, reads=(), sections=(RunSection,), body=write_plan, writes=(Folder.PLAN,),
              languages=True, check=checks.plan)

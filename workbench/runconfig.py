@@ -24,7 +24,7 @@ from typing import Any
 from workbench import logs
 from workbench.config import RunConfig, parse_config
 from workbench.errors import ConfigError, UnknownLanguageError, WorkbenchError
-from workbench.run import CONFIG, Run, atomic_write_bytes
+from workbench.run import CONFIG, MANIFEST, Run, atomic_write_bytes
 
 
 def merge_layers(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def resolve_run_config(
     status views) and takes no writer lock. A writing call holds the run's writer lock (one writer
     per run) before it reads the run's config.
     """
-    existing = (Path(run_dir) / "manifest.json").is_file()
+    existing = (Path(run_dir) / MANIFEST).is_file()
     if not create or existing:
         run = Run.open(run_dir)
         if write:

@@ -46,7 +46,7 @@ from typing import Any
 from workbench.config import RunConfig, Section
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
-from workbench.run import Run, StageResult, file_sha256, now
+from workbench.run import Folder, Run, StageResult, file_sha256, now
 from workbench.stagelog import stage_log
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class Stage:
     reads: tuple[str, ...]  # stages whose recorded outputs this stage reads (they join its digest)
     sections: tuple[type[Section], ...]  # config sections it uses (they join its digest; its body gets them)
     body: Callable[..., StageResult]
-    writes: str  # what it leaves in the run directory
+    writes: tuple[Folder, ...]  # the run directory's folders it leaves its outputs in
     languages: bool = False  # the language files shape its outputs (their content joins its digest)
     # (*sections) -> paths: files and folders outside the run the stage reads (the filter's LID models,
     # train's base model and DeepSpeed JSON, eval's data folders and models, report's extra tables);
@@ -91,6 +91,12 @@ class Stage:
     # (RunConfig, pipeline) -> None: the stage's own checks of its settings (model and data folders
     # exist, ...), run before run.toml records them (workbench/checks.py)
     check: Callable[[RunConfig, bool], None] | None = None
+
+    def __post_init__(self) -> None:
+        # a folder name typed as text would pass silently and name no folder of the run
+        if not isinstance(self.writes, tuple) or not all(isinstance(folder, Folder) for folder in self.writes):
+            raise TypeError(f"Stage '{self.name}': field 'writes' must be a tuple of workbench.run.Folder members, "
+                            f"not {self.writes!r} (write (Folder.ACCEPTED, Folder.REJECTED), not 'accepted/')")
 
     @property
     def section_names(self) -> tuple[str, ...]:

@@ -107,4 +107,4 @@ def write_audit(inputs: StageInput) -> StageResult:
 
 
 AUDIT = Stage(STAGE, reads=("plan", "generate", "filter"), sections=(), body=write_audit,
-              writes="audit/ (summary.parquet, audit.json, index.html)", languages=True)
+              writes=(Folder.AUDIT,), languages=True)

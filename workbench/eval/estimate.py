@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import UnknownLanguageError, WorkbenchError
+from workbench.run import Folder
 from workbench.systems import BM25, MINILM
 
 SCALE_FILE = Path(__file__).with_name("scale.toml")
@@ -306,7 +307,7 @@ def _source_kind(plan: LanguagePlan) -> str:
 
 def existing_shard_bytes(run_root: Path) -> int:
     """Bytes of shard files already under the run's embedding cache (a resumed job keeps them)."""
-    root = Path(run_root) / "eval" / "embeddings"
+    root = Path(run_root) / Folder.EVAL / "embeddings"
     if not root.is_dir():
         return 0
     return sum(f.stat().st_size for f in root.glob("*/shards/**/*") if f.is_file())
@@ -323,7 +324,7 @@ def check_disk(run_root: Path, needed: int, *, what: str = "the embeddings") -> 
     if missing > free:
         raise WorkbenchError(
             f"{what} need {_gib(missing)} more but {_gib(free)} are free on its disk",
-            where=str(target / "eval" / "embeddings"),
+            where=str(target / Folder.EVAL / "embeddings"),
             fix="free space, put the run directory on a larger disk, or evaluate fewer languages")
     return missing, free
 

@@ -42,6 +42,7 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 
 from workbench.errors import WorkbenchError, first_line
+from workbench.metrics import NDCG_AT_10
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +343,7 @@ def build_local_task(
         modalities=["text"],
         eval_splits=[split],
         eval_langs=eval_langs,
-        main_score="ndcg_at_10",
+        main_score=NDCG_AT_10,
         date=None,
         domains=None,
         task_subtypes=None,

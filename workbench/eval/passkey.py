@@ -45,13 +45,14 @@ import numpy as np
 from workbench import conditions
 from workbench.errors import UnknownLanguageError, WorkbenchError
 from workbench.languages import Language, Registry
-from workbench.run import Run, file_sha256, now
+from workbench.metrics import ACCURACY
+from workbench.run import Folder, Run, file_sha256, now
 
 log = logging.getLogger(__name__)
 
 TASK = "passkey"  # the name in TARGETS / [eval] task
 TASK_NAME = "PersonalizedPasskeyRetrieval"  # the task column (and instructions.toml key)
-METRIC = "accuracy"
+METRIC = ACCURACY
 SPLIT = "test"
 NEEDLES_FILE = Path(__file__).with_name("passkey_needles.toml")
 NEUTRAL = "neutral ({name}: {passkey})"
@@ -180,7 +181,7 @@ def accepted_filler(run: Run, registry: Registry, wanted: list[str]) -> dict[str
     """Per language: every text field of the run's accepted examples (the default filler)."""
     from workbench.tables import ACCEPTED
 
-    folder = run.stage_dir("accepted")
+    folder = run.stage_dir(Folder.ACCEPTED)
     present = sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
     for code in wanted:
         registry.get(code)
@@ -192,7 +193,7 @@ def accepted_filler(run: Run, registry: Registry, wanted: list[str]) -> dict[str
                              fix="run generate and filter first, or give --data-dir a folder of texts per language")
     fillers = {}
     for code in wanted or present:
-        table = run.read_table("accepted", code, ACCEPTED)
+        table = run.read_table(Folder.ACCEPTED, code, ACCEPTED)
         units = [t.strip() for column in _TEXT_FIELDS for t in table[column].drop_nulls().to_list() if t.strip()]
         fillers[code] = Filler(code, list(dict.fromkeys(units)), [folder / f"{code}.parquet"], origin="run")
     return fillers

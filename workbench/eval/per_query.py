@@ -18,7 +18,9 @@ from collections.abc import Mapping
 
 import pytrec_eval
 
-PYTREC_MEASURES = {"ndcg_at_10": "ndcg_cut_10", "ndcg_at_100": "ndcg_cut_100", "recall_at_10": "recall_10", "recall_at_100": "recall_100"}
+from workbench.metrics import NDCG_AT_10, NDCG_AT_100, RECALL_AT_10, RECALL_AT_100
+
+PYTREC_MEASURES = {NDCG_AT_10: "ndcg_cut_10", NDCG_AT_100: "ndcg_cut_100", RECALL_AT_10: "recall_10", RECALL_AT_100: "recall_100"}
 
 
 def _reciprocal_rank(ranking: Mapping[str, float], relevant: set[str], k: int) -> float:

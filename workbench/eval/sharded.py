@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench.errors import WorkbenchError, first_line
-from workbench.run import atomic_write_bytes, now
+from workbench.run import Folder, atomic_write_bytes, now
 from workbench.systems import MINILM
 
 if TYPE_CHECKING:
@@ -345,7 +345,7 @@ def distribute(systems: list[tuple[str, str, Any]], section: Any, target: Target
                 from workbench.eval.estimate import check_disk
 
                 check_disk(run.root, total_docs * model.backend.dim * 2, what=f"{name}'s fp16 shards of {target.task_name}")
-            model = ShardedSearch(model, context, run.stage_dir("eval") / "embeddings",
+            model = ShardedSearch(model, context, run.stage_dir(Folder.EVAL) / "embeddings",
                                   announce={"section": section.model_dump(mode="json"), "system": name},
                                   total_docs=total_docs)
         out.append((name, label, model))
@@ -758,7 +758,7 @@ def follow(context: DistContext, run_dir: Path) -> None:
     from workbench.languages import load_registry
 
     registry = load_registry()
-    cache_root = Path(run_dir) / "eval" / "embeddings"
+    cache_root = Path(run_dir) / Folder.EVAL / "embeddings"
     encoders: dict[tuple[Any, ...], WorkbenchEncoder] = {}
     targets: dict[str, Any] = {}
     while True:

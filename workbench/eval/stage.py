@@ -35,7 +35,7 @@ from workbench.eval.targets import Target, build_target
 from workbench.languages import Registry
 from workbench.metrics import ACCURACY, BITEXT_METRICS, RETRIEVAL_METRICS
 from workbench.progress import EvalWatch
-from workbench.run import Run, StageResult, atomic_write_bytes, now
+from workbench.run import Folder, Run, StageResult, atomic_write_bytes, now
 from workbench.runner import Stage, StageInput, run_stage
 from workbench.systems import BASE, BASE_AT_TRAINED_CONTRACT, BM25, BM25_MODEL_LABEL, MINILM, NAMED_MODELS, TRAINED
 from workbench.tables import EVAL_CELL_KEY, EVAL_PER_QUERY, EVAL_RESULTS
@@ -74,8 +74,8 @@ def seed_exports(run: Run, train: TrainSection) -> list[tuple[int | None, Path]]
     """(seed, model folder) of every training seed: the first is ``train/model``, further seeds of
     ``[train] seeds`` are ``train/seeds/<seed>/model`` (the train stage's layout)."""
     seeds = list(train.seeds)
-    exports: list[tuple[int | None, Path]] = [(seeds[0] if seeds else None, run.stage_dir("train") / "model")]
-    return exports + [(seed, run.stage_dir("train") / "seeds" / str(seed) / "model") for seed in seeds[1:]]
+    exports: list[tuple[int | None, Path]] = [(seeds[0] if seeds else None, run.stage_dir(Folder.TRAIN) / "model")]
+    return exports + [(seed, run.stage_dir(Folder.TRAIN) / "seeds" / str(seed) / "model") for seed in seeds[1:]]
 
 
 def pipeline_systems(run: Run, pipeline: PipelineSection, train: TrainSection) -> dict[str, dict[str, Any]]:
@@ -175,12 +175,13 @@ def evaluate(inputs: StageInput, eval_section: EvalSection, pipeline: PipelineSe
     table = _upsert(run, rows)
     per_query_table = _upsert_per_query(run, per_query)
     for name, update in (("query_counts.json", query_counts), ("data_sources.json", sources)):
-        path = run.stage_dir("eval") / name
+        path = run.stage_dir(Folder.EVAL) / name
         previous = json.loads(path.read_text()) if path.is_file() else {}
         previous.update(update)
         atomic_write_bytes(path, json.dumps(previous, indent=2, sort_keys=True, ensure_ascii=False).encode())
     refresh_model_cards(run)  # the model card of this run's trained model: its Evaluation section, now
-    outputs = {"eval/results.parquet": table.height, "eval/per_query.parquet": per_query_table.height}
+    outputs = {run.relative(run.table_path(Folder.EVAL, "results")): table.height,
+               run.relative(run.table_path(Folder.EVAL, "per_query")): per_query_table.height}
     return StageResult(STAGE, outputs=outputs,
                        stats={"query_counts": query_counts, "systems": list(dict.fromkeys(system_names))})
 
@@ -188,7 +189,7 @@ def evaluate(inputs: StageInput, eval_section: EvalSection, pipeline: PipelineSe
 def eval_rows(run: Run, result: StageResult) -> list[dict[str, Any]]:
     """The ``eval/results.parquet`` rows of the systems and datasets ``result`` evaluated (also when
     the stage was current and nothing ran)."""
-    table = run.read_table("eval", "results", EVAL_RESULTS)
+    table = run.read_table(Folder.EVAL, "results", EVAL_RESULTS)
     return table.filter(pl.col("system").is_in(result.stats.get("systems", []))
                         & pl.col("dataset").is_in(list(result.stats.get("query_counts", {})))).to_dicts()
 
@@ -221,7 +222,7 @@ def _build_systems(section: Any, run: Run) -> list[tuple[str, str, Any]]:
                               else default_name)
     encoder = WorkbenchEncoder(
         path,
-        cache_root=run.stage_dir("eval") / "embeddings",
+        cache_root=run.stage_dir(Folder.EVAL) / "embeddings",
         pooling=section.pooling,
         batch_size=section.batch_size,
         device=section.device,
@@ -311,7 +312,7 @@ def _evaluate(run: Run, target: Target, system: str, model_label: str, model: An
 
     if target.kind == conditions.PASSKEY:  # a direct top-1 computation over its own documents (workbench/eval/passkey.py)
         return _passkey(run, target, system, model_label, model, system_conditions)
-    eval_dir = run.stage_dir("eval")
+    eval_dir = run.stage_dir(Folder.EVAL)
     predictions = run.inside(eval_dir / "predictions" / system)  # the system name becomes a folder
     predictions_file = predictions / f"{target.task_name}_predictions.json"
     result = mteb.evaluate(
@@ -416,7 +417,7 @@ def _set_aside_older_tables(run: Run) -> None:
     from workbench.tables import EVAL_CONDITION_COLUMNS
 
     for name in ("results", "per_query"):
-        path = run.stage_dir("eval") / f"{name}.parquet"
+        path = run.stage_dir(Folder.EVAL) / f"{name}.parquet"
         if not path.is_file():
             continue
         columns = read_parquet_unchecked(path).columns
@@ -431,25 +432,25 @@ def _set_aside_older_tables(run: Run) -> None:
 def _upsert(run: Run, rows: list[dict[str, Any]]) -> pl.DataFrame:
     _set_aside_older_tables(run)
     new = pl.DataFrame(rows, schema=EVAL_RESULTS)
-    if run.has_table("eval", "results"):
-        old = run.read_table("eval", "results", EVAL_RESULTS)
+    if run.has_table(Folder.EVAL, "results"):
+        old = run.read_table(Folder.EVAL, "results", EVAL_RESULTS)
         new = pl.concat([old.join(new.select(RESULT_KEY), on=list(RESULT_KEY), how="anti", nulls_equal=True), new])
     new = new.sort(["task", "dataset", "system", "metric"])
-    run.write_table("eval", "results", new, EVAL_RESULTS)
+    run.write_table(Folder.EVAL, "results", new, EVAL_RESULTS)
     return new
 
 
 def _upsert_per_query(run: Run, rows: list[dict[str, Any]]) -> pl.DataFrame:
     """Replace every (system, model, task, dataset, language, split, metric) group measured now."""
     new = pl.DataFrame(rows, schema=EVAL_PER_QUERY)
-    if run.has_table("eval", "per_query"):
-        old = run.read_table("eval", "per_query", EVAL_PER_QUERY)
+    if run.has_table(Folder.EVAL, "per_query"):
+        old = run.read_table(Folder.EVAL, "per_query", EVAL_PER_QUERY)
         new = pl.concat([old.join(new.select(RESULT_KEY).unique(), on=list(RESULT_KEY), how="anti", nulls_equal=True), new])
     new = new.sort(["task", "dataset", "system", "metric", "query_id"])
-    run.write_table("eval", "per_query", new, EVAL_PER_QUERY)
+    run.write_table(Folder.EVAL, "per_query", new, EVAL_PER_QUERY)
     return new
 
 
 EVAL = Stage(STAGE, reads=("train",), sections=(EvalSection, PipelineSection, TrainSection), body=evaluate,
-             writes="eval/ (results.parquet, per_query.parquet, mteb JSON)", outside=outside_inputs,
+             writes=(Folder.EVAL,), outside=outside_inputs,
              check=checks.eval)

@@ -266,5 +266,5 @@ def filter_generated(inputs: StageInput, section: FilterSection) -> StageResult:
 
 
 FILTER = Stage(STAGE, reads=("generate",), sections=(FilterSection,), body=filter_generated,
-               writes="accepted/<lang>.parquet, rejected/<lang>.parquet", languages=True,
+               writes=(Folder.ACCEPTED, Folder.REJECTED), languages=True,
                outside=outside_inputs, check=checks.filter)

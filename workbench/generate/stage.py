@@ -20,7 +20,7 @@ from workbench.config import GenerateSection, RunConfig, RunSection
 from workbench.generate.batch import ingest_finished
 from workbench.generate.engine import ProgressCallback, generate_tables, generation_notice, unfinished_summary
 from workbench.languages import Registry
-from workbench.run import Run, StageResult
+from workbench.run import Folder, Run, StageResult
 from workbench.runner import Stage, StageInput, run_stage
 
 __all__ = ["GENERATE", "collect", "generate", "generation_notice", "run_generate", "unfinished_summary"]
@@ -79,4 +79,4 @@ def generate(inputs: StageInput, run_section: RunSection, section: GenerateSecti
 
 
 GENERATE = Stage(STAGE, reads=("plan",), sections=(RunSection, GenerateSection), body=generate,
-                 writes="tasks/, generated/<lang>.parquet, cache.sqlite", languages=True, check=checks.generate)
+                 writes=(Folder.TASKS, Folder.GENERATED), languages=True, check=checks.generate)

@@ -26,15 +26,6 @@ from workbench.tables import REPORT_DATA, REPORT_GAPS, REPORT_GROUPS, REPORT_SCO
 
 METRICS = (NDCG_AT_10, RECALL_AT_100)  # the retrieval metrics the report compares
 MEASURED_BM25 = "BM25 (measured here)"
-# Reference columns shown beside the model in the per-language table (in this order), and the order
-# "auto" prefers among equally comparable references.
-SHOWN_REFERENCES = (
-    "e5-mistral-7b-instruct (published)",
-    "e5-mistral-7b-instruct (MTEB hard negatives v1, mteb default prompt)",
-    "multilingual-e5-large (published)",
-    "BM25 Lucene (published)",
-    MEASURED_BM25,
-)
 TIER_RANK = {"high": 0, "mid": 1, "low": 2}
 GROUPS = ("high tier", "mid tier", "low tier", "MIRACL low-resource", "all MIRACL")
 _COND = list(conditions.CONDITIONS)
@@ -147,7 +138,7 @@ def analyse(results: pl.DataFrame, audit: pl.DataFrame | None, refs: References,
         ref_points = pl.concat([ref_points, bm25])
     gaps = _gaps(miracl_rows, ref_points, by_code, lexical[0] if lexical else None)
 
-    primary = _primary(config.primary_reference, gaps, ref_points, focus, notes)
+    primary = _primary(config.primary_reference, gaps, ref_points, focus, notes, shown_references(refs))
     tiers = tiers if tiers is not None else pl.DataFrame(schema=REPORT_TIERS)
     groups = _groups(gaps, ref_points, primary, facts)
     data = _data(facts, audit, registry, miracl_rows, gaps, focus, primary)
@@ -227,9 +218,17 @@ def _gaps(miracl_rows: pl.DataFrame, ref_points: pl.DataFrame, by_code: dict, bm
     return conform(gaps.sort("system", "metric", "language", "reference"), REPORT_GAPS, where="report gaps")
 
 
-def _primary(wanted: str, gaps: pl.DataFrame, ref_points: pl.DataFrame, focus: str, notes: list[str]) -> str | None:
+def shown_references(refs: References) -> tuple[str, ...]:
+    """The reference columns of the per-language table, in order: those the reference folder's
+    sources.toml places (``report_column``), then the BM25 measured here."""
+    return (*refs.report_columns, MEASURED_BM25)
+
+
+def _primary(wanted: str, gaps: pl.DataFrame, ref_points: pl.DataFrame, focus: str, notes: list[str],
+             order: tuple[str, ...]) -> str | None:
     """The reference the groups and the data table measure gaps to: the configured one, or ("auto") the
-    one comparable with the focus system on the most MIRACL languages (ties: SHOWN_REFERENCES order)."""
+    one comparable with the focus system on the most MIRACL languages (ties: ``order``, the table's
+    reference columns, then the label)."""
     labels = ref_points["reference"].unique(maintain_order=True).to_list()
     if wanted != "auto":
         if wanted not in labels:
@@ -240,9 +239,9 @@ def _primary(wanted: str, gaps: pl.DataFrame, ref_points: pl.DataFrame, focus: s
             notes.append(f"The primary reference {wanted} is comparable with {focus} on no MIRACL language, so no gap to "
                          "it is computed (each cell says which condition differs).")
         return wanted
-    focus_gaps = gaps.filter((pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10"))
+    focus_gaps = gaps.filter((pl.col("system") == focus) & (pl.col("metric") == NDCG_AT_10))
     counts = {label: focus_gaps.filter((pl.col("reference") == label) & pl.col("comparable")).height for label in labels}
-    rank = {label: i for i, label in enumerate(SHOWN_REFERENCES)}
+    rank = {label: i for i, label in enumerate(order)}
     best = sorted(labels, key=lambda label: (-counts[label], rank.get(label, len(rank)), label))
     if not best or counts[best[0]] == 0:
         if focus_gaps.height:
@@ -316,9 +315,9 @@ def _parse_counts(text: str | None) -> str:
 
 def _data(facts, audit, registry, miracl_rows, gaps, focus, primary) -> pl.DataFrame:
     focus_ndcg = {r["language"]: r["value"] for r in miracl_rows.filter(
-        (pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10")).iter_rows(named=True)}
+        (pl.col("system") == focus) & (pl.col("metric") == NDCG_AT_10)).iter_rows(named=True)}
     primary_gap = {r["language"]: r["gap"] for r in gaps.filter(
-        (pl.col("system") == focus) & (pl.col("metric") == "ndcg_at_10") & (pl.col("reference") == primary)
+        (pl.col("system") == focus) & (pl.col("metric") == NDCG_AT_10) & (pl.col("reference") == primary)
         & pl.col("comparable")).iter_rows(named=True)} if primary else {}
     audited = {r["language"]: r for r in audit.iter_rows(named=True)} if audit is not None else {}
     codes = [f["code"] for f in facts] + sorted(c for c in audited if c not in {f["code"] for f in facts})

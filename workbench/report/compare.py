@@ -23,7 +23,7 @@ from workbench.report.inputs import load_results
 from workbench.report.plots import compare_plot, shared_delta_limits
 from workbench.report.render import delta_words, detail_words, template_env, write_table
 from workbench.report.tiers import MIN_LANGUAGES, too_few_languages
-from workbench.run import StageResult, atomic_write_bytes
+from workbench.run import Folder, StageResult, atomic_write_bytes
 from workbench.tables import REPORT_COMPARE, conform
 
 
@@ -38,7 +38,7 @@ def _resolve_side(spec: str, registry: Registry) -> tuple[str, str, Path, pl.Dat
         path_text, system = spec[:cut], spec[cut + 1:]
     path = Path(path_text)
     if path.is_dir():
-        path = path / "eval" / "results.parquet"
+        path = path / Folder.EVAL / "results.parquet"
     frame = load_results([path], registry)
     systems = frame["system"].unique(maintain_order=True).to_list()
     if system:

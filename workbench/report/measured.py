@@ -36,9 +36,10 @@ from workbench import conditions, stats
 from workbench.encoder import CONTRACT_FILE
 from workbench.errors import TableError
 from workbench.languages import Registry
+from workbench.metrics import F1, PRECISION, RECALL
 from workbench.report.inputs import SystemFacts, system_facts
 from workbench.resources import INSTALLED_ROOT, REPO_ROOT
-from workbench.run import read_parquet, read_parquet_unchecked
+from workbench.run import CONFIG, MANIFEST, Folder, read_parquet, read_parquet_unchecked
 from workbench.tables import EVAL_CELL_KEY, EVAL_PER_QUERY, REPORT_COMPARISONS, REPORT_MEASURED, conform
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ TINY_TRAINING_SET = 1_000
 MEAN_TOLERANCE = 0.05
 KEY = ["task", "dataset", "language", "split", "metric"]
 # bitext-mining metrics with no per-pair score (EVAL_PER_QUERY holds accuracy per pair)
-_NOT_PER_PAIR = ("f1", "precision", "recall")
+_NOT_PER_PAIR = (F1, PRECISION, RECALL)
 # The causes a paired difference can isolate (REPORT_COMPARISONS.cause); "several" is never shown as one.
 TRAINING_DATA = "training data"
 INPUT_FORMAT = "input format"
@@ -265,7 +266,7 @@ def _training_run(model: str, results_file: str) -> tuple[Path | None, dict]:
         except (OSError, json.JSONDecodeError):
             contract = {}
         trained_on = Path(model) / contract.get("trained_on", "")  # relative to the model folder (or absolute)
-        if contract.get("trained_on") and (trained_on / "manifest.json").is_file():
+        if contract.get("trained_on") and (trained_on / MANIFEST).is_file():
             return trained_on.resolve(), contract
     run = Path(results_file).resolve().parent.parent
     manifest = _manifest(run)
@@ -277,7 +278,7 @@ def _training_run(model: str, results_file: str) -> tuple[Path | None, dict]:
 
 
 def _manifest(run: Path) -> dict:
-    path = run / "manifest.json"
+    path = run / MANIFEST
     if not path.is_file():
         return {}
     try:
@@ -287,7 +288,7 @@ def _manifest(run: Path) -> dict:
 
 
 def _run_toml(run: Path) -> dict:
-    path = run / "run.toml"
+    path = run / CONFIG
     try:
         return tomllib.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except (OSError, tomllib.TOMLDecodeError):
@@ -296,7 +297,7 @@ def _run_toml(run: Path) -> dict:
 
 def _generators(run: Path) -> list[str]:
     names: set[str] = set()
-    for path in sorted((run / "generated").glob("*.parquet")):
+    for path in sorted((run / Folder.GENERATED).glob("*.parquet")):
         frame = read_parquet_unchecked(path)
         if "model" in frame.columns:
             names |= {str(m) for m in frame["model"].drop_nulls().unique().to_list()}
@@ -314,7 +315,7 @@ def uses_test_double(run: Path, generators: Sequence[str]) -> bool:
     """
     if any("double" in name.lower() for name in generators):
         return True
-    text = (run / "run.toml").read_text(encoding="utf-8", errors="replace") if (run / "run.toml").is_file() else ""
+    text = (run / CONFIG).read_text(encoding="utf-8", errors="replace") if (run / CONFIG).is_file() else ""
     return "openai_double" in text or "test double" in text.lower()
 
 
@@ -332,7 +333,7 @@ def training_cards(results: pl.DataFrame) -> list[TrainingCard]:
         train_stats = manifest.get("stages", {}).get("train", {}).get("stats", {})
         config = _run_toml(run).get("train", {})
         per_language: dict[str, int] = {}
-        records_path = run / "train" / "records.parquet"
+        records_path = run / Folder.TRAIN / "records.parquet"
         if records_path.is_file():
             frame = read_parquet_unchecked(records_path)
             per_language = {r["language"]: r["len"] for r in frame.group_by("language").len().sort("language").iter_rows(named=True)}
@@ -400,7 +401,7 @@ def tatoeba_overlap(run: Path, folders: Sequence[Path]) -> int:
     if not sentences:
         return 0
     hits = 0
-    for path in sorted((run / "accepted").glob("*.parquet")):
+    for path in sorted((run / Folder.ACCEPTED).glob("*.parquet")):
         frame = read_parquet_unchecked(path)
         columns = [c for c in ("user_query", "positive_document", "hard_negative_document", "input_text", "S1", "S2", "S3")
                    if c in frame.columns]

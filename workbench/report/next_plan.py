@@ -35,7 +35,7 @@ import polars as pl
 
 from workbench.errors import WorkbenchError
 from workbench.languages import Registry
-from workbench.run import read_parquet
+from workbench.run import Folder, read_parquet
 from workbench.tables import REPORT_DATA
 
 MIN_GAP = 1.0
@@ -68,7 +68,7 @@ def parse_budget(text: str) -> Budget:
 
 def _report_data(report: Path) -> pl.DataFrame:
     folder = report if report.is_dir() else report.parent
-    for candidate in (folder / "data.parquet", folder / "report" / "data.parquet"):
+    for candidate in (folder / "data.parquet", folder / Folder.REPORT / "data.parquet"):
         if candidate.is_file():
             return read_parquet(candidate, REPORT_DATA)
     raise WorkbenchError("no report data.parquet found", where=str(report),

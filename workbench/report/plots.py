@@ -8,7 +8,7 @@ import io
 import polars as pl
 
 from workbench import conditions
-from workbench.metrics import metric_label
+from workbench.metrics import NDCG_AT_10, metric_label
 from workbench.report.analysis import GROUPS, MEASURED_BM25, Analysis
 from workbench.report.render import _lexical, other_measured, reference_columns, table_cell
 
@@ -34,7 +34,7 @@ def miracl_chart_values(a: Analysis) -> dict[str, dict[str, dict[str, float]]]:
         if system is None:
             continue
         for code in (f["code"] for f in a.languages):
-            cell = table_cell(a.scores, system, code, "ndcg_at_10", {})
+            cell = table_cell(a.scores, system, code, NDCG_AT_10, {})
             if cell is not None:
                 panels.setdefault(cell["corpus"], {}).setdefault(name, {})[code] = cell["value"]
     return panels
@@ -69,7 +69,7 @@ def miracl_plots(a: Analysis) -> dict[str, str]:
     fig.tight_layout(h_pad=2.5)
     plots["per_language"] = _png(fig)
     # 2. mean gap to the primary reference per group
-    g = a.groups.filter((pl.col("metric") == "ndcg_at_10") & (pl.col("n_languages") > 0))
+    g = a.groups.filter((pl.col("metric") == NDCG_AT_10) & (pl.col("n_languages") > 0))
     systems = g["system"].unique(maintain_order=True).to_list()  # the systems of the group table beside it
     fig, ax = plt.subplots(figsize=(10, 3.6))
     width = 0.8 / max(len(systems), 1)

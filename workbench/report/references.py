@@ -9,7 +9,8 @@ The reference folder is the repository's ``reports/reference`` unless ``[report]
   (Lucene BM25) and the E5-mistral paper (Recall@100). Rows whose language is an average (``avg16``,
   ``avg18``) are kept apart as published averages.
 - ``sources.toml``: what each source and system label means (citation, paper version, the
-  instruction a system ran with where stated); the shipped copy is used when the folder has none.
+  instruction a system ran with where stated) and which references the report's per-language table
+  shows, in which order (``report_column``); the shipped copy is used when the folder has none.
   A source or system the file does not describe is a data error naming the CSV and its row.
 - ``mteb_miracl_ndcg10.csv`` and ``mteb_miracl_ndcg10_removed_at_head.csv``: per-language results
   from the MTEB results repository (0-1 scale there; percent here). ``MIRACLRetrieval`` (full
@@ -40,6 +41,7 @@ import polars as pl
 
 from workbench import conditions
 from workbench.errors import WorkbenchError, first_line
+from workbench.metrics import ACCURACY, F1, NDCG_AT_10, RECALL_AT_100
 from workbench.resources import REPO_ROOT, shipped_dir
 
 PAPER_CSV = "miracl_reference_v2.csv"
@@ -47,6 +49,9 @@ SOURCES_TOML = "sources.toml"
 MTEB_CSV = "mteb_miracl_ndcg10.csv"
 MTEB_REMOVED_CSV = "mteb_miracl_ndcg10_removed_at_head.csv"
 MTEB_TATOEBA_CSV = "mteb_tatoeba.csv"
+# the metrics the MTEB CSVs hold, one column each (0-1 there)
+MTEB_MIRACL_METRICS = (NDCG_AT_10, RECALL_AT_100)
+MTEB_TATOEBA_METRICS = (F1, ACCURACY)
 MTEB_PROVENANCE = Path("mteb_results") / "PROVENANCE.md"
 # The MTEB results commit, where the reference folder has no mteb_results/ copy (reports/reference).
 SHIPPED_PROVENANCE = "PROVENANCE.md"
@@ -80,7 +85,7 @@ SWIM_X = {
     "reference": "SWIM-X (published, synthetic only)", "kind": "paper", "model": "SWIM-X", "source": "swim-x-paper",
     "version": "arXiv 2311.05800", "task": "MIRACL dev", "benchmark": "miracl", "task_kind": conditions.RETRIEVAL,
     "corpus": conditions.FULL, "split": "dev", "revision": MIRACL_RELEASE, "instruction": conditions.NOT_STATED,
-    "max_length": None, "regime": "synthetic training data only", "language": "avg18", "metric": "ndcg_at_10",
+    "max_length": None, "regime": "synthetic training data only", "language": "avg18", "metric": NDCG_AT_10,
     "value": 46.4, "disputed": False, "shown": True, "other_sources": None,
     "provenance": ("published in Thakur et al. 2024, 'Leveraging LLMs for Synthesizing Training Data Across "
                    "Many Languages in Multilingual Dense Retrieval' (SWIM-IR / SWIM-X, arXiv 2311.05800): "
@@ -96,6 +101,9 @@ class References:
     per_language: pl.DataFrame  # columns REFERENCE_COLUMNS
     averages: pl.DataFrame  # the same columns, language avg16 / avg18
     tatoeba: pl.DataFrame  # the same columns, published MTEB Tatoeba per language (may be empty)
+    # the reference labels the report's per-language table shows beside the model, in this order
+    # (sources.toml ``report_column``); "auto" prefers the earlier of two equally comparable references
+    report_columns: tuple[str, ...] = ()
 
 
 def _shipped_dir() -> Path:
@@ -134,7 +142,8 @@ def load_references(directory: Path) -> References:
     mteb = _mteb_rows(directory, described)
     frame = mark_disputes(pl.concat([paper, mteb], how="vertical"), described)
     averages = pl.concat([averages, _frame([SWIM_X])])
-    return References(directory=directory, per_language=frame, averages=averages, tatoeba=_tatoeba_rows(directory))
+    return References(directory=directory, per_language=frame, averages=averages, tatoeba=_tatoeba_rows(directory),
+                      report_columns=report_columns(described))
 
 
 def _sources(directory: Path) -> dict[str, Any]:
@@ -151,6 +160,54 @@ def _sources(directory: Path) -> dict[str, Any]:
                                  fix="describe each source and system of the reference CSV (see reports/reference/sources.toml)")
     data["path"] = str(path)
     return data
+
+
+def report_columns(described: dict[str, Any]) -> tuple[str, ...]:
+    """The reference labels the report's per-language table shows beside the model, in sources.toml's
+    order: ``report_column = N`` on a ``[systems.*]`` table makes that system's label the N-th column;
+    ``report_column = { TASK = N }`` on an ``[mteb_models.*]`` table does so for that model's numbers
+    on the MTEB task TASK. Positions need not be consecutive, only distinct."""
+    path = described["path"]
+    placed: dict[int, tuple[str, str]] = {}  # position -> (label, the table that asked for it)
+
+    def place(position: Any, label: str, table: str) -> None:
+        where = f"{path}: {table}, field 'report_column'"
+        if not isinstance(position, int) or isinstance(position, bool) or position < 1:
+            raise WorkbenchError(f"a column position must be a whole number from 1, not {position!r}", where=where,
+                                 fix="give the reference's place among the table's reference columns (1, 2, ...)")
+        if position in placed:
+            raise WorkbenchError(f"position {position} is also given to {placed[position][1]}", where=where,
+                                 fix="give each reference column its own position")
+        placed[position] = (label, table)
+
+    for key, system in described["systems"].items():
+        if "report_column" in system:
+            place(system["report_column"], _system_label(key, system), f"[systems.{key}]")
+    for model, usage in described.get("mteb_models", {}).items():
+        table = f'[mteb_models."{model}"]'
+        tasks = usage.get("report_column", {})
+        if not isinstance(tasks, dict):
+            raise WorkbenchError(f"report_column must name an MTEB task, not {tasks!r}",
+                                 where=f"{path}: {table}, field 'report_column'",
+                                 fix="write report_column = { MIRACLRetrieval = N } (the task whose numbers are shown)")
+        for task, position in tasks.items():
+            if task not in MTEB_TASK_SHORT:
+                raise WorkbenchError(f"unknown MTEB task '{task}'", where=f"{path}: {table}, field 'report_column'",
+                                     fix=f"use one of {', '.join(MTEB_TASK_SHORT)}")
+            place(position, _mteb_label(model, task, _mteb_instruction(described, model, task)), table)
+    return tuple(placed[position][0] for position in sorted(placed))
+
+
+def _system_label(key: str, system: dict[str, Any]) -> str:
+    """How the report names a system of miracl_reference_v2.csv: its sources.toml label."""
+    return system.get("label", f"{key} (published)")
+
+
+def _mteb_label(model: str, task: str, instruction: str) -> str:
+    """How the report names an MTEB model's numbers on one task: ``multilingual-e5-large (MTEB full corpus)``;
+    an instruction model that ran with mteb's default prompt says so."""
+    prompt = ", mteb default prompt" if instruction == conditions.MTEB_DEFAULT_PROMPT else ""
+    return f"{model.split('/')[-1]} ({MTEB_TASK_SHORT[task]}{prompt})"
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
@@ -192,7 +249,7 @@ def _paper_rows(directory: Path, described: dict[str, Any]) -> tuple[pl.DataFram
         instruction = conditions.NO_INSTRUCTION if lexical else system.get("instruction", conditions.NOT_STATED)
         language = rec["language"]
         entry = {
-            "reference": system.get("label", f"{rec['system']} (published)"), "kind": "paper",
+            "reference": _system_label(rec["system"], system), "kind": "paper",
             "model": system.get("model", rec["system"]), "source": rec["source"], "version": source.get("version"),
             "task": "MIRACL dev", "benchmark": "miracl", "task_kind": conditions.RETRIEVAL, "corpus": conditions.FULL,
             "split": "dev", "revision": MIRACL_RELEASE, "instruction": instruction,
@@ -231,7 +288,7 @@ def _mteb_instruction(described: dict[str, Any], model: str, task: str) -> str:
 
 
 def _mteb_rows(directory: Path, described: dict[str, Any]) -> pl.DataFrame:
-    columns = ("model", "task", "revision", "mteb_version", "language", "split", "ndcg_at_10", "recall_at_100")
+    columns = ("model", "task", "revision", "mteb_version", "language", "split", *MTEB_MIRACL_METRICS)
     frames = []
     for name, at_head in ((MTEB_CSV, True), (MTEB_REMOVED_CSV, False)):
         path = directory / name
@@ -254,12 +311,9 @@ def _mteb_rows(directory: Path, described: dict[str, Any]) -> pl.DataFrame:
             f"MTEB results repository (commit {commit[:12]}), file {place}, mteb {rec['mteb_version']}; "
             f"{MTEB_TASK_WORDS[rec['task']]}; converted from 0-1 to percent"
         )
-        short = rec["model"].split("/")[-1]
         instruction = _mteb_instruction(described, rec["model"], rec["task"])
-        label = f"{short} ({MTEB_TASK_SHORT[rec['task']]})"
-        if instruction == conditions.MTEB_DEFAULT_PROMPT:
-            label = f"{short} ({MTEB_TASK_SHORT[rec['task']]}, mteb default prompt)"
-        for metric in ("ndcg_at_10", "recall_at_100"):
+        label = _mteb_label(rec["model"], rec["task"], instruction)
+        for metric in MTEB_MIRACL_METRICS:
             if rec[metric] in (None, ""):
                 continue
             rows.append({
@@ -307,7 +361,7 @@ def _tatoeba_rows(directory: Path) -> pl.DataFrame:
     path = next((p for p in (directory / MTEB_TATOEBA_CSV, _shipped_dir() / MTEB_TATOEBA_CSV) if p.is_file()), None)
     if path is None:
         return _frame([])
-    df = _read_csv(path, ("model", "task", "revision", "mteb_version", "hf_subset", "language", "split", "f1", "accuracy"))
+    df = _read_csv(path, ("model", "task", "revision", "mteb_version", "hf_subset", "language", "split", *MTEB_TATOEBA_METRICS))
     commit = _mteb_commit(path.parent)
     described = _sources(path.parent)
     rows = []
@@ -317,7 +371,7 @@ def _tatoeba_rows(directory: Path) -> pl.DataFrame:
                  f"mteb {rec['mteb_version']}, subset {rec['hf_subset']} ({rec['split']} split); converted from 0-1 "
                  f"to percent; {TATOEBA_CAVEAT}")
         instruction = _mteb_instruction(described, rec["model"], rec["task"])
-        for metric in ("f1", "accuracy"):
+        for metric in MTEB_TATOEBA_METRICS:
             rows.append({"reference": f"{rec['model'].split('/')[-1]} (MTEB)", "kind": "mteb", "model": rec["model"],
                          "source": f"mteb-results-{commit[:12]}", "version": f"mteb {rec['mteb_version']}",
                          "task": rec["task"], "benchmark": "tatoeba", "task_kind": conditions.BITEXT,

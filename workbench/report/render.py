@@ -15,16 +15,16 @@ import polars as pl
 from workbench import conditions
 from workbench.config import ReportSection
 from workbench.languages import Registry
-from workbench.metrics import metric_label
+from workbench.metrics import ACCURACY, F1, NDCG_AT_10, metric_label
 from workbench.report import measured as measured_mod
 from workbench.report.analysis import (
     GROUPS,
     MEASURED_BM25,
     METRICS,
-    SHOWN_REFERENCES,
     TIER_RANK,
     Analysis,
     measured_words,
+    shown_references,
 )
 from workbench.report.references import References
 from workbench.resources import data_dir
@@ -97,7 +97,7 @@ def _lexical(a: Analysis) -> str | None:
 
 def reference_columns(a: Analysis) -> list[str]:
     labels = set(a.scores.filter(pl.col("kind") != "measured")["system"]) | ({MEASURED_BM25} if _lexical(a) else set())
-    return [r for r in SHOWN_REFERENCES if r != a.focus and r in labels]
+    return [r for r in shown_references(a.references) if r != a.focus and r in labels]
 
 
 def _table_rows(a: Analysis, source_ids: dict[str, int], comparisons: pl.DataFrame | None = None
@@ -128,16 +128,16 @@ def _table_rows(a: Analysis, source_ids: dict[str, int], comparisons: pl.DataFra
 
 
 def _mteb_table(a: Analysis, source_ids: dict[str, int]) -> tuple[list[str], list[dict]]:
-    mteb = a.scores.filter((pl.col("kind") == "mteb") & (pl.col("metric") == "ndcg_at_10"))
+    mteb = a.scores.filter((pl.col("kind") == "mteb") & (pl.col("metric") == NDCG_AT_10))
     systems = mteb["system"].unique().sort().to_list()
     rows = []
     for fact in a.languages:
         cells = []
-        model = table_cell(a.scores, a.focus, fact["code"], "ndcg_at_10", {})
+        model = table_cell(a.scores, a.focus, fact["code"], NDCG_AT_10, {})
         for system in systems:
-            cell = table_cell(a.scores, system, fact["code"], "ndcg_at_10", source_ids)
+            cell = table_cell(a.scores, system, fact["code"], NDCG_AT_10, source_ids)
             if cell and model:
-                _gap_or_reason(cell, a.gaps, a.focus, system, fact["code"], "ndcg_at_10")
+                _gap_or_reason(cell, a.gaps, a.focus, system, fact["code"], NDCG_AT_10)
             cells.append(cell)
         rows.append({**fact, "cells": cells})
     return systems, rows
@@ -181,7 +181,7 @@ def measured_sections(m: measured_mod.Measured, registry: Registry, focus: str) 
     system, and one column per difference that isolates one cause (:meth:`Measured.shown_pairs`)."""
     sections = []
     # the first screen shows the headline metrics; every other metric mteb reports stays in measured.csv
-    shown = (*METRICS, "f1", "accuracy")
+    shown = (*METRICS, F1, ACCURACY)
     table = m.table.filter(pl.col("metric").is_in(shown)).with_columns(
         pl.col("tier").replace_strict(TIER_RANK, default=3, return_dtype=pl.Int64).alias("_rank"))
     all_pairs = m.shown_pairs(focus)
@@ -223,7 +223,7 @@ def measured_sections(m: measured_mod.Measured, registry: Registry, focus: str) 
                          "revision": first["revision"], "ceiling": _section_ceiling(rows, metric_label(metric)),
                          "id": f"measured-{task}-{corpus}-{metric}".replace(" ", "_").replace(".", "_")})
     order = {"miracl": 0, "tatoeba": 2}
-    return sorted(sections, key=lambda sec: (order.get(sec["benchmark"], 1), sec["task"], sec["metric"] != "ndcg_at_10"))
+    return sorted(sections, key=lambda sec: (order.get(sec["benchmark"], 1), sec["task"], sec["metric"] != NDCG_AT_10))
 
 
 def _section_ceiling(rows: list[dict], label: str) -> str | None:
@@ -306,7 +306,7 @@ def significance_lines(m: measured_mod.Measured, focus: str) -> list[str]:
         return lines
     shown = set(m.shown_pairs(focus))
     # the headline metric of each kind of task leads; the tables below carry every metric
-    comparisons = m.comparisons.filter(pl.col("metric").is_in(["ndcg_at_10", "accuracy"])
+    comparisons = m.comparisons.filter(pl.col("metric").is_in([NDCG_AT_10, ACCURACY])
                                        & pl.struct("system_a", "system_b").map_elements(
                                            lambda r: (r["system_a"], r["system_b"]) in shown, return_dtype=pl.Boolean))
     for (a, b, task, metric), part in comparisons.group_by(["system_a", "system_b", "task", "metric"], maintain_order=True):
@@ -344,7 +344,7 @@ def tatoeba_rows(m: measured_mod.Measured, audit: pl.DataFrame | None, cards: li
     rows = []
     # precision/recall stay in measured.csv; the metric with per-pair intervals leads
     with_ci = set(bitext.filter(pl.col("ci_low").is_not_null())["metric"])
-    metrics = sorted((x for x in ("f1", "accuracy") if x in set(bitext["metric"])), key=lambda x: (x not in with_ci, x != "f1"))
+    metrics = sorted((x for x in (F1, ACCURACY) if x in set(bitext["metric"])), key=lambda x: (x not in with_ci, x != F1))
     for language in sorted(set(bitext["language"]), key=lambda c: (TIER_RANK.get(registry.get(c).tier, 3), c)):
         lang = registry.get(language)
         audit_row = audited.get(language)

@@ -52,7 +52,7 @@ from workbench.report.render import (
     write_table,
 )
 from workbench.report.tiers import tier_question
-from workbench.run import Run, StageResult, atomic_write_bytes, file_sha256
+from workbench.run import Folder, Run, StageResult, atomic_write_bytes, file_sha256
 from workbench.runner import Stage, StageInput, run_stage
 from workbench.tables import (
     REPORT_COMPARISONS,
@@ -86,12 +86,12 @@ def outside_inputs(section: ReportSection) -> list[str]:
 def write_report(inputs: StageInput, section: ReportSection) -> StageResult:
     """The report stage's body."""
     run = inputs.run
-    audit = Path(section.audit) if section.audit else run.stage_dir("audit") / "summary.parquet"
-    own = run.stage_dir("eval") / "results.parquet"
-    result = build_report(run.stage_dir(STAGE), [*([own] if own.is_file() else []), *section.results],
+    audit = Path(section.audit) if section.audit else run.stage_dir(Folder.AUDIT) / "summary.parquet"
+    own = run.stage_dir(Folder.EVAL) / "results.parquet"
+    result = build_report(run.stage_dir(Folder.REPORT), [*([own] if own.is_file() else []), *section.results],
                           audit=audit if section.audit or audit.is_file() else None, config=section,
                           registry=inputs.registry)
-    result.outputs = {f"{STAGE}/{name}": rows for name, rows in result.outputs.items()}
+    result.outputs = {f"{Folder.REPORT}/{name}": rows for name, rows in result.outputs.items()}
     result.stats.pop("headline", None)  # in report.json; the manifest keeps the focus and the inputs
     return result
 
@@ -175,5 +175,5 @@ def build_report(
 
 
 REPORT = Stage(STAGE, reads=("train", "eval", "audit"), sections=(ReportSection,), body=write_report,
-               writes="report/ (index.html, summary.md, tables)", languages=True, outside=outside_inputs,
+               writes=(Folder.REPORT,), languages=True, outside=outside_inputs,
                check=checks.report)

@@ -17,7 +17,7 @@ from workbench import conditions
 from workbench.config import TrainSection
 from workbench.errors import WorkbenchError
 from workbench.metrics import ACCURACY, NDCG_AT_10, metric_label
-from workbench.run import Run
+from workbench.run import Folder, Run
 from workbench.tables import EVAL_RESULTS
 
 
@@ -35,10 +35,10 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _eval_section(run: Run) -> str:
-    if not run.has_table("eval", "results"):
+    if not run.has_table(Folder.EVAL, "results"):
         return "Not evaluated yet. `workbench eval` on the run fills this section in."
     try:
-        results = run.read_table("eval", "results", EVAL_RESULTS).filter(pl.col("metric").is_in(list(CARD_METRICS)))
+        results = run.read_table(Folder.EVAL, "results", EVAL_RESULTS).filter(pl.col("metric").is_in(list(CARD_METRICS)))
     except WorkbenchError:  # a table from an older eval: the next eval sets it aside and writes a new one
         return "Not evaluated with this version of the workbench yet: `workbench eval` on the run fills this section in."
     if results.height == 0:
@@ -93,7 +93,7 @@ def refresh_model_cards(run: Run) -> list[Path]:
 
     refreshed = []
     for folder in ("model", "adapter"):
-        card = run.stage_dir("train") / folder / "README.md"
+        card = run.stage_dir(Folder.TRAIN) / folder / "README.md"
         if not card.is_file():
             continue
         head, marker, _ = card.read_text(encoding="utf-8").partition(EVALUATION)

@@ -49,7 +49,7 @@ from workbench.config import TrainSection
 from workbench.encoder import with_instruction
 from workbench.errors import TableError, WorkbenchError
 from workbench.families import FAMILIES
-from workbench.run import Run, read_parquet_unchecked
+from workbench.run import Folder, Run, read_parquet_unchecked
 from workbench.tables import ACCEPTED, TRAIN_RECORDS, conform
 
 log = logging.getLogger(__name__)
@@ -67,16 +67,16 @@ class BuiltRecords:
 
 def read_accepted(run: Run) -> dict[str, pl.DataFrame]:
     """Every ``accepted/<lang>.parquet`` of the run; a run with no accepted rows is an error."""
-    codes = run.table_languages("accepted")
+    codes = run.table_languages(Folder.ACCEPTED)
     if not codes:
         raise WorkbenchError(
             "no accepted data (no accepted/<lang>.parquet tables)",
-            where=str(run.stage_dir("accepted")),
+            where=str(run.stage_dir(Folder.ACCEPTED)),
             fix="run 'workbench generate' and 'workbench filter' on this run first",
         )
     tables: dict[str, pl.DataFrame] = {}
     for code in codes:
-        path = run.table_path("accepted", code)
+        path = run.table_path(Folder.ACCEPTED, code)
         df = read_parquet_unchecked(path, fix="the file is corrupt or truncated; re-run 'workbench filter'")
         try:
             tables[code] = conform(df, ACCEPTED, where=str(path))
@@ -86,7 +86,7 @@ def read_accepted(run: Run) -> dict[str, pl.DataFrame]:
     if sum(df.height for df in tables.values()) == 0:
         raise WorkbenchError(
             f"no accepted data: {len(tables)} accepted table(s), all empty",
-            where=str(run.stage_dir("accepted")),
+            where=str(run.stage_dir(Folder.ACCEPTED)),
             fix="look at audit/ for the reject reasons, adjust the filter or generate more",
         )
     return tables
@@ -141,12 +141,12 @@ def build_records(tables: dict[str, pl.DataFrame], config: TrainSection) -> Buil
                     "weight": float(weight),
                 }
             )
-    records = conform(pl.DataFrame(rows, schema=TRAIN_RECORDS), TRAIN_RECORDS, where="train/records.parquet")
+    records = conform(pl.DataFrame(rows, schema=TRAIN_RECORDS), TRAIN_RECORDS, where=f"{Folder.TRAIN}/records.parquet")
     if records.height == 0 or float(records["weight"].sum()) <= 0:
         reasons = "; ".join(f"{k}:{v}" for k, v in skipped.most_common(5)) or "all weights are 0"
         raise WorkbenchError(
             f"no usable training records ({reasons})",
-            where="accepted/",
+            where=f"{Folder.ACCEPTED}/",
             fix="check the accepted tables and train.language_weights / train.family_weights",
         )
     return BuiltRecords(records=records, skipped=skipped, without_negative=without_negative, languages=sorted(tables))

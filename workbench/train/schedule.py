@@ -15,6 +15,7 @@ import polars as pl
 
 from workbench.config import TrainSection
 from workbench.errors import WorkbenchError
+from workbench.run import Folder
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def plan_schedule(tc: TrainSection, records: pl.DataFrame | int, world_size: int
         if batch < world:
             raise WorkbenchError(
                 f"{n} usable training record(s) cannot fill one batch on {world} process(es)",
-                where="accepted/",
+                where=f"{Folder.ACCEPTED}/",
                 fix="generate and accept more data, or train on fewer processes",
             )
         warnings.append(

@@ -41,7 +41,7 @@ from workbench import checks
 from workbench.config import RunConfig, RunSection, TrainSection
 from workbench.encoder import inspect_model, write_spec
 from workbench.errors import WorkbenchError
-from workbench.run import Run, StageResult, atomic_write_bytes
+from workbench.run import Folder, Run, StageResult, atomic_write_bytes
 from workbench.runner import Stage, StageInput, run_stage
 from workbench.systems import MINILM
 from workbench.tables import TRAIN_LOG, TRAIN_RECORDS
@@ -158,10 +158,10 @@ def train_model(inputs: StageInput, run_section: RunSection, section: TrainSecti
     for note in schedule.warnings:
         log.warning(note)
     tc = tc.model_copy(update={"batch_size": schedule.batch_size, "steps": schedule.steps})
-    out = run.stage_dir(STAGE)
+    out = run.stage_dir(Folder.TRAIN)
     is_main = dist.rank == 0
     if is_main:
-        run.write_table(STAGE, "records", built.records, TRAIN_RECORDS)
+        run.write_table(Folder.TRAIN, "records", built.records, TRAIN_RECORDS)
         train_data.save_hf_dataset(built.records, out / "hf_dataset")
     bf16 = _precision(tc, cuda)
     seeds = list(tc.seeds) or [seed]
@@ -229,10 +229,10 @@ def _train_seed(inputs: StageInput, tc: TrainSection, info, built, schedule, gen
         if loaded.info.is_decoder or tc.export == "adapter":
             write_spec(adapter_dir, replace(spec, format="hf", path=str(adapter_dir)), **facts)
             atomic_write_bytes(adapter_dir / "README.md", card.encode())
-        run.write_table(STAGE, log_name, pl.DataFrame(stats.pop("log"), schema=TRAIN_LOG), TRAIN_LOG)
-        outputs = {f"train/{log_name}.parquet": len(stats["losses"])}
+        run.write_table(Folder.TRAIN, log_name, pl.DataFrame(stats.pop("log"), schema=TRAIN_LOG), TRAIN_LOG)
+        outputs = {run.relative(run.table_path(Folder.TRAIN, log_name)): len(stats["losses"])}
         if log_name == "log":
-            outputs = {"train/records.parquet": built.records.height, **outputs}
+            outputs = {run.relative(run.table_path(Folder.TRAIN, "records")): built.records.height, **outputs}
         stats.pop("losses")
         stats.update(
             {
@@ -258,4 +258,4 @@ def _train_seed(inputs: StageInput, tc: TrainSection, info, built, schedule, gen
 
 
 TRAIN = Stage(STAGE, reads=("filter",), sections=(RunSection, TrainSection), body=train_model,
-              writes="train/ (records, log, model/)", outside=outside_inputs, check=checks.train)
+              writes=(Folder.TRAIN,), outside=outside_inputs, check=checks.train)
