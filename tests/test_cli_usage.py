@@ -373,3 +373,22 @@ def test_each_command_opens_its_run_once(capsys, tmp_path, monkeypatch):
         result, _, err = workbench(capsys, *args)
         assert result == code, (args, err)
         assert len(opened) == 1, (args, opened)
+
+
+def test_a_value_outside_a_vocabulary_is_named_by_its_kind_its_choices_and_its_option():
+    """The config names the vocabulary and its choices, in a file and for an option (the CLI has no copy)."""
+    from workbench.config import parse_config
+    from workbench.errors import ConfigError
+    from workbench.eval.targets import EVAL_TASKS
+
+    with pytest.raises(ConfigError) as err:
+        parse_config({"train": {"deepspeed": "zero9"}}, where="x.toml")
+    assert str(err.value) == "x.toml: field 'train.deepspeed': unknown DeepSpeed mode 'zero9' (use zero2, zero3, none)"
+    with pytest.raises(ConfigError) as err:
+        parse_config({"train": {"deepspeed": "zero9"}}, where="command-line options",
+                     options={"train.deepspeed": "--deepspeed"})
+    assert str(err.value) == "--deepspeed: unknown DeepSpeed mode 'zero9' (use zero2, zero3, none)"
+    with pytest.raises(ConfigError) as err:
+        parse_config({"pipeline": {"eval_also": [{"task": "msmarco"}]}}, where="x.toml")
+    assert str(err.value) == (f"x.toml: field 'pipeline.eval_also.0.task': unknown task 'msmarco' "
+                              f"(use one of {', '.join(EVAL_TASKS)})")
