@@ -16,6 +16,7 @@ from workbench.cli_render import (
     GenerateProgress,
     console,
     print_batches,
+    print_collected,
     print_dry_run,
     print_filter_summary,
     print_generate_summary,
@@ -167,11 +168,7 @@ def batch_collect_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN",
     from workbench.runconfig import resolve_run_config
 
     run, config = resolve_run_config(run_dir, create=False, stages=("generate",))
-    result = collect(run, config, load_registry())
-    got = result.stats.get("collected", {})
-    console.print(f"collected: {got.get('ok', 0)} ok, {got.get('failed', 0)} failed, "
-                  f"{got.get('resubmit', 0)} to resubmit, {got.get('open_batches', 0)} batch(es) still running")
-    print_generate_summary(result)
+    print_collected(collect(run, config, load_registry()))
 
 
 def serve(

@@ -335,6 +335,14 @@ def print_generate_summary(result) -> None:
                       + "; re-run the same command to resume", highlight=False, markup=False)
 
 
+def print_collected(result) -> None:
+    """``workbench batch collect``: what the finished batches held, then the generation summary."""
+    got = result.stats.get("collected", {})
+    console.print(f"collected: {got.get('ok', 0)} ok, {got.get('failed', 0)} failed, "
+                  f"{got.get('resubmit', 0)} to resubmit, {got.get('open_batches', 0)} batch(es) still running")
+    print_generate_summary(result)
+
+
 def print_salvage(saved: dict) -> None:
     """``generate --salvage-cache``: whether the request cache was damaged, and what was kept."""
     if saved["kept"] is None:
