@@ -340,3 +340,55 @@ def test_workbench_run_prints_plain_generation_progress_off_a_terminal(tmp_path,
     assert progress and progress[-1].startswith("examples: 4/4 slots") and "ETA done" in progress[-1], proc.stdout
     assert "\x1b[" not in proc.stdout and not proc.stderr.strip()
     assert "generate: done in" in proc.stdout
+
+
+def test_each_command_opens_its_run_once(capsys, tmp_path, monkeypatch):
+    """A command opens (or creates) its run directory once, however often it resolves the config:
+    plan and report read the config twice, ``workbench run`` shows the status at the end."""
+    config = tmp_path / "c.toml"
+    config.write_text('[run]\nlanguages = ["sw"]\nquota = 2\n[generate]\nbase_url = "http://127.0.0.1:9/v1"\n'
+                      'model = "gpt-4o-mini"\n[pipeline]\nstages = ["plan"]\n')
+    run = tmp_path / "r"
+    opened: list[str] = []
+    real_open, real_create = Run.open.__func__, Run.create.__func__
+
+    def counted(real, kind):
+        def call(cls, root):
+            opened.append(kind)
+            return real(cls, root)
+        return classmethod(call)
+
+    monkeypatch.setattr(Run, "open", counted(real_open, "open"))
+    monkeypatch.setattr(Run, "create", counted(real_create, "create"))
+    for args, code in ((["plan", str(run), "--config", str(config)], 0),  # a new run: created once
+                       (["plan", str(run)], 0),
+                       (["plan", str(run), "--dry-run"], 0),
+                       (["generate", str(run), "--dry-run"], 0),
+                       (["status", str(run)], 0),
+                       (["batch", "status", str(run)], 0),
+                       (["report", str(run)], 2),  # no eval results: one line, after both config reads
+                       (["run", str(config), "--run-dir", str(run)], 0),
+                       (["run", str(config), "--run-dir", str(run), "--dry-run"], 0)):
+        opened.clear()
+        result, _, err = workbench(capsys, *args)
+        assert result == code, (args, err)
+        assert len(opened) == 1, (args, opened)
+
+
+def test_a_value_outside_a_vocabulary_is_named_by_its_kind_its_choices_and_its_option():
+    """The config names the vocabulary and its choices, in a file and for an option (the CLI has no copy)."""
+    from workbench.config import parse_config
+    from workbench.errors import ConfigError
+    from workbench.eval.targets import EVAL_TASKS
+
+    with pytest.raises(ConfigError) as err:
+        parse_config({"train": {"deepspeed": "zero9"}}, where="x.toml")
+    assert str(err.value) == "x.toml: field 'train.deepspeed': unknown DeepSpeed mode 'zero9' (use zero2, zero3, none)"
+    with pytest.raises(ConfigError) as err:
+        parse_config({"train": {"deepspeed": "zero9"}}, where="command-line options",
+                     options={"train.deepspeed": "--deepspeed"})
+    assert str(err.value) == "--deepspeed: unknown DeepSpeed mode 'zero9' (use zero2, zero3, none)"
+    with pytest.raises(ConfigError) as err:
+        parse_config({"pipeline": {"eval_also": [{"task": "msmarco"}]}}, where="x.toml")
+    assert str(err.value) == (f"x.toml: field 'pipeline.eval_also.0.task': unknown task 'msmarco' "
+                              f"(use one of {', '.join(EVAL_TASKS)})")

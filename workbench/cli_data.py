@@ -5,26 +5,27 @@ Registered on the app in :mod:`workbench.cli`; each parses options and calls one
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from workbench.cli_render import (
+    FilterProgress,
     GenerateProgress,
     console,
-    err_console,
+    print_batches,
+    print_collected,
     print_dry_run,
+    print_filter_summary,
     print_generate_summary,
+    print_languages,
     print_left_out,
     print_plan_estimate,
     print_plan_summary,
     print_proposal,
+    print_salvage,
 )
 from workbench.errors import WorkbenchError
 
@@ -44,74 +45,10 @@ def languages(
     directory: Annotated[Optional[Path], typer.Option("--dir", help="languages folder")] = None,
 ) -> None:
     """List the language registry (93 generation languages + eval-only entries)."""
-    from workbench.languages import LID_MODELS, SCRIPT_UNICODE_NAMES, TIERS, load_registry, suggest_script
+    from workbench.languages import load_registry, registry_listing
 
-    registry = load_registry(directory)
-    if tier is not None and tier not in TIERS:
-        fix = f"did you mean {tier.lower()}?" if tier.lower() in TIERS else "use high, mid or low"
-        raise WorkbenchError(f"unknown tier '{tier}'", where="--tier", fix=fix)
-    if script is not None and script not in SCRIPT_UNICODE_NAMES:
-        close = suggest_script(script)
-        raise WorkbenchError(f"'{script}' is not an ISO 15924 code this registry knows", where="--script",
-                             fix=f"did you mean {close}?" if close else "e.g. Latn, Cyrl, Arab")
-    rows = [
-        lang
-        for lang in registry
-        if (tier is None or lang.tier == tier)
-        and (not miracl or lang.miracl)
-        and (script is None or script in lang.scripts)
-        and (eval_only is None or (lang.role == "eval_only") == eval_only)
-    ]
-    records = [
-        {
-            "code": lang.code,
-            "iso639_3": lang.iso639_3,
-            "name": lang.name,
-            "native_name": lang.native_name,
-            "scripts": "+".join(lang.scripts),
-            "tier": lang.tier,
-            "cc100_tokens_m": lang.cc100_tokens_m,
-            "role": lang.role,
-            "miracl": lang.miracl,
-            "tatoeba": lang.tatoeba or "",
-            "confusable_group": lang.confusable_group or "",
-            "quota": lang.quota,
-            "lid_models": len(lang.lid.covered_by()),
-        }
-        for lang in rows
-    ]
-    if output_format == "json":
-        typer.echo(json.dumps(records, ensure_ascii=False, indent=1))
-        return
-    if output_format == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(records[0]) if records else ["code"])
-        writer.writeheader()
-        writer.writerows(records)
-        typer.echo(buffer.getvalue(), nl=False)
-        return
-    if output_format != "table":
-        raise WorkbenchError(f"unknown format '{output_format}'", where="--format", fix="use table, json or csv")
-    # Narrow terminals get the essential columns; --format csv/json always carries everything.
-    wide = console.width >= 120
-    columns = [("code", "code"), ("name", "name"), ("native_name", "native"), ("scripts", "script"),
-               ("tier", "tier"), ("cc100_tokens_m", "CC-100"), ("miracl", "MIRACL"),
-               ("confusable_group", "confusable"), ("quota", "quota"), ("lid_models", "LID")]
-    if not wide:
-        columns = [c for c in columns if c[0] not in ("native_name", "confusable_group", "quota")]
-    table = Table(title=f"{len(records)} languages", pad_edge=False)
-    for _, header in columns:
-        table.add_column(header, no_wrap=True, overflow="ellipsis")
-    for rec in records:
-        cells = {
-            **{key: str(value) for key, value in rec.items()},
-            "name": rec["name"] + (" (eval only)" if rec["role"] == "eval_only" else ""),
-            "cc100_tokens_m": "" if rec["cc100_tokens_m"] is None else f"{rec['cc100_tokens_m']:,.0f}M",
-            "miracl": "yes" if rec["miracl"] else "",
-            "lid_models": f"{rec['lid_models']}/{len(LID_MODELS)}",
-        }
-        table.add_row(*(cells[key] for key, _ in columns))
-    console.print(table)
+    records = registry_listing(load_registry(directory), tier=tier, miracl=miracl, script=script, eval_only=eval_only)
+    print_languages(records, output_format)
 
 
 # --- plan ------------------------------------------------------------------------------------
@@ -128,9 +65,7 @@ def plan(
 ) -> None:
     """Write the generation plan: per language, slots per task family with sampled placeholders."""
     from workbench.languages import load_registry
-    from workbench.plan import planned_languages, run_plan
-    from workbench.run import Folder
-    from workbench.runconfig import resolve_run_config
+    from workbench.plan import resolve_plan_config, run_plan
 
     updates: dict[str, object] = {}
     if from_report is not None or budget is not None:  # report stage: next round from gaps
@@ -153,20 +88,13 @@ def plan(
     if seed is not None:
         updates["seed"] = seed
     registry = load_registry()
-    # languages the plan leaves out (eval-only, no quota) never reach run.toml's list
-    preview = resolve_run_config(run_dir, config_file, {"run": updates}, write=False)[1]
-    kept, left_out = planned_languages(preview, registry, "--languages" if language else "run.languages")
-    if kept is not None:
-        updates["languages"] = kept
-    run, config = resolve_run_config(run_dir, config_file, {"run": updates}, stages=("plan",), write=not dry_run)
+    run, config, left_out = resolve_plan_config(run_dir, config_file, updates, registry,
+                                                where="--languages" if language else "run.languages", write=not dry_run)
     print_left_out(left_out)
     if dry_run:
         print_plan_estimate(run, config, registry)
         return
-    result = run_plan(run, config, registry)
-    print_plan_summary(run)
-    state = "already current, nothing rewritten" if result.current else "written"
-    console.print(f"plan {state}: {sum(result.outputs.values())} slots in {run.stage_dir(Folder.PLAN)}")
+    print_plan_summary(run, run_plan(run, config, registry))
 
 
 # --- generate, batch, serve ------------------------------------------------------------------
@@ -200,16 +128,10 @@ def generate(
     run, config = resolve_run_config(run_dir, config_file, {"generate": updates} if updates else None,
                                      create=False, write=not dry_run, stages=("generate",))
     registry = load_registry()
-    batch = batch or config.generate.batch
     if salvage_cache and not dry_run:
         from workbench.generate.cache import salvage
 
-        saved = salvage(run.cache_path)
-        if saved["kept"] is None:
-            console.print("request cache checked: not damaged, left as it is", highlight=False, markup=False)
-        else:
-            console.print(f"request cache salvaged: {saved['kept']} request(s) kept, {saved['unreadable']} unreadable "
-                          f"(sent again); the damaged file is kept as {saved['damaged']}", highlight=False, markup=False)
+        print_salvage(salvage(run.cache_path))
     if dry_run:
         result = run_generate(run, config, registry, dry_run=True, batch=batch)
         print_dry_run(result.stats)
@@ -236,16 +158,7 @@ def batch_status_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN", 
     from workbench.runconfig import resolve_run_config
 
     run, config = resolve_run_config(run_dir, create=False, write=False)
-    rows = batch_status(run, config)
-    if not rows:
-        console.print("no open batches")
-        return
-    table = Table(title="batches")
-    for column in ("batch_id", "status", "requests", "completed", "failed"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[str(row[c]) for c in ("batch_id", "status", "requests", "completed", "failed")])
-    console.print(table)
+    print_batches(batch_status(run, config))
 
 
 def batch_collect_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="run directory")]) -> None:
@@ -255,11 +168,7 @@ def batch_collect_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN",
     from workbench.runconfig import resolve_run_config
 
     run, config = resolve_run_config(run_dir, create=False, stages=("generate",))
-    result = collect(run, config, load_registry())
-    got = result.stats.get("collected", {})
-    console.print(f"collected: {got.get('ok', 0)} ok, {got.get('failed', 0)} failed, "
-                  f"{got.get('resubmit', 0)} to resubmit, {got.get('open_batches', 0)} batch(es) still running")
-    print_generate_summary(result)
+    print_collected(collect(run, config, load_registry()))
 
 
 def serve(
@@ -292,8 +201,6 @@ def filter_command(
     workers: Annotated[Optional[int], typer.Option(help="processes (0 = all cores)")] = None,
 ) -> None:
     """Filter generated examples: LID ensemble, script check, rules per family, dedup -> accepted/, rejected/."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from workbench.filter.stage import run_filter
     from workbench.languages import load_registry
     from workbench.runconfig import resolve_run_config
@@ -308,20 +215,9 @@ def filter_command(
     # create=False: an existing run only (filtering needs generated tables); the run is opened there, once
     run, config = resolve_run_config(run_dir, config_file, {"filter": updates} if updates else None, create=False,
                                      stages=("filter",))
-    registry = load_registry()
-    with Progress(TextColumn("filter"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
-        task = bar.add_task("filter", total=None)
-        result = run_filter(run, config, registry, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    table = Table(title=f"filter: {run.root}")
-    for column in ("language", "generated ok", "accepted", "rejected"):
-        table.add_column(column, justify="right" if column != "language" else "left")
-    for code, counts in sorted(result.stats.get("languages", {}).items()):
-        table.add_row(code, str(counts["generated_ok"]), str(counts["accepted"]), str(counts["rejected"]))
-    if result.current:
-        console.print(f"filter already current for {len(result.stats.get('languages', {}))} language(s), nothing rewritten")
-    else:
-        console.print(table)
+    with FilterProgress() as bar:
+        result = run_filter(run, config, load_registry(), progress=bar.update)
+    print_filter_summary(run, result)
 
 
 def audit(

@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich import box
-from rich.table import Table
 
 from workbench.cli_data import split_values
-from workbench.cli_render import StageProgress, console, err_console
+from workbench.cli_render import (
+    StageProgress,
+    err_console,
+    print_eval_estimate,
+    print_eval_results,
+    print_train_estimate,
+    print_train_summary,
+)
 from workbench.errors import WorkbenchError
-from workbench.metrics import ACCURACY, F1, NDCG_AT_10, RECALL_AT_100
-from workbench.stagelog import logged_note
 
 
 # --- train -----------------------------------------------------------------------------------
@@ -39,16 +42,9 @@ def train(
     estimate: Annotated[bool, typer.Option("--estimate", help="print per-GPU memory and exit")] = False,
 ) -> None:
     """Fine-tune an embedder on accepted/ (E5 recipe); writes train/ and an exported model eval loads."""
-    from typing import get_args
-
-    from workbench.config import DeepSpeedMode
     from workbench.runconfig import resolve_run_config
-    from workbench.train.stage import estimate_training, run_train
+    from workbench.train.stage import estimate_run, run_train
 
-    # the config owns the modes; checked here too so the line names the option, not run.toml
-    if deepspeed is not None and deepspeed not in get_args(DeepSpeedMode):
-        raise WorkbenchError(f"unknown DeepSpeed mode '{deepspeed}'", where="--deepspeed",
-                             fix=f"use {', '.join(get_args(DeepSpeedMode))}")
     options = {
         "model": model,
         "deepspeed": deepspeed,
@@ -66,57 +62,20 @@ def train(
     updates = {key: value for key, value in options.items() if value is not None}
     # --estimate is about the model, not the run: it needs no run directory and writes nothing
     run, config = resolve_run_config(run_dir, config_file, {"train": updates}, create=estimate, write=not estimate,
-                                     stages=("train",))
+                                     stages=("train",), options={"train.deepspeed": "--deepspeed"})
     if estimate:
-        import os
-
-        from workbench.train.zero import check_fits
-
-        if not config.train.model:
-            raise WorkbenchError("no model to estimate", where="train.model", fix="give --model PATH")
-        # the fit check comes after the tables are shown
-        estimate_result = estimate_training(config)
-        table = Table(title="per-GPU memory estimate")
-        table.add_column("item")
-        table.add_column("value", justify="right")
-        for item, value in estimate_result.rows():
-            table.add_row(item, value)
-        console.print(table)
-        for note in estimate_result.notes:
-            console.print(f"note: {note}")
-        from workbench.train.stage import training_schedule
-
-        schedule, why = training_schedule(run, config, int(os.environ.get("WORLD_SIZE", "1")))
-        schedule_table = Table(title="training schedule")
-        schedule_table.add_column("item")
-        schedule_table.add_column("value", justify="right")
-        for item, value in schedule.rows() if schedule else [("optimizer steps", why)]:
-            schedule_table.add_row(item, value)
-        console.print(schedule_table)
-        for warning in schedule.warnings if schedule else []:
-            console.print(f"note: {warning}")
-        check_fits(estimate_result, config.train)
-        console.print(f"fits in {config.train.gpu_memory_gib:g} GiB per GPU")
+        needed = estimate_run(run, config)
+        print_train_estimate(needed)
+        needed.check_fits()  # after the tables: the error line says what to change in them
         return
     with StageProgress() as view:
         result = run_train(run, config, None, progress=view.update)
-    if result.current:
-        console.print(f"train already current, nothing rewritten: {run.root / 'train'}")
-        return
-    stats = result.stats
-    if note := logged_note(stats, run.root):
-        console.print(f"note: {note}", highlight=False)
-    if stats.get("skipped"):
-        err_console.print("records not built: " + "; ".join(f"{k}: {v}" for k, v in stats["skipped"].items()))
-    console.print(
-        f"trained {stats.get('steps')} steps on {stats.get('records')} records in {stats.get('seconds')} s "
-        f"({stats.get('epochs', 0):.2f} epochs, batch {stats.get('batch_size')}) "
-        f"(loss {stats.get('first_loss', 0):.3f} -> {stats.get('last_loss', 0):.3f}); "
-        f"model: {stats.get('export') or stats.get('adapter')}"
-    )
+    print_train_summary(run, result)
 
 
 # --- eval ------------------------------------------------------------------------------------
+EVAL_OPTIONS = {"eval.task": "--task"}  # a bad value of these is named by its option (workbench.runconfig)
+
 
 def eval_command(
     run_arg: Annotated[Optional[Path], typer.Argument(metavar="RUN", help="run directory (results go to RUN/eval/)")] = None,
@@ -151,9 +110,10 @@ def eval_command(
     model_params: Annotated[Optional[float], typer.Option("--model-params", help="--estimate: model parameters, e.g. 7.1e9 (default: counted from --model, else 7.1e9)")] = None,
 ) -> None:
     """Evaluate a model (and/or BM25) with mteb on MIRACL, XQuAD or any BEIR folder; writes RUN/eval/results.parquet."""
-    from workbench.eval.stage import eval_rows, run_eval
-    from workbench.eval.targets import EVAL_TASKS
+    from workbench.eval.estimate import estimate_run
+    from workbench.eval.stage import eval_overrides, run_eval
     from workbench.languages import load_registry
+    from workbench.run import MANIFEST
     from workbench.runconfig import resolve_run_config
 
     if run_arg is not None and run_option is not None:
@@ -182,95 +142,38 @@ def eval_command(
         with stage_log(run_dir, "eval"):  # this rank's own log: logs/eval.rank<N>.log (which shards it redid, why)
             sharded.follow(dist, run_dir)
         return
-    if not create and not estimate and not (run_dir / "manifest.json").is_file():
+    if not create and not estimate and not (run_dir / MANIFEST).is_file():
         raise WorkbenchError("not a run directory (no manifest.json)", where=str(run_dir),
                              fix="check the path, or add --create to start a run for this evaluation")
-    updates: dict[str, object] = {}
+    given: dict[str, object] = {}
     for key, value in (("model", model), ("task", task), ("system", system), ("split", split),
                        ("batch_size", batch_size), ("pooling", pooling), ("device", device)):
         if value is not None:
-            updates[key] = value
-    if task is not None and task not in EVAL_TASKS:  # as config checks it, but naming the option
-        raise WorkbenchError(f"unknown task '{task}'", where="--task", fix=f"use one of {', '.join(EVAL_TASKS)}")
+            given[key] = value
     if languages:
-        updates["languages"] = split_values(languages)
+        given["languages"] = split_values(languages)
     if hard_negatives is not None:
-        updates["corpus"] = "hard-negatives" if hard_negatives else "full"
+        given["corpus"] = "hard-negatives" if hard_negatives else "full"
     if data_dir is not None:
-        updates["data_dir"] = str(data_dir)
+        given["data_dir"] = str(data_dir)
     if bm25:
-        updates["bm25"] = True
+        given["bm25"] = True
     if contract_from is not None:
-        updates["contract_from"] = str(contract_from)
-    if config_file is None:
-        # one `workbench eval` call describes one evaluation: options not given take their defaults
-        # rather than whatever an earlier eval left in run.toml
-        from workbench.config import EvalSection
-
-        updates = {**EvalSection().model_dump(mode="json"), **updates}
+        given["contract_from"] = str(contract_from)
+    overrides = {"eval": eval_overrides(given, config_file=config_file)}
     if estimate:  # a plan, not an evaluation: needs no run directory and writes nothing
-        _show_estimate(run_dir, config_file, updates, model=model, gpus=gpus, throughput=throughput,
-                       throughput_tokens=throughput_tokens, model_params=model_params, shard_rows=shard_rows)
+        _, config = resolve_run_config(run_dir, config_file, overrides, create=True, write=False, options=EVAL_OPTIONS)
+        plan, room = estimate_run(run_dir, config.eval, load_registry(), model=model, gpus=max(1, gpus),
+                                  throughput=throughput, throughput_tokens=throughput_tokens,
+                                  model_params=model_params, shard_rows_override=shard_rows)
+        print_eval_estimate(plan, room, run_dir)
+        room.check()  # after the table: the error line says what to change in it
         return
-    run, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=create, stages=("eval",))
+    run, config = resolve_run_config(run_dir, config_file, overrides, create=create, stages=("eval",),
+                                     options=EVAL_OPTIONS)
     with StageProgress() as view:
         result = run_eval(run, config, load_registry(), progress=view.update)
-    if note := logged_note(result.stats if not result.current else None, run.root):
-        console.print(f"note: {note}", highlight=False)
-    table = Table(title=f"eval: {run.root / 'eval' / 'results.parquet'}")
-    for column in ("system", "dataset", "nDCG@10 | F1", "R@100 | acc", "queries", "docs"):
-        table.add_column(column, justify="left" if column in ("system", "dataset") else "right")
-    rows = eval_rows(run, result)
-    cells = [r for r in rows if r["context_tokens"] is not None]  # the passkey probe: one row per cell
-    rows = [r for r in rows if r["context_tokens"] is None]
-    for key in sorted({(r["system"], r["dataset"]) for r in rows}):
-        values = {r["metric"]: r for r in rows if (r["system"], r["dataset"]) == key}
-        ndcg, recall = values.get(NDCG_AT_10) or values[F1], values.get(RECALL_AT_100) or values[ACCURACY]
-        table.add_row(*key, f"{ndcg['value']:.1f}", f"{recall['value']:.1f}", str(ndcg["n_queries"]), str(ndcg["n_docs"]))
-    if rows or not cells:
-        console.print(table)
-    if cells:
-        passkey = Table(title="passkey: top-1 accuracy (%) by length (encoder tokens) and needle depth")
-        depths = sorted({r["needle_depth"] for r in cells})
-        for column in ("system", "language", "tokens", "words", *(f"{d:g}%" for d in depths)):
-            passkey.add_column(column, justify="left" if column in ("system", "language") else "right")
-        for key in sorted({(r["system"], r["language"], r["context_tokens"]) for r in cells}):
-            by_depth = {r["needle_depth"]: r for r in cells if (r["system"], r["language"], r["context_tokens"]) == key}
-            words = next(iter(by_depth.values()))["context_words_median"]
-            passkey.add_row(key[0], key[1], str(key[2]), "-" if words is None else f"{words:.0f}",
-                            *(f"{by_depth[d]['value']:.0f}" if d in by_depth else "" for d in depths))
-        console.print(passkey)
-    for dataset, counts in result.stats["query_counts"].items():
-        if counts.get("queries_without_qrels") or counts.get("queries_without_positives"):
-            err_console.print(
-                f"{dataset}: {counts.get('queries_without_qrels', 0)} queries without qrels left out (as mteb does); "
-                f"{counts.get('queries_without_positives', 0)} without a relevant passage kept (score 0)"
-            )
+    print_eval_results(run, result)
     if run_option is not None:  # after the work, so an error stays one line
         err_console.print("note: --run is deprecated; give RUN as the first argument (add --create for a new folder)",
                           soft_wrap=True)
-
-
-def _show_estimate(run_dir: Path, config_file: Optional[Path], updates: dict[str, object], *, model: Optional[str], gpus: int,
-                   throughput: Optional[float], throughput_tokens: Optional[float], model_params: Optional[float],
-                   shard_rows: Optional[int]) -> None:
-    """``workbench eval RUN --estimate``: the per-language plan, then the disk check (one error line)."""
-    from workbench.eval.estimate import check_disk, estimate, table_header
-    from workbench.languages import load_registry
-    from workbench.runconfig import resolve_run_config
-
-    _, config = resolve_run_config(run_dir, config_file, {"eval": updates}, create=True, write=False)
-    plan = estimate(config.eval, load_registry(), model=model, gpus=max(1, gpus), throughput=throughput,
-                    throughput_tokens=throughput_tokens, model_params=model_params, shard_rows_override=shard_rows)
-    table = Table(title=f"eval plan: {plan.title}", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in table_header(plan.gpus):
-        table.add_column(column, justify="left" if column == "lang" else "right", no_wrap=True)
-    for row in plan.rows():
-        table.add_row(*row)
-    console.print(table)
-    for note in plan.notes:
-        console.print(f"note: {note}", soft_wrap=True)
-    missing, free = check_disk(run_dir, plan.disk_bytes)
-    console.print(f"disk: {plan.disk_bytes / 2**30:,.2f} GiB of shards ({missing / 2**30:,.2f} GiB not yet written); "
-                  f"{free / 2**30:,.2f} GiB free under {run_dir}: fits", soft_wrap=True)
-

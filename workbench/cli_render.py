@@ -9,6 +9,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from workbench.metrics import ACCURACY, F1, NDCG_AT_10, RECALL_AT_100
+
 # markup off: messages quote user input and config syntax ([run.quotas], PATH[@SYSTEM]) that rich would
 # take for style tags and drop; soft wrap: a long line stays one line in a log file (tables still fit)
 console = Console(markup=False, soft_wrap=True)
@@ -21,16 +23,21 @@ def print_left_out(left_out: dict[str, str]) -> None:
         err_console.print(f"left out {code}: {reason}", highlight=False)
 
 
-def print_plan_summary(run) -> None:
+def print_plan_summary(run, result) -> None:
+    """Slots per language and task family, and where the plan is (or that it was already current)."""
     import polars as pl
 
     from workbench.families import FAMILY_NAMES
+    from workbench.run import Folder
 
-    codes = run.table_languages("plan")
+    codes = run.table_languages(Folder.PLAN)
+    state = "already current, nothing rewritten" if result.current else "written"
+    summary = f"plan {state}: {sum(result.outputs.values())} slots in {run.stage_dir(Folder.PLAN)}"
     if not codes:
+        console.print(summary)
         return
     # counted lazily over two columns: a plan of a million slots is never held in memory here
-    counts = pl.scan_parquet([run.table_path("plan", code) for code in codes], glob=False).group_by("language", "family").len().collect()
+    counts = pl.scan_parquet([run.table_path(Folder.PLAN, code) for code in codes], glob=False).group_by("language", "family").len().collect()
     table = Table(title=f"plan: {run.root}")
     table.add_column("language")
     for name in FAMILY_NAMES:
@@ -40,6 +47,7 @@ def print_plan_summary(run) -> None:
         per = {r["family"]: r["len"] for r in counts.filter(pl.col("language") == code).iter_rows(named=True)}
         table.add_row(code, *[str(per.get(n, 0)) for n in FAMILY_NAMES], str(sum(per.values())))
     console.print(table)
+    console.print(summary)
 
 
 def print_dry_run(stats: dict, *, what: str = "nothing sent") -> None:
@@ -193,6 +201,30 @@ class StageProgress(GenerateProgress):
         return Group(bar, Text(self.line(state)))
 
 
+class PipelineProgress:
+    """``workbench run``: one line per stage state, and the live views of generate, train and eval
+    (each closed once its stage is over, all of them at the end)."""
+
+    def __init__(self) -> None:
+        self.views = {"generate": GenerateProgress(), "train": StageProgress(), "eval": StageProgress()}
+        self.progress = {name: view.update for name, view in self.views.items()}
+
+    def __enter__(self) -> "PipelineProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for view in self.views.values():
+            view.close()
+
+    def on_stage(self, stage: str, state: str) -> None:
+        from rich.text import Text
+
+        for name, view in self.views.items():
+            if view.state is not None and (name != stage or state.startswith(("done", "skipped"))):
+                view.close()  # that stage is over: its live view gives way to the stage lines
+        console.print(Text.assemble((stage, "bold"), f": {state}"), highlight=False)
+
+
 def _eta(done: float, total: float, elapsed: float) -> str:
     """Time left at the rate so far: the rest divided by done per second; unknown before the first unit."""
     if total and done >= total:
@@ -305,6 +337,23 @@ def print_generate_summary(result) -> None:
                       + "; re-run the same command to resume", highlight=False, markup=False)
 
 
+def print_collected(result) -> None:
+    """``workbench batch collect``: what the finished batches held, then the generation summary."""
+    got = result.stats.get("collected", {})
+    console.print(f"collected: {got.get('ok', 0)} ok, {got.get('failed', 0)} failed, "
+                  f"{got.get('resubmit', 0)} to resubmit, {got.get('open_batches', 0)} batch(es) still running")
+    print_generate_summary(result)
+
+
+def print_salvage(saved: dict) -> None:
+    """``generate --salvage-cache``: whether the request cache was damaged, and what was kept."""
+    if saved["kept"] is None:
+        console.print("request cache checked: not damaged, left as it is", highlight=False, markup=False)
+    else:
+        console.print(f"request cache salvaged: {saved['kept']} request(s) kept, {saved['unreadable']} unreadable "
+                      f"(sent again); the damaged file is kept as {saved['damaged']}", highlight=False, markup=False)
+
+
 def print_proposal(proposal) -> None:
     """The next-round quotas that 'plan --from-report' is about to plan."""
     table = Table(title="proposed quotas (from the gap report)")
@@ -316,3 +365,252 @@ def print_proposal(proposal) -> None:
                       "" if r["weight"] is None else f"{r['weight']:.1f}", str(r["quota"]),
                       "" if r["est_cost_usd"] is None else f"{r['est_cost_usd']:.2f}", r["basis"])
     console.print(table)
+
+
+# --- languages, filter, batches, status ----------------------------------------------------------
+def print_languages(records: list[dict], output_format: str) -> None:
+    """``workbench languages``: the registry rows as a table (essential columns on a narrow terminal),
+    JSON or CSV (always every column)."""
+    import csv
+    import io
+    import json
+
+    import typer
+
+    from workbench.errors import WorkbenchError
+    from workbench.languages import LID_MODELS
+
+    if output_format == "json":
+        typer.echo(json.dumps(records, ensure_ascii=False, indent=1))
+        return
+    if output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(records[0]) if records else ["code"])
+        writer.writeheader()
+        writer.writerows(records)
+        typer.echo(buffer.getvalue(), nl=False)
+        return
+    if output_format != "table":
+        raise WorkbenchError(f"unknown format '{output_format}'", where="--format", fix="use table, json or csv")
+    wide = console.width >= 120
+    columns = [("code", "code"), ("name", "name"), ("native_name", "native"), ("scripts", "script"),
+               ("tier", "tier"), ("cc100_tokens_m", "CC-100"), ("miracl", "MIRACL"),
+               ("confusable_group", "confusable"), ("quota", "quota"), ("lid_models", "LID")]
+    if not wide:
+        columns = [c for c in columns if c[0] not in ("native_name", "confusable_group", "quota")]
+    table = Table(title=f"{len(records)} languages", pad_edge=False)
+    for _, header in columns:
+        table.add_column(header, no_wrap=True, overflow="ellipsis")
+    for rec in records:
+        cells = {
+            **{key: str(value) for key, value in rec.items()},
+            "name": rec["name"] + (" (eval only)" if rec["role"] == "eval_only" else ""),
+            "cc100_tokens_m": "" if rec["cc100_tokens_m"] is None else f"{rec['cc100_tokens_m']:,.0f}M",
+            "miracl": "yes" if rec["miracl"] else "",
+            "lid_models": f"{rec['lid_models']}/{len(LID_MODELS)}",
+        }
+        table.add_row(*(cells[key] for key, _ in columns))
+    console.print(table)
+
+
+class FilterProgress:
+    """filter's bar (records done of all, time left) on a terminal, on stderr; nothing elsewhere."""
+
+    def __enter__(self) -> "FilterProgress":
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("filter"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            console=err_console, transient=True, disable=not err_console.is_terminal)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("filter", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def update(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=total)
+
+
+def print_filter_summary(run, result) -> None:
+    """Per language: generated ok, accepted, rejected (or one line when filter was already current)."""
+    languages = result.stats.get("languages", {})
+    if result.current:
+        console.print(f"filter already current for {len(languages)} language(s), nothing rewritten")
+        return
+    table = Table(title=f"filter: {run.root}")
+    for column in ("language", "generated ok", "accepted", "rejected"):
+        table.add_column(column, justify="right" if column != "language" else "left")
+    for code, counts in sorted(languages.items()):
+        table.add_row(code, str(counts["generated_ok"]), str(counts["accepted"]), str(counts["rejected"]))
+    console.print(table)
+
+
+def print_batches(rows: list[dict]) -> None:
+    """``workbench batch status``: the run's open batches and their request counts."""
+    if not rows:
+        console.print("no open batches")
+        return
+    table = Table(title="batches")
+    for column in ("batch_id", "status", "requests", "completed", "failed"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(row[c]) for c in ("batch_id", "status", "requests", "completed", "failed")])
+    console.print(table)
+
+
+def print_status(run_dir, rows: list[dict]) -> None:
+    """Each stage's state, row counts, cost and finish time (:func:`workbench.status.run_status`)."""
+    table = Table(title=f"run: {run_dir}")
+    for column in ("stage", "status", "tables", "rows", "cost (USD)", "finished"):
+        table.add_column(column)
+    for row in rows:
+        cost = "" if row["cost_usd"] is None else f"{row['cost_usd']:.4f}"
+        table.add_row(row["stage"], row["status"], str(row["tables"]), str(row["rows"]), cost,
+                      row["finished_at"] or "")
+    console.print(table)
+
+
+def print_pipeline_end(run, rows: list[dict]) -> None:
+    """``workbench run``, at the end: the run's status and where its report is (when it wrote one)."""
+    from workbench.run import Folder
+
+    print_status(run.root, rows)
+    report = run.stage_dir(Folder.REPORT) / "index.html"
+    if report.is_file():
+        console.print(f"report: {report.resolve()}")
+
+
+# --- train, eval ---------------------------------------------------------------------------------
+def _item_table(title: str, rows) -> Table:
+    table = Table(title=title)
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    for item, value in rows:
+        table.add_row(item, value)
+    return table
+
+
+def print_train_estimate(needed) -> None:
+    """``train --estimate``: the per-GPU memory and the training schedule, their notes, and whether it
+    fits (:class:`workbench.train.stage.TrainingEstimate`; a plan that does not fit ends in its one
+    error line, after these tables)."""
+    console.print(_item_table("per-GPU memory estimate", needed.memory.rows()))
+    for note in needed.memory.notes:
+        console.print(f"note: {note}")
+    schedule = needed.schedule
+    console.print(_item_table("training schedule", schedule.rows() if schedule else [("optimizer steps", needed.why)]))
+    for warning in schedule.warnings if schedule else []:
+        console.print(f"note: {warning}")
+    if needed.fits:
+        console.print(f"fits in {needed.gpu_memory_gib:g} GiB per GPU")
+
+
+def print_train_summary(run, result) -> None:
+    """What ``workbench train`` did: steps, records, epochs, loss, and where the model is."""
+    from workbench.run import Folder
+    from workbench.stagelog import logged_note
+
+    if result.current:
+        console.print(f"train already current, nothing rewritten: {run.stage_dir(Folder.TRAIN)}")
+        return
+    stats = result.stats
+    if note := logged_note(stats, run.root):
+        console.print(f"note: {note}", highlight=False)
+    if stats.get("skipped"):
+        err_console.print("records not built: " + "; ".join(f"{k}: {v}" for k, v in stats["skipped"].items()))
+    console.print(
+        f"trained {stats.get('steps')} steps on {stats.get('records')} records in {stats.get('seconds')} s "
+        f"({stats.get('epochs', 0):.2f} epochs, batch {stats.get('batch_size')}) "
+        f"(loss {stats.get('first_loss', 0):.3f} -> {stats.get('last_loss', 0):.3f}); "
+        f"model: {stats.get('export') or stats.get('adapter')}"
+    )
+
+
+def print_eval_results(run, result) -> None:
+    """``workbench eval``: per system and dataset nDCG@10 | F1, R@100 | accuracy, queries, docs; the
+    passkey probe's accuracy by length and depth; the queries left out per dataset (stderr). The rows
+    are those of ``eval/results.parquet`` that ``result`` evaluated (also when eval was current)."""
+    from workbench.eval.stage import eval_rows
+    from workbench.run import Folder
+    from workbench.stagelog import logged_note
+
+    if note := logged_note(result.stats if not result.current else None, run.root):
+        console.print(f"note: {note}", highlight=False)
+    table = Table(title=f"eval: {run.stage_dir(Folder.EVAL) / 'results.parquet'}")
+    for column in ("system", "dataset", "nDCG@10 | F1", "R@100 | acc", "queries", "docs"):
+        table.add_column(column, justify="left" if column in ("system", "dataset") else "right")
+    rows = eval_rows(run, result)
+    cells = [r for r in rows if r["context_tokens"] is not None]  # the passkey probe: one row per cell
+    rows = [r for r in rows if r["context_tokens"] is None]
+    for key in sorted({(r["system"], r["dataset"]) for r in rows}):
+        values = {r["metric"]: r for r in rows if (r["system"], r["dataset"]) == key}
+        ndcg, recall = values.get(NDCG_AT_10) or values[F1], values.get(RECALL_AT_100) or values[ACCURACY]
+        table.add_row(*key, f"{ndcg['value']:.1f}", f"{recall['value']:.1f}", str(ndcg["n_queries"]), str(ndcg["n_docs"]))
+    if rows or not cells:
+        console.print(table)
+    if cells:
+        passkey = Table(title="passkey: top-1 accuracy (%) by length (encoder tokens) and needle depth")
+        depths = sorted({r["needle_depth"] for r in cells})
+        for column in ("system", "language", "tokens", "words", *(f"{d:g}%" for d in depths)):
+            passkey.add_column(column, justify="left" if column in ("system", "language") else "right")
+        for key in sorted({(r["system"], r["language"], r["context_tokens"]) for r in cells}):
+            by_depth = {r["needle_depth"]: r for r in cells if (r["system"], r["language"], r["context_tokens"]) == key}
+            words = next(iter(by_depth.values()))["context_words_median"]
+            passkey.add_row(key[0], key[1], str(key[2]), "-" if words is None else f"{words:.0f}",
+                            *(f"{by_depth[d]['value']:.0f}" if d in by_depth else "" for d in depths))
+        console.print(passkey)
+    for dataset, counts in result.stats["query_counts"].items():
+        if counts.get("queries_without_qrels") or counts.get("queries_without_positives"):
+            err_console.print(
+                f"{dataset}: {counts.get('queries_without_qrels', 0)} queries without qrels left out (as mteb does); "
+                f"{counts.get('queries_without_positives', 0)} without a relevant passage kept (score 0)"
+            )
+
+
+def print_eval_estimate(plan, room, run_dir) -> None:
+    """``eval --estimate``: passages, tokens, embedding disk and GPU-hours per language, the notes, and
+    the disk they take under ``run_dir`` when it fits (:func:`workbench.eval.estimate.estimate_run`; one
+    that does not fit ends in its error line, after the table)."""
+    from rich import box
+
+    from workbench.eval.estimate import table_header
+
+    table = Table(title=f"eval plan: {plan.title}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in table_header(plan.gpus):
+        table.add_column(column, justify="left" if column == "lang" else "right", no_wrap=True)
+    for row in plan.rows():
+        table.add_row(*row)
+    console.print(table)
+    for note in plan.notes:
+        console.print(f"note: {note}", soft_wrap=True)
+    if room.fits:
+        console.print(f"disk: {plan.disk_bytes / 2**30:,.2f} GiB of shards ({room.missing / 2**30:,.2f} GiB not yet "
+                      f"written); {room.free / 2**30:,.2f} GiB free under {run_dir}: fits", soft_wrap=True)
+
+
+# --- report, export --------------------------------------------------------------------------------
+def print_report(out, result, *, compared: bool = False) -> None:
+    """The report's headline and where it was written (or where ``--compare`` wrote its view)."""
+    import json
+
+    if compared:
+        console.print(f"comparison written: {out / 'compare.html'} ({result.stats['rows']} rows)")
+        return
+    meta = json.loads((out / "report.json").read_text())
+    for line in meta["headline"]:
+        console.print(line, highlight=False, markup=False)
+    console.print(f"report written: {out / 'index.html'} (focus: {result.stats['focus']}; primary reference: "
+                  f"{meta.get('primary_reference') or 'none comparable'}; references from {meta.get('reference_dir')})",
+                  highlight=False, markup=False)
+
+
+def print_export(info: dict, folder) -> None:
+    """``workbench export``: examples and languages written to ``folder``, and the languages left out."""
+    total = sum(c["accepted"] for c in info["languages"].values())
+    kept = len(info["languages"]) - len(info["left_out"])
+    console.print(f"exported {total} examples in {kept} language(s), configs {', '.join(info['configs'])}: {folder}",
+                  highlight=False)
+    if info["left_out"]:
+        console.print(f"left out {', '.join(info['left_out'])}: no accepted rows (no file, not in the card's languages)",
+                      highlight=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
@@ -556,20 +556,36 @@ def _toml_value(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def parse_config(data: dict[str, Any], where: str) -> RunConfig:
+# closed vocabularies whose error line names the kind of value and lists the choices: setting -> (kind, fix)
+_VOCABULARIES = {
+    "deepspeed": ("DeepSpeed mode", "use " + ", ".join(get_args(DeepSpeedMode))),
+    "task": ("task", "use one of " + ", ".join(EVAL_TASKS)),
+}
+
+
+def parse_config(data: dict[str, Any], where: str, options: dict[str, str] | None = None) -> RunConfig:
+    """``data`` as a validated :class:`RunConfig`; one :class:`ConfigError` line naming ``where`` and the
+    field. ``options``: setting (``"train.deepspeed"``) -> the command-line option that gave it
+    (``"--deepspeed"``), which the line then names instead."""
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
         problem = err.errors()[0]
         location = ".".join(str(part) for part in problem["loc"])
         message = problem["msg"].removeprefix("Value error, ")
+        fix = None
         if problem["type"] == "extra_forbidden":
             message = "not a known setting (check the spelling)"
         elif problem["type"] == "missing":
             message = "required but missing"
+        elif problem["type"] == "literal_error" and str(problem["loc"][-1]) in _VOCABULARIES:
+            kind, fix = _VOCABULARIES[str(problem["loc"][-1])]
+            message = f"unknown {kind} '{problem['input']}'"
         elif problem["type"] in _TYPE_ERRORS:
             message = f"{message}, not {_toml_value(problem['input'])} ({_TYPE_ERRORS[problem['type']]})"
-        raise ConfigError(f"field '{location}': {message}", where=where) from None
+        if options and location in options:
+            raise ConfigError(message, where=options[location], fix=fix) from None
+        raise ConfigError(f"field '{location}': {message}", where=where, fix=fix) from None
 
 
 def load_config(path: Path | str) -> RunConfig:

@@ -318,3 +318,41 @@ def _load_cached(directory: Path) -> Registry:
 
 def load_registry(directory: Path | str | None = None) -> Registry:
     return _load_cached(Path(directory) if directory else languages_dir())
+
+
+def registry_listing(registry: Registry, *, tier: str | None = None, miracl: bool = False, script: str | None = None,
+                     eval_only: bool | None = None) -> list[dict[str, object]]:
+    """``workbench languages``: one record per language that passes the filters (``eval_only`` None:
+    both roles), every column the listing shows; an unknown tier or script is one line naming the
+    option, with the closest valid spelling."""
+    from workbench.errors import WorkbenchError
+
+    if tier is not None and tier not in TIERS:
+        fix = f"did you mean {tier.lower()}?" if tier.lower() in TIERS else "use high, mid or low"
+        raise WorkbenchError(f"unknown tier '{tier}'", where="--tier", fix=fix)
+    if script is not None and script not in SCRIPT_UNICODE_NAMES:
+        close = suggest_script(script)
+        raise WorkbenchError(f"'{script}' is not an ISO 15924 code this registry knows", where="--script",
+                             fix=f"did you mean {close}?" if close else "e.g. Latn, Cyrl, Arab")
+    return [
+        {
+            "code": lang.code,
+            "iso639_3": lang.iso639_3,
+            "name": lang.name,
+            "native_name": lang.native_name,
+            "scripts": "+".join(lang.scripts),
+            "tier": lang.tier,
+            "cc100_tokens_m": lang.cc100_tokens_m,
+            "role": lang.role,
+            "miracl": lang.miracl,
+            "tatoeba": lang.tatoeba or "",
+            "confusable_group": lang.confusable_group or "",
+            "quota": lang.quota,
+            "lid_models": len(lang.lid.covered_by()),
+        }
+        for lang in registry
+        if (tier is None or lang.tier == tier)
+        and (not miracl or lang.miracl)
+        and (script is None or script in lang.scripts)
+        and (eval_only is None or (lang.role == "eval_only") == eval_only)
+    ]

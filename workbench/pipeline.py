@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from workbench.config import RunConfig
@@ -27,6 +28,24 @@ class StageOutcome:
     stage: str
     state: str  # ran | skipped | not selected
     seconds: float = 0.0
+
+
+def resolve_pipeline_config(config_file: Path, run_dir: Path | None, registry: Registry, *,
+                            write: bool = True) -> tuple[Run, RunConfig, dict[str, str]]:
+    """``workbench run CONFIG``: (the run, by default ``runs/<[run] name>``, its config, the languages
+    the plan leaves out and why). Those languages (eval-only, no quota) never reach ``run.toml``'s
+    list; the config file's languages are checked with the run's config, naming the file."""
+    from workbench.config import load_config
+    from workbench.plan import planned_languages
+    from workbench.runconfig import resolve_run_config
+
+    requested = load_config(config_file)
+    target = run_dir or Path("runs") / requested.run.name
+    kept, left_out = (planned_languages(requested, registry, f"{config_file}: field 'run.languages'")
+                      if "plan" in requested.pipeline.stages else (None, {}))
+    overrides = {"run": {"languages": kept}} if kept is not None else None
+    run, config = resolve_run_config(target, config_file, overrides, write=write, pipeline=write)
+    return run, config, left_out
 
 
 def run_pipeline(

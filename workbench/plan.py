@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -140,6 +141,22 @@ def planned_languages(config: RunConfig, registry: Registry,
     if kept == tokens:
         return None, left_out
     return kept, {code: f"{why}; dropped from [run] languages" if code in tokens else why for code, why in left_out.items()}
+def resolve_plan_config(run_dir: Path, config_file: Path | None, updates: dict[str, Any], registry: Registry, *,
+                        where: str, write: bool = True) -> tuple[Run, RunConfig, dict[str, str]]:
+    """``workbench plan``: (the run, its config with the ``[run]`` ``updates``, the languages left out
+    and why). Languages the plan leaves out (eval-only, no quota) never reach ``run.toml``'s list;
+    ``where`` names the setting that chose them. The run is opened once, for both config reads."""
+    from workbench.runconfig import open_run, resolve_run_config
+
+    run = open_run(run_dir)
+    preview = resolve_run_config(run, config_file, {"run": updates}, write=False)[1]
+    kept, left_out = planned_languages(preview, registry, where)
+    if kept is not None:
+        updates = {**updates, "languages": kept}
+    run, config = resolve_run_config(run, config_file, {"run": updates}, stages=("plan",), write=write)
+    return run, config, left_out
+
+
 def check_plan_size(quotas: dict[str, int], config: Any = None, registry: Registry | None = None) -> None:
     """Refuse a plan above :data:`MAX_PLAN_SLOTS` slots with one line; with ``config`` (a full run
     config) the line also estimates the generation it would take (:func:`estimate_plan`)."""

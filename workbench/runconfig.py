@@ -87,21 +87,44 @@ def check_stages(config: RunConfig, stages: Iterable[str], *, pipeline: bool = F
         declared.check(config, pipeline)
 
 
+def open_run(run_dir: Path, *, create: bool = True) -> Run:
+    """The run directory a command works on, opened once for the whole command.
+
+    An existing run is opened (its layout checked); a missing one is one line unless ``create``, and
+    then a :class:`Run` not yet on disk, which :func:`resolve_run_config` creates once the config
+    has passed its checks (a mistyped RUN creates nothing)."""
+    if not create or (Path(run_dir) / MANIFEST).is_file():
+        return Run.open(run_dir)
+    return Run(Path(run_dir))
+
+
 def resolve_run_config(
-    run_dir: Path, config_file: Path | None = None, overrides: dict[str, Any] | None = None, *,
+    run: Run | Path, config_file: Path | None = None, overrides: dict[str, Any] | None = None, *,
     create: bool = True, write: bool = True, stages: Iterable[str] = (), pipeline: bool = False,
+    options: dict[str, str] | None = None,
 ) -> tuple[Run, RunConfig]:
     """The run and its resolved config; ``run.toml`` is written only after every check passed.
 
+    ``run``: a run directory, or the :class:`Run` the command already opened with :func:`open_run`
+    (a command that resolves its config twice, such as ``plan``, opens the run once).
     ``stages``: the stages the command is about to run, whose own checks must pass before the
     config is saved (``pipeline=True``: ``workbench run``, every stage of ``[pipeline] stages``). ``create=False`` requires an
     existing run directory; ``write=False`` leaves ``run.toml`` as it is (dry runs, estimates,
     status views) and takes no writer lock. A writing call holds the run's writer lock (one writer
     per run) before it reads the run's config.
+    ``options``: setting (``"train.deepspeed"``) -> the option that gives it (``"--deepspeed"``); a bad
+    value in ``overrides`` is one line naming its option, before the run is opened.
     """
-    existing = (Path(run_dir) / MANIFEST).is_file()
-    if not create or existing:
-        run = Run.open(run_dir)
+    if overrides:
+        given = {key: option for key, option in (options or {}).items()
+                 if key.partition(".")[2] in ((overrides.get(key.partition(".")[0]) or {}))}
+        parse_config(overrides, where="command-line options", options=given)
+    if not isinstance(run, Run):
+        run = open_run(run, create=create)
+    existing = (run.root / MANIFEST).is_file()
+    if not existing and not create:
+        run = Run.open(run.root)  # one line: not a run directory
+    if existing:
         if write:
             run.lock.hold()  # one writer per run: refuse before touching run.toml
         if not run.config_path.is_file():
@@ -112,10 +135,9 @@ def resolve_run_config(
         layers = read_toml(run.config_path)
         config = saved = parse_config(layers, where=str(run.config_path))
     else:
-        saved = None
-        run = Run(Path(run_dir))  # created below, once the config has passed its checks
-        layers = {"run": {"name": Path(run_dir).name}} if _is_name(Path(run_dir).name) else {}
-        config = parse_config(layers, where=str(run_dir))
+        saved = None  # created below, once the config has passed its checks
+        layers = {"run": {"name": run.root.name}} if _is_name(run.root.name) else {}
+        config = parse_config(layers, where=str(run.root))
     if config_file is not None:
         added = read_toml(config_file)
         parse_config(added, where=str(config_file))  # a mistake in the file is named by the file
@@ -123,14 +145,14 @@ def resolve_run_config(
         config = parse_config(layers, where=str(config_file))
     if overrides:
         layers = merge_layers(layers, overrides)
-        config = parse_config(layers, where="command-line options")
+        config = parse_config(layers, where="command-line options", options=given)
     from_options = bool(((overrides or {}).get("run") or {}).keys() & {"languages", "quotas"})
     check_languages(config, "--languages" if from_options else str(config_file or run.config_path))
     if not write:
         return run, config
     check_stages(config, config.pipeline.stages if pipeline else stages, pipeline=pipeline, saved=saved)
     if not existing:
-        run = Run.create(run_dir)
+        run = Run.create(run.root)
         run.lock.hold()
     logs.attach(run.root)  # this command writes the run: its log records go to RUN/workbench.log
     atomic_write_bytes(run.config_path, config.to_toml().encode())

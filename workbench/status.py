@@ -41,9 +41,10 @@ def output_problem(run: Run, outputs: dict[str, Any]) -> str | None:
     return None
 
 
-def run_status(run_dir: Path | str) -> list[dict[str, Any]]:
-    """One row per stage in pipeline order (stages never run show as 'not run')."""
-    run = Run.open(run_dir)
+def run_status(run: Run | Path | str) -> list[dict[str, Any]]:
+    """One row per stage in pipeline order (stages never run show as 'not run'); ``run``: a run
+    directory, or the :class:`Run` a command already opened (``workbench run`` shows its status)."""
+    run = run if isinstance(run, Run) else Run.open(run)
     stages = run.manifest()["stages"]
     names = list(STAGE_ORDER) + sorted(set(stages) - set(STAGE_ORDER))
     holder = run.lock.holder()  # pid of the live writer, -1 if it wrote none, None if nobody holds the run

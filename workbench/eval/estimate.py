@@ -313,25 +313,55 @@ def existing_shard_bytes(run_root: Path) -> int:
     return sum(f.stat().st_size for f in root.glob("*/shards/**/*") if f.is_file())
 
 
-def check_disk(run_root: Path, needed: int, *, what: str = "the embeddings") -> tuple[int, int]:
-    """(needed beyond what is already there, free bytes); one error line when it does not fit."""
+@dataclass
+class DiskRoom:
+    """Whether ``needed`` bytes of embedding shards fit on the disk of the run directory ``root``."""
+
+    root: Path
+    missing: int  # needed beyond the shards already written
+    free: int
+    what: str = "the embeddings"
+
+    @property
+    def fits(self) -> bool:
+        return self.missing <= self.free
+
+    def check(self) -> None:
+        """One error line when the shards do not fit."""
+        if not self.fits:
+            raise WorkbenchError(
+                f"{self.what} need {_gib(self.missing)} more but {_gib(self.free)} are free on its disk",
+                where=str(self.root / Folder.EVAL / "embeddings"),
+                fix="free space, put the run directory on a larger disk, or evaluate fewer languages")
+
+
+def disk_room(run_root: Path, needed: int, *, what: str = "the embeddings") -> DiskRoom:
+    """How much of ``needed`` is not on disk yet, and how much the run directory's disk has free."""
     target = Path(run_root).resolve()
     probe = target
     while not probe.exists():
         probe = probe.parent
     free = shutil.disk_usage(probe).free
-    missing = max(0, needed - existing_shard_bytes(target))
-    if missing > free:
-        raise WorkbenchError(
-            f"{what} need {_gib(missing)} more but {_gib(free)} are free on its disk",
-            where=str(target / Folder.EVAL / "embeddings"),
-            fix="free space, put the run directory on a larger disk, or evaluate fewer languages")
-    return missing, free
+    return DiskRoom(target, max(0, needed - existing_shard_bytes(target)), free, what)
+
+
+def check_disk(run_root: Path, needed: int, *, what: str = "the embeddings") -> tuple[int, int]:
+    """(needed beyond what is already there, free bytes); one error line when it does not fit."""
+    room = disk_room(run_root, needed, what=what)
+    room.check()
+    return room.missing, room.free
+
+
+def estimate_run(run_root: Path, section: Any, registry: Any, **options: Any) -> tuple[Plan, DiskRoom]:
+    """``eval --estimate``: the plan for ``section`` (:func:`estimate`, same options) and whether its
+    embedding shards fit on the disk of ``run_root``; reads only."""
+    plan = estimate(section, registry, **options)
+    return plan, disk_room(run_root, plan.disk_bytes)
 
 
 def table_header(gpus: int) -> list[str]:
     return [h.format(gpus=gpus) for h in HEADER]
 
 
-__all__ = ["Plan", "LanguagePlan", "check_disk", "estimate", "model_facts", "scale_assumptions", "table_header",
+__all__ = ["Plan", "LanguagePlan", "DiskRoom", "check_disk", "disk_room", "estimate", "estimate_run", "model_facts", "scale_assumptions", "table_header",
 ]

@@ -186,6 +186,15 @@ def evaluate(inputs: StageInput, eval_section: EvalSection, pipeline: PipelineSe
                        stats={"query_counts": query_counts, "systems": list(dict.fromkeys(system_names))})
 
 
+def eval_overrides(given: dict[str, Any], *, config_file: Path | None) -> dict[str, Any]:
+    """The ``[eval]`` settings of one ``workbench eval`` call: the options ``given``; without
+    ``--config`` a call describes one whole evaluation, so every setting it does not give takes its
+    default rather than whatever an earlier eval left in ``run.toml``."""
+    if config_file is not None:
+        return dict(given)
+    return {**EvalSection().model_dump(mode="json"), **given}
+
+
 def eval_rows(run: Run, result: StageResult) -> list[dict[str, Any]]:
     """The ``eval/results.parquet`` rows of the systems and datasets ``result`` evaluated (also when
     the stage was current and nothing ran)."""

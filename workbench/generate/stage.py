@@ -32,12 +32,13 @@ def run_generate(run: Run, config: RunConfig, registry: Registry, *, dry_run: bo
                  retry_failed: bool = False, progress: ProgressCallback | None = None) -> StageResult:
     """Generate (or resume) every planned slot through the runner; see the module docstring.
 
-    ``batch`` takes one Batch API step and returns (status ``waiting`` while batches are open);
-    ``retry_failed`` sends slots recorded as failed again (so it runs even when the stage is current).
+    ``batch`` (or ``[generate] batch``) takes one Batch API step and returns (status ``waiting`` while
+    batches are open); ``retry_failed`` sends slots recorded as failed again (so it runs even when the
+    stage is current).
     """
+    batch = batch or config.generate.batch
     if dry_run:  # an estimate: read-only, no lock, no manifest
-        return generate_tables(run, config.generate, registry, seed=config.run.seed, dry_run=True,
-                               batch=batch or config.generate.batch)
+        return generate_tables(run, config.generate, registry, seed=config.run.seed, dry_run=True, batch=batch)
     options = {key: True for key, on in ((BATCH_STEP, batch), ("retry_failed", retry_failed)) if on}
     return run_stage(run, GENERATE, config, registry, options=options, progress=progress, force=retry_failed)
 

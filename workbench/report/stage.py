@@ -177,3 +177,54 @@ def build_report(
 REPORT = Stage(STAGE, reads=("train", "eval", "audit"), sections=(ReportSection,), body=write_report,
                writes=(Folder.REPORT,), languages=True, outside=outside_inputs,
                check=checks.report)
+
+
+def report_from_options(run_dir: Path | None, config_file: Path | None, updates: dict[str, str], *,
+                        results: Sequence[Path] = (), audit: Path | None = None, out: Path | None = None,
+                        compare: tuple[str, str] | None = None) -> tuple[Path, StageResult]:
+    """``workbench report``: (the folder written, what was written).
+
+    A report of a run into ``RUN/report`` is the report stage (through the runner), with ``--results``
+    and ``--audit`` joining its ``[report]`` section after the tables it already names. Anything else
+    (``--out`` elsewhere, no run, ``--compare A B``) is built from the named tables into ``out``; with
+    a run, its ``[report]`` settings (and the options) are saved to ``run.toml`` first."""
+    from workbench.config import RunConfig, load_config, parse_config
+    from workbench.errors import WorkbenchError
+    from workbench.run import Folder
+    from workbench.runconfig import open_run, resolve_run_config
+
+    own_results = run_dir / Folder.EVAL / "results.parquet" if run_dir is not None else None
+    if run_dir is not None and not compare and (out is None or out == run_dir / Folder.REPORT):
+        run = open_run(run_dir, create=False)  # once: for the tables run.toml names and for the report
+        _, named = resolve_run_config(run, config_file, create=False, write=False)
+        joined = list(dict.fromkeys([*named.report.results, *(str(p) for p in results)]))
+        extra = {"results": joined if results else None, "audit": str(audit) if audit else None}
+        run, config = resolve_run_config(run, config_file, {"report": {**updates, **{
+            k: v for k, v in extra.items() if v}}}, create=False, stages=("report",))
+        if not own_results.is_file() and not config.report.results:
+            raise WorkbenchError("no eval/results.parquet in this run and no --results given", where=str(run_dir),
+                                 fix="run 'workbench eval' first or pass --results PATH")
+        return run.stage_dir(Folder.REPORT), run_report(run, config, load_registry())
+    if run_dir is not None:
+        _, config = resolve_run_config(run_dir, config_file, {"report": updates}, create=False, stages=("report",))
+        section = config.report
+    else:
+        base = load_config(config_file) if config_file else RunConfig()
+        section = parse_config({**base.model_dump(mode="json"), "report": {**base.report.model_dump(mode="json"), **updates}},
+                               where="command line").report
+    if out is None:
+        if run_dir is None:
+            raise WorkbenchError("no output folder", where="--out", fix="give --out DIR or a run directory")
+        out = run_dir / Folder.REPORT
+    registry = load_registry()
+    if compare and all(compare):
+        return out, run_compare(compare[0], compare[1], out, registry=registry)
+    tables: list[Path] = []
+    if own_results is not None and own_results.is_file():
+        tables.append(own_results)
+    tables += [Path(p) for p in section.results] + list(results)
+    audit_path = audit or (Path(section.audit) if section.audit else None)
+    own_audit = run_dir / Folder.AUDIT / "summary.parquet" if run_dir is not None else None
+    if audit_path is None and own_audit is not None and own_audit.is_file():
+        audit_path = own_audit
+    return out, build_report(out, tables, audit=audit_path, config=section, registry=registry)

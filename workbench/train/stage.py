@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import polars as pl
 
@@ -50,8 +50,8 @@ from workbench.train.card import model_card_text
 from workbench.train.distributed import barrier, setup_distributed
 from workbench.train.export import encoder_spec, export_merged, save_trainable
 from workbench.train.loop import Loop, train_loop
-from workbench.train.schedule import plan_schedule
-from workbench.train.zero import build_engine, check_fits, deepspeed_config, estimate_memory
+from workbench.train.schedule import Schedule, plan_schedule
+from workbench.train.zero import MemoryEstimate, build_engine, check_fits, deepspeed_config, estimate_memory
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,43 @@ def estimate_training(config: RunConfig):
     world_hint = int(os.environ.get("WORLD_SIZE", "1"))
     check_backend(tc, world_hint)
     return estimate_memory(tc, inspect_model(_model_folder(tc)), world_hint)
+
+
+@dataclass
+class TrainingEstimate:
+    """``train --estimate``: per-GPU memory, the schedule over the run's accepted data (None, with
+    ``why``, before there is any) and whether it fits ``train.gpu_memory_gib``."""
+
+    memory: MemoryEstimate
+    schedule: Schedule | None
+    why: str
+    section: TrainSection
+
+    @property
+    def gpu_memory_gib(self) -> float:
+        return self.section.gpu_memory_gib
+
+    @property
+    def fits(self) -> bool:
+        try:
+            self.check_fits()
+        except WorkbenchError:
+            return False
+        return True
+
+    def check_fits(self) -> None:
+        """One error line when the estimate exceeds ``train.gpu_memory_gib``."""
+        check_fits(self.memory, self.section)
+
+
+def estimate_run(run: Run, config: RunConfig) -> TrainingEstimate:
+    """What training ``config`` would take, before any GPU is touched: reads the model's config and the
+    run's accepted tables (none is fine: the run need not exist); trains and writes nothing."""
+    if not config.train.model:
+        raise WorkbenchError("no model to estimate", where="train.model", fix="give --model PATH")
+    memory = estimate_training(config)
+    schedule, why = training_schedule(run, config, int(os.environ.get("WORLD_SIZE", "1")))
+    return TrainingEstimate(memory, schedule, why, config.train)
 
 
 def run_train(run: Run, config: RunConfig, registry=None, *, progress=None) -> StageResult:
