@@ -201,7 +201,7 @@ def report_from_options(run_dir: Path | None, config_file: Path | None, updates:
         extra = {"results": joined if results else None, "audit": str(audit) if audit else None}
         run, config = resolve_run_config(run, config_file, {"report": {**updates, **{
             k: v for k, v in extra.items() if v}}}, create=False, stages=("report",))
-        if not own_results.is_file() and not config.report.results:
+        if not (run_dir / Folder.EVAL / "results.parquet").is_file() and not config.report.results:
             raise WorkbenchError("no eval/results.parquet in this run and no --results given", where=str(run_dir),
                                  fix="run 'workbench eval' first or pass --results PATH")
         return run.stage_dir(Folder.REPORT), run_report(run, config, load_registry())
