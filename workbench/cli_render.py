@@ -254,8 +254,8 @@ def eval_line(state) -> str:
     where = f"eval {state.section}/{state.sections}: {state.task}"
     where += f" · {state.subset}" if state.subset else ""
     where += f" · {state.system}"
-    if not state.total:
-        return f"{where} · elapsed {duration(elapsed)} (ranks without embedding: no passage count)"
+    if not state.total:  # nothing counted yet: BM25, a passkey cell, or a sharded job (its count is on stderr)
+        return f"{where} · elapsed {duration(elapsed)}"
     rate = state.done / elapsed if elapsed > 0 else 0.0
     side = f" {state.side}" if state.side in ("queries", "documents") else ""  # bitext: every text is a sentence
     return (f"{where} ·{side} {state.done:,}/{state.total:,} texts · {rate:.1f} passages/s · "
