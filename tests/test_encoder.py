@@ -1,4 +1,4 @@
-"""The one encoder contract (workbench/encoder.py) shared by train and eval.
+"""The one encoder contract (workbench/encoder/) shared by train and eval.
 
 A tiny random Mistral goes through run_train and comes back through eval's loader with the same
 embeddings, for a text longer than max_length (EOS kept); folders without the contract get the
@@ -20,7 +20,7 @@ import torch
 from mteb.types import PromptType
 
 from workbench import encoder as contract
-from workbench.encoder import QUERY_TEMPLATE, check_eos, load_spec, minilm_path, tokenize
+from workbench.encoder import QUERY_TEMPLATE, check_eos, load_spec, minilm_path, tokenize, tokens
 from workbench.errors import WorkbenchError
 from workbench.eval.encoders import WorkbenchEncoder
 
@@ -104,7 +104,7 @@ def test_the_old_eval_tokenising_loses_eos_and_the_load_check_catches_it(tiny, m
         texts = [t + tokenizer.eos_token for t in texts] if add_eos else texts
         return dict(tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
 
-    monkeypatch.setattr(contract, "tokenize", text_eos_then_truncate)
+    monkeypatch.setattr(tokens, "tokenize", text_eos_then_truncate)  # the tokenize check_eos calls
     with pytest.raises(WorkbenchError, match="does not end with EOS"):
         check_eos(tok, MAX_LENGTH, where="tiny")
 

@@ -5,9 +5,11 @@
   takes the folder named by its environment variable when that is set (``$WORKBENCH_LANGUAGES``,
   ``$WORKBENCH_PROMPTS``, ``$WORKBENCH_TEMPLATES``), else the checkout's folder, else the copy an
   installed wheel carries under ``<prefix>/share/workbench/`` (pyproject's ``data-files``).
-* **Package files** inside ``workbench/`` (the audit page's template): :func:`package_path`, through
-  :mod:`importlib.resources`, the same in a checkout and an installed wheel (pyproject's
-  ``package-data``).
+* **Package files** inside ``workbench/``, which the code reads as shipped (the audit page's
+  template, the encoder's instruction table, the passkey needles, eval's scale table, the DeepSpeed
+  ZeRO configs): :func:`package_path`, through :mod:`importlib.resources`, the same in a checkout
+  and an installed wheel (pyproject's ``package-data``). No module finds its files from
+  ``__file__``; ``tests/test_resources.py`` checks that every path asked for here exists and ships.
 """
 
 from __future__ import annotations

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import UnknownLanguageError, WorkbenchError
+from workbench.resources import package_path
 from workbench.run import Folder
 from workbench.systems import BM25, MINILM
 
-SCALE_FILE = Path(__file__).with_name("scale.toml")
+SCALE_FILE = package_path("eval", "scale.toml")
 SAMPLE_PASSAGES = 2000  # passages the model's tokenizer counts per language
 TOPK = 1000  # mteb's top_k: per-shard top-k files hold this many (score, row) pairs per query
 DEFAULT_DIM = 4096  # a 7B model's hidden size, when no model folder is given

@@ -46,6 +46,7 @@ from workbench import conditions
 from workbench.errors import UnknownLanguageError, WorkbenchError
 from workbench.languages import Language, Registry
 from workbench.metrics import ACCURACY
+from workbench.resources import package_path
 from workbench.run import Folder, Run, file_sha256, now
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ TASK = "passkey"  # the name in TARGETS / [eval] task
 TASK_NAME = "PersonalizedPasskeyRetrieval"  # the task column (and instructions.toml key)
 METRIC = ACCURACY
 SPLIT = "test"
-NEEDLES_FILE = Path(__file__).with_name("passkey_needles.toml")
+NEEDLES_FILE = package_path("eval", "passkey_needles.toml")
 NEUTRAL = "neutral ({name}: {passkey})"
 ROMANIZED = "romanized (synthetic)"
 PASSKEY_DIGITS = 5

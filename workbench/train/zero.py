@@ -16,9 +16,10 @@ from pathlib import Path
 from workbench.config import TrainSection
 from workbench.encoder import ModelInfo
 from workbench.errors import ConfigError, WorkbenchError, first_line
+from workbench.resources import package_path
 from workbench.train.distributed import DistState
 
-CONFIG_DIR = Path(__file__).with_name("configs")
+CONFIG_DIR = package_path("train", "configs")
 GIB = 1024**3
 
 
