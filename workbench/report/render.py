@@ -56,6 +56,7 @@ def template_env():
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}%"
     env.filters["gapword"] = gap_words
     env.filters["metric_label"] = metric_label  # nDCG@10, Recall@100, MRR@10, F1, ...
+    env.globals["NDCG_AT_10"] = NDCG_AT_10  # templates name metrics through workbench/metrics.py too
     return env
 
 
