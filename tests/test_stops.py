@@ -179,6 +179,9 @@ def test_restarted_server_that_never_answers_is_given_up_on_once_not_restarted_a
     # a live server that never answers is not a death, so it must not be restarted (again and again)
     for key, value in _stand_in_env(tmp_path, good=1, hang_from=3).items():
         monkeypatch.setenv(key, value)
+    # a library caller's process: Python's own SIGINT handler (an in-process CLI test earlier in the session may
+    # have left workbench.signals' handler installed, which ignores the supervisor's interrupt outside a command)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     server = LocalServer(startup_timeout_s=4).start()
     interrupted = False
     try:
@@ -195,6 +198,7 @@ def test_restarted_server_that_never_answers_is_given_up_on_once_not_restarted_a
             interrupted = True
     finally:
         server.stop()
+        signal.signal(signal.SIGINT, previous)
     assert server.fatal is not None and interrupted
     assert "did not answer a chat completion within 4s" in server.fatal.line()
     assert server.restarts == 1
